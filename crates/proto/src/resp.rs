@@ -1,0 +1,340 @@
+//! RESP2 request parsing: multibulk (`*2\r\n$3\r\nGET\r\n$1\r\na\r\n`) and inline
+//! (`GET a\r\n`) commands, with the limits and error texts of Redis 7.
+
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
+
+use crate::ProtoError;
+
+/// Longest count line (`*N` / `$N`) and inline command Redis accepts.
+pub const MAX_INLINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RespLimits {
+    /// Most arguments in one command.
+    pub max_args: usize,
+    /// Longest single argument.
+    pub max_bulk: usize,
+    /// Longest inline command line.
+    pub max_inline: usize,
+    /// The client has not authenticated yet (the limits are then the small pre-auth ones and
+    /// the errors say so, as Redis does since CVE-2021-32675).
+    pub unauthenticated: bool,
+}
+
+impl Default for RespLimits {
+    fn default() -> Self {
+        RespLimits {
+            max_args: 1024 * 1024,
+            max_bulk: 512 * 1024 * 1024,
+            max_inline: MAX_INLINE,
+            unauthenticated: false,
+        }
+    }
+}
+
+/// One parsed command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RespRequest<'a> {
+    /// Arguments borrowed from the input buffer (multibulk, or inline without quotes).
+    Args(SmallVec<[&'a [u8]; 6]>),
+    /// Inline command with quotes or escapes: arguments had to be unescaped.
+    Owned(Vec<Vec<u8>>),
+    /// An empty line or `*0`: Redis ignores these.
+    Empty,
+}
+
+fn err(msg: &'static str) -> ProtoError {
+    ProtoError::Resp(Cow::Borrowed(msg))
+}
+
+/// Parses one request off the front of `buf`: `Ok(None)` if incomplete, else the request and
+/// the number of bytes it took. Never panics and never allocates based on a declared length.
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+) -> Result<Option<(RespRequest<'a>, usize)>, ProtoError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_multibulk(buf, limits),
+        Some(_) => parse_inline(buf, limits),
+    }
+}
+
+/// Finds the line starting at `from`, returns (line content end, next position).
+fn line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let rest = buf.get(from..)?;
+    let i = rest.iter().position(|&b| b == b'\n')?;
+    let end = from + i;
+    let content_end = if end > from && buf[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    };
+    Some((content_end, end + 1))
+}
+
+/// Strict decimal integer, as Redis's string2ll: optional '-', digits, no overflow.
+fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
+    }
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
+}
+
+fn parse_multibulk<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+) -> Result<Option<(RespRequest<'a>, usize)>, ProtoError> {
+    let Some((end, mut pos)) = line(buf, 1) else {
+        if buf.len() > MAX_INLINE {
+            return Err(err("Protocol error: too big mbulk count string"));
+        }
+        return Ok(None);
+    };
+    let count = parse_i64(&buf[1..end])
+        .filter(|&n| n <= i32::MAX as i64)
+        .ok_or_else(|| err("Protocol error: invalid multibulk length"))?;
+    if count <= 0 {
+        return Ok(Some((RespRequest::Empty, pos)));
+    }
+    let count = count as usize;
+    if count > limits.max_args {
+        return Err(if limits.unauthenticated {
+            err("Protocol error: unauthenticated multibulk length")
+        } else {
+            err("Protocol error: invalid multibulk length")
+        });
+    }
+    // Reserve only what the buffer could possibly hold (4 bytes per argument at least).
+    let mut args = SmallVec::with_capacity(count.min(buf.len() / 4 + 1));
+    for _ in 0..count {
+        match buf.get(pos) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(&other) => {
+                return Err(ProtoError::Resp(Cow::Owned(format!(
+                    "Protocol error: expected '$', got '{}'",
+                    char::from(other).escape_default()
+                ))))
+            }
+        }
+        let Some((end, next)) = line(buf, pos + 1) else {
+            if buf.len() - pos > MAX_INLINE {
+                return Err(err("Protocol error: too big bulk count string"));
+            }
+            return Ok(None);
+        };
+        let len = parse_i64(&buf[pos + 1..end])
+            .filter(|&n| n >= 0 && n <= limits.max_bulk as i64)
+            .ok_or_else(|| {
+                if limits.unauthenticated {
+                    err("Protocol error: unauthenticated bulk length")
+                } else {
+                    err("Protocol error: invalid bulk length")
+                }
+            })? as usize;
+        let data_end = next + len;
+        if buf.len() < data_end + 2 {
+            return Ok(None);
+        }
+        if &buf[data_end..data_end + 2] != b"\r\n" {
+            return Err(err("Protocol error: expected CRLF after bulk string"));
+        }
+        args.push(&buf[next..data_end]);
+        pos = data_end + 2;
+    }
+    Ok(Some((RespRequest::Args(args), pos)))
+}
+
+fn parse_inline<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+) -> Result<Option<(RespRequest<'a>, usize)>, ProtoError> {
+    let Some((end, next)) = line(buf, 0) else {
+        if buf.len() > limits.max_inline {
+            return Err(err("Protocol error: too big inline request"));
+        }
+        return Ok(None);
+    };
+    if end > limits.max_inline {
+        return Err(err("Protocol error: too big inline request"));
+    }
+    let text = &buf[..end];
+    let req = if text.iter().any(|&b| b == b'"' || b == b'\'') {
+        let args = split_quoted(text)?;
+        if args.len() > limits.max_args {
+            return Err(err("Protocol error: invalid multibulk length"));
+        }
+        if args.is_empty() {
+            RespRequest::Empty
+        } else {
+            RespRequest::Owned(args)
+        }
+    } else {
+        let args: SmallVec<[&[u8]; 6]> = text
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if args.len() > limits.max_args {
+            return Err(err("Protocol error: invalid multibulk length"));
+        }
+        if args.is_empty() {
+            RespRequest::Empty
+        } else {
+            RespRequest::Args(args)
+        }
+    };
+    Ok(Some((req, next)))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Splits an inline line as Redis's `sdssplitargs` does: double quotes with `\n \r \t \b \a
+/// \\ \" \xHH` escapes, single quotes with `\'`; a closing quote must be followed by a space.
+pub fn split_quoted(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtoError> {
+    let unbalanced = || err("Protocol error: unbalanced quotes in request");
+    let mut out = Vec::new();
+    let mut i = 0;
+    let n = line.len();
+    loop {
+        while i < n && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= n {
+            return Ok(out);
+        }
+        let mut cur = Vec::new();
+        let mut in_dq = false;
+        let mut in_sq = false;
+        loop {
+            if in_dq {
+                if i >= n {
+                    return Err(unbalanced());
+                }
+                let c = line[i];
+                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' {
+                    if let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3])) {
+                        cur.push(h * 16 + l);
+                        i += 4;
+                        continue;
+                    }
+                }
+                if c == b'\\' && i + 1 < n {
+                    cur.push(match line[i + 1] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                    i += 2;
+                } else if c == b'"' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return Err(unbalanced());
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(c);
+                    i += 1;
+                }
+            } else if in_sq {
+                if i >= n {
+                    return Err(unbalanced());
+                }
+                let c = line[i];
+                if c == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
+                    cur.push(b'\'');
+                    i += 2;
+                } else if c == b'\'' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return Err(unbalanced());
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(c);
+                    i += 1;
+                }
+            } else {
+                if i >= n {
+                    break;
+                }
+                match line[i] {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => in_dq = true,
+                    b'\'' => in_sq = true,
+                    c => cur.push(c),
+                }
+                i += 1;
+            }
+        }
+        out.push(cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(buf: &[u8]) -> Vec<Vec<u8>> {
+        match parse_request(buf, &RespLimits::default())
+            .unwrap()
+            .unwrap()
+            .0
+        {
+            RespRequest::Args(a) => a.iter().map(|s| s.to_vec()).collect(),
+            RespRequest::Owned(a) => a,
+            RespRequest::Empty => vec![],
+        }
+    }
+
+    #[test]
+    fn multibulk_and_inline() {
+        assert_eq!(
+            args(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"),
+            vec![b"GET".to_vec(), b"a".to_vec()]
+        );
+        assert_eq!(
+            args(b"SET a  1\r\n"),
+            vec![b"SET".to_vec(), b"a".to_vec(), b"1".to_vec()]
+        );
+        assert_eq!(args(b"SET a \"x y\\n\"\n")[2], b"x y\n".to_vec());
+        assert_eq!(args(b"SET a 'it\\'s'\r\n")[2], b"it's".to_vec());
+    }
+
+    #[test]
+    fn limits_and_errors() {
+        let l = RespLimits::default();
+        assert!(parse_request(b"*2147483648\r\n", &l).is_err());
+        assert!(parse_request(b"*1\r\n$600000000\r\n", &l).is_err());
+        assert!(parse_request(b"*1\r\n$-1\r\n", &l).is_err());
+        assert!(parse_request(b"SET a \"b\r\n", &l).is_err());
+        assert_eq!(parse_request(b"*1\r\n$3\r\nGE", &l).unwrap(), None);
+        let big = vec![b'a'; MAX_INLINE + 1];
+        assert!(parse_request(&big, &l).is_err());
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+    }
+}
