@@ -1,1 +1,109 @@
-fn main() {}
+//! The `ringkv` server binary.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ringkv::config::{Cli, Config};
+use ringkv::net::Server;
+use ringkv::node::Node;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_cli(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringkv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        error!(dir = %config.data_dir.display(), error = %e, "can't create the data directory (choose another with --data-dir)");
+        return ExitCode::from(1);
+    }
+    let node = Arc::new(Node::new(config, new_node_id()));
+    let server = match Server::start(node.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = &node.config;
+    info!(
+        "ringkv {} ready on {} ({} event loops, {} shards, node id {:016x})",
+        env!("CARGO_PKG_VERSION"),
+        server.addr,
+        cfg.threads,
+        cfg.shards,
+        node.node_id
+    );
+    wait_for_signal(&node);
+    info!("shutting down: no new connections, finishing in-flight requests");
+    server.join();
+    info!("bye");
+    ExitCode::SUCCESS
+}
+
+/// Blocks until SIGINT/SIGTERM (or a SHUTDOWN command), then signals every loop.
+fn wait_for_signal(node: &Arc<Node>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "can't watch signals; stopping");
+            node.shutdown();
+            return;
+        }
+    };
+    rt.block_on(async {
+        let mut shutdown = node.shutdown_signal();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                error!("can't install signal handlers");
+                node.shutdown();
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    });
+    node.shutdown();
+}
+
+/// A random node id for vector clocks, kept below 2^32 so it encodes in at most 5 bytes.
+/// (Persisted in the data directory's metadata once durability lands.)
+fn new_node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() & 0xFFFF_FFFF).max(1)
+}

@@ -1,0 +1,352 @@
+//! Key commands: DEL, EXISTS, TYPE, RENAME, the EXPIRE and TTL families, PERSIST, and the
+//! keyspace-wide KEYS, SCAN, RANDOMKEY, DBSIZE, FLUSHDB/FLUSHALL.
+
+use ringkv_proto::{key_hash, ReplySink};
+
+use super::{eq, int, CmdError, CmdResult, Command, Ctx, Expiry};
+use crate::store::glob::glob_match;
+use crate::store::{Store, Tx};
+
+/// EXPIRE's NX / XX / GT / LT (Redis 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireCond {
+    Always,
+    Nx,
+    Xx,
+    Gt,
+    Lt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlKind {
+    TtlSecs,
+    TtlMs,
+    AtSecs,
+    AtMs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan<'a> {
+    pub cursor: u64,
+    pub pattern: Option<&'a [u8]>,
+    pub count: usize,
+    /// `TYPE t`: only "string" matches anything here.
+    pub only_strings: bool,
+}
+
+pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
+    Ok(match name {
+        "del" | "unlink" => Command::Del(a.iter().copied().collect()),
+        "exists" => Command::Exists(a.iter().copied().collect()),
+        "type" => Command::Type(a[0]),
+        "rename" => Command::Rename(a[0], a[1], false),
+        "renamenx" => Command::Rename(a[0], a[1], true),
+        "keys" => Command::Keys(a[0]),
+        "randomkey" => Command::RandomKey,
+        "dbsize" => Command::DbSize,
+        "flushdb" | "flushall" => match a {
+            [] => Command::Flush,
+            [m] if eq(m, "ASYNC") || eq(m, "SYNC") => Command::Flush,
+            _ => return Err(CmdError::SYNTAX),
+        },
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            let v = int(a[1])?;
+            let ms = match name {
+                "expire" | "expireat" => v.checked_mul(1000),
+                _ => Some(v),
+            }
+            .ok_or_else(|| CmdError::invalid_expire(name))?;
+            let when = match name {
+                "expire" | "pexpire" => Expiry::In(ms),
+                _ => Expiry::At(ms),
+            };
+            let mut cond = ExpireCond::Always;
+            for o in &a[2..] {
+                let c = if eq(o, "NX") {
+                    ExpireCond::Nx
+                } else if eq(o, "XX") {
+                    ExpireCond::Xx
+                } else if eq(o, "GT") {
+                    ExpireCond::Gt
+                } else if eq(o, "LT") {
+                    ExpireCond::Lt
+                } else {
+                    return Err(CmdError::msg(format!(
+                        "ERR Unsupported option {}",
+                        String::from_utf8_lossy(o)
+                    )));
+                };
+                cond =
+                    match (cond, c) {
+                        (ExpireCond::Always, c) => c,
+                        (a, b) if a == b => a,
+                        (ExpireCond::Gt, ExpireCond::Lt) | (ExpireCond::Lt, ExpireCond::Gt) => {
+                            return Err(CmdError::msg(
+                                "ERR GT and LT options at the same time are not compatible",
+                            ))
+                        }
+                        _ => return Err(CmdError::msg(
+                            "ERR NX and XX, GT or LT options at the same time are not compatible",
+                        )),
+                    };
+            }
+            Command::Expire(a[0], when, cond, name)
+        }
+        "ttl" => Command::Ttl(a[0], TtlKind::TtlSecs),
+        "pttl" => Command::Ttl(a[0], TtlKind::TtlMs),
+        "expiretime" => Command::Ttl(a[0], TtlKind::AtSecs),
+        "pexpiretime" => Command::Ttl(a[0], TtlKind::AtMs),
+        "persist" => Command::Persist(a[0]),
+        "scan" => {
+            let cursor = std::str::from_utf8(a[0])
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(CmdError::msg("ERR invalid cursor"))?;
+            let mut scan = Scan {
+                cursor,
+                pattern: None,
+                count: 10,
+                only_strings: true,
+            };
+            let mut opts = a[1..].iter();
+            while let Some(o) = opts.next() {
+                let v = opts.next().ok_or(CmdError::SYNTAX)?;
+                if eq(o, "MATCH") {
+                    scan.pattern = Some(v);
+                } else if eq(o, "COUNT") {
+                    let c = int(v)?;
+                    if c < 1 {
+                        return Err(CmdError::SYNTAX);
+                    }
+                    scan.count = c.min(1 << 20) as usize;
+                } else if eq(o, "TYPE") {
+                    scan.only_strings = eq(v, "string");
+                } else {
+                    return Err(CmdError::SYNTAX);
+                }
+            }
+            Command::Scan(scan)
+        }
+        _ => return Err(CmdError::unknown(a)),
+    })
+}
+
+/// Runs a command on keys whose shards are locked in `tx`.
+pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySink) {
+    let now = ctx.now_ms;
+    match *cmd {
+        Command::Del(ref keys) => {
+            let mut n = 0;
+            for &k in keys {
+                let h = key_hash(k);
+                let shard = tx.shard(h);
+                if shard.get(h, k, now).is_some() {
+                    shard.remove(h, k);
+                    n += 1;
+                }
+            }
+            out.int(n);
+        }
+        Command::Exists(ref keys) => {
+            let n = keys
+                .iter()
+                .filter(|k| {
+                    let h = key_hash(k);
+                    tx.shard(h).get(h, k, now).is_some()
+                })
+                .count();
+            out.int(n as i64);
+        }
+        Command::Type(k) => {
+            let h = key_hash(k);
+            out.simple(if tx.shard(h).get(h, k, now).is_some() {
+                "string"
+            } else {
+                "none"
+            });
+        }
+        Command::Rename(src, dst, nx) => {
+            let (hs, hd) = (key_hash(src), key_hash(dst));
+            let Some(e) = tx.shard(hs).get(hs, src, now).cloned() else {
+                out.error("ERR no such key");
+                return;
+            };
+            if src == dst {
+                if nx {
+                    out.int(0);
+                } else {
+                    out.simple("OK");
+                }
+                return;
+            }
+            if nx && tx.shard(hd).get(hd, dst, now).is_some() {
+                out.int(0);
+                return;
+            }
+            tx.shard(hs).remove(hs, src);
+            super::strings::write(
+                tx.shard(hd),
+                hd,
+                dst,
+                e.value(),
+                e.expires_at_ms(),
+                None,
+                ctx,
+            );
+            if nx {
+                out.int(1);
+            } else {
+                out.simple("OK");
+            }
+        }
+        Command::Expire(k, when, cond, _) => {
+            let h = key_hash(k);
+            let shard = tx.shard(h);
+            let Some(e) = shard.get(h, k, now) else {
+                out.int(0);
+                return;
+            };
+            let at = when.resolve(now);
+            let cur = e.expires_at_ms();
+            // As Redis: a key without TTL counts as an infinite TTL for GT / LT.
+            let ok = match cond {
+                ExpireCond::Always => true,
+                ExpireCond::Nx => cur.is_none(),
+                ExpireCond::Xx => cur.is_some(),
+                ExpireCond::Gt => cur.is_some_and(|c| at > c),
+                ExpireCond::Lt => cur.is_none_or(|c| at < c),
+            };
+            if !ok {
+                out.int(0);
+                return;
+            }
+            if at <= now {
+                shard.remove(h, k);
+            } else {
+                let e = e.with_expiry(Some(at));
+                shard.put(h, e);
+            }
+            out.int(1);
+        }
+        Command::Ttl(k, kind) => {
+            let h = key_hash(k);
+            let v = match tx.shard(h).get(h, k, now) {
+                None => -2,
+                Some(e) => match e.expires_at_ms() {
+                    None => -1,
+                    Some(at) => {
+                        let left = at.saturating_sub(now) as i64;
+                        match kind {
+                            // Redis rounds the remaining seconds to the nearest.
+                            TtlKind::TtlSecs => (left + 500) / 1000,
+                            TtlKind::TtlMs => left,
+                            TtlKind::AtSecs => (at / 1000) as i64,
+                            TtlKind::AtMs => at as i64,
+                        }
+                    }
+                },
+            };
+            out.int(v);
+        }
+        Command::Persist(k) => {
+            let h = key_hash(k);
+            let shard = tx.shard(h);
+            match shard.get(h, k, now) {
+                Some(e) if e.expires_at_ms().is_some() => {
+                    let e = e.with_expiry(None);
+                    shard.put(h, e);
+                    out.int(1);
+                }
+                _ => out.int(0),
+            }
+        }
+        _ => out.error("ERR internal: not a key command"),
+    }
+}
+
+/// Runs a keyspace-wide command, locking one shard at a time (so other loops keep serving;
+/// like Redis Cluster, KEYS is not a point-in-time view across shards).
+pub fn exec_all(cmd: &Command<'_>, store: &Store, ctx: &Ctx, out: &mut dyn ReplySink) {
+    let now = ctx.now_ms;
+    match *cmd {
+        Command::DbSize => {
+            let n: usize = (0..store.len()).map(|i| store.lock(i).len()).sum();
+            out.int(n as i64);
+        }
+        Command::Flush => {
+            for i in 0..store.len() {
+                store.lock(i).clear();
+            }
+            out.simple("OK");
+        }
+        Command::Keys(pattern) => {
+            let all = pattern == b"*";
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            for i in 0..store.len() {
+                let shard = store.lock(i);
+                let mut pos = Some(0);
+                while let Some(p) = pos {
+                    pos = shard.scan(p, usize::MAX, now, |e| {
+                        if all || glob_match(pattern, e.key()) {
+                            keys.push(e.key().to_vec());
+                        }
+                    });
+                }
+            }
+            out.array(keys.len());
+            for k in &keys {
+                out.bulk(k);
+            }
+        }
+        Command::RandomKey => {
+            let n = store.len();
+            let start = (now as usize).wrapping_mul(2654435761) % n;
+            let key = (0..n).find_map(|k| store.lock((start + k) % n).random_key(now));
+            match key {
+                Some(k) => out.bulk(&k),
+                None => out.nil(),
+            }
+        }
+        Command::Scan(ref s) => {
+            // Cursor = slot position * shards + shard: shard-major order, and 0 only at the
+            // start and the end.
+            let n = store.len() as u64;
+            let mut shard = (s.cursor % n) as usize;
+            let mut pos = (s.cursor / n) as usize;
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let mut budget = s.count;
+            let next = loop {
+                let g = store.lock(shard);
+                let slots = g.slot_count();
+                let resume = g.scan(pos, budget, now, |e| {
+                    if s.only_strings && s.pattern.is_none_or(|p| glob_match(p, e.key())) {
+                        keys.push(e.key().to_vec());
+                    }
+                });
+                drop(g);
+                match resume {
+                    Some(p) => break (p as u64) * n + shard as u64,
+                    None => {
+                        budget = budget.saturating_sub(slots.saturating_sub(pos).max(1));
+                        shard += 1;
+                        pos = 0;
+                        if shard as u64 == n {
+                            break 0;
+                        }
+                        if budget == 0 {
+                            break shard as u64;
+                        }
+                    }
+                }
+            };
+            out.array(2);
+            let mut b = itoa::Buffer::new();
+            out.bulk(b.format(next).as_bytes());
+            out.array(keys.len());
+            for k in &keys {
+                out.bulk(k);
+            }
+        }
+        _ => out.error("ERR internal: not a keyspace command"),
+    }
+}

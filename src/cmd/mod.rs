@@ -1,0 +1,309 @@
+//! Commands: parsing an argument vector into a typed [`Command`], then executing it.
+//!
+//! One file per family: `strings` (GET, SET, INCR, ...), `keys` (DEL, EXPIRE, SCAN, ...),
+//! `connection` (PING, AUTH, CLIENT, ...), `server` (INFO, CONFIG, COMMAND, ...).
+//! Parsing validates everything it can (arity, options, numbers) before any shard is touched,
+//! and [`Command::route`] says which shards a command needs, so the event loop can run it on
+//! the loop that owns them.
+
+pub mod connection;
+pub mod keys;
+pub mod server;
+pub mod strings;
+pub mod table;
+
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
+
+pub use connection::Session;
+
+/// An error reply, full text with its Redis prefix (`ERR ...`, `WRONGTYPE ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CmdError(pub Cow<'static, str>);
+
+impl CmdError {
+    pub const SYNTAX: CmdError = CmdError(Cow::Borrowed("ERR syntax error"));
+    pub const NOT_INT: CmdError =
+        CmdError(Cow::Borrowed("ERR value is not an integer or out of range"));
+    pub const NOT_FLOAT: CmdError = CmdError(Cow::Borrowed("ERR value is not a valid float"));
+    pub const TOO_BIG: CmdError = CmdError(Cow::Borrowed(
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+    ));
+
+    pub fn msg(s: impl Into<Cow<'static, str>>) -> CmdError {
+        CmdError(s.into())
+    }
+
+    pub fn arity(name: &str) -> CmdError {
+        CmdError(Cow::Owned(format!(
+            "ERR wrong number of arguments for '{name}' command"
+        )))
+    }
+
+    pub fn invalid_expire(name: &str) -> CmdError {
+        CmdError(Cow::Owned(format!(
+            "ERR invalid expire time in '{name}' command"
+        )))
+    }
+
+    pub fn unknown(args: &[&[u8]]) -> CmdError {
+        // Same text as Redis 7, including the trailing space after each argument.
+        let name = String::from_utf8_lossy(&args[0][..args[0].len().min(128)]).into_owned();
+        let mut s = format!("ERR unknown command '{name}', with args beginning with: ");
+        for a in args.iter().skip(1).take(32) {
+            s.push('\'');
+            s.push_str(&String::from_utf8_lossy(&a[..a.len().min(128)]));
+            s.push_str("' ");
+        }
+        CmdError(Cow::Owned(s.replace(['\r', '\n'], " ")))
+    }
+}
+
+pub type CmdResult<T> = Result<T, CmdError>;
+
+/// What a keyspace command needs besides its shards.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// This node's id in vector clocks.
+    pub node_id: u64,
+    /// Wall clock at execution (ms since the epoch), read once per batch.
+    pub now_ms: u64,
+    /// Largest value a command may store.
+    pub max_value: usize,
+}
+
+/// When a key expires, as given on the command line (resolved against the clock at execution,
+/// so a forwarded command measures relative TTLs from when it runs, as Redis does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Relative, in milliseconds (> 0).
+    In(i64),
+    /// Absolute unix time in milliseconds.
+    At(i64),
+}
+
+impl Expiry {
+    /// Absolute expiry time; saturates far in the future instead of overflowing.
+    pub fn resolve(self, now_ms: u64) -> u64 {
+        match self {
+            Expiry::In(ms) => now_ms.saturating_add(ms.max(0) as u64),
+            Expiry::At(ms) => ms.max(0) as u64,
+        }
+    }
+}
+
+/// A typed, validated command. Byte fields borrow from the request buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command<'a> {
+    // strings
+    Get(&'a [u8]),
+    Set(strings::Set<'a>),
+    GetDel(&'a [u8]),
+    GetEx(&'a [u8], Option<strings::GetExMode>),
+    Append(&'a [u8], &'a [u8]),
+    Strlen(&'a [u8]),
+    GetRange(&'a [u8], i64, i64),
+    SetRange(&'a [u8], usize, &'a [u8]),
+    IncrBy(&'a [u8], i64),
+    IncrByFloat(&'a [u8], f64),
+    MGet(SmallVec<[&'a [u8]; 4]>),
+    MSet(SmallVec<[(&'a [u8], &'a [u8]); 2]>, bool),
+    /// Binary protocol: read with causal context.
+    VGet(&'a [u8]),
+    /// Binary protocol: write with optional causal context and TTL.
+    VPut {
+        key: &'a [u8],
+        value: &'a [u8],
+        context: &'a [u8],
+        ttl_ms: u64,
+    },
+    /// Binary protocol: delete with optional causal context.
+    VDel(&'a [u8], &'a [u8]),
+    // keys
+    Del(SmallVec<[&'a [u8]; 4]>),
+    Exists(SmallVec<[&'a [u8]; 4]>),
+    Type(&'a [u8]),
+    Rename(&'a [u8], &'a [u8], bool),
+    Expire(&'a [u8], Expiry, keys::ExpireCond, &'static str),
+    Ttl(&'a [u8], keys::TtlKind),
+    Persist(&'a [u8]),
+    Keys(&'a [u8]),
+    Scan(keys::Scan<'a>),
+    RandomKey,
+    DbSize,
+    Flush,
+    // connection
+    Ping(Option<&'a [u8]>),
+    Echo(&'a [u8]),
+    Hello(connection::Hello<'a>),
+    Auth(&'a [u8]),
+    Select(i64),
+    Client(connection::ClientCmd<'a>),
+    Quit,
+    // server
+    Info(SmallVec<[&'a [u8]; 2]>),
+    ConfigGet(SmallVec<[&'a [u8]; 2]>),
+    ConfigSet(SmallVec<[(&'a [u8], &'a [u8]); 1]>),
+    ConfigResetStat,
+    CommandInfo(server::CommandSub<'a>),
+    Time,
+    Shutdown,
+}
+
+/// Which shards a command needs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'c, 'a> {
+    /// No keyspace access (connection and server commands).
+    None,
+    /// One key: run on the loop that owns its shard.
+    Key(&'a [u8]),
+    /// Several keys: lock all their shards together, so the command is atomic on the node.
+    Keys(&'c [&'a [u8]]),
+    /// Pairs (MSET): keys at even positions.
+    Pairs(&'c [(&'a [u8], &'a [u8])]),
+    Rename(&'a [u8], &'a [u8]),
+    /// Every shard, one at a time (KEYS, DBSIZE, FLUSHDB, RANDOMKEY, SCAN).
+    All,
+}
+
+impl<'a> Command<'a> {
+    pub fn route(&self) -> Route<'_, 'a> {
+        use Command::*;
+        match self {
+            Get(k)
+            | GetDel(k)
+            | GetEx(k, _)
+            | Append(k, _)
+            | Strlen(k)
+            | GetRange(k, ..)
+            | SetRange(k, ..)
+            | IncrBy(k, _)
+            | IncrByFloat(k, _)
+            | VGet(k)
+            | VDel(k, _)
+            | Type(k)
+            | Expire(k, ..)
+            | Ttl(k, _)
+            | Persist(k) => Route::Key(k),
+            Set(s) => Route::Key(s.key),
+            VPut { key, .. } => Route::Key(key),
+            MGet(ks) | Del(ks) | Exists(ks) => match ks.as_slice() {
+                [one] => Route::Key(one),
+                many => Route::Keys(many),
+            },
+            MSet(pairs, _) => match pairs.as_slice() {
+                [(k, _)] => Route::Key(k),
+                many => Route::Pairs(many),
+            },
+            Rename(a, b, _) => Route::Rename(a, b),
+            Keys(_) | Scan(_) | RandomKey | DbSize | Flush => Route::All,
+            _ => Route::None,
+        }
+    }
+
+    /// Whether this command changes the keyspace (for stats, and later the WAL and replication).
+    pub fn is_write(&self) -> bool {
+        use Command::*;
+        matches!(
+            self,
+            Set(_)
+                | GetDel(_)
+                | Append(..)
+                | SetRange(..)
+                | IncrBy(..)
+                | IncrByFloat(..)
+                | MSet(..)
+                | VPut { .. }
+                | VDel(..)
+                | Del(_)
+                | Rename(..)
+                | Expire(..)
+                | Persist(_)
+                | Flush
+        ) || matches!(self, GetEx(_, Some(_)))
+    }
+}
+
+/// Parses an argument vector. `internal` admits the binary protocol's VGET/VPUT/VDEL forms,
+/// which RESP clients can't send.
+pub fn parse<'a>(args: &[&'a [u8]], internal: bool) -> CmdResult<Command<'a>> {
+    let Some(&name) = args.first() else {
+        return Err(CmdError::msg("ERR empty command"));
+    };
+    if internal {
+        if let Some(c) = strings::parse_internal(name, args)? {
+            return Ok(c);
+        }
+    }
+    let spec = table::lookup(name).ok_or_else(|| CmdError::unknown(args))?;
+    if !spec.arity_ok(args.len()) {
+        return Err(CmdError::arity(spec.name));
+    }
+    let a = &args[1..];
+    match spec.name {
+        "get" | "set" | "setnx" | "setex" | "psetex" | "getset" | "getdel" | "getex" | "append"
+        | "strlen" | "getrange" | "substr" | "setrange" | "incr" | "decr" | "incrby" | "decrby"
+        | "incrbyfloat" | "mget" | "mset" | "msetnx" => strings::parse(spec.name, a),
+        "del" | "unlink" | "exists" | "type" | "rename" | "renamenx" | "keys" | "randomkey"
+        | "scan" | "expire" | "pexpire" | "expireat" | "pexpireat" | "expiretime"
+        | "pexpiretime" | "ttl" | "pttl" | "persist" | "dbsize" | "flushdb" | "flushall" => {
+            keys::parse(spec.name, a)
+        }
+        "ping" | "echo" | "hello" | "auth" | "select" | "client" | "quit" => {
+            connection::parse(spec.name, a)
+        }
+        _ => server::parse(spec.name, a),
+    }
+}
+
+/// Parses a Redis integer argument (strict: no spaces, no '+', fits i64).
+pub fn int(arg: &[u8]) -> CmdResult<i64> {
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|s| !s.starts_with('+') && !s.is_empty() && s.len() <= 20)
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(CmdError::NOT_INT)
+}
+
+/// Parses a float argument as Redis does (no NaN; "inf" allowed, rejected where it matters).
+pub fn float(arg: &[u8]) -> CmdResult<f64> {
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|s| !s.is_empty() && !s.starts_with(char::is_whitespace))
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|f| !f.is_nan())
+        .ok_or(CmdError::NOT_FLOAT)
+}
+
+pub fn eq(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Runs a command that touches the keyspace, locking the shards it routes to.
+/// Used alike by the loop that received the command and by the loop it was handed to.
+pub fn run_keyed(
+    cmd: &Command<'_>,
+    store: &crate::store::Store,
+    ctx: &Ctx,
+    out: &mut dyn ringkv_proto::ReplySink,
+) {
+    use crate::store::Tx;
+    use ringkv_proto::key_hash;
+    let mut tx = match cmd.route() {
+        Route::Key(k) => Tx::for_hashes(store, [key_hash(k)]),
+        Route::Keys(ks) => Tx::for_hashes(store, ks.iter().map(|k| key_hash(k))),
+        Route::Pairs(ps) => Tx::for_hashes(store, ps.iter().map(|(k, _)| key_hash(k))),
+        Route::Rename(a, b) => Tx::for_hashes(store, [key_hash(a), key_hash(b)]),
+        Route::All => return keys::exec_all(cmd, store, ctx, out),
+        Route::None => return out.error("ERR internal: command has no keys"),
+    };
+    use Command::*;
+    match cmd {
+        Del(_) | Exists(_) | Type(_) | Rename(..) | Expire(..) | Ttl(..) | Persist(_) => {
+            keys::exec(cmd, &mut tx, ctx, out)
+        }
+        _ => strings::exec(cmd, &mut tx, ctx, out),
+    }
+}

@@ -1,0 +1,329 @@
+//! Server commands: INFO, CONFIG, COMMAND, TIME, SHUTDOWN.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ringkv_proto::ReplySink;
+use smallvec::SmallVec;
+
+use super::table::{lookup, TABLE};
+use super::{eq, int, CmdError, CmdResult, Command};
+use crate::node::{now_ms, LoopStats, Node};
+use crate::store::glob::glob_match;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandSub<'a> {
+    All,
+    Count,
+    List,
+    Info(SmallVec<[&'a [u8]; 2]>),
+    Docs,
+}
+
+pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
+    Ok(match name {
+        "info" => Command::Info(a.iter().copied().collect()),
+        "time" => Command::Time,
+        "shutdown" => match a {
+            [] => Command::Shutdown,
+            [m] if eq(m, "NOSAVE") || eq(m, "SAVE") || eq(m, "NOW") || eq(m, "FORCE") => {
+                Command::Shutdown
+            }
+            _ => return Err(CmdError::SYNTAX),
+        },
+        "config" => {
+            let sub = a[0];
+            if eq(sub, "GET") && a.len() >= 2 {
+                Command::ConfigGet(a[1..].iter().copied().collect())
+            } else if eq(sub, "SET") && a.len() >= 3 && a.len() % 2 == 1 {
+                Command::ConfigSet(a[1..].chunks(2).map(|p| (p[0], p[1])).collect())
+            } else if eq(sub, "RESETSTAT") && a.len() == 1 {
+                Command::ConfigResetStat
+            } else if ["GET", "SET", "RESETSTAT"].iter().any(|s| eq(sub, s)) {
+                return Err(CmdError::arity(&format!(
+                    "config|{}",
+                    String::from_utf8_lossy(sub).to_lowercase()
+                )));
+            } else {
+                return Err(CmdError::msg(format!(
+                    "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+                    String::from_utf8_lossy(sub)
+                )));
+            }
+        }
+        "command" => Command::CommandInfo(match a {
+            [] => CommandSub::All,
+            [s] if eq(s, "COUNT") => CommandSub::Count,
+            [s, ..] if eq(s, "LIST") => CommandSub::List,
+            [s, ..] if eq(s, "DOCS") => CommandSub::Docs,
+            [s, names @ ..] if eq(s, "INFO") => CommandSub::Info(names.iter().copied().collect()),
+            [s, ..] => {
+                return Err(CmdError::msg(format!(
+                    "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+                    String::from_utf8_lossy(s)
+                )))
+            }
+        }),
+        _ => return Err(CmdError::unknown(a)),
+    })
+}
+
+/// Parameters CONFIG GET knows, with their current values.
+fn config_params(node: &Node) -> Vec<(&'static str, String)> {
+    let c = &node.config;
+    vec![
+        ("bind", c.bind.to_string()),
+        (
+            "port",
+            node.bound
+                .lock()
+                .ok()
+                .and_then(|b| *b)
+                .map_or(c.port, |a| a.port())
+                .to_string(),
+        ),
+        ("dir", c.data_dir.display().to_string()),
+        ("maxclients", node.max_clients.load(Relaxed).to_string()),
+        ("max-frame-bytes", c.max_frame_bytes.to_string()),
+        ("proto-max-bulk-len", c.max_frame_bytes.to_string()),
+        ("threads", c.threads.to_string()),
+        ("shards", c.shards.to_string()),
+        ("databases", "1".into()),
+        ("requirepass", c.password.clone().unwrap_or_default()),
+        (
+            "protected-mode",
+            if c.bind.is_loopback() { "yes" } else { "no" }.into(),
+        ),
+        // No persistence yet: say so the way Redis tools expect.
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("timeout", "0".into()),
+    ]
+}
+
+fn write_info(node: &Node, sections: &[&[u8]]) -> String {
+    let want = |name: &str| {
+        sections.is_empty()
+            || sections
+                .iter()
+                .any(|s| eq(s, name) || eq(s, "all") || eq(s, "everything") || eq(s, "default"))
+    };
+    let mut s = String::new();
+    let uptime = node.started.elapsed().as_secs();
+    if want("server") {
+        let _ =
+            write!(
+            s,
+            "# Server\r\nringkv_version:{v}\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n\
+             os:{os} {arch}\r\narch_bits:64\r\nprocess_id:{pid}\r\nnode_id:{node:016x}\r\n\
+             tcp_port:{port}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{days}\r\n\
+             event_loops:{threads}\r\nshards:{shards}\r\n\r\n",
+            v = env!("CARGO_PKG_VERSION"),
+            os = std::env::consts::OS,
+            arch = std::env::consts::ARCH,
+            pid = std::process::id(),
+            node = node.node_id,
+            port = node.bound.lock().ok().and_then(|b| *b).map_or(0, |a| a.port()),
+            days = uptime / 86400,
+            threads = node.config.threads,
+            shards = node.config.shards,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            s,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            node.connected.load(Relaxed),
+            node.max_clients.load(Relaxed)
+        );
+    }
+    let mut keys = 0usize;
+    let mut expiring = 0usize;
+    let mut expired = 0u64;
+    let mut used = 0usize;
+    for i in 0..node.store.len() {
+        let g = node.store.lock(i);
+        keys += g.len();
+        expiring += g.expiring();
+        expired += g.expired_keys;
+        used += g.memory_bytes();
+    }
+    if want("memory") {
+        let rss = rss_bytes();
+        let _ = write!(
+            s,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\n\
+             used_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\n\
+             used_memory_dataset:{used}\r\nbytes_per_key:{}\r\n\r\n",
+            used as f64 / 1048576.0,
+            rss as f64 / 1048576.0,
+            used.checked_div(keys).unwrap_or(0),
+        );
+    }
+    if want("persistence") {
+        s.push_str(
+            "# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_changes_since_last_save:0\r\n\r\n",
+        );
+    }
+    if want("stats") {
+        let t = |f: fn(&LoopStats) -> &std::sync::atomic::AtomicU64| node.total(f);
+        let _ = write!(
+            s,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             rejected_connections:{}\r\nexpired_keys:{expired}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
+             forwarded_requests:{}\r\nprotocol_errors:{}\r\n\r\n",
+            t(|x| &x.connections_received),
+            t(|x| &x.commands),
+            t(|x| &x.rejected_connections),
+            t(|x| &x.net_input_bytes),
+            t(|x| &x.net_output_bytes),
+            t(|x| &x.forwarded),
+            t(|x| &x.protocol_errors),
+        );
+    }
+    if want("replication") {
+        s.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if want("keyspace") {
+        s.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(s, "db0:keys={keys},expires={expiring},avg_ttl=0\r\n");
+        }
+        s.push_str("\r\n");
+    }
+    while s.ends_with("\r\n\r\n") {
+        s.truncate(s.len() - 2);
+    }
+    s
+}
+
+/// Resident set size from /proc (0 where unavailable).
+pub fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn command_entry(out: &mut dyn ReplySink, spec: &super::table::Spec) {
+    out.array(6);
+    out.bulk(spec.name.as_bytes());
+    out.int(spec.arity as i64);
+    out.array(spec.flags.len());
+    for f in spec.flags {
+        out.simple(f);
+    }
+    out.int(spec.first_key as i64);
+    out.int(spec.last_key as i64);
+    out.int(spec.step as i64);
+}
+
+pub fn exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) {
+    if let Err(e) = try_exec(cmd, node, out) {
+        out.error(&e.0);
+    }
+}
+
+fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResult<()> {
+    match *cmd {
+        Command::Info(ref sections) => out.bulk(write_info(node, sections).as_bytes()),
+        Command::Time => {
+            let us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            out.array(2);
+            out.bulk((us / 1_000_000).to_string().as_bytes());
+            out.bulk((us % 1_000_000).to_string().as_bytes());
+        }
+        Command::Shutdown => {
+            tracing::info!("SHUTDOWN requested by a client");
+            node.shutdown();
+            out.simple("OK");
+        }
+        Command::ConfigGet(ref patterns) => {
+            let params = config_params(node);
+            let hits: Vec<_> = params
+                .iter()
+                .filter(|(k, _)| {
+                    patterns
+                        .iter()
+                        .any(|p| glob_match(&p.to_ascii_lowercase(), k.as_bytes()))
+                })
+                .collect();
+            out.array(hits.len() * 2);
+            for (k, v) in hits {
+                out.bulk(k.as_bytes());
+                out.bulk(v.as_bytes());
+            }
+        }
+        Command::ConfigSet(ref pairs) => {
+            for &(k, v) in pairs {
+                if eq(k, "maxclients") {
+                    let n = int(v).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                        CmdError::msg(format!(
+                            "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument must be a positive integer, got '{}'",
+                            String::from_utf8_lossy(v)
+                        ))
+                    })?;
+                    node.max_clients.store(n as usize, Relaxed);
+                } else if config_params(node).iter().any(|(p, _)| eq(k, p)) {
+                    return Err(CmdError::msg(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{}') - can't set immutable config",
+                        String::from_utf8_lossy(k)
+                    )));
+                } else {
+                    return Err(CmdError::msg(format!(
+                        "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                        String::from_utf8_lossy(k)
+                    )));
+                }
+            }
+            out.simple("OK");
+        }
+        Command::ConfigResetStat => {
+            for st in node.stats.iter() {
+                for c in [
+                    &st.commands,
+                    &st.connections_received,
+                    &st.rejected_connections,
+                    &st.net_input_bytes,
+                    &st.net_output_bytes,
+                    &st.forwarded,
+                    &st.protocol_errors,
+                ] {
+                    c.store(0, Relaxed);
+                }
+            }
+            out.simple("OK");
+        }
+        Command::CommandInfo(ref sub) => match sub {
+            CommandSub::All => {
+                out.array(TABLE.len());
+                for spec in TABLE {
+                    command_entry(out, spec);
+                }
+            }
+            CommandSub::Count => out.int(TABLE.len() as i64),
+            CommandSub::List => {
+                out.array(TABLE.len());
+                for spec in TABLE {
+                    out.bulk(spec.name.as_bytes());
+                }
+            }
+            // redis-cli asks for docs to show hints; an empty map makes it fall back quietly.
+            CommandSub::Docs => out.array(0),
+            CommandSub::Info(names) => {
+                out.array(names.len());
+                for n in names {
+                    match lookup(n) {
+                        Some(spec) => command_entry(out, spec),
+                        None => out.nil(),
+                    }
+                }
+            }
+        },
+        _ => out.error("ERR internal: not a server command"),
+    }
+    let _ = now_ms;
+    Ok(())
+}

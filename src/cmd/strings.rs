@@ -1,0 +1,508 @@
+//! String commands: GET, SET (and its relatives), INCR*, APPEND, GETRANGE, SETRANGE, MGET,
+//! MSET, MSETNX, and the binary protocol's versioned VGET / VPUT / VDEL.
+
+use super::{eq, float, int, CmdError, CmdResult, Command, Ctx, Expiry};
+use crate::store::clock::ClockBytes;
+use crate::store::entry::NewVersion;
+use crate::store::{Entry, Shard, Tx, VectorClock};
+use ringkv_proto::{key_hash, ReplySink};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    Always,
+    /// Only if the key does not exist.
+    Nx,
+    /// Only if it exists.
+    Xx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetReply {
+    /// `+OK`, or nil when the condition failed (SET).
+    Ok,
+    /// `:1` / `:0` (SETNX).
+    Int,
+    /// The old value (SET ... GET, GETSET).
+    Old,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Set<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub cond: Cond,
+    pub expiry: Option<Expiry>,
+    pub keep_ttl: bool,
+    pub reply: SetReply,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GetExMode {
+    Expire(Expiry),
+    Persist,
+}
+
+/// Parses `EX s | PX ms | EXAT t | PXAT t` at `opts[i]`; returns None if it isn't one.
+fn expiry_opt(opts: &[&[u8]], i: usize, cmd: &str) -> CmdResult<Option<Expiry>> {
+    let o = opts[i];
+    let (secs, abs) = if eq(o, "EX") {
+        (true, false)
+    } else if eq(o, "PX") {
+        (false, false)
+    } else if eq(o, "EXAT") {
+        (true, true)
+    } else if eq(o, "PXAT") {
+        (false, true)
+    } else {
+        return Ok(None);
+    };
+    let v = int(opts.get(i + 1).ok_or(CmdError::SYNTAX)?)?;
+    let ms = if secs { v.checked_mul(1000) } else { Some(v) };
+    match ms {
+        Some(ms) if v > 0 => Ok(Some(if abs { Expiry::At(ms) } else { Expiry::In(ms) })),
+        _ => Err(CmdError::invalid_expire(cmd)),
+    }
+}
+
+pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
+    let set = |key, value, reply| Set {
+        key,
+        value,
+        cond: Cond::Always,
+        expiry: None,
+        keep_ttl: false,
+        reply,
+    };
+    Ok(match name {
+        "get" => Command::Get(a[0]),
+        "set" => {
+            let mut s = set(a[0], a[1], SetReply::Ok);
+            let opts = &a[2..];
+            let mut i = 0;
+            while i < opts.len() {
+                let o = opts[i];
+                if eq(o, "NX") && s.cond != Cond::Xx {
+                    s.cond = Cond::Nx;
+                } else if eq(o, "XX") && s.cond != Cond::Nx {
+                    s.cond = Cond::Xx;
+                } else if eq(o, "GET") {
+                    s.reply = SetReply::Old;
+                } else if eq(o, "KEEPTTL") && s.expiry.is_none() {
+                    s.keep_ttl = true;
+                } else if let Some(e) = expiry_opt(opts, i, "set")? {
+                    if s.expiry.is_some() || s.keep_ttl {
+                        return Err(CmdError::SYNTAX);
+                    }
+                    s.expiry = Some(e);
+                    i += 1;
+                } else {
+                    return Err(CmdError::SYNTAX);
+                }
+                i += 1;
+            }
+            Command::Set(s)
+        }
+        "setnx" => Command::Set(Set {
+            cond: Cond::Nx,
+            ..set(a[0], a[1], SetReply::Int)
+        }),
+        "setex" | "psetex" => {
+            let v = int(a[1])?;
+            let ms = if name == "setex" {
+                v.checked_mul(1000)
+            } else {
+                Some(v)
+            };
+            match ms {
+                Some(ms) if v > 0 => Command::Set(Set {
+                    expiry: Some(Expiry::In(ms)),
+                    ..set(a[0], a[2], SetReply::Ok)
+                }),
+                _ => return Err(CmdError::invalid_expire(name)),
+            }
+        }
+        "getset" => Command::Set(set(a[0], a[1], SetReply::Old)),
+        "getdel" => Command::GetDel(a[0]),
+        "getex" => {
+            let mode = match &a[1..] {
+                [] => None,
+                [p] if eq(p, "PERSIST") => Some(GetExMode::Persist),
+                opts @ [_, _] => match expiry_opt(opts, 0, "getex")? {
+                    Some(e) => Some(GetExMode::Expire(e)),
+                    None => return Err(CmdError::SYNTAX),
+                },
+                _ => return Err(CmdError::SYNTAX),
+            };
+            Command::GetEx(a[0], mode)
+        }
+        "append" => Command::Append(a[0], a[1]),
+        "strlen" => Command::Strlen(a[0]),
+        "getrange" | "substr" => Command::GetRange(a[0], int(a[1])?, int(a[2])?),
+        "setrange" => {
+            let off = int(a[1])?;
+            if off < 0 {
+                return Err(CmdError::msg("ERR offset is out of range"));
+            }
+            Command::SetRange(a[0], off as usize, a[2])
+        }
+        "incr" => Command::IncrBy(a[0], 1),
+        "decr" => Command::IncrBy(a[0], -1),
+        "incrby" => Command::IncrBy(a[0], int(a[1])?),
+        "decrby" => {
+            let d = int(a[1])?;
+            Command::IncrBy(
+                a[0],
+                d.checked_neg()
+                    .ok_or(CmdError::msg("ERR decrement would overflow"))?,
+            )
+        }
+        "incrbyfloat" => Command::IncrByFloat(a[0], float(a[1])?),
+        "mget" => Command::MGet(a.iter().copied().collect()),
+        "mset" | "msetnx" => {
+            if a.len() % 2 != 0 {
+                return Err(CmdError::arity(name));
+            }
+            Command::MSet(
+                a.chunks(2).map(|p| (p[0], p[1])).collect(),
+                name == "msetnx",
+            )
+        }
+        _ => return Err(CmdError::unknown(a)),
+    })
+}
+
+/// VGET key | VPUT key value context ttl_ms(u64 BE) | VDEL key context: the binary protocol's
+/// versioned operations, expressed as argument vectors so they route like any command.
+pub fn parse_internal<'a>(name: &[u8], args: &[&'a [u8]]) -> CmdResult<Option<Command<'a>>> {
+    Ok(Some(match (name, args.len()) {
+        (b"VGET", 2) => Command::VGet(args[1]),
+        (b"VPUT", 5) => Command::VPut {
+            key: args[1],
+            value: args[2],
+            context: args[3],
+            ttl_ms: <[u8; 8]>::try_from(args[4])
+                .map(u64::from_be_bytes)
+                .map_err(|_| CmdError::SYNTAX)?,
+        },
+        (b"VDEL", 3) => Command::VDel(args[1], args[2]),
+        _ => return Ok(None),
+    }))
+}
+
+/// Builds the clock of a new version: descends from the stored one (if any) and from the
+/// client's context, plus one event of this node.
+fn next_clock(old: Option<&Entry>, context: Option<&VectorClock>, node: u64) -> ClockBytes {
+    let mut clock = old.map(Entry::clock).unwrap_or_default();
+    if let Some(c) = context {
+        clock.merge(c);
+    }
+    clock.increment(node);
+    clock.encode_small()
+}
+
+/// Writes `value` as the new version of `key`; returns the new clock.
+pub(crate) fn write(
+    shard: &mut Shard,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+    context: Option<&VectorClock>,
+    ctx: &Ctx,
+) -> ClockBytes {
+    let mut out = ClockBytes::new();
+    shard.upsert(hash, key, |old| {
+        out = next_clock(old, context, ctx.node_id);
+        Entry::new(&NewVersion {
+            key,
+            value,
+            clock: &out,
+            timestamp_ms: ctx.now_ms,
+            expires_at_ms,
+            tombstone: false,
+        })
+    });
+    out
+}
+
+fn parse_i64_value(v: &[u8]) -> CmdResult<i64> {
+    if v.len() > 20 {
+        return Err(CmdError::NOT_INT);
+    }
+    int(v)
+}
+
+/// Formats a float as Redis's INCRBYFLOAT does: shortest round-trip digits, no exponent.
+fn fmt_float(f: f64) -> String {
+    let s = format!("{f}");
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
+}
+
+pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySink) {
+    if let Err(e) = try_exec(cmd, tx, ctx, out) {
+        out.error(&e.0);
+    }
+}
+
+fn try_exec(
+    cmd: &Command<'_>,
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    out: &mut dyn ReplySink,
+) -> CmdResult<()> {
+    let now = ctx.now_ms;
+    match *cmd {
+        Command::Get(key) => {
+            let h = key_hash(key);
+            match tx.shard(h).get(h, key, now) {
+                Some(e) => out.bulk(e.value()),
+                None => out.nil(),
+            }
+        }
+        Command::Set(ref s) => {
+            if s.value.len() > ctx.max_value {
+                return Err(CmdError::TOO_BIG);
+            }
+            let h = key_hash(s.key);
+            let shard = tx.shard(h);
+            let simple = s.cond == Cond::Always && s.reply == SetReply::Ok && !s.keep_ttl;
+            let mut old_ttl = None;
+            if !simple {
+                let old = shard.get(h, s.key, now);
+                let exists = old.is_some();
+                old_ttl = old.and_then(Entry::expires_at_ms);
+                if s.reply == SetReply::Old {
+                    match old {
+                        Some(e) => out.bulk(e.value()),
+                        None => out.nil(),
+                    }
+                }
+                let go = match s.cond {
+                    Cond::Always => true,
+                    Cond::Nx => !exists,
+                    Cond::Xx => exists,
+                };
+                if !go {
+                    match s.reply {
+                        SetReply::Ok => out.nil(),
+                        SetReply::Int => out.int(0),
+                        SetReply::Old => {}
+                    }
+                    return Ok(());
+                }
+            }
+            let expires = match s.expiry {
+                Some(e) => Some(e.resolve(now)),
+                None if s.keep_ttl => old_ttl,
+                None => None,
+            };
+            write(shard, h, s.key, s.value, expires, None, ctx);
+            match s.reply {
+                SetReply::Ok => out.simple("OK"),
+                SetReply::Int => out.int(1),
+                SetReply::Old => {}
+            }
+        }
+        Command::GetDel(key) => {
+            let h = key_hash(key);
+            let shard = tx.shard(h);
+            if shard.get(h, key, now).is_none() {
+                out.nil();
+            } else if let Some(e) = shard.remove(h, key) {
+                out.bulk(e.value());
+            }
+        }
+        Command::GetEx(key, mode) => {
+            let h = key_hash(key);
+            let shard = tx.shard(h);
+            let Some(e) = shard.get(h, key, now) else {
+                out.nil();
+                return Ok(());
+            };
+            out.bulk(e.value());
+            match mode {
+                None => {}
+                Some(GetExMode::Persist) => {
+                    if e.expires_at_ms().is_some() {
+                        let e = e.with_expiry(None);
+                        shard.put(h, e);
+                    }
+                }
+                Some(GetExMode::Expire(x)) => {
+                    let at = x.resolve(now);
+                    if at <= now {
+                        shard.remove(h, key);
+                    } else {
+                        let e = e.with_expiry(Some(at));
+                        shard.put(h, e);
+                    }
+                }
+            }
+        }
+        Command::Append(key, suffix) => {
+            let h = key_hash(key);
+            let shard = tx.shard(h);
+            let (mut v, ttl) = match shard.get(h, key, now) {
+                Some(e) => (e.value().to_vec(), e.expires_at_ms()),
+                None => (Vec::new(), None),
+            };
+            if v.len() + suffix.len() > ctx.max_value {
+                return Err(CmdError::TOO_BIG);
+            }
+            v.extend_from_slice(suffix);
+            write(shard, h, key, &v, ttl, None, ctx);
+            out.int(v.len() as i64);
+        }
+        Command::Strlen(key) => {
+            let h = key_hash(key);
+            out.int(tx.shard(h).get(h, key, now).map_or(0, |e| e.value().len()) as i64);
+        }
+        Command::GetRange(key, start, end) => {
+            let h = key_hash(key);
+            let Some(e) = tx.shard(h).get(h, key, now) else {
+                out.bulk(b"");
+                return Ok(());
+            };
+            let v = e.value();
+            let len = v.len() as i64;
+            let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+            let (s, t) = (norm(start), norm(end).min(len - 1));
+            if len == 0 || s > t || (start < 0 && end < 0 && start > end) {
+                out.bulk(b"");
+            } else {
+                out.bulk(&v[s as usize..=t as usize]);
+            }
+        }
+        Command::SetRange(key, off, patch) => {
+            let h = key_hash(key);
+            let shard = tx.shard(h);
+            let cur = shard.get(h, key, now);
+            if patch.is_empty() {
+                out.int(cur.map_or(0, |e| e.value().len()) as i64);
+                return Ok(());
+            }
+            if off.saturating_add(patch.len()) > ctx.max_value {
+                return Err(CmdError::TOO_BIG);
+            }
+            let (mut v, ttl) = match cur {
+                Some(e) => (e.value().to_vec(), e.expires_at_ms()),
+                None => (Vec::new(), None),
+            };
+            if v.len() < off + patch.len() {
+                v.resize(off + patch.len(), 0);
+            }
+            v[off..off + patch.len()].copy_from_slice(patch);
+            write(shard, h, key, &v, ttl, None, ctx);
+            out.int(v.len() as i64);
+        }
+        Command::IncrBy(key, delta) => {
+            let h = key_hash(key);
+            let shard = tx.shard(h);
+            let (cur, ttl) = match shard.get(h, key, now) {
+                Some(e) => (parse_i64_value(e.value())?, e.expires_at_ms()),
+                None => (0, None),
+            };
+            let n = cur
+                .checked_add(delta)
+                .ok_or(CmdError::msg("ERR increment or decrement would overflow"))?;
+            let mut buf = itoa::Buffer::new();
+            write(shard, h, key, buf.format(n).as_bytes(), ttl, None, ctx);
+            out.int(n);
+        }
+        Command::IncrByFloat(key, delta) => {
+            let h = key_hash(key);
+            let shard = tx.shard(h);
+            let (cur, ttl) = match shard.get(h, key, now) {
+                Some(e) => (float(e.value())?, e.expires_at_ms()),
+                None => (0.0, None),
+            };
+            let n = cur + delta;
+            if !n.is_finite() {
+                return Err(CmdError::msg("ERR increment would produce NaN or Infinity"));
+            }
+            let s = fmt_float(n);
+            write(shard, h, key, s.as_bytes(), ttl, None, ctx);
+            out.bulk(s.as_bytes());
+        }
+        Command::MGet(ref keys) => {
+            out.array(keys.len());
+            for &k in keys {
+                let h = key_hash(k);
+                match tx.shard(h).get(h, k, now) {
+                    Some(e) => out.bulk(e.value()),
+                    None => out.nil(),
+                }
+            }
+        }
+        Command::MSet(ref pairs, nx) => {
+            if pairs.iter().any(|(_, v)| v.len() > ctx.max_value) {
+                return Err(CmdError::TOO_BIG);
+            }
+            if nx {
+                let any = pairs.iter().any(|(k, _)| {
+                    let h = key_hash(k);
+                    tx.shard(h).get(h, k, now).is_some()
+                });
+                if any {
+                    out.int(0);
+                    return Ok(());
+                }
+            }
+            for &(k, v) in pairs {
+                let h = key_hash(k);
+                write(tx.shard(h), h, k, v, None, None, ctx);
+            }
+            if nx {
+                out.int(1);
+            } else {
+                out.simple("OK");
+            }
+        }
+        Command::VGet(key) => {
+            let h = key_hash(key);
+            match tx.shard(h).get(h, key, now) {
+                Some(e) => out.versioned(e.clock_bytes(), &[e.value()]),
+                None => out.nil(),
+            }
+        }
+        Command::VPut {
+            key,
+            value,
+            context,
+            ttl_ms,
+        } => {
+            if value.len() > ctx.max_value {
+                return Err(CmdError::TOO_BIG);
+            }
+            let context = decode_context(context)?;
+            let h = key_hash(key);
+            let expires = (ttl_ms > 0).then(|| now.saturating_add(ttl_ms));
+            let clock = write(tx.shard(h), h, key, value, expires, context.as_ref(), ctx);
+            out.versioned(&clock, &[]);
+        }
+        Command::VDel(key, context) => {
+            decode_context(context)?;
+            let h = key_hash(key);
+            let shard = tx.shard(h);
+            let live = shard.get(h, key, now).is_some();
+            shard.remove(h, key);
+            out.int(live as i64);
+        }
+        _ => out.error("ERR internal: not a string command"),
+    }
+    Ok(())
+}
+
+/// A causal context from a client: empty means none.
+fn decode_context(context: &[u8]) -> CmdResult<Option<VectorClock>> {
+    if context.is_empty() {
+        return Ok(None);
+    }
+    VectorClock::decode(context).map(Some).map_err(|_| {
+        CmdError::msg("ERR invalid causal context: pass back the context a GET returned, unchanged")
+    })
+}

@@ -1,0 +1,200 @@
+//! Server configuration: command-line flags, an optional TOML file with the same settings, and
+//! the defaults. Flags win over the file, the file over the defaults.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_PORT: u16 = 7379;
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "ringkv",
+    version,
+    about = "ringkv: a Dynamo-style key-value server that speaks its binary protocol and RESP2 on one port",
+    long_about = "ringkv: a Dynamo-style key-value server that speaks its binary protocol and RESP2 \
+on one port.\n\nWith no flags it serves on 127.0.0.1:7379 with data in ./data. Every flag can also be \
+set in a TOML file given with --config (same names, with dashes or underscores); flags win over the file."
+)]
+pub struct Cli {
+    /// Address to listen on. A non-loopback address requires --password (protected mode).
+    /// [default: 127.0.0.1]
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// TCP port for clients (binary and RESP); 0 picks a free port, and the log line that says
+    /// the server is ready names it. [default: 7379]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Data directory. [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Event loops (threads), each with its own runtime and listening socket.
+    /// [default: number of cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Store shards; a multiple of --threads. [default: 8 × threads]
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Password clients must give (AUTH, or HELLO in the binary protocol). [default: none]
+    #[arg(long, env = "RINGKV_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Most client connections at once; more are refused with an error. [default: 10000]
+    #[arg(long)]
+    pub max_clients: Option<usize>,
+    /// Largest binary frame or RESP argument, in bytes; also the largest value. [default: 67108864]
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive. [default: info]
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// How connections are spread over loops: "reuseport" (one listening socket per loop,
+    /// the kernel balances) or "handoff" (loop 0 accepts and deals connections round-robin).
+    /// [default: reuseport]
+    #[arg(long)]
+    pub accept: Option<AcceptMode>,
+    /// TOML file with any of the settings above.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptMode {
+    Reuseport,
+    Handoff,
+}
+
+/// The same settings, read from a file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    threads: Option<usize>,
+    shards: Option<usize>,
+    password: Option<String>,
+    max_clients: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    log_level: Option<String>,
+    accept: Option<AcceptMode>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub threads: usize,
+    pub shards: usize,
+    pub password: Option<String>,
+    pub max_clients: usize,
+    pub max_frame_bytes: usize,
+    pub log_level: String,
+    pub accept: AcceptMode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("can't read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cli.threads.or(file.threads).unwrap_or(cores);
+        let c = Config {
+            bind: cli
+                .bind
+                .or(file.bind)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            port: cli.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            data_dir: cli
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            threads,
+            shards: cli.shards.or(file.shards).unwrap_or(threads * 8),
+            password: cli.password.or(file.password).filter(|p| !p.is_empty()),
+            max_clients: cli.max_clients.or(file.max_clients).unwrap_or(10_000),
+            max_frame_bytes: cli
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(DEFAULT_MAX_FRAME),
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            accept: cli.accept.or(file.accept).unwrap_or(AcceptMode::Reuseport),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.threads == 0 || self.threads > 1024 {
+            return bad(format!(
+                "--threads {} must be between 1 and 1024",
+                self.threads
+            ));
+        }
+        if self.shards == 0 || self.shards % self.threads != 0 || self.shards > 65536 {
+            return bad(format!(
+                "--shards {} must be a multiple of --threads {} (at most 65536)",
+                self.shards, self.threads
+            ));
+        }
+        if self.max_clients == 0 {
+            return bad("--max-clients must be at least 1".into());
+        }
+        if !(4096..=(1 << 31)).contains(&self.max_frame_bytes) {
+            return bad(format!(
+                "--max-frame-bytes {} must be between 4096 and 2147483648",
+                self.max_frame_bytes
+            ));
+        }
+        if !self.bind.is_loopback() && self.password.is_none() {
+            return bad(format!(
+                "refusing to listen on {} without a password (protected mode): anyone who can \
+                 reach this address could read and write all data. Set --password (or \
+                 RINGKV_PASSWORD), or bind a loopback address such as 127.0.0.1",
+                self.bind
+            ));
+        }
+        Ok(())
+    }
+
+    /// Largest value a command may store: one frame minus room for its header and key.
+    pub fn max_value(&self) -> usize {
+        self.max_frame_bytes
+    }
+}

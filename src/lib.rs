@@ -1,0 +1,15 @@
+//! ringkv: a Dynamo-style key-value server with a Redis-compatible face.
+//!
+//! Where a request goes, by module:
+//! - [`net`]: listeners, one event loop per core, connections, hand-off between loops;
+//! - `ringkv_proto` (crates/proto): the wire codec, binary frames and RESP2;
+//! - [`cmd`]: parsing into typed commands, then executing them, one file per family;
+//! - [`store`]: shards of versioned values (vector clock, timestamp, tombstone, TTL);
+//! - [`node`]: what the loops share (config, store, counters, client list, shutdown);
+//! - [`config`]: flags, config file, defaults.
+
+pub mod cmd;
+pub mod config;
+pub mod net;
+pub mod node;
+pub mod store;

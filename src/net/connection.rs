@@ -1,0 +1,514 @@
+//! One client connection: read, decode (binary frames or RESP, chosen by the first byte),
+//! route each command to the loop owning its shard, write the replies in request order.
+//!
+//! Per read, the connection parses every complete request in its buffer (up to a bound),
+//! runs local ones at once and sends one batch to each other loop involved; a multi-key
+//! command waits for earlier forwarded ones first, so one client's commands take effect in
+//! the order it sent them.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use ringkv_proto::frame::{decode_frame, Opcode};
+use ringkv_proto::resp::{parse_request, RespLimits, MAX_INLINE};
+use ringkv_proto::{
+    key_hash, FrameWriter, ProtoError, Protocol, Request, RespRequest, PROTOCOL_VERSION,
+};
+use smallvec::SmallVec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::event_loop::{LoopCtx, LoopMsg};
+use super::forward::{reply_into, BatchBuilder, RemoteReply, ReplyTo};
+use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx, Route, Session};
+use crate::node::{now_ms, ClientInfo, LoopStats};
+
+/// Most requests handled per read before replies are written (bounds latency and memory).
+const MAX_BATCH: usize = 1024;
+/// Replies buffered before they are written out, even mid-batch.
+const OUT_SOFT_LIMIT: usize = 1 << 20;
+/// Buffers larger than this are released once empty, so one big value doesn't pin memory.
+const KEEP_BUF: usize = 1 << 20;
+const READ_CHUNK: usize = 16 * 1024;
+/// Most arguments in one command.
+const MAX_ARGS: usize = 1024 * 1024;
+/// Before AUTH, Redis allows at most 10 arguments of 16 KiB (CVE-2021-32675).
+const PREAUTH_ARGS: usize = 10;
+const PREAUTH_BULK: usize = 16 * 1024;
+
+enum Seg {
+    /// Bytes `start..end` of the scratch buffer.
+    Local(usize, usize),
+    /// Reply `idx` of the batch sent to loop `owner`.
+    Remote(usize, usize, ReplyTo),
+}
+
+/// Replies of the current batch. Until the first forwarded command they go straight into
+/// `wbuf`; after it, into `scratch`, stitched in order once the other loops answer.
+struct Output {
+    wbuf: BytesMut,
+    scratch: BytesMut,
+    segs: Vec<Seg>,
+    batches: Vec<BatchBuilder>,
+    pending: bool,
+}
+
+impl Output {
+    fn reply(&mut self, reply_to: ReplyTo, f: impl FnOnce(&mut dyn ringkv_proto::ReplySink)) {
+        if !self.pending {
+            return reply_into(&mut self.wbuf, reply_to, f);
+        }
+        let start = self.scratch.len();
+        reply_into(&mut self.scratch, reply_to, f);
+        let end = self.scratch.len();
+        match self.segs.last_mut() {
+            Some(Seg::Local(_, e)) if *e == start => *e = end,
+            _ => self.segs.push(Seg::Local(start, end)),
+        }
+    }
+
+    fn forward(&mut self, owner: usize, args: &[&[u8]], reply_to: ReplyTo) {
+        let idx = self.batches[owner].push(args, reply_to);
+        self.segs.push(Seg::Remote(owner, idx, reply_to));
+        self.pending = true;
+    }
+
+    /// Sends the batches, waits for the replies and appends everything in request order.
+    async fn flush(&mut self, ctx: &LoopCtx) {
+        if !self.pending {
+            return;
+        }
+        let mut waiting: SmallVec<[(usize, tokio::sync::oneshot::Receiver<RemoteReply>); 4]> =
+            SmallVec::new();
+        for (owner, b) in self.batches.iter_mut().enumerate() {
+            if b.is_empty() {
+                continue;
+            }
+            let (batch, rx) = std::mem::take(b).build();
+            LoopStats::add(&ctx.stats().forwarded, 1);
+            if ctx.loops.inbox[owner]
+                .send(LoopMsg::Batch(batch))
+                .await
+                .is_ok()
+            {
+                waiting.push((owner, rx));
+            }
+        }
+        let mut replies: SmallVec<[Option<RemoteReply>; 4]> = SmallVec::new();
+        replies.resize_with(self.batches.len(), || None);
+        for (owner, rx) in waiting {
+            replies[owner] = rx.await.ok();
+        }
+        for seg in self.segs.drain(..) {
+            match seg {
+                Seg::Local(s, e) => self.wbuf.extend_from_slice(&self.scratch[s..e]),
+                Seg::Remote(owner, idx, reply_to) => match &replies[owner] {
+                    Some(r) if idx < r.ends.len() => {
+                        let start = if idx == 0 {
+                            0
+                        } else {
+                            r.ends[idx - 1] as usize
+                        };
+                        self.wbuf
+                            .extend_from_slice(&r.out[start..r.ends[idx] as usize]);
+                    }
+                    _ => reply_into(&mut self.wbuf, reply_to, |s| {
+                        s.error("ERR shard owner unavailable (server shutting down?)")
+                    }),
+                },
+            }
+        }
+        self.scratch.clear();
+        self.pending = false;
+    }
+}
+
+struct State {
+    ctx: Rc<LoopCtx>,
+    session: Session,
+    out: Output,
+    hello_done: bool,
+    commands: u64,
+}
+
+enum Handled {
+    Done,
+    /// The command needs the keyspace in the state earlier commands leave it: flush first.
+    Barrier,
+}
+
+pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
+    let node = ctx.node.clone();
+    if !node.admit() {
+        LoopStats::add(&ctx.stats().rejected_connections, 1);
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let (Ok(addr), Ok(laddr)) = (stream.peer_addr(), stream.local_addr()) else {
+        node.release();
+        return;
+    };
+    let info = Arc::new(ClientInfo {
+        addr,
+        laddr,
+        created: std::time::Instant::now(),
+        name: Default::default(),
+        last_active_ms: now_ms().into(),
+        binary: false.into(),
+    });
+    let session = Session::new(&node, info);
+    let id = session.id;
+    let threads = node.config.threads;
+    let mut st = State {
+        ctx,
+        session,
+        out: Output {
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            scratch: BytesMut::new(),
+            segs: Vec::new(),
+            batches: (0..threads).map(|_| BatchBuilder::default()).collect(),
+            pending: false,
+        },
+        hello_done: false,
+        commands: 0,
+    };
+    if let Err(e) = run(&mut st, &mut stream).await {
+        debug!(client = id, error = %e, "connection ended");
+    }
+    node.unregister(id);
+}
+
+async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut shutdown = st.ctx.node.shutdown_signal();
+    let mut proto = None;
+    loop {
+        let mut need_input = true;
+        if !rbuf.is_empty() {
+            let p = *proto.get_or_insert_with(|| {
+                let p = Protocol::detect(rbuf[0]);
+                st.session.info.binary.store(p == Protocol::Binary, Relaxed);
+                p
+            });
+            let (used, more) = process(st, &rbuf, p).await;
+            rbuf.advance(used);
+            need_input = !more;
+        }
+        if !st.out.wbuf.is_empty() {
+            stream.write_all(&st.out.wbuf).await?;
+            LoopStats::add(&st.ctx.stats().net_output_bytes, st.out.wbuf.len() as u64);
+            st.out.wbuf.clear();
+            if st.out.wbuf.capacity() > KEEP_BUF {
+                st.out.wbuf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        if st.session.close {
+            return Ok(());
+        }
+        if !need_input {
+            continue;
+        }
+        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUF {
+            rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        let n = tokio::select! {
+            r = stream.read_buf(&mut rbuf) => r?,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        LoopStats::add(&st.ctx.stats().net_input_bytes, n as u64);
+        st.session.info.last_active_ms.store(now_ms(), Relaxed);
+    }
+}
+
+/// Handles every complete request in `buf` (up to the batch bounds). Returns the bytes
+/// consumed and whether complete requests may remain (so the caller skips the read).
+async fn process(st: &mut State, buf: &[u8], proto: Protocol) -> (usize, bool) {
+    let node = st.ctx.node.clone();
+    let cfg = &node.config;
+    let c = Ctx {
+        node_id: node.node_id,
+        now_ms: now_ms(),
+        max_value: cfg.max_value(),
+    };
+    let mut pos = 0;
+    let mut count = 0;
+    let mut more = false;
+    loop {
+        if count >= MAX_BATCH || st.out.wbuf.len() + st.out.scratch.len() >= OUT_SOFT_LIMIT {
+            more = true;
+            break;
+        }
+        let rest = &buf[pos..];
+        if rest.is_empty() {
+            break;
+        }
+        let parsed = match proto {
+            Protocol::Resp => next_resp(st, rest, cfg.max_frame_bytes),
+            Protocol::Binary => next_binary(st, rest, cfg.max_frame_bytes),
+        };
+        let Some((req, used)) = parsed else { break };
+        pos += used;
+        count += 1;
+        match req {
+            Next::Args(args, internal, reply_to) => {
+                if let Handled::Barrier = handle(st, &args, internal, reply_to, &c) {
+                    st.out.flush(&st.ctx).await;
+                    handle(st, &args, internal, reply_to, &c);
+                }
+            }
+            Next::Owned(args) => {
+                let args: SmallVec<[&[u8]; 6]> = args.iter().map(|a| a.as_slice()).collect();
+                if let Handled::Barrier = handle(st, &args, false, None, &c) {
+                    st.out.flush(&st.ctx).await;
+                    handle(st, &args, false, None, &c);
+                }
+            }
+            Next::Skip => {}
+            Next::Hello(h, reply_to) => hello(st, h, reply_to),
+        }
+        if st.session.close {
+            break;
+        }
+    }
+    st.out.flush(&st.ctx).await;
+    LoopStats::add(&st.ctx.stats().commands, std::mem::take(&mut st.commands));
+    (pos, more)
+}
+
+enum Next<'a> {
+    Args(SmallVec<[&'a [u8]; 6]>, bool, ReplyTo),
+    Owned(Vec<Vec<u8>>),
+    Hello(HelloReq<'a>, ReplyTo),
+    Skip,
+}
+
+struct HelloReq<'a> {
+    min: u16,
+    max: u16,
+    password: &'a [u8],
+    name: &'a [u8],
+}
+
+/// Replies to a framing error and marks the connection for closing.
+fn fatal(st: &mut State, reply_to: ReplyTo, msg: &str) {
+    LoopStats::add(&st.ctx.stats().protocol_errors, 1);
+    match reply_to {
+        None => st.out.reply(None, |s| s.error(msg)),
+        Some((id, op)) => {
+            // A fatal frame ends the stream: write it after everything pending.
+            let w = FrameWriter::new(&mut st.out.scratch, id, op);
+            w.fatal(msg);
+            let (s, e) = (0, st.out.scratch.len());
+            if st.out.pending {
+                st.out.segs.push(Seg::Local(s, e));
+            } else {
+                let bytes = st.out.scratch.split();
+                st.out.wbuf.extend_from_slice(&bytes);
+            }
+        }
+    }
+    st.session.close = true;
+}
+
+fn next_resp<'a>(st: &mut State, buf: &'a [u8], max_frame: usize) -> Option<(Next<'a>, usize)> {
+    let limits = if st.session.authenticated {
+        RespLimits {
+            max_args: MAX_ARGS,
+            max_bulk: max_frame,
+            max_inline: MAX_INLINE,
+            unauthenticated: false,
+        }
+    } else {
+        RespLimits {
+            max_args: PREAUTH_ARGS,
+            max_bulk: PREAUTH_BULK,
+            max_inline: MAX_INLINE,
+            unauthenticated: true,
+        }
+    };
+    match parse_request(buf, &limits) {
+        Ok(None) => None,
+        Ok(Some((RespRequest::Args(a), n))) => Some((Next::Args(a, false, None), n)),
+        Ok(Some((RespRequest::Owned(a), n))) => Some((Next::Owned(a), n)),
+        Ok(Some((RespRequest::Empty, n))) => Some((Next::Skip, n)),
+        Err(e) => {
+            fatal(st, None, &format!("ERR {e}"));
+            Some((Next::Skip, buf.len()))
+        }
+    }
+}
+
+fn next_binary<'a>(st: &mut State, buf: &'a [u8], max_frame: usize) -> Option<(Next<'a>, usize)> {
+    let (hdr, payload, used) = match decode_frame(buf, max_frame) {
+        Ok(Some(f)) => f,
+        Ok(None) => return None,
+        Err(e) => {
+            fatal(st, Some((0, 0)), &format!("ERR {e}"));
+            return Some((Next::Skip, buf.len()));
+        }
+    };
+    let reply_to = Some((hdr.request_id, hdr.opcode));
+    if hdr.is_reply() {
+        st.out.reply(reply_to, |s| {
+            s.error("ERR unexpected reply frame from a client")
+        });
+        return Some((Next::Skip, used));
+    }
+    if !st.hello_done && hdr.opcode != Opcode::Hello as u8 {
+        fatal(
+            st,
+            reply_to,
+            "ERR protocol error: the first frame must be HELLO",
+        );
+        return Some((Next::Skip, buf.len()));
+    }
+    let max_args = if st.session.authenticated {
+        MAX_ARGS
+    } else {
+        PREAUTH_ARGS
+    };
+    let req = match Request::parse(hdr.opcode, payload, max_args) {
+        Ok(r) => r,
+        Err(ProtoError::UnknownOpcode(op)) => {
+            st.out.reply(reply_to, |s| {
+                s.error(&format!("ERR unknown opcode 0x{op:02x}"))
+            });
+            return Some((Next::Skip, used));
+        }
+        Err(e) => {
+            st.out.reply(reply_to, |s| s.error(&format!("ERR {e}")));
+            return Some((Next::Skip, used));
+        }
+    };
+    let mut args: SmallVec<[&[u8]; 6]> = SmallVec::new();
+    match req {
+        Request::Hello {
+            min_version,
+            max_version,
+            password,
+            client_name,
+        } => {
+            let h = HelloReq {
+                min: min_version,
+                max: max_version,
+                password,
+                name: client_name,
+            };
+            return Some((Next::Hello(h, reply_to), used));
+        }
+        Request::Ping => args.push(b"PING"),
+        Request::Get { key } => args.extend([&b"VGET"[..], key]),
+        Request::Put {
+            key,
+            value,
+            context,
+            ttl_ms,
+        } => {
+            // The TTL travels as its 8 wire bytes (the payload's last field), so the
+            // internal VPUT needs no formatting and forwards like any argument vector.
+            let ttl = &payload[payload.len() - 8..];
+            debug_assert_eq!(ttl, ttl_ms.to_be_bytes());
+            args.extend([&b"VPUT"[..], key, value, context, ttl]);
+        }
+        Request::Delete { key, context } => args.extend([&b"VDEL"[..], key, context]),
+        Request::Command { args: a } => return Some((Next::Args(a, false, reply_to), used)),
+    }
+    Some((Next::Args(args, true, reply_to), used))
+}
+
+fn hello(st: &mut State, h: HelloReq<'_>, reply_to: ReplyTo) {
+    let node = st.ctx.node.clone();
+    if h.max < PROTOCOL_VERSION || h.min > PROTOCOL_VERSION {
+        let msg = format!(
+            "ERR unsupported protocol version range {}..={}; this server speaks {}",
+            h.min, h.max, PROTOCOL_VERSION
+        );
+        return fatal(st, reply_to, &msg);
+    }
+    if !h.password.is_empty() {
+        if let Err(e) = st.session.try_auth(&node, h.password) {
+            return st.out.reply(reply_to, |s| s.error(&e.0));
+        }
+    }
+    if !h.name.is_empty() {
+        if let Err(e) = st.session.set_name(h.name) {
+            return st.out.reply(reply_to, |s| s.error(&e.0));
+        }
+    }
+    st.hello_done = true;
+    st.out.reply(reply_to, |s| {
+        s.array(4);
+        s.int(PROTOCOL_VERSION as i64);
+        s.bulk(b"ringkv");
+        s.bulk(env!("CARGO_PKG_VERSION").as_bytes());
+        s.int(node.node_id as i64);
+    });
+}
+
+fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: &Ctx) -> Handled {
+    let command = match cmd::parse(args, internal) {
+        Ok(command) => command,
+        Err(e) => {
+            st.out.reply(reply_to, |s| s.error(&e.0));
+            return Handled::Done;
+        }
+    };
+    if !st.session.authenticated
+        && !matches!(
+            command,
+            Command::Auth(_) | Command::Hello(_) | Command::Quit
+        )
+    {
+        st.out
+            .reply(reply_to, |s| s.error("NOAUTH Authentication required."));
+        return Handled::Done;
+    }
+    st.commands += 1;
+    let ctx = st.ctx.clone();
+    let node = &ctx.node;
+    match command.route() {
+        Route::None => {
+            let session = &mut st.session;
+            st.out.reply(reply_to, |s| match command {
+                Command::Ping(_)
+                | Command::Echo(_)
+                | Command::Hello(_)
+                | Command::Auth(_)
+                | Command::Select(_)
+                | Command::Client(_)
+                | Command::Quit => conncmd::exec(&command, session, node, s),
+                _ => servercmd::exec(&command, node, s),
+            });
+        }
+        Route::Key(k) => {
+            let owner = ctx.owner(node.store.shard_of(key_hash(k)));
+            if owner == ctx.id {
+                st.out
+                    .reply(reply_to, |s| cmd::run_keyed(&command, &node.store, c, s));
+            } else {
+                st.out.forward(owner, args, reply_to);
+            }
+        }
+        _ => {
+            if st.out.pending {
+                st.commands -= 1;
+                return Handled::Barrier;
+            }
+            st.out
+                .reply(reply_to, |s| cmd::run_keyed(&command, &node.store, c, s));
+        }
+    }
+    Handled::Done
+}

@@ -1,0 +1,183 @@
+//! One event loop: a thread with its own current-thread tokio runtime. It accepts on its own
+//! socket, serves the connections it accepted, runs batches other loops hand it for the shards
+//! it owns, and expires keys in those shards.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::forward::RemoteBatch;
+use super::{connection, forward, Loops};
+use crate::node::{now_ms, LoopStats, Node};
+
+pub enum LoopMsg {
+    /// Commands for shards this loop owns, from a connection on another loop.
+    Batch(RemoteBatch),
+    /// A connection dealt to this loop (`--accept handoff`).
+    Conn(std::net::TcpStream),
+}
+
+/// What the tasks of one loop share.
+pub struct LoopCtx {
+    pub id: usize,
+    pub node: Arc<Node>,
+    pub loops: Arc<Loops>,
+}
+
+impl LoopCtx {
+    pub fn stats(&self) -> &LoopStats {
+        &self.node.stats[self.id]
+    }
+
+    /// The loop that owns `shard`.
+    #[inline]
+    pub fn owner(&self, shard: usize) -> usize {
+        shard % self.node.config.threads
+    }
+}
+
+pub fn run(
+    id: usize,
+    node: Arc<Node>,
+    loops: Arc<Loops>,
+    rx: mpsc::Receiver<LoopMsg>,
+    listener: Option<std::net::TcpListener>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            warn!(loop_id = id, error = %e, "can't build runtime; shutting down");
+            node.shutdown();
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let ctx = Rc::new(LoopCtx { id, node, loops });
+    local.block_on(&rt, async move {
+        let mut shutdown = ctx.node.shutdown_signal();
+        tokio::task::spawn_local(inbox(ctx.clone(), rx));
+        tokio::task::spawn_local(expire(ctx.clone()));
+        if let Some(l) = listener {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    tokio::task::spawn_local(accept(ctx.clone(), l));
+                }
+                Err(e) => {
+                    warn!(loop_id = id, error = %e, "can't register listener");
+                    ctx.node.shutdown();
+                }
+            }
+        }
+        let _ = shutdown.wait_for(|s| *s).await;
+        // Keep running other loops' batches until every connection on the node is gone, so
+        // that in-flight requests finish; bounded so a stuck client can't hold the exit.
+        let drain = async {
+            loop {
+                let notified = ctx.node.disconnected.notified();
+                if ctx.node.connected.load(Relaxed) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            warn!(
+                loop_id = id,
+                "connections still open after 10 s; exiting anyway"
+            );
+        }
+        debug!(loop_id = id, "loop stopped");
+    });
+}
+
+async fn accept(ctx: Rc<LoopCtx>, listener: TcpListener) {
+    let mut shutdown = ctx.node.shutdown_signal();
+    let mut next = ctx.id;
+    loop {
+        let r = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let (stream, _) = match r {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        LoopStats::add(&ctx.stats().connections_received, 1);
+        let t = ctx.node.config.threads;
+        let target = if ctx.node.config.accept == crate::config::AcceptMode::Handoff {
+            next = (next + 1) % t;
+            next
+        } else {
+            ctx.id
+        };
+        if target == ctx.id {
+            tokio::task::spawn_local(connection::serve(ctx.clone(), stream));
+            continue;
+        }
+        match stream.into_std() {
+            Ok(s) => {
+                if ctx.loops.inbox[target]
+                    .send(LoopMsg::Conn(s))
+                    .await
+                    .is_err()
+                {
+                    warn!("loop {target} is gone; dropping connection");
+                }
+            }
+            Err(e) => warn!(error = %e, "can't hand off connection"),
+        }
+    }
+    info!(loop_id = ctx.id, "stopped accepting");
+}
+
+async fn inbox(ctx: Rc<LoopCtx>, mut rx: mpsc::Receiver<LoopMsg>) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            LoopMsg::Batch(b) => forward::execute(&ctx, b),
+            LoopMsg::Conn(s) => match tokio::net::TcpStream::from_std(s) {
+                Ok(s) => {
+                    tokio::task::spawn_local(connection::serve(ctx.clone(), s));
+                }
+                Err(e) => warn!(error = %e, "can't adopt handed-off connection"),
+            },
+        }
+    }
+}
+
+/// Active expiry for the shards this loop owns: every 100 ms, remove keys whose TTL passed,
+/// at most 1000 per shard per round before yielding to requests.
+async fn expire(ctx: Rc<LoopCtx>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let store = &ctx.node.store;
+    loop {
+        tick.tick().await;
+        let mut more = true;
+        while more {
+            more = false;
+            let now = now_ms();
+            for shard in (ctx.id..store.len()).step_by(ctx.node.config.threads) {
+                if store.lock(shard).expire_cycle(now, 1000) == 1000 {
+                    more = true;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}

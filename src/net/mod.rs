@@ -1,0 +1,97 @@
+//! Networking: listening sockets, one event loop per core, connections, and the hand-off of
+//! requests between loops.
+//!
+//! ```text
+//! socket ─▶ connection (codec) ─▶ Command ─▶ route by key ─▶ owner loop of the shard
+//!                                               local: run now   other loop: one batch message
+//!        ◀─ replies in request order ◀──────────────────────────┘
+//! ```
+
+pub mod connection;
+pub mod event_loop;
+pub mod forward;
+pub mod listener;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+
+use crate::config::AcceptMode;
+use crate::node::Node;
+
+pub use event_loop::LoopMsg;
+
+/// Capacity of each loop's inbox (batches from other loops, handed-off connections).
+const INBOX: usize = 4096;
+
+/// The inboxes of all loops, indexed by loop id.
+pub struct Loops {
+    pub inbox: Vec<mpsc::Sender<LoopMsg>>,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("can't listen on {addr}: {source} (is another server using the port? pick another with --port)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("can't start event loop thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl Server {
+    /// Binds the listening sockets and starts the event loops.
+    pub fn start(node: Arc<Node>) -> Result<Server, ServeError> {
+        let cfg = &node.config;
+        let t = cfg.threads;
+        let want = SocketAddr::new(cfg.bind, cfg.port);
+        let bind = |addr: SocketAddr| {
+            listener::bind(addr, cfg.accept == AcceptMode::Reuseport)
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let first = bind(want)?;
+        let addr = first
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr: want, source })?;
+        // Port 0: every other loop binds the port the kernel chose for the first.
+        let mut listeners = vec![Some(first)];
+        for _ in 1..t {
+            listeners.push(match cfg.accept {
+                AcceptMode::Reuseport => Some(bind(addr)?),
+                AcceptMode::Handoff => None,
+            });
+        }
+        if let Ok(mut b) = node.bound.lock() {
+            *b = Some(addr);
+        }
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..t).map(|_| mpsc::channel(INBOX)).unzip();
+        let loops = Arc::new(Loops { inbox: senders });
+        let mut threads = Vec::with_capacity(t);
+        for (id, (rx, l)) in receivers.into_iter().zip(listeners).enumerate() {
+            let node = node.clone();
+            let loops = loops.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("ringkv-loop-{id}"))
+                .spawn(move || event_loop::run(id, node, loops, rx, l))
+                .map_err(ServeError::Thread)?;
+            threads.push(h);
+        }
+        Ok(Server { addr, threads })
+    }
+
+    /// Waits for every loop to finish (after `Node::shutdown`).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The node: everything the loops share. Configuration, the store, counters, the client list
+//! and the shutdown signal. Below `net` and `cmd`, above `store`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::store::{NodeId, Store};
+
+/// Wall-clock milliseconds since the epoch. The one place wall time is read, so a test can
+/// later skew it.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters of one event loop (each on its own cache line; summed for INFO).
+#[derive(Default)]
+#[repr(align(128))]
+pub struct LoopStats {
+    pub commands: AtomicU64,
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+impl LoopStats {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.store(c.load(Relaxed) + n, Relaxed);
+    }
+}
+
+/// One connected client, as CLIENT LIST shows it.
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub created: Instant,
+    pub name: Mutex<String>,
+    pub last_active_ms: AtomicU64,
+    pub binary: AtomicBool,
+}
+
+pub struct Node {
+    pub config: Config,
+    pub node_id: NodeId,
+    pub store: Store,
+    pub started: Instant,
+    pub started_unix_ms: u64,
+    pub stats: Box<[LoopStats]>,
+    pub max_clients: AtomicUsize,
+    pub connected: AtomicUsize,
+    next_client_id: AtomicU64,
+    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Woken whenever a connection ends (graceful shutdown waits for the last one).
+    pub disconnected: tokio::sync::Notify,
+    pub bound: Mutex<Option<SocketAddr>>,
+}
+
+impl Node {
+    pub fn new(config: Config, node_id: NodeId) -> Node {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Node {
+            store: Store::new(config.shards),
+            stats: (0..config.threads).map(|_| LoopStats::default()).collect(),
+            max_clients: AtomicUsize::new(config.max_clients),
+            connected: AtomicUsize::new(0),
+            next_client_id: AtomicU64::new(1),
+            clients: Mutex::new(BTreeMap::new()),
+            shutdown,
+            started: Instant::now(),
+            started_unix_ms: now_ms(),
+            bound: Mutex::new(None),
+            disconnected: tokio::sync::Notify::new(),
+            node_id,
+            config,
+        }
+    }
+
+    /// Reserves a connection slot, or None when at --max-clients.
+    pub fn admit(&self) -> bool {
+        let max = self.max_clients.load(Relaxed);
+        let mut cur = self.connected.load(Relaxed);
+        loop {
+            if cur >= max {
+                return false;
+            }
+            match self
+                .connected
+                .compare_exchange_weak(cur, cur + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    pub fn register(&self, info: Arc<ClientInfo>) -> u64 {
+        let id = self.next_client_id.fetch_add(1, Relaxed);
+        lock(&self.clients).insert(id, info);
+        id
+    }
+
+    pub fn unregister(&self, id: u64) {
+        lock(&self.clients).remove(&id);
+        self.release();
+    }
+
+    /// Gives back a slot taken by `admit`.
+    pub fn release(&self) {
+        self.connected.fetch_sub(1, Relaxed);
+        self.disconnected.notify_waiters();
+    }
+
+    pub fn clients(&self) -> Vec<(u64, Arc<ClientInfo>)> {
+        lock(&self.clients)
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect()
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub fn total(&self, f: impl Fn(&LoopStats) -> &AtomicU64) -> u64 {
+        self.stats.iter().map(|s| f(s).load(Relaxed)).sum()
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

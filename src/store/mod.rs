@@ -1,0 +1,57 @@
+//! The in-memory store: shards of versioned values. Knows nothing of sockets or peers.
+//!
+//! A shard is owned by one event loop, which is the only one to touch it on the data path;
+//! each sits behind an uncontended mutex so that a command spanning shards of several loops
+//! (MSET, RENAME, ...) can lock them all, in index order, and stay atomic on the node.
+
+pub mod clock;
+pub mod entry;
+pub mod glob;
+pub mod shard;
+pub mod tx;
+
+use std::sync::{Mutex, MutexGuard};
+
+pub use clock::{NodeId, VectorClock};
+pub use entry::Entry;
+pub use shard::Shard;
+pub use tx::Tx;
+
+/// All shards of a node.
+pub struct Store {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Store {
+    pub fn new(nshards: usize) -> Store {
+        Store {
+            shards: (0..nshards).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Which shard a key hash belongs to. Uses bits 40.. of the hash, so the shard choice is
+    /// independent of the bits the shard's own table uses (low bits for the bucket, top 7 for
+    /// the tag).
+    #[inline]
+    pub fn shard_of(&self, hash: u64) -> usize {
+        ((hash >> 40) % self.shards.len() as u64) as usize
+    }
+
+    /// Locks one shard. A poisoned lock means a command panicked mid-way; the data is still
+    /// structurally valid (every mutation is a single table operation), so keep serving.
+    #[inline]
+    pub fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        match self.shards[shard].lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! A set of locked shards, the scope in which a command runs.
+
+use std::sync::MutexGuard;
+
+use smallvec::SmallVec;
+
+use super::{Shard, Store};
+
+/// The shards one command may touch, locked in ascending index order so that two commands
+/// locking overlapping sets can't deadlock.
+pub struct Tx<'s> {
+    store: &'s Store,
+    guards: SmallVec<[(usize, MutexGuard<'s, Shard>); 2]>,
+}
+
+impl<'s> Tx<'s> {
+    /// Locks the shards of the given key hashes.
+    pub fn for_hashes(store: &'s Store, hashes: impl IntoIterator<Item = u64>) -> Tx<'s> {
+        let mut ids: SmallVec<[usize; 4]> = hashes.into_iter().map(|h| store.shard_of(h)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Tx {
+            store,
+            guards: ids.into_iter().map(|i| (i, store.lock(i))).collect(),
+        }
+    }
+
+    pub fn for_shard(store: &'s Store, shard: usize) -> Tx<'s> {
+        let mut guards = SmallVec::new();
+        guards.push((shard, store.lock(shard)));
+        Tx { store, guards }
+    }
+
+    /// The locked shard holding `hash`. Commands only ask for keys they declared, so a miss
+    /// is a bug; it locks the shard on the spot rather than panic (still ordered per command
+    /// as the only other lock holders are single shards).
+    #[inline]
+    pub fn shard(&mut self, hash: u64) -> &mut Shard {
+        let id = self.store.shard_of(hash);
+        let pos = match self.guards.iter().position(|(i, _)| *i == id) {
+            Some(p) => p,
+            None => {
+                debug_assert!(false, "shard {id} used without being locked");
+                self.guards.push((id, self.store.lock(id)));
+                self.guards.len() - 1
+            }
+        };
+        &mut self.guards[pos].1
+    }
+}
