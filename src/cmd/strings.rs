@@ -325,13 +325,11 @@ fn try_exec(
             };
             out.bulk(e.value());
             match mode {
-                None => {}
-                Some(GetExMode::Persist) => {
-                    if e.expires_at_ms().is_some() {
-                        let e = e.with_expiry(None);
-                        shard.put(h, e);
-                    }
+                Some(GetExMode::Persist) if e.expires_at_ms().is_some() => {
+                    let e = e.with_expiry(None);
+                    shard.put(h, e);
                 }
+                None | Some(GetExMode::Persist) => {}
                 Some(GetExMode::Expire(x)) => {
                     let at = x.resolve(now);
                     if at <= now {

@@ -94,15 +94,15 @@ impl FrameHeader {
     }
 }
 
+/// A whole frame found at the front of a buffer: header, payload, bytes it took.
+pub type SplitFrame<'a> = (FrameHeader, &'a [u8], usize);
+
 /// Splits one frame off the front of `buf`.
 ///
 /// Returns `Ok(None)` when more bytes are needed, `Ok(Some((header, payload, consumed)))` for a
 /// whole frame. The length is checked against `max_frame` (which counts the whole frame,
 /// header included) before anything else, so a caller can refuse to buffer a huge frame.
-pub fn decode_frame(
-    buf: &[u8],
-    max_frame: usize,
-) -> Result<Option<(FrameHeader, &[u8], usize)>, ProtoError> {
+pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<Option<SplitFrame<'_>>, ProtoError> {
     if buf.len() < 4 {
         return Ok(None);
     }

@@ -141,15 +141,19 @@ fn parse_multibulk<'a>(
             }
             return Ok(None);
         };
+        // As Redis: a malformed or negative length is "invalid" even before AUTH; only a
+        // well-formed length over the (small, pre-auth) limit is "unauthenticated".
         let len = parse_i64(&buf[pos + 1..end])
-            .filter(|&n| n >= 0 && n <= limits.max_bulk as i64)
-            .ok_or_else(|| {
-                if limits.unauthenticated {
-                    err("Protocol error: unauthenticated bulk length")
-                } else {
-                    err("Protocol error: invalid bulk length")
-                }
-            })? as usize;
+            .filter(|&n| n >= 0)
+            .ok_or_else(|| err("Protocol error: invalid bulk length"))?;
+        if len as u64 > limits.max_bulk as u64 {
+            return Err(if limits.unauthenticated {
+                err("Protocol error: unauthenticated bulk length")
+            } else {
+                err("Protocol error: invalid bulk length")
+            });
+        }
+        let len = len as usize;
         let data_end = next + len;
         if buf.len() < data_end + 2 {
             return Ok(None);
@@ -168,7 +172,10 @@ fn parse_inline<'a>(
     limits: &RespLimits,
 ) -> Result<Option<(RespRequest<'a>, usize)>, ProtoError> {
     let Some((end, next)) = line(buf, 0) else {
-        if buf.len() > limits.max_inline {
+        // A trailing CR may be the start of the line's CRLF: it doesn't count yet, so a line
+        // of exactly `max_inline` bytes is accepted however its CRLF is split across reads.
+        let pending = buf.len() - usize::from(buf.last() == Some(&b'\r'));
+        if pending > limits.max_inline {
             return Err(err("Protocol error: too big inline request"));
         }
         return Ok(None);
@@ -214,7 +221,10 @@ pub fn split_quoted(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtoError> {
     let unbalanced = || err("Protocol error: unbalanced quotes in request");
     let mut out = Vec::new();
     let mut i = 0;
-    let n = line.len();
+    // sdssplitargs works on a C string: a NUL ends the input (inside quotes, that leaves them
+    // unbalanced). Stopping there also keeps the word loop below, which ends a word at a NUL
+    // without consuming it, from spinning forever on one.
+    let n = line.iter().position(|&b| b == 0).unwrap_or(line.len());
     loop {
         while i < n && line[i].is_ascii_whitespace() {
             i += 1;
