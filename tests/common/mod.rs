@@ -1,0 +1,211 @@
+//! Test harness: runs the real `ringkv` binary on an ephemeral loopback port with its own
+//! data directory, waits for its "ready" log line (never a fixed sleep), and stops exactly the
+//! process it started, by PID.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts a server with `--port 0`, a fresh data dir, and the extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        Self::try_start(extra).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    /// Starts a server; on failure returns everything it logged.
+    pub fn try_start(extra: &[&str]) -> Result<Server, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
+        cmd.args(["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = ready_addr(&line) {
+                        let _ = tx.send(addr);
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => {
+                    return Ok(Server {
+                        child: Some(child),
+                        addr,
+                        dir,
+                        log,
+                    })
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        // Give the reader thread a moment to collect the last lines.
+                        let _ = rx.recv_timeout(Duration::from_millis(500));
+                        let text = log.lock().unwrap().join("\n");
+                        return Err(format!("exited with {status}:\n{text}"));
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(log.lock().unwrap().join("\n"));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// A plain TCP connection with read/write timeouts, for raw-byte tests.
+    pub fn tcp(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        wait_bounded(&mut child, Duration::from_secs(20))
+    }
+
+    /// Waits for the process to exit by itself (e.g. after SHUTDOWN).
+    pub fn wait_exit(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_bounded(&mut child, Duration::from_secs(20))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait");
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Parses the address out of "ringkv ... ready on 127.0.0.1:PORT (...)".
+fn ready_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("ready on ")? + "ready on ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Sends raw bytes and reads until `expect` bytes arrived or the peer closed.
+pub fn roundtrip(s: &mut TcpStream, send: &[u8], expect: usize) -> Vec<u8> {
+    s.write_all(send).unwrap();
+    read_n(s, expect)
+}
+
+/// Reads until `n` bytes arrived, EOF, or the read timeout.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < n {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => out.extend_from_slice(&buf[..k]),
+        }
+    }
+    out
+}
+
+/// Reads one RESP reply line-wise (enough for simple/error/integer/bulk replies).
+pub fn read_reply(s: &mut TcpStream) -> String {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap_or(0);
+    if let Some(n) = line
+        .strip_prefix('$')
+        .and_then(|n| n.trim().parse::<i64>().ok())
+    {
+        if n >= 0 {
+            let mut body = vec![0u8; n as usize + 2];
+            r.read_exact(&mut body).unwrap();
+            line.push_str(&String::from_utf8_lossy(&body));
+        }
+    }
+    line
+}
+
+/// True once the peer has closed the connection (read returns 0), within the timeout.
+pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return matches!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+    }
+}
+
+/// PING over a fresh connection answers PONG: the server is up and serving.
+pub fn assert_serving(server: &Server) {
+    let mut s = server.tcp();
+    s.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    assert_eq!(read_n(&mut s, 7), b"+PONG\r\n");
+}
