@@ -83,7 +83,14 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         },
         "echo" => Command::Echo(a[0]),
         "quit" => Command::Quit,
-        "select" => Command::Select(int(a[0])?),
+        // As Redis's getIntFromObjectOrReply: an integer, then within a C int.
+        "select" => Command::Select(
+            Some(int(a[0])?)
+                .filter(|n| i32::try_from(*n).is_ok())
+                .ok_or(CmdError::msg(
+                    "ERR value is out of range, value must between -2147483648 and 2147483647",
+                ))?,
+        ),
         "auth" => match a {
             [p] => Command::Auth(p),
             [user, p] if eq(user, "default") => Command::Auth(p),
@@ -101,9 +108,14 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
                 setname: None,
             };
             if let Some(v) = a.first() {
-                h.protover = Some(int(v).map_err(|_| {
+                let ver = int(v).map_err(|_| {
                     CmdError::msg("ERR Protocol version is not an integer or out of range")
-                })?);
+                })?;
+                // Checked before the options, as Redis does.
+                if !(2..=3).contains(&ver) {
+                    return Err(CmdError::msg("NOPROTO unsupported protocol version"));
+                }
+                h.protover = Some(ver);
             }
             let mut i = 1;
             while i < a.len() {
@@ -202,9 +214,8 @@ fn try_exec(
         Command::Hello(ref h) => {
             if let Some(v) = h.protover {
                 if v != 2 {
-                    return Err(CmdError::msg(
-                        "NOPROTO sorry, this protocol version is not supported.",
-                    ));
+                    // RESP3 is not implemented: answer as Redis does for unknown versions.
+                    return Err(CmdError::msg("NOPROTO unsupported protocol version"));
                 }
             }
             if let Some((user, pass)) = h.auth {
@@ -213,7 +224,11 @@ fn try_exec(
                         "WRONGPASS invalid username-password pair or user is disabled.",
                     ));
                 }
-                s.try_auth(node, pass)?;
+                // Without a password the default user is "nopass" in Redis: any password
+                // authenticates it.
+                if node.config.password.is_some() {
+                    s.try_auth(node, pass)?;
+                }
             }
             if !s.authenticated {
                 return Err(CmdError::msg(

@@ -7,14 +7,13 @@ use super::{eq, int, CmdError, CmdResult, Command, Ctx, Expiry};
 use crate::store::glob::glob_match;
 use crate::store::{Store, Tx};
 
-/// EXPIRE's NX / XX / GT / LT (Redis 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpireCond {
-    Always,
-    Nx,
-    Xx,
-    Gt,
-    Lt,
+/// EXPIRE's NX / XX / GT / LT (Redis 7). XX combines with GT or LT; NX with none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpireCond {
+    pub nx: bool,
+    pub xx: bool,
+    pub gt: bool,
+    pub lt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +49,34 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
             _ => return Err(CmdError::SYNTAX),
         },
         "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            // As Redis's expireGenericCommand: options first, then the number.
+            let mut cond = ExpireCond::default();
+            for o in &a[2..] {
+                if eq(o, "NX") {
+                    cond.nx = true;
+                } else if eq(o, "XX") {
+                    cond.xx = true;
+                } else if eq(o, "GT") {
+                    cond.gt = true;
+                } else if eq(o, "LT") {
+                    cond.lt = true;
+                } else {
+                    return Err(CmdError::msg(format!(
+                        "ERR Unsupported option {}",
+                        String::from_utf8_lossy(o)
+                    )));
+                }
+            }
+            if cond.nx && (cond.xx || cond.gt || cond.lt) {
+                return Err(CmdError::msg(
+                    "ERR NX and XX, GT or LT options at the same time are not compatible",
+                ));
+            }
+            if cond.gt && cond.lt {
+                return Err(CmdError::msg(
+                    "ERR GT and LT options at the same time are not compatible",
+                ));
+            }
             let v = int(a[1])?;
             let ms = match name {
                 "expire" | "expireat" => v.checked_mul(1000),
@@ -57,39 +84,14 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
             }
             .ok_or_else(|| CmdError::invalid_expire(name))?;
             let when = match name {
-                "expire" | "pexpire" => Expiry::In(ms),
+                "expire" | "pexpire" => {
+                    if !super::relative_expire_fits(ms) {
+                        return Err(CmdError::invalid_expire(name));
+                    }
+                    Expiry::In(ms)
+                }
                 _ => Expiry::At(ms),
             };
-            let mut cond = ExpireCond::Always;
-            for o in &a[2..] {
-                let c = if eq(o, "NX") {
-                    ExpireCond::Nx
-                } else if eq(o, "XX") {
-                    ExpireCond::Xx
-                } else if eq(o, "GT") {
-                    ExpireCond::Gt
-                } else if eq(o, "LT") {
-                    ExpireCond::Lt
-                } else {
-                    return Err(CmdError::msg(format!(
-                        "ERR Unsupported option {}",
-                        String::from_utf8_lossy(o)
-                    )));
-                };
-                cond =
-                    match (cond, c) {
-                        (ExpireCond::Always, c) => c,
-                        (a, b) if a == b => a,
-                        (ExpireCond::Gt, ExpireCond::Lt) | (ExpireCond::Lt, ExpireCond::Gt) => {
-                            return Err(CmdError::msg(
-                                "ERR GT and LT options at the same time are not compatible",
-                            ))
-                        }
-                        _ => return Err(CmdError::msg(
-                            "ERR NX and XX, GT or LT options at the same time are not compatible",
-                        )),
-                    };
-            }
             Command::Expire(a[0], when, cond, name)
         }
         "ttl" => Command::Ttl(a[0], TtlKind::TtlSecs),
@@ -98,10 +100,7 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         "pexpiretime" => Command::Ttl(a[0], TtlKind::AtMs),
         "persist" => Command::Persist(a[0]),
         "scan" => {
-            let cursor = std::str::from_utf8(a[0])
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(CmdError::msg("ERR invalid cursor"))?;
+            let cursor = scan_cursor(a[0]).ok_or(CmdError::msg("ERR invalid cursor"))?;
             let mut scan = Scan {
                 cursor,
                 pattern: None,
@@ -129,6 +128,24 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         }
         _ => return Err(CmdError::unknown(a)),
     })
+}
+
+/// A SCAN cursor as Redis reads it (`strtoul`, whole string): optional sign, decimal digits,
+/// no overflow; "" is 0 and "-1" wraps around, as in C.
+fn scan_cursor(a: &[u8]) -> Option<u64> {
+    if a.is_empty() {
+        return Some(0);
+    }
+    let (neg, digits) = match a[0] {
+        b'-' => (true, &a[1..]),
+        b'+' => (false, &a[1..]),
+        _ => (false, a),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(if neg { v.wrapping_neg() } else { v })
 }
 
 /// Runs a command on keys whose shards are locked in `tx`.
@@ -209,13 +226,10 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
             let at = when.resolve(now);
             let cur = e.expires_at_ms();
             // As Redis: a key without TTL counts as an infinite TTL for GT / LT.
-            let ok = match cond {
-                ExpireCond::Always => true,
-                ExpireCond::Nx => cur.is_none(),
-                ExpireCond::Xx => cur.is_some(),
-                ExpireCond::Gt => cur.is_some_and(|c| at > c),
-                ExpireCond::Lt => cur.is_none_or(|c| at < c),
-            };
+            let ok = (!cond.nx || cur.is_none())
+                && (!cond.xx || cur.is_some())
+                && (!cond.gt || cur.is_some_and(|c| at > c))
+                && (!cond.lt || cur.is_none_or(|c| at < c));
             if !ok {
                 out.int(0);
                 return;
@@ -240,7 +254,8 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                             // Redis rounds the remaining seconds to the nearest.
                             TtlKind::TtlSecs => (left + 500) / 1000,
                             TtlKind::TtlMs => left,
-                            TtlKind::AtSecs => (at / 1000) as i64,
+                            // EXPIRETIME rounds too, as Redis's ttlGenericCommand.
+                            TtlKind::AtSecs => ((at + 500) / 1000) as i64,
                             TtlKind::AtMs => at as i64,
                         }
                     }

@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod keys;
+pub mod ldouble;
 pub mod server;
 pub mod strings;
 pub mod table;
@@ -51,12 +52,22 @@ impl CmdError {
     pub fn unknown(args: &[&[u8]]) -> CmdError {
         // Same text as Redis 7, including the trailing space after each argument.
         let name = String::from_utf8_lossy(&args[0][..args[0].len().min(128)]).into_owned();
-        let mut s = format!("ERR unknown command '{name}', with args beginning with: ");
-        for a in args.iter().skip(1).take(32) {
-            s.push('\'');
-            s.push_str(&String::from_utf8_lossy(&a[..a.len().min(128)]));
-            s.push_str("' ");
+        // Redis quotes arguments while the quoted list is under 128 bytes, cutting the last
+        // one so the list stays within 128.
+        let mut list: Vec<u8> = Vec::new();
+        for a in args.iter().skip(1) {
+            if list.len() >= 128 {
+                break;
+            }
+            let room = 128 - list.len();
+            list.push(b'\'');
+            list.extend_from_slice(&a[..a.len().min(room)]);
+            list.extend_from_slice(b"' ");
         }
+        let s = format!(
+            "ERR unknown command '{name}', with args beginning with: {}",
+            String::from_utf8_lossy(&list)
+        );
         CmdError(Cow::Owned(s.replace(['\r', '\n'], " ")))
     }
 }
@@ -107,7 +118,8 @@ pub enum Command<'a> {
     GetRange(&'a [u8], i64, i64),
     SetRange(&'a [u8], usize, &'a [u8]),
     IncrBy(&'a [u8], i64),
-    IncrByFloat(&'a [u8], f64),
+    /// The increment; None for an infinite one (a valid float whose sum can't be stored).
+    IncrByFloat(&'a [u8], Option<ldouble::LDouble>),
     MGet(SmallVec<[&'a [u8]; 4]>),
     MSet(SmallVec<[(&'a [u8], &'a [u8]); 2]>, bool),
     /// Binary protocol: read with causal context.
@@ -258,13 +270,27 @@ pub fn parse<'a>(args: &[&'a [u8]], internal: bool) -> CmdResult<Command<'a>> {
     }
 }
 
-/// Parses a Redis integer argument (strict: no spaces, no '+', fits i64).
+/// Parses a Redis integer argument as Redis's `string2ll` does: optional '-', then digits with
+/// no leading zero ("0" alone is fine, "01", "-0", "+1", " 1" are not), fitting an i64.
 pub fn int(arg: &[u8]) -> CmdResult<i64> {
+    let digits = arg.strip_prefix(b"-").unwrap_or(arg);
+    let canonical = match digits {
+        [b'0'] => digits.len() == arg.len(),
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
     std::str::from_utf8(arg)
         .ok()
-        .filter(|s| !s.starts_with('+') && !s.is_empty() && s.len() <= 20)
+        .filter(|_| canonical && arg.len() <= 20)
         .and_then(|s| s.parse::<i64>().ok())
         .ok_or(CmdError::NOT_INT)
+}
+
+/// Whether a relative expire of `ms` milliseconds can be added to the current time without
+/// overflowing a signed 64-bit millisecond timestamp (Redis answers "invalid expire time"
+/// otherwise).
+pub fn relative_expire_fits(ms: i64) -> bool {
+    ms.checked_add(crate::node::now_ms() as i64).is_some()
 }
 
 /// Parses a float argument as Redis does (no NaN; "inf" allowed, rejected where it matters).

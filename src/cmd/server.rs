@@ -259,12 +259,18 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
         Command::ConfigSet(ref pairs) => {
             for &(k, v) in pairs {
                 if eq(k, "maxclients") {
-                    let n = int(v).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                    // Redis's texts for a numeric config parameter: not a number, or out of
+                    // its bounds (1 to UINT_MAX for maxclients).
+                    let fail = |why: &str| {
                         CmdError::msg(format!(
-                            "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument must be a positive integer, got '{}'",
-                            String::from_utf8_lossy(v)
+                            "ERR CONFIG SET failed (possibly related to argument 'maxclients') - {why}"
                         ))
-                    })?;
+                    };
+                    let n =
+                        int(v).map_err(|_| fail("argument couldn't be parsed into an integer"))?;
+                    if !(1..=u32::MAX as i64).contains(&n) {
+                        return Err(fail("argument must be between 1 and 4294967295 inclusive"));
+                    }
                     node.max_clients.store(n as usize, Relaxed);
                 } else if config_params(node).iter().any(|(p, _)| eq(k, p)) {
                     return Err(CmdError::msg(format!(

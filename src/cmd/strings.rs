@@ -1,7 +1,8 @@
 //! String commands: GET, SET (and its relatives), INCR*, APPEND, GETRANGE, SETRANGE, MGET,
 //! MSET, MSETNX, and the binary protocol's versioned VGET / VPUT / VDEL.
 
-use super::{eq, float, int, CmdError, CmdResult, Command, Ctx, Expiry};
+use super::ldouble::{LDouble, Parsed};
+use super::{eq, int, relative_expire_fits, CmdError, CmdResult, Command, Ctx, Expiry};
 use crate::store::clock::ClockBytes;
 use crate::store::entry::NewVersion;
 use crate::store::{Entry, Shard, Tx, VectorClock};
@@ -40,26 +41,76 @@ pub struct Set<'a> {
 pub enum GetExMode {
     Expire(Expiry),
     Persist,
+    /// A bad expire value: the error to answer if the key exists.
+    Invalid(&'static str),
 }
 
-/// Parses `EX s | PX ms | EXAT t | PXAT t` at `opts[i]`; returns None if it isn't one.
-fn expiry_opt(opts: &[&[u8]], i: usize, cmd: &str) -> CmdResult<Option<Expiry>> {
-    let o = opts[i];
-    let (secs, abs) = if eq(o, "EX") {
-        (true, false)
-    } else if eq(o, "PX") {
-        (false, false)
-    } else if eq(o, "EXAT") {
-        (true, true)
-    } else if eq(o, "PXAT") {
-        (false, true)
-    } else {
-        return Ok(None);
-    };
-    let v = int(opts.get(i + 1).ok_or(CmdError::SYNTAX)?)?;
+const NOT_INT_TEXT: &str = "ERR value is not an integer or out of range";
+const INVALID_GETEX_TEXT: &str = "ERR invalid expire time in 'getex' command";
+
+/// The options SET and GETEX share, parsed as Redis's `parseExtendedStringArgumentsOrReply`:
+/// NX/XX/GET/KEEPTTL only for SET, PERSIST only for GETEX; EX/PX/EXAT/PXAT exclude each other
+/// and KEEPTTL/PERSIST, but the same one may repeat (the last value wins). The expire value
+/// is only checked afterwards, so a syntax error wins over a bad number.
+#[derive(Default)]
+struct ExtOpts<'a> {
+    nx: bool,
+    xx: bool,
+    get: bool,
+    keep_ttl: bool,
+    persist: bool,
+    /// (option name, value) of the EX/PX/EXAT/PXAT given.
+    expire: Option<(&'static str, &'a [u8])>,
+}
+
+fn parse_ext_opts<'a>(opts: &[&'a [u8]], for_set: bool) -> CmdResult<ExtOpts<'a>> {
+    let mut o = ExtOpts::default();
+    let mut i = 0;
+    while i < opts.len() {
+        let opt = opts[i];
+        let next = opts.get(i + 1).copied();
+        let kind = o.expire.map(|(k, _)| k);
+        let other_expire = |name: &str| kind.is_some_and(|k| k != name);
+        if for_set && eq(opt, "NX") && !o.xx {
+            o.nx = true;
+        } else if for_set && eq(opt, "XX") && !o.nx {
+            o.xx = true;
+        } else if for_set && eq(opt, "GET") {
+            o.get = true;
+        } else if for_set && eq(opt, "KEEPTTL") && kind.is_none() {
+            o.keep_ttl = true;
+        } else if !for_set && eq(opt, "PERSIST") && kind.is_none() {
+            o.persist = true;
+        } else if let Some(name) = ["EX", "PX", "EXAT", "PXAT"]
+            .into_iter()
+            .find(|n| eq(opt, n) && !other_expire(n) && !o.keep_ttl && !o.persist)
+        {
+            let Some(v) = next else {
+                return Err(CmdError::SYNTAX);
+            };
+            o.expire = Some((name, v));
+            i += 1;
+        } else {
+            return Err(CmdError::SYNTAX);
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// Validates an expire value as Redis's `getExpireMillisecondsOrReply`: positive, and not
+/// overflowing milliseconds (relative ones: once added to the current time).
+fn expire_value(kind: &str, v: &[u8], cmd: &str) -> CmdResult<Expiry> {
+    let v = int(v)?;
+    let secs = kind == "EX" || kind == "EXAT";
     let ms = if secs { v.checked_mul(1000) } else { Some(v) };
+    let relative = kind == "EX" || kind == "PX";
     match ms {
-        Some(ms) if v > 0 => Ok(Some(if abs { Expiry::At(ms) } else { Expiry::In(ms) })),
+        Some(ms) if v > 0 && (!relative || relative_expire_fits(ms)) => Ok(if relative {
+            Expiry::In(ms)
+        } else {
+            Expiry::At(ms)
+        }),
         _ => Err(CmdError::invalid_expire(cmd)),
     }
 }
@@ -76,29 +127,21 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
     Ok(match name {
         "get" => Command::Get(a[0]),
         "set" => {
+            let o = parse_ext_opts(&a[2..], true)?;
             let mut s = set(a[0], a[1], SetReply::Ok);
-            let opts = &a[2..];
-            let mut i = 0;
-            while i < opts.len() {
-                let o = opts[i];
-                if eq(o, "NX") && s.cond != Cond::Xx {
-                    s.cond = Cond::Nx;
-                } else if eq(o, "XX") && s.cond != Cond::Nx {
-                    s.cond = Cond::Xx;
-                } else if eq(o, "GET") {
-                    s.reply = SetReply::Old;
-                } else if eq(o, "KEEPTTL") && s.expiry.is_none() {
-                    s.keep_ttl = true;
-                } else if let Some(e) = expiry_opt(opts, i, "set")? {
-                    if s.expiry.is_some() || s.keep_ttl {
-                        return Err(CmdError::SYNTAX);
-                    }
-                    s.expiry = Some(e);
-                    i += 1;
-                } else {
-                    return Err(CmdError::SYNTAX);
-                }
-                i += 1;
+            if let Some((kind, v)) = o.expire {
+                s.expiry = Some(expire_value(kind, v, "set")?);
+            }
+            s.keep_ttl = o.keep_ttl;
+            s.cond = if o.nx {
+                Cond::Nx
+            } else if o.xx {
+                Cond::Xx
+            } else {
+                Cond::Always
+            };
+            if o.get {
+                s.reply = SetReply::Old;
             }
             Command::Set(s)
         }
@@ -114,7 +157,7 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
                 Some(v)
             };
             match ms {
-                Some(ms) if v > 0 => Command::Set(Set {
+                Some(ms) if v > 0 && relative_expire_fits(ms) => Command::Set(Set {
                     expiry: Some(Expiry::In(ms)),
                     ..set(a[0], a[2], SetReply::Ok)
                 }),
@@ -124,14 +167,17 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         "getset" => Command::Set(set(a[0], a[1], SetReply::Old)),
         "getdel" => Command::GetDel(a[0]),
         "getex" => {
-            let mode = match &a[1..] {
-                [] => None,
-                [p] if eq(p, "PERSIST") => Some(GetExMode::Persist),
-                opts @ [_, _] => match expiry_opt(opts, 0, "getex")? {
-                    Some(e) => Some(GetExMode::Expire(e)),
-                    None => return Err(CmdError::SYNTAX),
-                },
-                _ => return Err(CmdError::SYNTAX),
+            let o = parse_ext_opts(&a[1..], false)?;
+            // Redis looks the key up before it checks the expire value: a missing key answers
+            // nil even with a bad one, so a bad value travels to execution.
+            let mode = match o.expire {
+                Some((kind, v)) => Some(match expire_value(kind, v, "getex") {
+                    Ok(e) => GetExMode::Expire(e),
+                    Err(e) if e == CmdError::NOT_INT => GetExMode::Invalid(NOT_INT_TEXT),
+                    Err(_) => GetExMode::Invalid(INVALID_GETEX_TEXT),
+                }),
+                None if o.persist => Some(GetExMode::Persist),
+                None => None,
             };
             Command::GetEx(a[0], mode)
         }
@@ -156,7 +202,14 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
                     .ok_or(CmdError::msg("ERR decrement would overflow"))?,
             )
         }
-        "incrbyfloat" => Command::IncrByFloat(a[0], float(a[1])?),
+        "incrbyfloat" => Command::IncrByFloat(
+            a[0],
+            match LDouble::parse(a[1]) {
+                Parsed::Finite(v) => Some(v),
+                Parsed::Infinite => None,
+                Parsed::Invalid => return Err(CmdError::NOT_FLOAT),
+            },
+        ),
         "mget" => Command::MGet(a.iter().copied().collect()),
         "mset" | "msetnx" => {
             if a.len() % 2 != 0 {
@@ -230,16 +283,6 @@ fn parse_i64_value(v: &[u8]) -> CmdResult<i64> {
         return Err(CmdError::NOT_INT);
     }
     int(v)
-}
-
-/// Formats a float as Redis's INCRBYFLOAT does: shortest round-trip digits, no exponent.
-fn fmt_float(f: f64) -> String {
-    let s = format!("{f}");
-    if s == "-0" {
-        "0".into()
-    } else {
-        s
-    }
 }
 
 pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySink) {
@@ -323,8 +366,12 @@ fn try_exec(
                 out.nil();
                 return Ok(());
             };
+            if let Some(GetExMode::Invalid(msg)) = mode {
+                return Err(CmdError::msg(msg));
+            }
             out.bulk(e.value());
             match mode {
+                Some(GetExMode::Invalid(_)) => {}
                 Some(GetExMode::Persist) if e.expires_at_ms().is_some() => {
                     let e = e.with_expiry(None);
                     shard.put(h, e);
@@ -412,17 +459,24 @@ fn try_exec(
             out.int(n);
         }
         Command::IncrByFloat(key, delta) => {
+            // As Redis: C long double arithmetic and "%.17Lf" formatting (see ldouble).
             let h = key_hash(key);
             let shard = tx.shard(h);
             let (cur, ttl) = match shard.get(h, key, now) {
-                Some(e) => (float(e.value())?, e.expires_at_ms()),
-                None => (0.0, None),
+                Some(e) => (
+                    match LDouble::parse(e.value()) {
+                        Parsed::Finite(v) => Some(v),
+                        Parsed::Infinite => None,
+                        Parsed::Invalid => return Err(CmdError::NOT_FLOAT),
+                    },
+                    e.expires_at_ms(),
+                ),
+                None => (Some(LDouble::ZERO), None),
             };
-            let n = cur + delta;
-            if !n.is_finite() {
+            let Some(n) = cur.zip(delta).and_then(|(c, d)| c.checked_add(d)) else {
                 return Err(CmdError::msg("ERR increment would produce NaN or Infinity"));
-            }
-            let s = fmt_float(n);
+            };
+            let s = n.to_human();
             write(shard, h, key, s.as_bytes(), ttl, None, ctx);
             out.bulk(s.as_bytes());
         }
