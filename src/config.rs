@@ -67,18 +67,22 @@ pub enum AcceptMode {
     Handoff,
 }
 
-/// The same settings, read from a file.
+/// The same settings, read from a file (names with dashes or underscores, as `--help` says).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     bind: Option<IpAddr>,
     port: Option<u16>,
+    #[serde(alias = "data_dir")]
     data_dir: Option<PathBuf>,
     threads: Option<usize>,
     shards: Option<usize>,
     password: Option<String>,
+    #[serde(alias = "max_clients")]
     max_clients: Option<usize>,
+    #[serde(alias = "max_frame_bytes")]
     max_frame_bytes: Option<usize>,
+    #[serde(alias = "log_level")]
     log_level: Option<String>,
     accept: Option<AcceptMode>,
 }

@@ -35,6 +35,9 @@ const KEEP_BUF: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
 /// Most arguments in one command.
 const MAX_ARGS: usize = 1024 * 1024;
+/// Largest RESP bulk argument whatever --max-frame-bytes says (protocol.md §3.2: the limit
+/// is min(512 MiB, --max-frame-bytes), as Redis's proto-max-bulk-len default).
+const MAX_BULK: usize = 512 * 1024 * 1024;
 /// Before AUTH, Redis allows at most 10 arguments of 16 KiB (CVE-2021-32675).
 const PREAUTH_ARGS: usize = 10;
 const PREAUTH_BULK: usize = 16 * 1024;
@@ -232,7 +235,6 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
         LoopStats::add(&st.ctx.stats().net_input_bytes, n as u64);
-        st.session.info.last_active_ms.store(now_ms(), Relaxed);
     }
 }
 
@@ -241,11 +243,12 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
 async fn process(st: &mut State, buf: &[u8], proto: Protocol) -> (usize, bool) {
     let node = st.ctx.node.clone();
     let cfg = &node.config;
-    let c = Ctx {
+    let mut c = Ctx {
         node_id: node.node_id,
         now_ms: now_ms(),
         max_value: cfg.max_value(),
     };
+    st.session.info.last_active_ms.store(c.now_ms, Relaxed);
     let mut pos = 0;
     let mut count = 0;
     let mut more = false;
@@ -269,6 +272,7 @@ async fn process(st: &mut State, buf: &[u8], proto: Protocol) -> (usize, bool) {
             Next::Args(args, internal, reply_to) => {
                 if let Handled::Barrier = handle(st, &args, internal, reply_to, &c) {
                     st.out.flush(&st.ctx).await;
+                    c.now_ms = now_ms();
                     handle(st, &args, internal, reply_to, &c);
                 }
             }
@@ -276,6 +280,7 @@ async fn process(st: &mut State, buf: &[u8], proto: Protocol) -> (usize, bool) {
                 let args: SmallVec<[&[u8]; 6]> = args.iter().map(|a| a.as_slice()).collect();
                 if let Handled::Barrier = handle(st, &args, false, None, &c) {
                     st.out.flush(&st.ctx).await;
+                    c.now_ms = now_ms();
                     handle(st, &args, false, None, &c);
                 }
             }
@@ -311,10 +316,12 @@ fn fatal(st: &mut State, reply_to: ReplyTo, msg: &str) {
     match reply_to {
         None => st.out.reply(None, |s| s.error(msg)),
         Some((id, op)) => {
-            // A fatal frame ends the stream: write it after everything pending.
+            // A fatal frame ends the stream: write it after everything pending. It starts
+            // where scratch ends now: earlier bytes there belong to other segments.
+            let s = st.out.scratch.len();
             let w = FrameWriter::new(&mut st.out.scratch, id, op);
             w.fatal(msg);
-            let (s, e) = (0, st.out.scratch.len());
+            let e = st.out.scratch.len();
             if st.out.pending {
                 st.out.segs.push(Seg::Local(s, e));
             } else {
@@ -330,7 +337,7 @@ fn next_resp<'a>(st: &mut State, buf: &'a [u8], max_frame: usize) -> Option<(Nex
     let limits = if st.session.authenticated {
         RespLimits {
             max_args: MAX_ARGS,
-            max_bulk: max_frame,
+            max_bulk: max_frame.min(MAX_BULK),
             max_inline: MAX_INLINE,
             unauthenticated: false,
         }

@@ -1,0 +1,296 @@
+//! The `kvsh` binary against a real server: one-shot commands, piped scripts, passwords,
+//! output and exit codes. Every child runs with a deadline and is killed by its PID if over.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status {}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs kvsh with `args`, feeding `stdin` (or an empty, closed stdin), within a deadline.
+fn kvsh(args: &[&str], stdin: Option<&str>) -> Output {
+    kvsh_env(args, stdin, &[])
+}
+
+fn kvsh_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvsh"));
+    cmd.args(args)
+        .env_remove("RINGKV_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn kvsh");
+    let pid = child.id();
+    let mut child_in = child.stdin.take().unwrap();
+    let input = stdin.unwrap_or("").to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = child_in.write_all(input.as_bytes());
+        // Dropping closes the pipe: EOF for kvsh.
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(CHILD_TIMEOUT) {
+        Ok(s) => s.expect("wait for kvsh"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+            panic!("kvsh {args:?} did not finish within {CHILD_TIMEOUT:?}; killed");
+        }
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    port
+}
+
+#[test]
+fn one_shot_commands() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let p = port.as_str();
+
+    let o = kvsh(&["-p", p, "SET", "a", "1"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+
+    let o = kvsh(&["-p", p, "-c", "GET a"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "1\n"), "{o:?}");
+
+    // Quotes in -c as in redis-cli.
+    let o = kvsh(&["-p", p, "-c", "SET greeting \"hello world\""], None);
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    let o = kvsh(&["-p", p, "GET", "greeting"], None);
+    assert_eq!(o.stdout, "hello world\n", "{o:?}");
+
+    let o = kvsh(&["-p", p, "GET", "missing"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "(nil)\n"), "{o:?}");
+
+    let o = kvsh(&["-p", p, "INCR", "a"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "2\n"), "{o:?}");
+}
+
+#[test]
+fn binary_aliases_put_get_delete() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let p = port.as_str();
+
+    let o = kvsh(&["-p", p, "put", "k", "v"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+    let o = kvsh(&["-p", p, "get", "k"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "v\n"), "{o:?}");
+    let o = kvsh(&["-p", p, "delete", "k"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "1\n"), "{o:?}");
+    let o = kvsh(&["-p", p, "get", "k"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "(nil)\n"), "{o:?}");
+    let o = kvsh(&["-p", p, "delete", "k"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "0\n"), "{o:?}");
+
+    // Wrong alias arity is a usage error caught by kvsh: exit 1.
+    let o = kvsh(&["-p", p, "put", "k"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o
+        .stdout
+        .contains("(error) ERR wrong number of arguments for 'put'"));
+}
+
+#[test]
+fn error_reply_exits_1() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let p = port.as_str();
+    assert_eq!(kvsh(&["-p", p, "SET", "s", "abc"], None).code(), Some(0));
+    let o = kvsh(&["-p", p, "INCR", "s"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert_eq!(
+        o.stdout,
+        "(error) ERR value is not an integer or out of range\n"
+    );
+    let o = kvsh(&["-p", p, "-c", "NOSUCH x"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stdout.starts_with("(error) ERR unknown command 'NOSUCH'"));
+
+    // Formatted output (as on a terminal) with --no-raw.
+    let o = kvsh(&["-p", p, "--no-raw", "INCR", "s"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert_eq!(
+        o.stdout,
+        "(error) ERR value is not an integer or out of range\n"
+    );
+    let o = kvsh(&["-p", p, "--no-raw", "GET", "s"], None);
+    assert_eq!(o.stdout, "\"abc\"\n", "{o:?}");
+}
+
+#[test]
+fn unreachable_server_exits_2() {
+    let port = closed_port().to_string();
+    let o = kvsh(&["-p", &port, "PING"], None);
+    assert_eq!(o.code(), Some(2), "{o:?}");
+    assert!(
+        o.stderr.contains("could not connect") && o.stderr.contains(&port),
+        "{o:?}"
+    );
+    assert!(o.stdout.is_empty(), "{o:?}");
+    // The same for a script.
+    let o = kvsh(&["-p", &port], Some("PING\n"));
+    assert_eq!(o.code(), Some(2), "{o:?}");
+    assert!(!o.stderr.is_empty());
+}
+
+#[test]
+fn piped_script_with_an_error() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let script = "\
+# a comment, then a blank line
+
+SET a 1
+INCR a
+SET s x
+INCR s
+GET a
+put k v
+get k
+delete k
+GET s
+";
+    let o = kvsh(&["-p", &port], Some(script));
+    assert_eq!(
+        o.stdout,
+        "OK\n2\nOK\n(error) ERR value is not an integer or out of range\n2\nOK\nv\n1\nx\n",
+        "{o:?}"
+    );
+    assert_eq!(o.code(), Some(1), "{o:?}");
+}
+
+#[test]
+fn piped_clean_script() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let o = kvsh(
+        &["-p", &port],
+        Some("SET a 10\nINCRBY a 5\nGET a\nMGET a nope\nDEL a\n"),
+    );
+    assert_eq!(o.stdout, "OK\n15\n15\n15\n(nil)\n1\n", "{o:?}");
+    assert_eq!(o.code(), Some(0), "{o:?}");
+
+    // No trailing newline on the last line, and `quit` stops the script.
+    let o = kvsh(&["-p", &port], Some("SET b 1\nquit\nSET never 1\n"));
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+    let o = kvsh(&["-p", &port], Some("EXISTS never b\nGET b"));
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "1\n1\n"), "{o:?}");
+
+    // An empty script succeeds without output.
+    let o = kvsh(&["-p", &port], Some(""));
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), ""), "{o:?}");
+}
+
+#[test]
+fn password() {
+    let server = Server::start(&["--password", "s3cret"]);
+    let port = server.port().to_string();
+    let p = port.as_str();
+
+    let o = kvsh(&["-p", p, "-a", "s3cret", "SET", "a", "1"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+    let o = kvsh(&["-p", p, "-a", "s3cret"], Some("GET a\nINCR a\n"));
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "1\n2\n"), "{o:?}");
+    let o = kvsh_env(
+        &["-p", p, "GET", "a"],
+        None,
+        &[("RINGKV_PASSWORD", "s3cret")],
+    );
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "2\n"), "{o:?}");
+
+    for bad in [&["-a", "wrong"][..], &[]] {
+        let mut args = vec!["-p", p];
+        args.extend_from_slice(bad);
+        args.extend_from_slice(&["GET", "a"]);
+        let o = kvsh(&args, None);
+        assert_eq!(o.code(), Some(2), "{args:?}: {o:?}");
+        assert!(
+            o.stderr.contains("WRONGPASS"),
+            "{args:?}: the reason is not shown: {o:?}"
+        );
+        assert!(o.stdout.is_empty(), "{o:?}");
+    }
+    assert_no_panic(&server);
+}
+
+fn assert_no_panic(server: &Server) {
+    let log = server.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn usage_errors_exit_1() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let p = port.as_str();
+    let o = kvsh(&["-p", p, "-c", ""], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stderr.contains("empty command"), "{o:?}");
+    let o = kvsh(&["-p", p, "-c", "SET \"a b"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stderr.contains("invalid command line"), "{o:?}");
+    // In a script, a bad line is reported with its number and the rest still runs.
+    let o = kvsh(&["-p", p], Some("SET x 'unterminated\nSET y 2\nGET y\n"));
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stderr.contains("line 1"), "{o:?}");
+    assert_eq!(o.stdout, "OK\n2\n", "{o:?}");
+}
