@@ -332,6 +332,8 @@ HELLO 2 SETNAME
 HELLO 2 SETNAME "bad name"
 AUTH
 AUTH pass
+AUTH default anything
+AUTH nosuchuser pass
 AUTH a b c
 AUTH nosuchuser pass
 CLIENT

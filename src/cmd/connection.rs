@@ -92,8 +92,8 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
                 ))?,
         ),
         "auth" => match a {
-            [p] => Command::Auth(p),
-            [user, p] if eq(user, "default") => Command::Auth(p),
+            [p] => Command::Auth(p, false),
+            [user, p] if eq(user, "default") => Command::Auth(p, true),
             [_, _] => {
                 return Err(CmdError::msg(
                     "WRONGPASS invalid username-password pair or user is disabled.",
@@ -207,7 +207,10 @@ fn try_exec(
         }
         Command::Select(0) => out.simple("OK"),
         Command::Select(_) => return Err(CmdError::msg("ERR DB index is out of range")),
-        Command::Auth(p) => {
+        // `AUTH default <any>` without a configured password succeeds, as Redis's "nopass"
+        // default user does; the one-argument form is an error then.
+        Command::Auth(_, true) if node.config.password.is_none() => out.simple("OK"),
+        Command::Auth(p, _) => {
             s.try_auth(node, p)?;
             out.simple("OK");
         }

@@ -150,7 +150,8 @@ pub enum Command<'a> {
     Ping(Option<&'a [u8]>),
     Echo(&'a [u8]),
     Hello(connection::Hello<'a>),
-    Auth(&'a [u8]),
+    /// Password, and whether a user name ("default") was given.
+    Auth(&'a [u8], bool),
     Select(i64),
     Client(connection::ClientCmd<'a>),
     Quit,

@@ -481,7 +481,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
     if !st.session.authenticated
         && !matches!(
             command,
-            Command::Auth(_) | Command::Hello(_) | Command::Quit
+            Command::Auth(..) | Command::Hello(_) | Command::Quit
         )
     {
         st.out
@@ -498,7 +498,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                 Command::Ping(_)
                 | Command::Echo(_)
                 | Command::Hello(_)
-                | Command::Auth(_)
+                | Command::Auth(..)
                 | Command::Select(_)
                 | Command::Client(_)
                 | Command::Quit => conncmd::exec(&command, session, node, s),

@@ -10,6 +10,7 @@
 //! sockets, stores or peers: it turns bytes into typed requests and replies into bytes.
 //! Every decoder checks lengths against limits before allocating and never panics.
 
+pub mod commands;
 pub mod error;
 pub mod frame;
 pub mod reply;
