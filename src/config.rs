@@ -55,9 +55,53 @@ pub struct Cli {
     /// [default: reuseport]
     #[arg(long)]
     pub accept: Option<AcceptMode>,
+    /// When a write is acknowledged: "always" (after the fdatasync that covers it; writes
+    /// arriving meanwhile share the next one), "batch" (once written to the OS; fdatasync every
+    /// --fsync-interval-ms), "never" (written to the OS, synced when it pleases), or "off" (no
+    /// WAL or snapshots at all: memory only, like Redis without persistence). [default: always]
+    #[arg(long)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Interval of fdatasync with --fsync batch, in milliseconds. [default: 1000]
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Size at which a WAL segment is closed and a new one started, in bytes. [default: 67108864]
+    #[arg(long)]
+    pub wal_segment_bytes: Option<u64>,
+    /// Snapshot a shard once its WAL grew by this many bytes (0: never by size).
+    /// [default: 268435456]
+    #[arg(long)]
+    pub snapshot_wal_bytes: Option<u64>,
+    /// Snapshot a changed shard at least this often, in seconds (0: never by time).
+    /// [default: 3600]
+    #[arg(long)]
+    pub snapshot_interval_secs: Option<u64>,
+    /// Start even if a WAL segment in the middle is corrupt: move it aside, drop the records
+    /// that can't be read, and log how many. Without it the node refuses to start.
+    #[arg(long)]
+    pub repair: bool,
     /// TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    Always,
+    Batch,
+    Never,
+    Off,
+}
+
+impl FsyncPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Batch => "batch",
+            FsyncPolicy::Never => "never",
+            FsyncPolicy::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -85,6 +129,15 @@ struct FileConfig {
     #[serde(alias = "log_level")]
     log_level: Option<String>,
     accept: Option<AcceptMode>,
+    fsync: Option<FsyncPolicy>,
+    #[serde(alias = "fsync_interval_ms")]
+    fsync_interval_ms: Option<u64>,
+    #[serde(alias = "wal_segment_bytes")]
+    wal_segment_bytes: Option<u64>,
+    #[serde(alias = "snapshot_wal_bytes")]
+    snapshot_wal_bytes: Option<u64>,
+    #[serde(alias = "snapshot_interval_secs")]
+    snapshot_interval_secs: Option<u64>,
 }
 
 /// The effective configuration.
@@ -100,6 +153,12 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub log_level: String,
     pub accept: AcceptMode,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval_ms: u64,
+    pub wal_segment_bytes: u64,
+    pub snapshot_wal_bytes: u64,
+    pub snapshot_interval_secs: u64,
+    pub repair: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +217,24 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
             accept: cli.accept.or(file.accept).unwrap_or(AcceptMode::Reuseport),
+            fsync: cli.fsync.or(file.fsync).unwrap_or(FsyncPolicy::Always),
+            fsync_interval_ms: cli
+                .fsync_interval_ms
+                .or(file.fsync_interval_ms)
+                .unwrap_or(1000),
+            wal_segment_bytes: cli
+                .wal_segment_bytes
+                .or(file.wal_segment_bytes)
+                .unwrap_or(64 << 20),
+            snapshot_wal_bytes: cli
+                .snapshot_wal_bytes
+                .or(file.snapshot_wal_bytes)
+                .unwrap_or(256 << 20),
+            snapshot_interval_secs: cli
+                .snapshot_interval_secs
+                .or(file.snapshot_interval_secs)
+                .unwrap_or(3600),
+            repair: cli.repair,
         };
         c.validate()?;
         Ok(c)
@@ -171,7 +248,7 @@ impl Config {
                 self.threads
             ));
         }
-        if self.shards == 0 || self.shards % self.threads != 0 || self.shards > 65536 {
+        if self.shards == 0 || !self.shards.is_multiple_of(self.threads) || self.shards > 65536 {
             return bad(format!(
                 "--shards {} must be a multiple of --threads {} (at most 65536)",
                 self.shards, self.threads
@@ -184,6 +261,18 @@ impl Config {
             return bad(format!(
                 "--max-frame-bytes {} must be between 4096 and 2147483648",
                 self.max_frame_bytes
+            ));
+        }
+        if self.fsync_interval_ms == 0 || self.fsync_interval_ms > 3_600_000 {
+            return bad(format!(
+                "--fsync-interval-ms {} must be between 1 and 3600000",
+                self.fsync_interval_ms
+            ));
+        }
+        if self.wal_segment_bytes < 4096 {
+            return bad(format!(
+                "--wal-segment-bytes {} must be at least 4096",
+                self.wal_segment_bytes
             ));
         }
         if !self.bind.is_loopback() && self.password.is_none() {

@@ -5,11 +5,18 @@
 //! - `ringkv_proto` (crates/proto): the wire codec, binary frames and RESP2;
 //! - [`cmd`]: parsing into typed commands, then executing them, one file per family;
 //! - [`store`]: shards of versioned values (vector clock, timestamp, tombstone, TTL);
+//! - [`wal`] / [`snapshot`]: durability, through the narrow file layer [`disk`];
+//!   [`durability`] ties recovery, WAL writers and snapshots together for a node;
 //! - [`node`]: what the loops share (config, store, counters, client list, shutdown);
 //! - [`config`]: flags, config file, defaults.
 
 pub mod cmd;
 pub mod config;
+pub mod datadir;
+pub mod disk;
+pub mod durability;
 pub mod net;
 pub mod node;
+pub mod snapshot;
 pub mod store;
+pub mod wal;

@@ -4,9 +4,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use ringkv::config::{Cli, Config};
+use ringkv::config::{Cli, Config, FsyncPolicy};
+use ringkv::datadir::DataDir;
+use ringkv::disk::{Fs, RealFs};
+use ringkv::durability::Durability;
 use ringkv::net::Server;
 use ringkv::node::Node;
+use ringkv::store::Store;
 use tracing::{error, info};
 
 fn main() -> ExitCode {
@@ -25,11 +29,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-        error!(dir = %config.data_dir.display(), error = %e, "can't create the data directory (choose another with --data-dir)");
-        return ExitCode::from(1);
+    let fs: Arc<dyn Fs> = Arc::new(RealFs);
+    // The lock is held until the process exits.
+    let dir = match DataDir::open(fs.as_ref(), &config.data_dir, config.shards, new_node_id()) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if config.fsync == FsyncPolicy::Off {
+        info!("--fsync off: no WAL and no snapshots; data lives in memory only");
     }
-    let node = Arc::new(Node::new(config, new_node_id()));
+    let store = Arc::new(Store::new(config.shards));
+    let durability = match Durability::start(&config, store.clone(), fs) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("can't recover the data directory: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let node = Arc::new(Node::new(config, dir.node_id, store, durability));
     let server = match Server::start(node.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -49,6 +69,8 @@ fn main() -> ExitCode {
     wait_for_signal(&node);
     info!("shutting down: no new connections, finishing in-flight requests");
     server.join();
+    node.durability.shutdown();
+    drop(dir);
     info!("bye");
     ExitCode::SUCCESS
 }
@@ -95,7 +117,7 @@ fn wait_for_signal(node: &Arc<Node>) {
 }
 
 /// A random node id for vector clocks, kept below 2^32 so it encodes in at most 5 bytes.
-/// (Persisted in the data directory's metadata once durability lands.)
+/// Used only when the data directory is new; it is then kept in its metadata.
 fn new_node_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::durability::Durability;
 use crate::store::{NodeId, Store};
 
 /// Wall-clock milliseconds since the epoch. The one place wall time is read, so a test can
@@ -50,7 +51,8 @@ pub struct ClientInfo {
 pub struct Node {
     pub config: Config,
     pub node_id: NodeId,
-    pub store: Store,
+    pub store: Arc<Store>,
+    pub durability: Durability,
     pub started: Instant,
     pub started_unix_ms: u64,
     pub stats: Box<[LoopStats]>,
@@ -65,10 +67,11 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Config, node_id: NodeId) -> Node {
+    pub fn new(config: Config, node_id: NodeId, store: Arc<Store>, durability: Durability) -> Node {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Node {
-            store: Store::new(config.shards),
+            store,
+            durability,
             stats: (0..config.threads).map(|_| LoopStats::default()).collect(),
             max_clients: AtomicUsize::new(config.max_clients),
             connected: AtomicUsize::new(0),

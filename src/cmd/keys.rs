@@ -281,8 +281,14 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
 
 /// Runs a keyspace-wide command, locking one shard at a time (so other loops keep serving;
 /// like Redis Cluster, KEYS is not a point-in-time view across shards).
-pub fn exec_all(cmd: &Command<'_>, store: &Store, ctx: &Ctx, out: &mut dyn ReplySink) {
+pub fn exec_all(
+    cmd: &Command<'_>,
+    store: &Store,
+    ctx: &Ctx,
+    out: &mut dyn ReplySink,
+) -> crate::durability::Marks {
     let now = ctx.now_ms;
+    let mut marks = crate::durability::Marks::new();
     match *cmd {
         Command::DbSize => {
             let n: usize = (0..store.len()).map(|i| store.lock(i).len()).sum();
@@ -290,7 +296,11 @@ pub fn exec_all(cmd: &Command<'_>, store: &Store, ctx: &Ctx, out: &mut dyn Reply
         }
         Command::Flush => {
             for i in 0..store.len() {
-                store.lock(i).clear();
+                let mut shard = store.lock(i);
+                shard.clear();
+                if shard.wal.enabled {
+                    marks.push((i as u32, shard.wal.seq));
+                }
             }
             out.simple("OK");
         }
@@ -364,4 +374,5 @@ pub fn exec_all(cmd: &Command<'_>, store: &Store, ctx: &Ctx, out: &mut dyn Reply
         }
         _ => out.error("ERR internal: not a keyspace command"),
     }
+    marks
 }

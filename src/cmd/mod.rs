@@ -163,6 +163,8 @@ pub enum Command<'a> {
     CommandInfo(server::CommandSub<'a>),
     Time,
     Shutdown,
+    BgSave,
+    LastSave,
 }
 
 /// Which shards a command needs.
@@ -308,14 +310,15 @@ pub fn eq(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())
 }
 
-/// Runs a command that touches the keyspace, locking the shards it routes to.
+/// Runs a command that touches the keyspace, locking the shards it routes to; returns the
+/// WAL records it produced, which its reply must wait for.
 /// Used alike by the loop that received the command and by the loop it was handed to.
 pub fn run_keyed(
     cmd: &Command<'_>,
     store: &crate::store::Store,
     ctx: &Ctx,
     out: &mut dyn ringkv_proto::ReplySink,
-) {
+) -> crate::durability::Marks {
     use crate::store::Tx;
     use ringkv_proto::key_hash;
     let mut tx = match cmd.route() {
@@ -324,7 +327,10 @@ pub fn run_keyed(
         Route::Pairs(ps) => Tx::for_hashes(store, ps.iter().map(|(k, _)| key_hash(k))),
         Route::Rename(a, b) => Tx::for_hashes(store, [key_hash(a), key_hash(b)]),
         Route::All => return keys::exec_all(cmd, store, ctx, out),
-        Route::None => return out.error("ERR internal: command has no keys"),
+        Route::None => {
+            out.error("ERR internal: command has no keys");
+            return Default::default();
+        }
     };
     use Command::*;
     match cmd {
@@ -333,4 +339,5 @@ pub fn run_keyed(
         }
         _ => strings::exec(cmd, &mut tx, ctx, out),
     }
+    tx.marks()
 }

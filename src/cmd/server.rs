@@ -24,6 +24,12 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
     Ok(match name {
         "info" => Command::Info(a.iter().copied().collect()),
         "time" => Command::Time,
+        "bgsave" => match a {
+            [] => Command::BgSave,
+            [s] if eq(s, "SCHEDULE") => Command::BgSave,
+            _ => return Err(CmdError::SYNTAX),
+        },
+        "lastsave" => Command::LastSave,
         "shutdown" => match a {
             [] => Command::Shutdown,
             [m] if eq(m, "NOSAVE") || eq(m, "SAVE") || eq(m, "NOW") || eq(m, "FORCE") => {
@@ -94,9 +100,27 @@ fn config_params(node: &Node) -> Vec<(&'static str, String)> {
             "protected-mode",
             if c.bind.is_loopback() { "yes" } else { "no" }.into(),
         ),
-        // No persistence yet: say so the way Redis tools expect.
+        // Redis tools read these to learn about persistence.
         ("save", String::new()),
-        ("appendonly", "no".into()),
+        (
+            "appendonly",
+            if node.durability.enabled() {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        (
+            "appendfsync",
+            match node.config.fsync {
+                crate::config::FsyncPolicy::Always => "always",
+                crate::config::FsyncPolicy::Batch => "everysec",
+                _ => "no",
+            }
+            .into(),
+        ),
+        ("fsync", node.config.fsync.name().into()),
         ("timeout", "0".into()),
     ]
 }
@@ -161,8 +185,47 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
         );
     }
     if want("persistence") {
-        s.push_str(
-            "# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_changes_since_last_save:0\r\n\r\n",
+        let d = &node.durability;
+        let st = &d.stats;
+        let (mut wal_bytes, mut fsyncs, mut last_fsync_us) = (0u64, 0u64, 0u64);
+        for l in &d.logs {
+            wal_bytes += l.stats.wal_bytes.load(Relaxed);
+            fsyncs += l.stats.fsyncs.load(Relaxed);
+            last_fsync_us = last_fsync_us.max(l.stats.last_fsync_us.load(Relaxed));
+        }
+        let failing = d.failing();
+        let _ = write!(
+            s,
+            "# Persistence\r\nloading:0\r\nfsync_policy:{policy}\r\n{interval}\
+             wal_enabled:{enabled}\r\nwal_bytes:{wal_bytes}\r\nwal_fsyncs:{fsyncs}\r\n\
+             wal_fsyncs_per_sec:{fps}\r\nwal_last_fsync_latency_us:{last_fsync_us}\r\n\
+             wal_last_write_status:{status}\r\n\
+             snapshot_in_progress:{running}\r\nsnapshots_taken:{snaps}\r\n\
+             last_snapshot_time:{last_t}\r\nlast_snapshot_duration_ms:{last_ms}\r\n\
+             last_snapshot_status:{last_ok}\r\nrecovery_time_ms:{rec_ms}\r\n\
+             recovered_keys:{rec_keys}\r\nrecovered_wal_records:{rec_recs}\r\n\
+             aof_enabled:{enabled}\r\nrdb_changes_since_last_save:0\r\n\r\n",
+            policy = d.policy.name(),
+            interval = if d.policy == crate::config::FsyncPolicy::Batch {
+                format!("fsync_interval_ms:{}\r\n", d.interval.as_millis())
+            } else {
+                String::new()
+            },
+            enabled = u8::from(d.enabled()),
+            fps = st.fsyncs_per_sec.load(Relaxed),
+            status = if failing.is_some() { "err" } else { "ok" },
+            running = u8::from(st.snapshot_running.load(Relaxed)),
+            snaps = st.snapshots.load(Relaxed),
+            last_t = st.last_snapshot_unix_ms.load(Relaxed) / 1000,
+            last_ms = st.last_snapshot_ms.load(Relaxed),
+            last_ok = if st.snapshots.load(Relaxed) == 0 || st.last_snapshot_ok.load(Relaxed) {
+                "ok"
+            } else {
+                "err"
+            },
+            rec_ms = st.recovery_ms.load(Relaxed),
+            rec_keys = st.recovered_keys.load(Relaxed),
+            rec_recs = st.recovered_records.load(Relaxed),
         );
     }
     if want("stats") {
@@ -234,6 +297,23 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
             out.array(2);
             out.bulk((us / 1_000_000).to_string().as_bytes());
             out.bulk((us % 1_000_000).to_string().as_bytes());
+        }
+        Command::BgSave => {
+            if !node.durability.enabled() {
+                return Err(CmdError::msg(
+                    "ERR snapshots are disabled (--fsync off): there is nothing to save to",
+                ));
+            }
+            if node.durability.bgsave() {
+                out.simple("Background saving started");
+            } else {
+                return Err(CmdError::msg("ERR Background save already in progress"));
+            }
+        }
+        Command::LastSave => {
+            let ms = node.durability.stats.last_snapshot_unix_ms.load(Relaxed);
+            let ms = if ms == 0 { node.started_unix_ms } else { ms };
+            out.int((ms / 1000) as i64);
         }
         Command::Shutdown => {
             tracing::info!("SHUTDOWN requested by a client");

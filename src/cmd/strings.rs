@@ -212,7 +212,7 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         ),
         "mget" => Command::MGet(a.iter().copied().collect()),
         "mset" | "msetnx" => {
-            if a.len() % 2 != 0 {
+            if !a.len().is_multiple_of(2) {
                 return Err(CmdError::arity(name));
             }
             Command::MSet(

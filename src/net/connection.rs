@@ -24,6 +24,7 @@ use tracing::debug;
 use super::event_loop::{LoopCtx, LoopMsg};
 use super::forward::{reply_into, BatchBuilder, RemoteReply, ReplyTo};
 use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx, Route, Session};
+use crate::durability::{add_mark, Marks};
 use crate::node::{now_ms, ClientInfo, LoopStats};
 
 /// Most requests handled per read before replies are written (bounds latency and memory).
@@ -57,9 +58,18 @@ struct Output {
     segs: Vec<Seg>,
     batches: Vec<BatchBuilder>,
     pending: bool,
+    /// WAL records behind the replies in `wbuf`: they are written out only once these are
+    /// durable (as `--fsync` defines it).
+    marks: Marks,
 }
 
 impl Output {
+    fn mark(&mut self, marks: Marks) {
+        for (s, q) in marks {
+            add_mark(&mut self.marks, s, q);
+        }
+    }
+
     fn reply(&mut self, reply_to: ReplyTo, f: impl FnOnce(&mut dyn ringkv_proto::ReplySink)) {
         if !self.pending {
             return reply_into(&mut self.wbuf, reply_to, f);
@@ -104,6 +114,10 @@ impl Output {
         replies.resize_with(self.batches.len(), || None);
         for (owner, rx) in waiting {
             replies[owner] = rx.await.ok();
+        }
+        for r in replies.iter_mut().flatten() {
+            let marks = std::mem::take(&mut r.marks);
+            self.mark(marks);
         }
         for seg in self.segs.drain(..) {
             match seg {
@@ -177,6 +191,7 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
             segs: Vec::new(),
             batches: (0..threads).map(|_| BatchBuilder::default()).collect(),
             pending: false,
+            marks: Marks::new(),
         },
         hello_done: false,
         commands: 0,
@@ -206,6 +221,16 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
             let (used, more) = process(st, &rbuf, p).await;
             rbuf.advance(used);
             need_input = !more;
+        }
+        if !st.out.marks.is_empty() {
+            // Hold the replies until the writes behind them are durable. If the disk failed,
+            // nothing of this batch is acknowledged: the connection closes instead.
+            let marks = std::mem::take(&mut st.out.marks);
+            if let Err(e) = st.ctx.node.durability.wait(&marks).await {
+                return Err(std::io::Error::other(format!(
+                    "closing connection: its writes could not be made durable: {e}"
+                )));
+            }
         }
         if !st.out.wbuf.is_empty() {
             stream.write_all(&st.out.wbuf).await?;
@@ -491,6 +516,17 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
     st.commands += 1;
     let ctx = st.ctx.clone();
     let node = &ctx.node;
+    if command.is_write() {
+        if let Some(e) = node.durability.failing() {
+            st.out.reply(reply_to, |s| {
+                s.error(&format!(
+                    "MISCONF Errors writing to the WAL ({e}); writes are refused until the \
+                     disk accepts them again, reads still work"
+                ))
+            });
+            return Handled::Done;
+        }
+    }
     match command.route() {
         Route::None => {
             let session = &mut st.session;
@@ -508,8 +544,11 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
         Route::Key(k) => {
             let owner = ctx.owner(node.store.shard_of(key_hash(k)));
             if owner == ctx.id {
-                st.out
-                    .reply(reply_to, |s| cmd::run_keyed(&command, &node.store, c, s));
+                let mut marks = Marks::new();
+                st.out.reply(reply_to, |s| {
+                    marks = cmd::run_keyed(&command, &node.store, c, s)
+                });
+                st.out.mark(marks);
             } else {
                 st.out.forward(owner, args, reply_to);
             }
@@ -519,8 +558,11 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                 st.commands -= 1;
                 return Handled::Barrier;
             }
-            st.out
-                .reply(reply_to, |s| cmd::run_keyed(&command, &node.store, c, s));
+            let mut marks = Marks::new();
+            st.out.reply(reply_to, |s| {
+                marks = cmd::run_keyed(&command, &node.store, c, s)
+            });
+            st.out.mark(marks);
         }
     }
     Handled::Done

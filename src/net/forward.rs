@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::event_loop::LoopCtx;
 use crate::cmd::{self, Ctx};
+use crate::durability::{add_mark, Marks};
 use crate::node::now_ms;
 
 /// How a reply must be encoded: RESP, or a binary frame answering (request id, opcode).
@@ -31,6 +32,8 @@ pub struct RemoteBatch {
 pub struct RemoteReply {
     pub out: BytesMut,
     pub ends: Vec<u32>,
+    /// WAL records the batch produced: the replies wait for them at the origin.
+    pub marks: Marks,
 }
 
 /// Collects the commands for one other loop.
@@ -96,6 +99,7 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
     };
     let mut out = BytesMut::with_capacity(batch.items.len() * 16);
     let mut ends = Vec::with_capacity(batch.items.len());
+    let mut marks = Marks::new();
     for item in &batch.items {
         let args: SmallVec<[&[u8]; 6]> = item
             .args
@@ -104,12 +108,16 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
             .collect();
         reply_into(&mut out, item.reply_to, |sink| {
             match cmd::parse(&args, true) {
-                Ok(command) => cmd::run_keyed(&command, &node.store, &c, sink),
+                Ok(command) => {
+                    for (s, q) in cmd::run_keyed(&command, &node.store, &c, sink) {
+                        add_mark(&mut marks, s, q);
+                    }
+                }
                 Err(e) => sink.error(&e.0),
             }
         });
         ends.push(out.len() as u32);
     }
     // The requester may have gone (connection closed): nothing to do then.
-    let _ = batch.reply.send(RemoteReply { out, ends });
+    let _ = batch.reply.send(RemoteReply { out, ends, marks });
 }

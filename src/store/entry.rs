@@ -134,6 +134,29 @@ impl Entry {
         self.flags() & EXPIRES != 0 && self.expires_at_ms().is_some_and(|at| at <= now_ms)
     }
 
+    /// The encoding, as written to the WAL and snapshots.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Rebuilds an entry read from disk, checking that its layout is consistent (the bytes
+    /// passed a checksum, but a bug or a forged file must not cause a panic later).
+    pub fn from_bytes(b: &[u8]) -> Option<Entry> {
+        let (&flags, mut rest) = b.split_first()?;
+        if flags & !(TOMBSTONE | EXPIRES) != 0 {
+            return None;
+        }
+        let key_len = get_varint(&mut rest).ok()? as usize;
+        let clock_len = get_varint(&mut rest).ok()? as usize;
+        let fixed: usize = if flags & EXPIRES != 0 { 16 } else { 8 };
+        let need = fixed.checked_add(clock_len)?.checked_add(key_len)?;
+        if rest.len() < need {
+            return None;
+        }
+        VectorClock::decode(&rest[fixed..fixed + clock_len]).ok()?;
+        Some(Entry(b.into()))
+    }
+
     /// Bytes this entry occupies on the heap (for INFO memory).
     pub fn heap_size(&self) -> usize {
         self.0.len()

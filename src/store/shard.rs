@@ -13,9 +13,32 @@ use hashbrown::HashTable;
 use ringkv_proto::key_hash;
 
 use super::entry::Entry;
+use crate::wal::record;
+
+/// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
+/// here under the shard lock, in the order it was applied; the writer takes the buffer as a
+/// whole (group commit). Expiry removes nothing from it: an expired key replayed from the
+/// log is dropped again at load.
+#[derive(Default)]
+pub struct WalBuf {
+    pub enabled: bool,
+    /// Sequence number of the last record appended.
+    pub seq: u64,
+    pub buf: Vec<u8>,
+}
+
+impl WalBuf {
+    fn log(&mut self, kind: u8, payload: &[u8]) {
+        if self.enabled {
+            self.seq += 1;
+            record::append(&mut self.buf, kind, self.seq, payload);
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Shard {
+    pub wal: WalBuf,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     index: HashTable<u32>,
@@ -48,7 +71,7 @@ impl Shard {
             .as_ref()
             .is_some_and(|e| e.is_expired(now_ms));
         if expired {
-            self.remove(hash, key);
+            self.remove_quiet(hash, key);
             self.expired_keys += 1;
             return None;
         }
@@ -78,6 +101,7 @@ impl Shard {
     }
 
     fn place(&mut self, found: Option<u32>, hash: u64, entry: Entry) -> Option<Entry> {
+        self.wal.log(record::PUT, entry.as_bytes());
         self.entry_bytes += entry.heap_size();
         let expires = entry.expires_at_ms();
         let (slot, old) = match found {
@@ -109,7 +133,17 @@ impl Shard {
         old
     }
 
+    /// Removes a key (logged).
     pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
+        let old = self.remove_quiet(hash, key);
+        if old.is_some() {
+            self.wal.log(record::DEL, key);
+        }
+        old
+    }
+
+    /// Removes a key without logging it (expiry, which replay repeats by itself).
+    fn remove_quiet(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
         let slots = &self.slots;
         let found = self.index.find_entry(hash, |&i| {
             slots[i as usize].as_ref().is_some_and(|e| e.key() == key)
@@ -151,11 +185,48 @@ impl Shard {
             + self.expiry.capacity() * 16
     }
 
+    /// Removes every key (logged).
     pub fn clear(&mut self) {
+        let wal = std::mem::take(&mut self.wal);
         *self = Shard {
             expired_keys: self.expired_keys,
+            wal,
             ..Shard::default()
         };
+        self.wal.log(record::CLEAR, &[]);
+    }
+
+    /// Applies a replayed WAL record (logging is off during recovery). Returns false if the
+    /// payload does not decode.
+    pub fn apply(&mut self, kind: u8, payload: &[u8]) -> bool {
+        match kind {
+            record::PUT => match Entry::from_bytes(payload) {
+                Some(e) => {
+                    self.put(key_hash(e.key()), e);
+                    true
+                }
+                None => false,
+            },
+            record::DEL => {
+                self.remove_quiet(key_hash(payload), payload);
+                true
+            }
+            record::CLEAR => {
+                self.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Calls `f` with the encoded entries of slots `pos..pos + n` (a snapshot slice).
+    /// Returns the next position, or None at the end.
+    pub fn encoded_slice(&self, pos: usize, n: usize, mut f: impl FnMut(&[u8])) -> Option<usize> {
+        let end = pos.saturating_add(n).min(self.slots.len());
+        for e in self.slots.get(pos..end).into_iter().flatten().flatten() {
+            f(e.as_bytes());
+        }
+        (end < self.slots.len()).then_some(end)
     }
 
     /// Visits live entries from slot `pos` on, looking at no more than `budget` slots.
@@ -221,7 +292,7 @@ impl Shard {
                 Some(e) if e.is_expired(now_ms) => e.key().to_vec(),
                 _ => continue,
             };
-            self.remove(key_hash(&key), &key);
+            self.remove_quiet(key_hash(&key), &key);
             self.expired_keys += 1;
             removed += 1;
         }

@@ -10,7 +10,8 @@ use super::{Shard, Store};
 /// locking overlapping sets can't deadlock.
 pub struct Tx<'s> {
     store: &'s Store,
-    guards: SmallVec<[(usize, MutexGuard<'s, Shard>); 2]>,
+    /// (shard, guard, WAL sequence number when locked)
+    guards: SmallVec<[(usize, MutexGuard<'s, Shard>, u64); 2]>,
 }
 
 impl<'s> Tx<'s> {
@@ -21,13 +22,22 @@ impl<'s> Tx<'s> {
         ids.dedup();
         Tx {
             store,
-            guards: ids.into_iter().map(|i| (i, store.lock(i))).collect(),
+            guards: ids
+                .into_iter()
+                .map(|i| {
+                    let g = store.lock(i);
+                    let seq = g.wal.seq;
+                    (i, g, seq)
+                })
+                .collect(),
         }
     }
 
     pub fn for_shard(store: &'s Store, shard: usize) -> Tx<'s> {
         let mut guards = SmallVec::new();
-        guards.push((shard, store.lock(shard)));
+        let g = store.lock(shard);
+        let seq = g.wal.seq;
+        guards.push((shard, g, seq));
         Tx { store, guards }
     }
 
@@ -37,14 +47,25 @@ impl<'s> Tx<'s> {
     #[inline]
     pub fn shard(&mut self, hash: u64) -> &mut Shard {
         let id = self.store.shard_of(hash);
-        let pos = match self.guards.iter().position(|(i, _)| *i == id) {
+        let pos = match self.guards.iter().position(|(i, _, _)| *i == id) {
             Some(p) => p,
             None => {
                 debug_assert!(false, "shard {id} used without being locked");
-                self.guards.push((id, self.store.lock(id)));
+                let g = self.store.lock(id);
+                let seq = g.wal.seq;
+                self.guards.push((id, g, seq));
                 self.guards.len() - 1
             }
         };
         &mut self.guards[pos].1
+    }
+
+    /// The WAL records this command produced: (shard, last sequence number) per shard written.
+    pub fn marks(&self) -> crate::durability::Marks {
+        self.guards
+            .iter()
+            .filter(|(_, g, before)| g.wal.seq > *before)
+            .map(|(i, g, _)| (*i as u32, g.wal.seq))
+            .collect()
     }
 }

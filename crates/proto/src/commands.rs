@@ -509,6 +509,26 @@ pub static TABLE: &[Spec] = &[
     ),
     spec!("time", 1, F, 0, 0, 0, "TIME", "the server's clock"),
     spec!(
+        "bgsave",
+        -1,
+        A,
+        0,
+        0,
+        0,
+        "BGSAVE [SCHEDULE]",
+        "snapshot every shard in the background"
+    ),
+    spec!(
+        "lastsave",
+        1,
+        F,
+        0,
+        0,
+        0,
+        "LASTSAVE",
+        "unix time of the last successful snapshot"
+    ),
+    spec!(
         "shutdown",
         -1,
         A,

@@ -1,0 +1,190 @@
+//! Recovery of one shard: the newest valid snapshot, then every WAL record after it.
+
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use super::record::{count_recoverable_after, scan, Damage, SEGMENT_HEADER};
+use super::{parse_segment_name, shard_dir};
+use crate::disk::Fs;
+use crate::snapshot::{self, parse_snapshot_name, SnapshotError};
+use crate::store::Shard;
+
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Sequence number of the last record applied (the log continues after it).
+    pub last_seq: u64,
+    pub snapshot_seq: u64,
+    pub snapshot_entries: u64,
+    pub records: u64,
+    /// Bytes in the segments that remain.
+    pub wal_bytes: u64,
+    /// Records dropped by `--repair`.
+    pub dropped: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: corrupt at offset {offset} ({why}). The node refuses to start rather than \
+         lose acknowledged writes silently; start with --repair to move the damaged segment \
+         aside and drop what can't be read"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: usize,
+        why: &'static str,
+    },
+    #[error(
+        "{path}: WAL records {expected}..{found} are missing (a segment was deleted?); start \
+         with --repair to continue without them"
+    )]
+    Gap {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{0} (start with --repair to skip this snapshot)")]
+    Snapshot(SnapshotError),
+}
+
+/// Rebuilds `shard` from `data_dir`. `progress` is told how many bytes were processed.
+pub fn recover(
+    fs: &dyn Fs,
+    data_dir: &Path,
+    shard_id: usize,
+    shard: &mut Shard,
+    repair: bool,
+    progress: &dyn Fn(u64),
+) -> Result<Recovered, RecoveryError> {
+    let dir = shard_dir(data_dir, shard_id);
+    let io = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| RecoveryError::Io { path, source }
+    };
+    fs.create_dir_all(&dir).map_err(io(&dir))?;
+    let names = fs.list(&dir).map_err(io(&dir))?;
+    let mut snaps: Vec<u64> = Vec::new();
+    let mut segs: Vec<u64> = Vec::new();
+    for n in &names {
+        if n.ends_with(".tmp") {
+            // A snapshot that never completed.
+            let _ = fs.remove(&dir.join(n));
+        } else if let Some(s) = parse_snapshot_name(n) {
+            snaps.push(s);
+        } else if let Some(s) = parse_segment_name(n) {
+            segs.push(s);
+        }
+    }
+    snaps.sort_unstable();
+    segs.sort_unstable();
+    let mut out = Recovered::default();
+    for &s in snaps.iter().rev() {
+        let path = dir.join(snapshot::snapshot_name(s));
+        let mut fresh = Shard::default();
+        match snapshot::load(fs, &path, shard_id, &mut fresh, progress) {
+            Ok((seq, n)) => {
+                *shard = fresh;
+                out.snapshot_seq = seq;
+                out.snapshot_entries = n;
+                break;
+            }
+            Err(e) if repair => warn!("skipping unreadable snapshot: {e}"),
+            Err(e) => return Err(RecoveryError::Snapshot(e)),
+        }
+    }
+    let mut applied = out.snapshot_seq;
+    for (i, &first) in segs.iter().enumerate() {
+        // Segments wholly covered by the snapshot (left by a crash before their removal).
+        if segs
+            .get(i + 1)
+            .is_some_and(|&next| next <= out.snapshot_seq + 1)
+        {
+            continue;
+        }
+        let path = dir.join(super::segment_name(first));
+        let last = i + 1 == segs.len();
+        let data = fs.read(&path).map_err(io(&path))?;
+        let mut gap = None;
+        let mut bad_payload = None;
+        let scanned = scan(&data, shard_id as u32, |r| {
+            if r.seq <= applied || gap.is_some() || bad_payload.is_some() {
+                return;
+            }
+            if r.seq != applied + 1 && !repair {
+                gap = Some((applied + 1, r.seq));
+                return;
+            }
+            if !shard.apply(r.kind, r.payload) {
+                bad_payload = Some(r.seq);
+                return;
+            }
+            applied = r.seq;
+            out.records += 1;
+        });
+        progress(data.len() as u64);
+        if let Some((expected, found)) = gap {
+            return Err(RecoveryError::Gap {
+                path,
+                expected,
+                found,
+            });
+        }
+        let damage = match (scanned.damage, bad_payload) {
+            (_, Some(_)) => Some(Damage::Corrupt {
+                offset: 0,
+                why: "a record's entry does not decode",
+            }),
+            (d, None) => d,
+        };
+        match damage {
+            None => out.wal_bytes += data.len() as u64,
+            Some(Damage::Torn { offset }) if last => {
+                warn!(
+                    path = %path.display(),
+                    offset,
+                    "torn record at the end of the WAL (a crash mid-write): truncating it"
+                );
+                drop(data);
+                if offset <= SEGMENT_HEADER && scanned.records == 0 {
+                    fs.remove(&path).map_err(io(&path))?;
+                } else {
+                    fs.truncate(&path, scanned.good_len as u64)
+                        .map_err(io(&path))?;
+                    out.wal_bytes += scanned.good_len as u64;
+                }
+            }
+            Some(Damage::Torn { offset }) | Some(Damage::Corrupt { offset, .. }) if repair => {
+                let dropped = count_recoverable_after(&data, scanned.good_len);
+                drop(data);
+                let aside = path.with_extension("damaged");
+                fs.rename(&path, &aside).map_err(io(&path))?;
+                warn!(
+                    path = %path.display(),
+                    offset,
+                    dropped,
+                    moved_to = %aside.display(),
+                    "--repair: damaged WAL segment moved aside; {dropped} records after the damage dropped"
+                );
+                out.dropped += dropped;
+            }
+            Some(Damage::Torn { offset }) => {
+                return Err(RecoveryError::Corrupt {
+                    path,
+                    offset,
+                    why: "segment ends inside a record, but it is not the last segment",
+                })
+            }
+            Some(Damage::Corrupt { offset, why }) => {
+                return Err(RecoveryError::Corrupt { path, offset, why })
+            }
+        }
+    }
+    out.last_seq = applied;
+    Ok(out)
+}
