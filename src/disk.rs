@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 
 /// An open file being written.
 pub trait FsFile: Send {
+    /// Appends at the end of the file.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes at `offset` (over preallocated zeros, or extending the file).
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// Makes the file's data durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
 }
@@ -73,6 +76,9 @@ struct RealFile(std::fs::File);
 impl FsFile for RealFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.0.write_all(buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.0, buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
@@ -184,6 +190,25 @@ impl FsFile for SimFile {
         let inode = self.inode;
         if let Some((data, _)) = s.inodes.get_mut(&inode) {
             data.extend_from_slice(buf);
+        }
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut s = self.fs.lock();
+        s.tick()?;
+        if let Some(left) = &mut s.space_left {
+            if *left < buf.len() {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            *left -= buf.len();
+        }
+        let inode = self.inode;
+        if let Some((data, _)) = s.inodes.get_mut(&inode) {
+            let off = offset as usize;
+            if data.len() < off + buf.len() {
+                data.resize(off + buf.len(), 0);
+            }
+            data[off..off + buf.len()].copy_from_slice(buf);
         }
         Ok(())
     }

@@ -194,13 +194,11 @@ impl Durability {
     }
 
     /// Resolves once every mark is durable as the policy requires (fsynced for `always`,
-    /// written to the OS otherwise), or with the disk's error.
+    /// written to the OS otherwise), or with the disk's error. The caller wakes the writers
+    /// (`ShardLog::kick`), at the end of its loop's tick so that one round covers them all.
     pub async fn wait(&self, marks: &[(u32, u64)]) -> Result<(), Arc<str>> {
         if self.logs.is_empty() {
             return Ok(());
-        }
-        for &(shard, _) in marks {
-            self.logs[shard as usize].kick();
         }
         let synced = self.policy == FsyncPolicy::Always;
         for &(shard, seq) in marks {

@@ -226,6 +226,7 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
             // Hold the replies until the writes behind them are durable. If the disk failed,
             // nothing of this batch is acknowledged: the connection closes instead.
             let marks = std::mem::take(&mut st.out.marks);
+            st.ctx.wake_writers(&marks);
             if let Err(e) = st.ctx.node.durability.wait(&marks).await {
                 return Err(std::io::Error::other(format!(
                     "closing connection: its writes could not be made durable: {e}"

@@ -2,13 +2,14 @@
 //! socket, serves the connections it accepted, runs batches other loops hand it for the shards
 //! it owns, and expires keys in those shards.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use super::forward::RemoteBatch;
@@ -27,6 +28,24 @@ pub struct LoopCtx {
     pub id: usize,
     pub node: Arc<Node>,
     pub loops: Arc<Loops>,
+    /// Shards whose WAL writer must be woken at the end of this tick (group commit: the
+    /// writes of every connection served in the tick go into one round).
+    dirty: RefCell<Vec<u32>>,
+    flush: Notify,
+}
+
+impl LoopCtx {
+    /// Asks for the WAL writers of these shards to be woken once the loop has served every
+    /// connection that is ready now.
+    pub fn wake_writers(&self, marks: &[(u32, u64)]) {
+        let mut d = self.dirty.borrow_mut();
+        for &(s, _) in marks {
+            if !d.contains(&s) {
+                d.push(s);
+            }
+        }
+        self.flush.notify_one();
+    }
 }
 
 impl LoopCtx {
@@ -60,11 +79,18 @@ pub fn run(
         }
     };
     let local = tokio::task::LocalSet::new();
-    let ctx = Rc::new(LoopCtx { id, node, loops });
+    let ctx = Rc::new(LoopCtx {
+        id,
+        node,
+        loops,
+        dirty: RefCell::new(Vec::new()),
+        flush: Notify::new(),
+    });
     local.block_on(&rt, async move {
         let mut shutdown = ctx.node.shutdown_signal();
         tokio::task::spawn_local(inbox(ctx.clone(), rx));
         tokio::task::spawn_local(expire(ctx.clone()));
+        tokio::task::spawn_local(wake_writers(ctx.clone()));
         if let Some(l) = listener {
             match TcpListener::from_std(l) {
                 Ok(l) => {
@@ -156,6 +182,19 @@ async fn inbox(ctx: Rc<LoopCtx>, mut rx: mpsc::Receiver<LoopMsg>) {
                 }
                 Err(e) => warn!(error = %e, "can't adopt handed-off connection"),
             },
+        }
+    }
+}
+
+/// Wakes the WAL writers of the shards written in this tick. Yielding first lets every other
+/// ready task (connections woken by the same poll) run and add its writes to the round.
+async fn wake_writers(ctx: Rc<LoopCtx>) {
+    loop {
+        ctx.flush.notified().await;
+        tokio::task::yield_now().await;
+        let dirty = std::mem::take(&mut *ctx.dirty.borrow_mut());
+        for s in dirty {
+            ctx.node.durability.logs[s as usize].kick();
         }
     }
 }

@@ -82,10 +82,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Reads a segment, calling `f` for each good record in order, and stops at the first damage.
 ///
+/// Segments are zero-filled ahead of the write position, so a tail of zeros is the normal end
+/// of a segment (reported with no damage, `good_len` short of the file's length).
+///
 /// Torn versus corrupt (as TigerBeetle tells them apart): a record whose length runs past the
-/// end of the file, or a tail of zeros, is torn. A whole record with a bad checksum is torn
-/// only if it is the very last thing in the file (a crash can persist the size before the
-/// data); anywhere else it is corruption.
+/// end of the file is torn. A bad record is torn if nothing but zeros follows its end (a crash
+/// can persist some of a write and not the rest); if anything else follows, it is corruption.
 pub fn scan(data: &[u8], shard: u32, mut f: impl FnMut(Record<'_>)) -> Scan {
     let mut s = Scan {
         first_seq: 0,
@@ -125,7 +127,6 @@ pub fn scan(data: &[u8], shard: u32, mut f: impl FnMut(Record<'_>)) -> Scan {
     while pos < data.len() {
         let rest = &data[pos..];
         if rest.iter().all(|&b| b == 0) {
-            s.damage = Some(Damage::Torn { offset: pos });
             return s;
         }
         if rest.len() < RECORD_HEADER {
@@ -147,7 +148,7 @@ pub fn scan(data: &[u8], shard: u32, mut f: impl FnMut(Record<'_>)) -> Scan {
         }
         let crc = u32_at(rest, 0);
         if crc32fast::hash(&rest[4..end]) != crc {
-            s.damage = Some(if rest.len() == end {
+            s.damage = Some(if rest[end..].iter().all(|&b| b == 0) {
                 Damage::Torn { offset: pos }
             } else {
                 Damage::Corrupt {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::record::{count_recoverable_after, scan, Damage, SEGMENT_HEADER};
+use super::record::{count_recoverable_after, scan, Damage, RECORD_HEADER, SEGMENT_HEADER};
 use super::{parse_segment_name, shard_dir};
 use crate::disk::Fs;
 use crate::snapshot::{self, parse_snapshot_name, SnapshotError};
@@ -112,7 +112,11 @@ pub fn recover(
         let data = fs.read(&path).map_err(io(&path))?;
         let mut gap = None;
         let mut bad_payload = None;
+        // Offset of the record the scan is at (scan hands out records in file order).
+        let mut at = SEGMENT_HEADER;
         let scanned = scan(&data, shard_id as u32, |r| {
+            let offset = at;
+            at += RECORD_HEADER + r.payload.len();
             if r.seq <= applied || gap.is_some() || bad_payload.is_some() {
                 return;
             }
@@ -121,7 +125,7 @@ pub fn recover(
                 return;
             }
             if !shard.apply(r.kind, r.payload) {
-                bad_payload = Some(r.seq);
+                bad_payload = Some(offset);
                 return;
             }
             applied = r.seq;
@@ -135,15 +139,20 @@ pub fn recover(
                 found,
             });
         }
-        let damage = match (scanned.damage, bad_payload) {
-            (_, Some(_)) => Some(Damage::Corrupt {
-                offset: 0,
-                why: "a record's entry does not decode",
-            }),
-            (d, None) => d,
+        // A record that checks out but does not decode is corruption at that record: what
+        // follows it is not applied.
+        let (damage, good_len) = match (scanned.damage, bad_payload) {
+            (_, Some(offset)) => (
+                Some(Damage::Corrupt {
+                    offset,
+                    why: "a record's entry does not decode",
+                }),
+                offset,
+            ),
+            (d, None) => (d, scanned.good_len),
         };
         match damage {
-            None => out.wal_bytes += data.len() as u64,
+            None => out.wal_bytes += scanned.good_len as u64,
             Some(Damage::Torn { offset }) if last => {
                 warn!(
                     path = %path.display(),
@@ -160,7 +169,11 @@ pub fn recover(
                 }
             }
             Some(Damage::Torn { offset }) | Some(Damage::Corrupt { offset, .. }) if repair => {
-                let dropped = count_recoverable_after(&data, scanned.good_len);
+                // The records that still check out after the damage, plus the damaged record
+                // itself when the damage is a whole record (not the segment header).
+                let damaged_record = matches!(damage, Some(Damage::Corrupt { offset, .. }) if offset >= SEGMENT_HEADER);
+                let dropped =
+                    count_recoverable_after(&data, good_len) + usize::from(damaged_record);
                 drop(data);
                 let aside = path.with_extension("damaged");
                 fs.rename(&path, &aside).map_err(io(&path))?;

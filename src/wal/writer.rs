@@ -33,6 +33,9 @@ pub struct Durable {
     pub error: Option<Arc<str>>,
 }
 
+/// Segments grow in zero-filled steps of this size.
+const PREALLOC: u64 = 1 << 20;
+
 pub enum Msg {
     /// Something was appended to the shard's buffer.
     Kick,
@@ -123,6 +126,7 @@ pub fn start(
         log: log.clone(),
         file: None,
         seg_len: 0,
+        alloc_len: 0,
         segment_first: last_seq + 1,
         fatal: false,
         pending: Vec::new(),
@@ -145,6 +149,8 @@ struct Writer {
     log: Arc<ShardLog>,
     file: Option<Box<dyn FsFile>>,
     seg_len: u64,
+    /// Bytes of the segment file, zeros beyond `seg_len` (see `PREALLOC`).
+    alloc_len: u64,
     /// First sequence number of the open segment (its name).
     segment_first: u64,
     /// An fsync failed: what is on disk is unknown, so writes stay refused until restart.
@@ -240,12 +246,34 @@ impl Writer {
         let Some(f) = self.file.as_mut() else {
             return Err(std::io::Error::other("no open segment"));
         };
-        if let Err(e) = f.write_all(&self.pending) {
+        let end = self.seg_len + self.pending.len() as u64;
+        let grow = if end > self.alloc_len {
+            // Zero-fill ahead, so that most fdatasyncs find the file's size unchanged and
+            // need no journal commit (measured here: 50 µs instead of 85 µs per fdatasync).
+            let new_len = end.div_ceil(PREALLOC) * PREALLOC;
+            let r = f.write_at(
+                self.alloc_len,
+                &vec![0u8; (new_len - self.alloc_len) as usize],
+            );
+            Some((r, new_len))
+        } else {
+            None
+        };
+        let r = match grow {
+            Some((Err(e), _)) => Err(e),
+            Some((Ok(()), new_len)) => {
+                self.alloc_len = new_len;
+                f.write_at(self.seg_len, &self.pending)
+            }
+            None => f.write_at(self.seg_len, &self.pending),
+        };
+        if let Err(e) = r {
             // Part of the buffer may have reached the file: cut it back to the last whole
             // record, then retry the whole buffer in a new segment.
             self.file = None;
             let path = self.segment_path(self.segment_first);
             let _ = self.fs.truncate(&path, self.seg_len);
+            self.alloc_len = self.seg_len;
             return Err(e);
         }
         let n = self.pending.len() as u64;
@@ -320,6 +348,7 @@ impl Writer {
         self.fs.sync_dir(&dir)?;
         self.file = Some(f);
         self.seg_len = super::record::SEGMENT_HEADER as u64;
+        self.alloc_len = self.seg_len;
         self.log
             .stats
             .wal_bytes
