@@ -93,6 +93,7 @@ impl Durability {
         let mut logs = Vec::new();
         let mut writers = Vec::new();
         let mut writer_cfg = None;
+        let mut repaired = Vec::new();
         if cfg.fsync != FsyncPolicy::Off {
             let t = Instant::now();
             let recovered = recover_all(cfg, &store, fs.as_ref())?;
@@ -125,6 +126,9 @@ impl Durability {
             });
             writer_cfg = Some(wcfg.clone());
             for (i, r) in recovered.iter().enumerate() {
+                if r.repaired {
+                    repaired.push(i);
+                }
                 {
                     let mut s = store.lock(i);
                     s.wal.enabled = true;
@@ -151,6 +155,20 @@ impl Durability {
             logs: logs.clone(),
             stats: stats.clone(),
         });
+        // What --repair kept lives only in memory and in files recovery no longer reads (the
+        // readable start of a segment moved aside): a snapshot makes it durable before any
+        // client sees it, so a crash after the repair neither loses it nor finds a gap.
+        for &i in &repaired {
+            if snapshot_shard(&ctx, i) {
+                info!(shard = i, "snapshot of the repaired shard written");
+            } else {
+                warn!(
+                    shard = i,
+                    "could not snapshot the repaired shard: a crash before the next snapshot \
+                     needs --repair again"
+                );
+            }
+        }
         let (jobs, scheduler) = if cfg.fsync != FsyncPolicy::Off {
             let (tx, rx) = std::sync::mpsc::channel();
             let c = ctx.clone();

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         }
     };
     let cfg = &node.config;
-    info!(
+    let ready = format!(
         "ringkv {} ready on {} ({} event loops, {} shards, node id {:016x})",
         env!("CARGO_PKG_VERSION"),
         server.addr,
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         cfg.shards,
         node.node_id
     );
-    wait_for_signal(&node);
+    wait_for_signal(&node, &ready);
     info!("shutting down: no new connections, finishing in-flight requests");
     server.join();
     node.durability.shutdown();
@@ -75,8 +75,9 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT/SIGTERM (or a SHUTDOWN command), then signals every loop.
-fn wait_for_signal(node: &Arc<Node>) {
+/// Logs `ready` once the signal handlers are in place (so a SIGTERM right after the ready
+/// line is a graceful shutdown), then blocks until SIGINT/SIGTERM or a SHUTDOWN command.
+fn wait_for_signal(node: &Arc<Node>, ready: &str) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,12 +102,15 @@ fn wait_for_signal(node: &Arc<Node>) {
                 node.shutdown();
                 return;
             };
+            info!("{ready}");
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM received"),
                 _ = int.recv() => info!("SIGINT received"),
                 _ = shutdown.wait_for(|s| *s) => {}
             }
         }
+        #[cfg(not(unix))]
+        info!("{ready}");
         #[cfg(not(unix))]
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

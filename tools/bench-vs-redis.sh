@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side: ringkv vs redis-server on this machine, same client (redis-benchmark), same
-# pinning (server on core $SERVER_CPU, benchmark on core $CLIENT_CPU), persistence off for both.
+# pinning (server on core $SERVER_CPU, benchmark on core $CLIENT_CPU), persistence off for both
+# (ringkv --fsync off, redis --save "" --appendonly no).
 # Rounds alternate between the two servers so that machine noise hits both alike; the table
 # shows the median of the rounds and the ratio ringkv/redis.
 #
@@ -46,7 +47,7 @@ wait_ping() { for _ in $(seq 1 200); do redis-cli -p "$1" ping >/dev/null 2>&1 &
 rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 
 start_ringkv() { # port
-  taskset -c "$SERVER_CPU" "$BIN" --port "$1" --threads 1 --data-dir "$WORK/ringkv-$1" --log-level warn &
+  taskset -c "$SERVER_CPU" "$BIN" --port "$1" --threads 1 --fsync off --data-dir "$WORK/ringkv-$1" --log-level warn &
   pids+=($!); RK_PID=$!; wait_ping "$1"
 }
 start_redis() { # port

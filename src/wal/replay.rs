@@ -21,6 +21,9 @@ pub struct Recovered {
     pub wal_bytes: u64,
     /// Records dropped by `--repair`.
     pub dropped: usize,
+    /// `--repair` set something aside (a segment or a snapshot): what is in memory is no
+    /// longer what a plain replay of the directory gives, until a new snapshot records it.
+    pub repaired: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +97,13 @@ pub fn recover(
                 out.snapshot_entries = n;
                 break;
             }
-            Err(e) if repair => warn!("skipping unreadable snapshot: {e}"),
+            Err(e) if repair => {
+                // Moved aside, so that the next start does not find it newest again.
+                let aside = path.with_extension("damaged");
+                let _ = fs.rename(&path, &aside);
+                warn!(moved_to = %aside.display(), "--repair: skipping unreadable snapshot: {e}");
+                out.repaired = true;
+            }
             Err(e) => return Err(RecoveryError::Snapshot(e)),
         }
     }
@@ -169,11 +178,8 @@ pub fn recover(
                 }
             }
             Some(Damage::Torn { offset }) | Some(Damage::Corrupt { offset, .. }) if repair => {
-                // The records that still check out after the damage, plus the damaged record
-                // itself when the damage is a whole record (not the segment header).
-                let damaged_record = matches!(damage, Some(Damage::Corrupt { offset, .. }) if offset >= SEGMENT_HEADER);
-                let dropped =
-                    count_recoverable_after(&data, good_len) + usize::from(damaged_record);
+                // The records that still check out after the damaged one.
+                let dropped = count_recoverable_after(&data, good_len);
                 drop(data);
                 let aside = path.with_extension("damaged");
                 fs.rename(&path, &aside).map_err(io(&path))?;
@@ -185,6 +191,7 @@ pub fn recover(
                     "--repair: damaged WAL segment moved aside; {dropped} records after the damage dropped"
                 );
                 out.dropped += dropped;
+                out.repaired = true;
             }
             Some(Damage::Torn { offset }) => {
                 return Err(RecoveryError::Corrupt {

@@ -219,18 +219,22 @@ impl Writer {
                 self.pending_seq = shard.wal.seq;
             }
         }
-        if self.pending.is_empty() || self.fatal {
+        if self.fatal {
             return;
         }
-        if let Err(e) = self.write_pending() {
-            self.fail(format!("writing the WAL of shard {}: {e}", self.shard));
-            return;
+        if !self.pending.is_empty() {
+            if let Err(e) = self.write_pending() {
+                self.fail(format!("writing the WAL of shard {}: {e}", self.shard));
+                return;
+            }
+            if self.cfg.policy == FsyncPolicy::Always {
+                self.sync();
+            } else {
+                self.publish(None);
+            }
         }
-        if self.cfg.policy == FsyncPolicy::Always {
-            self.sync();
-        } else {
-            self.publish(None);
-        }
+        // Also with nothing to write: a rotation that failed is retried (every second while
+        // the error stands, as writes are refused meanwhile).
         if self.seg_len >= self.cfg.segment_bytes {
             if let Err(e) = self.rotate() {
                 self.fail(format!("rotating the WAL of shard {}: {e}", self.shard));
@@ -250,7 +254,8 @@ impl Writer {
         let grow = if end > self.alloc_len {
             // Zero-fill ahead, so that most fdatasyncs find the file's size unchanged and
             // need no journal commit (measured here: 50 µs instead of 85 µs per fdatasync).
-            let new_len = end.div_ceil(PREALLOC) * PREALLOC;
+            let step = PREALLOC.min(self.cfg.segment_bytes);
+            let new_len = end.div_ceil(step) * step;
             let r = f.write_at(
                 self.alloc_len,
                 &vec![0u8; (new_len - self.alloc_len) as usize],
@@ -343,9 +348,17 @@ impl Writer {
         let dir = shard_dir(&self.cfg.data_dir, self.shard);
         let path = dir.join(segment_name(first));
         let mut f = self.fs.create(&path)?;
-        f.write_all(&segment_header(self.shard as u32, first))?;
-        f.sync_data()?;
-        self.fs.sync_dir(&dir)?;
+        let r = f
+            .write_all(&segment_header(self.shard as u32, first))
+            .and_then(|()| f.sync_data())
+            .and_then(|()| self.fs.sync_dir(&dir));
+        if let Err(e) = r {
+            // Leave no headerless file behind: a later directory sync would make it durable
+            // in the middle of the log, where recovery can't tell it from a damaged segment.
+            drop(f);
+            let _ = self.fs.remove(&path);
+            return Err(e);
+        }
         self.file = Some(f);
         self.seg_len = super::record::SEGMENT_HEADER as u64;
         self.alloc_len = self.seg_len;
@@ -359,10 +372,23 @@ impl Writer {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         self.sync();
-        if let Some(e) = self.log.state.borrow().error.clone() {
-            return Err(std::io::Error::other(e.to_string()));
+        // Refused while records wait to be written (a failed write) or after a failed fsync;
+        // a standing error from a failed rotation is what this retries.
+        if self.fatal || !self.pending.is_empty() {
+            let e = self.log.state.borrow().error.clone();
+            return Err(std::io::Error::other(
+                e.as_deref().unwrap_or("unwritten WAL records").to_string(),
+            ));
+        }
+        if self.file.is_some() && self.segment_first == self.written + 1 {
+            // The open segment has no record yet: it already starts after `written`. (Opening
+            // one of the same name would recreate the file the writer is appending to.)
+            return Ok(());
         }
         self.open_segment(self.written + 1)?;
+        if self.log.state.borrow().error.is_some() {
+            self.publish(None);
+        }
         debug!(
             shard = self.shard,
             first_seq = self.written + 1,

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -16,8 +17,24 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
+    pub dir: DataDir,
     pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The server's data directory: a temporary one it owns (removed when the server is dropped),
+/// or an existing one the test owns (kept, so another server can restart on it).
+pub enum DataDir {
+    Temp(tempfile::TempDir),
+    Existing(PathBuf),
+}
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        match self {
+            DataDir::Temp(t) => t.path(),
+            DataDir::Existing(p) => p,
+        }
+    }
 }
 
 impl Server {
@@ -29,6 +46,21 @@ impl Server {
     /// Starts a server; on failure returns everything it logged.
     pub fn try_start(extra: &[&str]) -> Result<Server, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        Self::spawn(DataDir::Temp(dir), extra)
+    }
+
+    /// Starts a server on an existing data directory, which it neither creates nor removes
+    /// (for restarts on the same data).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Self::try_start_in(dir, extra).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    /// Like [`Server::start_in`]; on failure returns everything it logged.
+    pub fn try_start_in(dir: &Path, extra: &[&str]) -> Result<Server, String> {
+        Self::spawn(DataDir::Existing(dir.to_path_buf()), extra)
+    }
+
+    fn spawn(dir: DataDir, extra: &[&str]) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
         cmd.args(["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
             .arg("--data-dir")
@@ -41,7 +73,7 @@ impl Server {
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        {
+        let reader = {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -50,8 +82,8 @@ impl Server {
                     }
                     log.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
@@ -65,8 +97,8 @@ impl Server {
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        // Give the reader thread a moment to collect the last lines.
-                        let _ = rx.recv_timeout(Duration::from_millis(500));
+                        // The process is gone, so its stderr ends: collect the last lines.
+                        let _ = reader.join();
                         let text = log.lock().unwrap().join("\n");
                         return Err(format!("exited with {status}:\n{text}"));
                     }
@@ -107,6 +139,13 @@ impl Server {
             .args(["-TERM", &child.id().to_string()])
             .status();
         wait_bounded(&mut child, Duration::from_secs(20))
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it.
+    pub fn kill(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        child.wait().expect("wait")
     }
 
     /// Waits for the process to exit by itself (e.g. after SHUTDOWN).
