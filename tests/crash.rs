@@ -418,7 +418,7 @@ fn acknowledged_writes_survive_sigkill() {
         let round = kills;
         let target = 50 + xorshift(&mut rng) % 1951;
         // Some rounds also ask for a snapshot halfway, so snapshots overlap writes and kills.
-        let bgsave_at = (xorshift(&mut rng) % 3 == 0).then_some(target / 2);
+        let bgsave_at = xorshift(&mut rng).is_multiple_of(3).then_some(target / 2);
         let progress = Arc::new(Progress {
             acked: Mutex::new(0),
             cv: Condvar::new(),
