@@ -218,18 +218,30 @@ impl Durability {
         if self.logs.is_empty() {
             return Ok(());
         }
-        let synced = self.policy == FsyncPolicy::Always;
         for &(shard, seq) in marks {
             let mut rx = self.logs[shard as usize].state.subscribe();
-            let done = |d: &writer::Durable| (if synced { d.synced } else { d.written }) >= seq;
-            let outcome = match rx.wait_for(|d| done(d) || d.error.is_some()).await {
-                Ok(d) if done(&d) => Ok(()),
-                Ok(d) => Err(d.error.clone().unwrap_or_else(|| "WAL error".into())),
+            let outcome = match rx.wait_for(|d| self.check(d, seq).is_some()).await {
+                Ok(d) => self.check(&d, seq).unwrap_or(Ok(())),
                 Err(_) => Err(Arc::from("the WAL writer stopped")),
             };
             outcome?;
         }
         Ok(())
+    }
+
+    /// Whether `seq` is safe in state `d` as the policy requires: Some(Ok) if it is,
+    /// Some(Err) if the disk failed first, None while still pending.
+    pub fn check(&self, d: &writer::Durable, seq: u64) -> Option<Result<(), Arc<str>>> {
+        let upto = if self.policy == FsyncPolicy::Always {
+            d.synced
+        } else {
+            d.written
+        };
+        if upto >= seq {
+            Some(Ok(()))
+        } else {
+            d.error.clone().map(Err)
+        }
     }
 
     /// Starts snapshots of every shard in the background; false if one is already running.

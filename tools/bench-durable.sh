@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=200000
 ROUNDS=3
-SHARDS=8
+SHARDS=1
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 while [ $# -gt 0 ]; do

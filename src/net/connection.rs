@@ -227,7 +227,7 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
             // nothing of this batch is acknowledged: the connection closes instead.
             let marks = std::mem::take(&mut st.out.marks);
             st.ctx.wake_writers(&marks);
-            if let Err(e) = st.ctx.node.durability.wait(&marks).await {
+            if let Err(e) = st.ctx.wait_durable(&marks).await {
                 return Err(std::io::Error::other(format!(
                     "closing connection: its writes could not be made durable: {e}"
                 )));

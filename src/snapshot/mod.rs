@@ -165,6 +165,10 @@ pub fn load(
         return Err(bad(12, "snapshot belongs to another shard"));
     }
     let seq = u64_at(&data, 16);
+    // The footer's count sizes the shard before loading; bounded by what the file could
+    // hold, so a damaged count can't reserve absurd memory (the footer is verified at the end).
+    let claimed = u64_at(&data, data.len() - 8) as usize;
+    shard.reserve(claimed.min(data.len() / 16));
     let mut pos = HEADER;
     let mut count = 0u64;
     loop {

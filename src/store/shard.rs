@@ -162,6 +162,16 @@ impl Shard {
         self.index.len()
     }
 
+    /// Makes room for `n` more keys at once (recovery knows the count up front; growing the
+    /// index step by step would rehash every key several times).
+    pub fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        let slots = &self.slots;
+        self.index.reserve(n, |&j| {
+            slots[j as usize].as_ref().map_or(0, |e| key_hash(e.key()))
+        });
+    }
+
     /// Slot positions in use or free (the range of SCAN positions).
     pub fn slot_count(&self) -> usize {
         self.slots.len()
