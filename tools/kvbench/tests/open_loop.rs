@@ -1,0 +1,115 @@
+//! Open loop at a fixed rate: latency counts from the intended send time, so a server that
+//! cannot keep up shows growing latency (no coordinated omission), and a fast one does not.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use support::{kvbench_json, FakeResp};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn overloaded_server_shows_rising_latency() {
+    // ~2 ms per command, one at a time: at most ~500 requests/s.
+    let server = FakeResp::start(Duration::from_millis(2), None);
+    let addr = server.addr.to_string();
+    let r = kvbench_json(
+        &[
+            "--addr",
+            &addr,
+            "--proto",
+            "resp",
+            "--rate",
+            "2000",
+            "--connections",
+            "1",
+            "--pipeline",
+            "16",
+            "--duration",
+            "2s",
+        ],
+        LIMIT,
+    );
+    let all = &r["latency_us"]["all"];
+    let requests = r["totals"]["requests"].as_u64().unwrap();
+    // Far fewer than the 4000 scheduled got through; the rest were never sent.
+    assert!(requests < 2000, "{r}");
+    assert!(r["totals"]["missed"].as_u64().unwrap() > 1000, "{r}");
+    // p99 far above the 2 ms service time: the queueing behind the schedule is counted.
+    assert!(f(&all["p99"]) > 50_000.0, "p99 {} µs", all["p99"]);
+    assert!(f(&all["max"]) > 500_000.0, "max {} µs", all["max"]);
+    // Latency grows over the run: the last full second is much worse than the first.
+    let series = r["series"].as_array().unwrap();
+    assert!(series.len() >= 2, "{r}");
+    let first = f(&series[0]["p50_us"]);
+    let second = f(&series[1]["p50_us"]);
+    assert!(
+        second > first * 2.0 && second > 100_000.0,
+        "p50 by second: {first} then {second}"
+    );
+}
+
+#[test]
+fn fast_server_keeps_latency_low() {
+    let server = FakeResp::start(Duration::ZERO, None);
+    let addr = server.addr.to_string();
+    let r = kvbench_json(
+        &[
+            "--addr",
+            &addr,
+            "--proto",
+            "resp",
+            "--rate",
+            "2000",
+            "--connections",
+            "1",
+            "--pipeline",
+            "16",
+            "--duration",
+            "2s",
+        ],
+        LIMIT,
+    );
+    let all = &r["latency_us"]["all"];
+    let requests = r["totals"]["requests"].as_u64().unwrap();
+    assert!((3900..=4000).contains(&requests), "{r}");
+    assert!(f(&all["p99"]) < 50_000.0, "p99 {} µs", all["p99"]);
+    // The rate was held: about 2000 per second.
+    let tput = f(&r["throughput"]["requests_per_sec"]);
+    assert!((1800.0..2200.0).contains(&tput), "{tput} req/s");
+}
+
+#[test]
+fn open_loop_request_count_is_exact() {
+    let server = FakeResp::start(Duration::ZERO, None);
+    let addr = server.addr.to_string();
+    let r = kvbench_json(
+        &[
+            "--addr",
+            &addr,
+            "--proto",
+            "resp",
+            "--rate",
+            "20000",
+            "--connections",
+            "3",
+            "--pipeline",
+            "8",
+            "--requests",
+            "3001",
+            "--warmup",
+            "100ms",
+        ],
+        LIMIT,
+    );
+    assert_eq!(r["totals"]["requests"].as_u64(), Some(3001));
+    let warmup = r["totals"]["warmup_requests"].as_u64().unwrap();
+    assert_eq!(warmup, 2000, "100 ms at 20000/s");
+    assert_eq!(server.commands.load(Ordering::SeqCst), 3001 + warmup);
+}
