@@ -177,8 +177,9 @@ struct SimFile {
     inode: u64,
 }
 
-impl FsFile for SimFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+impl SimFile {
+    /// Writes at `offset`, or at the end when None.
+    fn write(&mut self, offset: Option<u64>, buf: &[u8]) -> io::Result<()> {
         let mut s = self.fs.lock();
         s.tick()?;
         if let Some(left) = &mut s.space_left {
@@ -189,28 +190,22 @@ impl FsFile for SimFile {
         }
         let inode = self.inode;
         if let Some((data, _)) = s.inodes.get_mut(&inode) {
-            data.extend_from_slice(buf);
-        }
-        Ok(())
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        let mut s = self.fs.lock();
-        s.tick()?;
-        if let Some(left) = &mut s.space_left {
-            if *left < buf.len() {
-                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
-            }
-            *left -= buf.len();
-        }
-        let inode = self.inode;
-        if let Some((data, _)) = s.inodes.get_mut(&inode) {
-            let off = offset as usize;
+            let off = offset.map_or(data.len(), |o| o as usize);
             if data.len() < off + buf.len() {
                 data.resize(off + buf.len(), 0);
             }
             data[off..off + buf.len()].copy_from_slice(buf);
         }
         Ok(())
+    }
+}
+
+impl FsFile for SimFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write(None, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.write(Some(offset), buf)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         let mut s = self.fs.lock();

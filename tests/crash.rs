@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use common::resp::{Conn, Reply};
 use common::Server;
 
 const WRITERS: usize = 4;
@@ -32,100 +31,11 @@ const FLAGS: &[&str] = &[
     "16384",
 ];
 
-// ---------------------------------------------------------------------------------------------
-// A minimal RESP2 client over a blocking socket.
+/// Read and write timeout of the test's connections.
+const TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
-}
-
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Conn {
-    fn connect(server: &Server) -> Conn {
-        let s = TcpStream::connect(server.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    fn send(&mut self, cmds: &[Vec<Vec<u8>>]) -> std::io::Result<()> {
-        let mut out = Vec::new();
-        for c in cmds {
-            out.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
-            for a in c {
-                out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-                out.extend_from_slice(a);
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        self.w.write_all(&out)
-    }
-
-    fn line(&mut self) -> std::io::Result<String> {
-        let mut l = String::new();
-        if self.r.read_line(&mut l)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if !l.ends_with("\r\n") {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        l.truncate(l.len() - 2);
-        Ok(l)
-    }
-
-    fn read(&mut self) -> std::io::Result<Reply> {
-        let l = self.line()?;
-        let bad = || std::io::Error::other(format!("bad reply line {l:?}"));
-        let (t, rest) = l.split_at(1);
-        Ok(match t {
-            "+" => Reply::Simple(rest.into()),
-            "-" => Reply::Error(rest.into()),
-            ":" => Reply::Int(rest.parse().map_err(|_| bad())?),
-            "$" => {
-                let n: i64 = rest.parse().map_err(|_| bad())?;
-                if n < 0 {
-                    Reply::Bulk(None)
-                } else {
-                    let mut b = vec![0u8; n as usize + 2];
-                    self.r.read_exact(&mut b)?;
-                    b.truncate(n as usize);
-                    Reply::Bulk(Some(b))
-                }
-            }
-            "*" => {
-                let n: i64 = rest.parse().map_err(|_| bad())?;
-                if n < 0 {
-                    Reply::Array(None)
-                } else {
-                    let mut v = Vec::new();
-                    for _ in 0..n {
-                        v.push(self.read()?);
-                    }
-                    Reply::Array(Some(v))
-                }
-            }
-            _ => return Err(bad()),
-        })
-    }
-
-    fn cmd(&mut self, args: &[&[u8]]) -> Reply {
-        self.send(&[args.iter().map(|a| a.to_vec()).collect()])
-            .expect("send");
-        self.read().expect("reply")
-    }
+fn connect(server: &Server) -> Conn {
+    Conn::try_connect_timeout(server.addr, TIMEOUT).expect("connect")
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -300,16 +210,9 @@ fn writer(
     round: usize,
     progress: Arc<Progress>,
 ) -> (Model, u64) {
-    let s = match TcpStream::connect(server_addr) {
-        Ok(s) => s,
+    let mut c = match Conn::try_connect_timeout(server_addr, TIMEOUT) {
+        Ok(c) => c,
         Err(_) => return (m, 0),
-    };
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.set_nodelay(true).unwrap();
-    let mut c = Conn {
-        r: BufReader::new(s.try_clone().unwrap()),
-        w: s,
     };
     let mut rng = seed | 1;
     let mut n = 0u64;
@@ -325,7 +228,7 @@ fn writer(
             expect.push_back(m.sent(&op));
             ops.push(op);
         }
-        if c.send(&ops.iter().map(Op::args).collect::<Vec<_>>())
+        if c.send_pipeline(&ops.iter().map(Op::args).collect::<Vec<_>>())
             .is_err()
         {
             return (m, acked);
@@ -358,7 +261,7 @@ fn writer(
 /// After a restart: every key holds its acknowledged value or the value of an op that was in
 /// flight at the kill. The model then takes what is there as acknowledged.
 fn verify(server: &Server, models: &mut [Model], round: usize) -> (usize, usize) {
-    let mut c = Conn::connect(server);
+    let mut c = connect(server);
     let (mut checked, mut inflight_seen) = (0, 0);
     for m in models.iter_mut() {
         let keys: Vec<Vec<u8>> = m.keys.keys().cloned().collect();
@@ -367,7 +270,7 @@ fn verify(server: &Server, models: &mut [Model], round: usize) -> (usize, usize)
                 .iter()
                 .map(|k| vec![b"GET".to_vec(), k.clone()])
                 .collect();
-            c.send(&cmds).expect("send GETs");
+            c.send_pipeline(&cmds).expect("send GETs");
             for k in chunk {
                 let got = match c.read().expect("GET reply") {
                     Reply::Bulk(v) => v,
@@ -440,7 +343,7 @@ fn acknowledged_writes_survive_sigkill() {
                 if let Some(at) = bgsave_pending {
                     if *a >= at {
                         drop(a);
-                        let r = Conn::connect(&server).cmd(&[b"BGSAVE"]);
+                        let r = connect(&server).call(&[b"BGSAVE"]);
                         assert!(
                             matches!(&r, Reply::Simple(_))
                                 || matches!(&r, Reply::Error(e) if e.contains("in progress")),
@@ -493,7 +396,7 @@ fn acknowledged_writes_survive_sigkill() {
         );
     }
     // A few writes on every shard, so the graceful exit snapshots each of them.
-    let mut c = Conn::connect(&server);
+    let mut c = connect(&server);
     let finals: Vec<Vec<Vec<u8>>> = (0..200)
         .map(|i| {
             vec![
@@ -503,7 +406,7 @@ fn acknowledged_writes_survive_sigkill() {
             ]
         })
         .collect();
-    c.send(&finals).unwrap();
+    c.send_pipeline(&finals).unwrap();
     for _ in 0..200 {
         assert_eq!(c.read().unwrap(), Reply::Simple("OK".into()));
     }
@@ -548,9 +451,9 @@ fn acknowledged_writes_survive_sigkill() {
     let server = Server::start_in(data.path(), FLAGS);
     let (checked, seen) = verify(&server, &mut models, kills);
     assert_eq!(seen, 0, "nothing was in flight at the graceful exit");
-    let mut c = Conn::connect(&server);
+    let mut c = connect(&server);
     assert_eq!(
-        c.cmd(&[b"GET", b"final:199"]),
+        c.call(&[b"GET", b"final:199"]),
         Reply::Bulk(Some(b"x".to_vec()))
     );
     println!("after the graceful exit: {checked} keys checked");

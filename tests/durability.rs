@@ -5,109 +5,48 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::resp::{Conn, Reply};
 use common::Server;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
+/// Assertion helpers on top of the shared client.
+trait ConnExt {
+    fn set(&mut self, k: &str, v: &str);
+    fn get(&mut self, k: &str) -> Option<String>;
+    fn int(&mut self, args: &[&[u8]]) -> i64;
+    /// `INFO persistence` as a map.
+    fn persistence(&mut self) -> HashMap<String, String>;
 }
 
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Conn {
-    fn new(server: &Server) -> Conn {
-        let s = server.tcp();
-        Conn {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.w.write_all(&out).expect("send");
-    }
-
-    fn read(&mut self) -> Reply {
-        let mut l = String::new();
-        self.r.read_line(&mut l).expect("read reply");
-        assert!(l.ends_with("\r\n"), "cut reply {l:?}");
-        l.truncate(l.len() - 2);
-        let (t, rest) = l.split_at(1);
-        match t {
-            "+" => Reply::Simple(rest.into()),
-            "-" => Reply::Error(rest.into()),
-            ":" => Reply::Int(rest.parse().unwrap()),
-            "$" => {
-                let n: i64 = rest.parse().unwrap();
-                if n < 0 {
-                    return Reply::Bulk(None);
-                }
-                let mut b = vec![0u8; n as usize + 2];
-                self.r.read_exact(&mut b).unwrap();
-                b.truncate(n as usize);
-                Reply::Bulk(Some(b))
-            }
-            "*" => {
-                let n: i64 = rest.parse().unwrap();
-                if n < 0 {
-                    return Reply::Array(None);
-                }
-                Reply::Array(Some((0..n).map(|_| self.read()).collect()))
-            }
-            _ => panic!("bad reply {l:?}"),
-        }
-    }
-
-    fn cmd(&mut self, args: &[&[u8]]) -> Reply {
-        self.send(args);
-        self.read()
-    }
-
+impl ConnExt for Conn {
     fn set(&mut self, k: &str, v: &str) {
         assert_eq!(
-            self.cmd(&[b"SET", k.as_bytes(), v.as_bytes()]),
+            self.call(&[b"SET", k.as_bytes(), v.as_bytes()]),
             Reply::Simple("OK".into())
         );
     }
 
     fn get(&mut self, k: &str) -> Option<String> {
-        match self.cmd(&[b"GET", k.as_bytes()]) {
+        match self.call(&[b"GET", k.as_bytes()]) {
             Reply::Bulk(v) => v.map(|b| String::from_utf8(b).unwrap()),
             other => panic!("GET {k}: {other:?}"),
         }
     }
 
     fn int(&mut self, args: &[&[u8]]) -> i64 {
-        match self.cmd(args) {
+        match self.call(args) {
             Reply::Int(n) => n,
             other => panic!("{args:?}: {other:?}"),
         }
     }
 
-    /// `INFO persistence` as a map.
     fn persistence(&mut self) -> HashMap<String, String> {
-        match self.cmd(&[b"INFO", b"persistence"]) {
+        match self.call(&[b"INFO", b"persistence"]) {
             Reply::Bulk(Some(b)) => String::from_utf8(b)
                 .unwrap()
                 .lines()
@@ -218,7 +157,7 @@ fn torn_tail_is_truncated_and_the_rest_recovered() {
     let data = tempfile::tempdir().unwrap();
     let n = 40;
     let server = Server::start_in(data.path(), TWO_SHARDS);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..n {
         c.set(&format!("key:{i}"), &format!("value-{i}"));
     }
@@ -246,7 +185,7 @@ fn torn_tail_is_truncated_and_the_rest_recovered() {
         last as u64,
         "the torn record is cut off"
     );
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     let missing: Vec<usize> = (0..n)
         .filter(|i| c.get(&format!("key:{i}")) != Some(format!("value-{i}")))
         .collect();
@@ -259,7 +198,7 @@ fn torn_tail_is_truncated_and_the_rest_recovered() {
     c.set("after", "torn");
     assert!(server.terminate().success());
     let server = Server::start_in(data.path(), TWO_SHARDS);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     assert_eq!(c.get("after").as_deref(), Some("torn"));
     let present = (0..n)
         .filter(|i| c.get(&format!("key:{i}")).is_some())
@@ -273,7 +212,7 @@ fn torn_tail_is_truncated_and_the_rest_recovered() {
 /// Writes `n` keys on one shard, kills the server; returns the segment's path.
 fn one_segment(data: &Path, n: usize) -> PathBuf {
     let server = Server::start_in(data, ONE_SHARD);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..n {
         c.set(&format!("key:{i}"), &format!("value-{i}"));
     }
@@ -315,7 +254,7 @@ fn check_repair(data: &Path, seg: &Path, n: usize, bad: usize, offset: usize) {
     let damaged = seg.with_extension("damaged");
     assert!(damaged.exists(), "{} exists", damaged.display());
     assert!(!seg.exists(), "{} was moved aside", seg.display());
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..n {
         let want = (i < bad).then(|| format!("value-{i}"));
         assert_eq!(c.get(&format!("key:{i}")), want, "key:{i}");
@@ -325,7 +264,7 @@ fn check_repair(data: &Path, seg: &Path, n: usize, bad: usize, offset: usize) {
     // the damage are still there, and so is what was written since.
     server.kill();
     let server = Server::start_in(data, ONE_SHARD);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..n {
         let want = (i < bad).then(|| format!("value-{i}"));
         assert_eq!(c.get(&format!("key:{i}")), want, "key:{i} after the crash");
@@ -400,7 +339,7 @@ fn another_shard_count_is_refused_with_both_counts() {
     let s = Server::start_in(data.path(), &["--threads", "1", "--shards", "4"]);
     // SHUTDOWN rather than SIGTERM: the server logs "ready" before it installs its SIGTERM
     // handler, so a SIGTERM this early may find the default action (death by signal).
-    Conn::new(&s).send(&[b"SHUTDOWN"]);
+    Conn::connect(s.addr).send(&[b"SHUTDOWN"]).expect("send");
     assert!(s.wait_exit().success());
     let err = match Server::try_start_in(data.path(), &["--threads", "1", "--shards", "8"]) {
         Ok(_) => panic!("started with another shard count"),
@@ -423,14 +362,14 @@ fn another_shard_count_is_refused_with_both_counts() {
 fn snapshot_then_crash_recovers_everything_and_drops_old_segments() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), TWO_SHARDS);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..100 {
         c.set(&format!("before:{i}"), &format!("v{i}"));
     }
     let before = c.persistence();
     let taken: u64 = before["snapshots_taken"].parse().unwrap();
     assert_eq!(
-        c.cmd(&[b"BGSAVE"]),
+        c.call(&[b"BGSAVE"]),
         Reply::Simple("Background saving started".into())
     );
     wait_until(Duration::from_secs(20), "BGSAVE to finish", || {
@@ -464,7 +403,7 @@ fn snapshot_then_crash_recovers_everything_and_drops_old_segments() {
         Some(100)
     );
     assert_eq!(log_field(&log, "recovery done", "wal_records"), Some(50));
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..100 {
         assert_eq!(c.get(&format!("before:{i}")), Some(format!("v{i}")));
     }
@@ -481,7 +420,7 @@ fn snapshot_then_crash_recovers_everything_and_drops_old_segments() {
 fn sigterm_writes_snapshots() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), TWO_SHARDS);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..100 {
         c.set(&format!("k{i}"), "v");
     }
@@ -503,7 +442,7 @@ fn sigterm_writes_snapshots() {
         "{log}"
     );
     assert_eq!(log_field(&log, "recovery done", "keys"), Some(100), "{log}");
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     assert_eq!(c.int(&[b"DBSIZE"]), 100);
     let p = c.persistence();
     assert_eq!(p["recovered_keys"], "100");
@@ -515,7 +454,7 @@ fn sigterm_writes_snapshots() {
 #[test]
 fn fsync_batch_reports_its_interval() {
     let server = Server::start(&["--fsync", "batch", "--threads", "1", "--shards", "2"]);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     c.set("a", "1");
     let p = c.persistence();
     assert_eq!(p["fsync_policy"], "batch");
@@ -530,7 +469,7 @@ fn fsync_off_is_memory_only() {
     let data = tempfile::tempdir().unwrap();
     let flags = &["--fsync", "off", "--threads", "1", "--shards", "2"];
     let server = Server::start_in(data.path(), flags);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..20 {
         c.set(&format!("k{i}"), "v");
     }
@@ -551,7 +490,7 @@ fn fsync_off_is_memory_only() {
         );
     }
     let server = Server::start_in(data.path(), flags);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     assert_eq!(
         c.int(&[b"DBSIZE"]),
         0,
@@ -563,7 +502,7 @@ fn fsync_off_is_memory_only() {
 #[test]
 fn info_persistence_has_every_field() {
     let server = Server::start(TWO_SHARDS);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     for i in 0..10 {
         c.set(&format!("k{i}"), "v");
     }
@@ -613,13 +552,13 @@ fn info_persistence_has_every_field() {
 fn ttls_survive_restarts_and_expired_keys_stay_expired() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in(data.path(), TWO_SHARDS);
-    let mut c = Conn::new(&server);
+    let mut c = Conn::connect(server.addr);
     assert_eq!(
-        c.cmd(&[b"SET", b"long", b"v", b"EX", b"1000"]),
+        c.call(&[b"SET", b"long", b"v", b"EX", b"1000"]),
         Reply::Simple("OK".into())
     );
     assert_eq!(
-        c.cmd(&[b"SET", b"short", b"v", b"PX", b"200"]),
+        c.call(&[b"SET", b"short", b"v", b"PX", b"200"]),
         Reply::Simple("OK".into())
     );
     wait_until(Duration::from_secs(10), "the 200 ms key to expire", || {
@@ -629,7 +568,7 @@ fn ttls_survive_restarts_and_expired_keys_stay_expired() {
     server.kill();
     for round in ["after a crash", "after a graceful restart"] {
         let server = Server::start_in(data.path(), TWO_SHARDS);
-        let mut c = Conn::new(&server);
+        let mut c = Conn::connect(server.addr);
         let ttl = c.int(&[b"TTL", b"long"]);
         assert!((990..=1000).contains(&ttl), "{round}: TTL {ttl}");
         assert_eq!(c.get("long").as_deref(), Some("v"), "{round}");

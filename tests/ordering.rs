@@ -7,13 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::resp::{assert_reply, encode, Conn, Reply};
 use common::*;
 use futures::future::join_all;
 use ringkv_client::{Bytes, Client, ClientConfig, Value};
@@ -29,54 +30,7 @@ fn owner_loop(key: &[u8]) -> u64 {
     ((ringkv_proto::key_hash(key) >> 40) % SHARDS) % THREADS
 }
 
-// ----- a minimal RESP2 client -----
-
-#[derive(Clone, PartialEq, Eq)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Vec<Reply>),
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Reply::Simple(s) => write!(f, "+{s}"),
-            Reply::Error(s) => write!(f, "-{s}"),
-            Reply::Int(n) => write!(f, ":{n}"),
-            Reply::Bulk(None) => write!(f, "nil"),
-            Reply::Bulk(Some(b)) if b.len() > 80 => {
-                write!(
-                    f,
-                    "{:?}...({} bytes)",
-                    String::from_utf8_lossy(&b[..80]),
-                    b.len()
-                )
-            }
-            Reply::Bulk(Some(b)) => write!(f, "{:?}", String::from_utf8_lossy(b)),
-            Reply::Array(items) if items.len() > 8 => {
-                write!(f, "{:?}...({} items)", &items[..8], items.len())
-            }
-            Reply::Array(items) => write!(f, "{items:?}"),
-        }
-    }
-}
-
-/// Asserts `got == want`; for arrays, names the first differing item.
-fn assert_reply(got: &Reply, want: &Reply, what: &str) {
-    if got == want {
-        return;
-    }
-    if let (Reply::Array(g), Reply::Array(w)) = (got, want) {
-        if let Some(i) = (0..g.len().min(w.len())).find(|&i| g[i] != w[i]) {
-            panic!("{what}: array item {i} is {:?}, expected {:?}", g[i], w[i]);
-        }
-        panic!("{what}: array of {} items, expected {}", g.len(), w.len());
-    }
-    panic!("{what}: got {got:?}, expected {want:?}");
-}
+// ----- requests and replies (over the shared RESP2 client) -----
 
 fn ok() -> Reply {
     Reply::Simple("OK".into())
@@ -90,103 +44,19 @@ fn nil() -> Reply {
     Reply::Bulk(None)
 }
 
-/// Appends one multibulk request.
-fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 fn cmd(args: &[&str]) -> Vec<u8> {
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let mut out = Vec::new();
-    encode(&mut out, &args);
+    encode(&mut out, args);
     out
-}
-
-struct Resp {
-    r: BufReader<TcpStream>,
-}
-
-impl Resp {
-    fn new(s: TcpStream) -> Resp {
-        Resp {
-            r: BufReader::with_capacity(64 * 1024, s),
-        }
-    }
-
-    fn stream(&mut self) -> &mut TcpStream {
-        self.r.get_mut()
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = Vec::new();
-        self.r
-            .read_until(b'\n', &mut line)
-            .expect("reading a reply (timed out?)");
-        assert!(
-            line.ends_with(b"\r\n"),
-            "connection closed or truncated reply line: {:?}",
-            String::from_utf8_lossy(&line)
-        );
-        line.truncate(line.len() - 2);
-        String::from_utf8(line).expect("reply line is not UTF-8")
-    }
-
-    fn read(&mut self) -> Reply {
-        let line = self.line();
-        let (tag, rest) = line.split_at(1);
-        match tag {
-            "+" => Reply::Simple(rest.into()),
-            "-" => Reply::Error(rest.into()),
-            ":" => Reply::Int(rest.parse().expect("integer reply")),
-            "$" => {
-                let n: i64 = rest.parse().expect("bulk length");
-                if n < 0 {
-                    return Reply::Bulk(None);
-                }
-                let mut body = vec![0u8; n as usize + 2];
-                self.r.read_exact(&mut body).expect("bulk body");
-                assert_eq!(&body[n as usize..], b"\r\n", "bulk not followed by CRLF");
-                body.truncate(n as usize);
-                Reply::Bulk(Some(body))
-            }
-            "*" => {
-                let n: i64 = rest.parse().expect("array length");
-                Reply::Array((0..n.max(0)).map(|_| self.read()).collect())
-            }
-            _ => panic!("not a RESP reply: {line:?}"),
-        }
-    }
-
-    fn call(&mut self, args: &[&str]) -> Reply {
-        self.stream().write_all(&cmd(args)).unwrap();
-        self.read()
-    }
-
-    /// Checks the next replies against `expected`, naming the first mismatch.
-    fn expect_all(&mut self, expected: &[Reply], what: &str) {
-        for (i, want) in expected.iter().enumerate() {
-            let got = self.read();
-            assert_reply(
-                &got,
-                want,
-                &format!("{what}: reply #{i} out of order or wrong"),
-            );
-        }
-    }
 }
 
 /// Sends `bytes` in one `write_all` from another thread (so that a pipeline larger than the
 /// socket buffers can't deadlock against unread replies) and returns the reading side.
-fn pipeline(server: &Server, bytes: Vec<u8>) -> (Resp, thread::JoinHandle<()>) {
+fn pipeline(server: &Server, bytes: Vec<u8>) -> (Conn, thread::JoinHandle<()>) {
     let s = server.tcp();
     let mut w = s.try_clone().unwrap();
     let writer = thread::spawn(move || w.write_all(&bytes).expect("pipelined write"));
-    (Resp::new(s), writer)
+    (Conn::from_stream(s), writer)
 }
 
 // ----- tests -----
@@ -232,7 +102,7 @@ fn pipelined_500_keys(server: &Server) {
     req.extend(cmd(&mget));
     let mut all: Vec<Reply> = (0..N).map(|i| bulk(val(i))).collect();
     all.push(nil());
-    expected.push(Reply::Array(all));
+    expected.push(Reply::Array(Some(all)));
     // DEL the even keys in one command.
     let mut del: Vec<&str> = vec!["DEL"];
     del.extend(keys.iter().step_by(2).map(String::as_str));
@@ -265,7 +135,7 @@ fn pipelined_500_keys(server: &Server) {
     r.expect_all(&expected, "500-key pipeline");
     writer.join().unwrap();
     // Nothing more than expected.
-    assert_eq!(r.call(&["PING"]), Reply::Simple("PONG".into()));
+    assert_eq!(r.call_str(&["PING"]), Reply::Simple("PONG".into()));
 }
 
 #[test]
@@ -293,7 +163,10 @@ fn same_key_incr_many_times_in_one_pipeline() {
     req.extend(cmd(&["GET", &d]));
     expected.push(bulk(N.to_string()));
     req.extend(cmd(&["MGET", c, &d]));
-    expected.push(Reply::Array(vec![bulk(N.to_string()), bulk(N.to_string())]));
+    expected.push(Reply::Array(Some(vec![
+        bulk(N.to_string()),
+        bulk(N.to_string()),
+    ])));
 
     let (mut r, writer) = pipeline(&server, req);
     r.expect_all(&expected, "INCR pipeline");
@@ -322,12 +195,12 @@ fn mset_is_atomic_against_concurrent_mget() {
     let writers: Vec<_> = (0..WRITERS)
         .map(|t| {
             let pairs = pairs.clone();
-            let mut r = Resp::new(server.tcp());
+            let mut r = Conn::from_stream(server.tcp());
             thread::spawn(move || {
                 for n in 0..WRITES {
                     let (a, b) = &pairs[n % pairs.len()];
                     let v = format!("w{t}-{n}");
-                    assert_eq!(r.call(&["MSET", a, &v, b, &v]), ok());
+                    assert_eq!(r.call_str(&["MSET", a, &v, b, &v]), ok());
                     assert!(Instant::now() < deadline, "writers too slow");
                 }
             })
@@ -336,13 +209,13 @@ fn mset_is_atomic_against_concurrent_mget() {
     let readers: Vec<_> = (0..READERS)
         .map(|_| {
             let (pairs, done, reads) = (pairs.clone(), done.clone(), reads.clone());
-            let mut r = Resp::new(server.tcp());
+            let mut r = Conn::from_stream(server.tcp());
             thread::spawn(move || {
                 let mut n = 0u64;
                 while !done.load(Ordering::Acquire) && n < MAX_READS {
                     let (a, b) = &pairs[n as usize % pairs.len()];
-                    match r.call(&["MGET", a, b]) {
-                        Reply::Array(v) if v.len() == 2 => {
+                    match r.call_str(&["MGET", a, b]) {
+                        Reply::Array(Some(v)) if v.len() == 2 => {
                             assert_eq!(v[0], v[1], "MGET {a} {b} saw a half-applied MSET")
                         }
                         other => panic!("MGET reply {other:?}"),
@@ -371,10 +244,10 @@ fn mset_is_atomic_against_concurrent_mget() {
     assert!(reads.load(Ordering::Relaxed) > 0, "the readers never ran");
 
     // Afterwards every pair holds one value in both keys, written by some writer.
-    let mut r = Resp::new(server.tcp());
+    let mut r = Conn::from_stream(server.tcp());
     for (a, b) in pairs.iter() {
-        match r.call(&["MGET", a, b]) {
-            Reply::Array(v) => {
+        match r.call_str(&["MGET", a, b]) {
+            Reply::Array(Some(v)) => {
                 assert_eq!(v[0], v[1]);
                 assert!(matches!(&v[0], Reply::Bulk(Some(x)) if x.starts_with(b"w")));
             }
@@ -392,8 +265,8 @@ fn rename_chain_across_shards() {
     let names: Vec<String> = (0..=KEYS).map(name).collect();
 
     // One pipelined chain r0 -> r1 -> ... -> r100: each RENAME needs the previous one done.
-    let mut r = Resp::new(server.tcp());
-    assert_eq!(r.call(&["SET", "r0", "payload"]), ok());
+    let mut r = Conn::from_stream(server.tcp());
+    assert_eq!(r.call_str(&["SET", "r0", "payload"]), ok());
     let mut req = Vec::new();
     let mut expected = Vec::new();
     for i in 0..KEYS {
@@ -410,20 +283,20 @@ fn rename_chain_across_shards() {
     let (mut p, writer) = pipeline(&server, req);
     p.expect_all(&expected, "pipelined RENAME chain");
     writer.join().unwrap();
-    assert_eq!(r.call(&["GET", &name(KEYS)]), bulk("payload"));
+    assert_eq!(r.call_str(&["GET", &name(KEYS)]), bulk("payload"));
     assert_eq!(
-        r.call(&["RENAME", "r0", "r1"]),
+        r.call_str(&["RENAME", "r0", "r1"]),
         Reply::Error("ERR no such key".into())
     );
 
     // Sequential renames around the ring while readers check, atomically over all the
     // names, that the value is in exactly one place.
-    assert_eq!(r.call(&["RENAME", &name(KEYS), "r0"]), ok());
+    assert_eq!(r.call_str(&["RENAME", &name(KEYS), "r0"]), ok());
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let done = done.clone();
         let names = names.clone();
-        let mut r = Resp::new(server.tcp());
+        let mut r = Conn::from_stream(server.tcp());
         thread::spawn(move || {
             let mut exists: Vec<&str> = vec!["EXISTS"];
             exists.extend(names.iter().map(String::as_str));
@@ -431,9 +304,9 @@ fn rename_chain_across_shards() {
             mget.extend(names.iter().map(String::as_str));
             let mut n = 0u64;
             while !done.load(Ordering::Acquire) && n < 100_000 {
-                assert_eq!(r.call(&exists), Reply::Int(1), "EXISTS over all names");
-                match r.call(&mget) {
-                    Reply::Array(v) => {
+                assert_eq!(r.call_str(&exists), Reply::Int(1), "EXISTS over all names");
+                match r.call_str(&mget) {
+                    Reply::Array(Some(v)) => {
                         let present: Vec<_> = v.iter().filter(|x| **x != nil()).collect();
                         assert_eq!(present, vec![&bulk("payload")], "MGET over all names");
                     }
@@ -448,7 +321,7 @@ fn rename_chain_across_shards() {
     for _ in 0..ROUNDS {
         for _ in 0..=KEYS {
             let next = (at + 1) % (KEYS + 1);
-            assert_eq!(r.call(&["RENAME", &name(at), &name(next)]), ok());
+            assert_eq!(r.call_str(&["RENAME", &name(at), &name(next)]), ok());
             at = next;
         }
     }
@@ -458,8 +331,8 @@ fn rename_chain_across_shards() {
         .unwrap_or_else(|e| std::panic::resume_unwind(e));
     assert!(reads > 0);
     assert_eq!(at, 0);
-    assert_eq!(r.call(&["DBSIZE"]), Reply::Int(1));
-    assert_eq!(r.call(&["GET", "r0"]), bulk("payload"));
+    assert_eq!(r.call_str(&["DBSIZE"]), Reply::Int(1));
+    assert_eq!(r.call_str(&["GET", "r0"]), bulk("payload"));
 }
 
 #[test]
@@ -485,7 +358,7 @@ fn twenty_thousand_sets_in_one_write() {
     let (mut r, writer) = pipeline(&server, req);
     let mut reply_bytes = 0usize;
     for (i, want) in expected.iter().enumerate() {
-        let got = r.read();
+        let got = r.recv();
         reply_bytes += match &got {
             Reply::Simple(s) => s.len() + 3,
             Reply::Bulk(Some(b)) => b.len() + 5 + b.len().to_string().len(),

@@ -10,156 +10,27 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::resp::{Conn, Reply};
 use common::Server;
 
 // ---------------------------------------------------------------------------------------------
-// A small RESP2 client
+// Requests over the shared RESP2 client
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
+/// Sends one request given as owned arguments and reads its reply.
+fn call(c: &mut Conn, args: &[Vec<u8>]) -> io::Result<Reply> {
+    c.send_pipeline(&[args])?;
+    c.read()
 }
 
-impl Reply {
-    fn kind(&self) -> &'static str {
-        match self {
-            Reply::Simple(_) => "simple",
-            Reply::Error(_) => "error",
-            Reply::Int(_) => "int",
-            Reply::Bulk(None) => "nil",
-            Reply::Bulk(Some(_)) => "bulk",
-            Reply::Array(None) => "nil-array",
-            Reply::Array(Some(_)) => "array",
-        }
-    }
-
-    fn show(&self) -> String {
-        match self {
-            Reply::Simple(s) => format!("+{s}"),
-            Reply::Error(s) => format!("-{s}"),
-            Reply::Int(n) => format!(":{n}"),
-            Reply::Bulk(None) => "(nil)".into(),
-            Reply::Bulk(Some(b)) => format!("{:?}", String::from_utf8_lossy(b)),
-            Reply::Array(None) => "(nil array)".into(),
-            Reply::Array(Some(items)) => {
-                let inner: Vec<String> = items.iter().map(Reply::show).collect();
-                format!("[{}]", inner.join(", "))
-            }
-        }
-    }
-}
-
-fn read_line(r: &mut impl BufRead) -> io::Result<String> {
-    let mut line = Vec::new();
-    r.read_until(b'\n', &mut line)?;
-    if line.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
-    }
-    if !line.ends_with(b"\r\n") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("line without CRLF: {:?}", String::from_utf8_lossy(&line)),
-        ));
-    }
-    line.truncate(line.len() - 2);
-    String::from_utf8(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
-    let line = read_line(r)?;
-    let (tag, rest) = line.split_at(1.min(line.len()));
-    Ok(match tag {
-        "+" => Reply::Simple(rest.to_string()),
-        "-" => Reply::Error(rest.to_string()),
-        ":" => Reply::Int(rest.parse().map_err(|_| bad("bad integer reply"))?),
-        "$" => {
-            let n: i64 = rest.parse().map_err(|_| bad("bad bulk length"))?;
-            if n < 0 {
-                Reply::Bulk(None)
-            } else {
-                let mut body = vec![0u8; n as usize + 2];
-                r.read_exact(&mut body)?;
-                if !body.ends_with(b"\r\n") {
-                    return Err(bad("bulk without CRLF"));
-                }
-                body.truncate(n as usize);
-                Reply::Bulk(Some(body))
-            }
-        }
-        "*" => {
-            let n: i64 = rest.parse().map_err(|_| bad("bad array length"))?;
-            if n < 0 {
-                Reply::Array(None)
-            } else {
-                let mut items = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    items.push(read_reply(r)?);
-                }
-                Reply::Array(Some(items))
-            }
-        }
-        _ => return Err(bad(&format!("unexpected reply line {line:?}"))),
-    })
-}
-
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Conn {
-    fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.set_write_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Conn {
-            r: BufReader::new(s.try_clone()?),
-            w: s,
-        })
-    }
-
-    fn send(&mut self, args: &[Vec<u8>]) -> io::Result<()> {
-        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
-        }
-        self.w.write_all(&buf)
-    }
-
-    fn cmd(&mut self, args: &[Vec<u8>]) -> io::Result<Reply> {
-        self.send(args)?;
-        read_reply(&mut self.r)
-    }
-
-    fn cmd_str(&mut self, line: &str) -> Reply {
-        self.cmd(&tokenize(line)).expect(line)
-    }
-
-    /// True once the peer closed the connection (EOF) within the read timeout.
-    fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 64];
-        matches!(self.r.read(&mut buf), Ok(0))
-            || matches!(self.r.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::ConnectionReset)
-    }
+/// Sends one command line (see [`tokenize`]) and reads its reply; panics on an I/O error.
+fn cmd_line(c: &mut Conn, line: &str) -> Reply {
+    call(c, &tokenize(line)).expect(line)
 }
 
 /// Splits a command line on spaces; `"..."` quotes an argument (so `""` is an empty one), with
@@ -263,8 +134,8 @@ impl RedisServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("redis-server exited: {status}"));
             }
-            if let Ok(mut c) = Conn::connect(self.addr) {
-                if let Ok(Reply::Simple(s)) = c.cmd(&[b"PING".to_vec()]) {
+            if let Ok(mut c) = Conn::try_connect(self.addr) {
+                if let Ok(Reply::Simple(s)) = c.try_call(&[b"PING"]) {
                     if s == "PONG" {
                         return Ok(());
                     }
@@ -1141,7 +1012,7 @@ fn scan_all(c: &mut Conn, args: &[Vec<u8>]) -> Result<BTreeSet<Vec<u8>>, Reply> 
     let mut args = args.to_vec();
     let mut keys = BTreeSet::new();
     for _ in 0..100_000 {
-        let r = c.cmd(&args).expect("scan");
+        let r = call(c, &args).expect("scan");
         let Reply::Array(Some(page)) = &r else {
             return Err(r);
         };
@@ -1263,8 +1134,8 @@ fn replies_match_redis_server() {
     };
     let redis = RedisServer::start(&bin);
     let ringkv = Server::start(&["--threads", "2"]);
-    let mut want = Conn::connect(redis.addr).expect("connect redis-server");
-    let mut got = Conn::connect(ringkv.addr).expect("connect ringkv");
+    let mut want = Conn::try_connect(redis.addr).expect("connect redis-server");
+    let mut got = Conn::try_connect(ringkv.addr).expect("connect ringkv");
 
     let mut lines: Vec<String> = arity_cases();
     lines.extend(
@@ -1305,10 +1176,13 @@ fn replies_match_redis_server() {
                 continue;
             }
             Mode::Sorted => (
-                sorted(want.cmd(&args).expect(cmd)),
-                sorted(got.cmd(&args).expect(cmd)),
+                sorted(call(&mut want, &args).expect(cmd)),
+                sorted(call(&mut got, &args).expect(cmd)),
             ),
-            _ => (want.cmd(&args).expect(cmd), got.cmd(&args).expect(cmd)),
+            _ => (
+                call(&mut want, &args).expect(cmd),
+                call(&mut got, &args).expect(cmd),
+            ),
         };
         compared += 1;
         if !compare(mode, &w, &g) {
@@ -1325,10 +1199,10 @@ fn replies_match_redis_server() {
     assert!(got.closed(), "ringkv kept the connection after QUIT");
 
     // A fresh connection still works and sees the same data.
-    let mut want = Conn::connect(redis.addr).unwrap();
-    let mut got = Conn::connect(ringkv.addr).unwrap();
+    let mut want = Conn::try_connect(redis.addr).unwrap();
+    let mut got = Conn::try_connect(ringkv.addr).unwrap();
     for cmd in ["DBSIZE", "GET ek", "QUIT"] {
-        let (w, g) = (want.cmd_str(cmd), got.cmd_str(cmd));
+        let (w, g) = (cmd_line(&mut want, cmd), cmd_line(&mut got, cmd));
         compared += 1;
         if w != g {
             mismatches.push(format!(

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::disk::{parent, Fs};
 use crate::store::{Entry, Shard, Store};
+use crate::wal::record::{u32_at, u64_at};
 
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 pub const HEADER: usize = 24;
@@ -123,18 +124,6 @@ pub fn write(
         bytes: bytes + 16,
         millis: t.elapsed().as_millis() as u64,
     })
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Loads a snapshot into `shard` (which must be empty); returns its sequence number and the

@@ -68,13 +68,15 @@ pub struct Scan {
     pub damage: Option<Damage>,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+/// Little-endian u32 at `at` (callers check the bounds).
+pub fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// Little-endian u64 at `at` (callers check the bounds).
+pub fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
