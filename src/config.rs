@@ -1,7 +1,7 @@
 //! Server configuration: command-line flags, an optional TOML file with the same settings, and
 //! the defaults. Flags win over the file, the file over the defaults.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -51,6 +51,22 @@ pub struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive. [default: info]
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Log format: "text" (human-readable lines) or "json" (one JSON object per line).
+    /// [default: text]
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
+    /// Log commands slower than this many microseconds in the SLOWLOG (0: every command,
+    /// negative: none). [default: 10000]
+    #[arg(long, allow_negative_numbers = true)]
+    pub slowlog_log_slower_than: Option<i64>,
+    /// Most entries the SLOWLOG keeps (the oldest are dropped). [default: 128]
+    #[arg(long)]
+    pub slowlog_max_len: Option<u64>,
+    /// Serve Prometheus metrics over HTTP at this address (GET /metrics), e.g. 127.0.0.1:9121;
+    /// port 0 picks a free port (logged as "metrics on ADDR"). A non-loopback address requires
+    /// --password, as --bind does. [default: off]
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
     /// How connections are spread over loops: "reuseport" (one listening socket per loop,
     /// the kernel balances) or "handoff" (loop 0 accepts and deals connections round-robin).
     /// [default: reuseport]
@@ -107,6 +123,13 @@ impl FsyncPolicy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AcceptMode {
     Reuseport,
     Handoff,
@@ -129,6 +152,14 @@ struct FileConfig {
     max_frame_bytes: Option<usize>,
     #[serde(alias = "log_level")]
     log_level: Option<String>,
+    #[serde(alias = "log_format")]
+    log_format: Option<LogFormat>,
+    #[serde(alias = "slowlog_log_slower_than")]
+    slowlog_log_slower_than: Option<i64>,
+    #[serde(alias = "slowlog_max_len")]
+    slowlog_max_len: Option<u64>,
+    #[serde(alias = "metrics_addr")]
+    metrics_addr: Option<SocketAddr>,
     accept: Option<AcceptMode>,
     fsync: Option<FsyncPolicy>,
     #[serde(alias = "fsync_interval_ms")]
@@ -153,6 +184,10 @@ pub struct Config {
     pub max_clients: usize,
     pub max_frame_bytes: usize,
     pub log_level: String,
+    pub log_format: LogFormat,
+    pub slowlog_log_slower_than: i64,
+    pub slowlog_max_len: u64,
+    pub metrics_addr: Option<SocketAddr>,
     pub accept: AcceptMode,
     pub fsync: FsyncPolicy,
     pub fsync_interval_ms: u64,
@@ -217,6 +252,16 @@ impl Config {
                 .log_level
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
+            log_format: cli
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            slowlog_log_slower_than: cli
+                .slowlog_log_slower_than
+                .or(file.slowlog_log_slower_than)
+                .unwrap_or(10_000),
+            slowlog_max_len: cli.slowlog_max_len.or(file.slowlog_max_len).unwrap_or(128),
+            metrics_addr: cli.metrics_addr.or(file.metrics_addr),
             accept: cli.accept.or(file.accept).unwrap_or(AcceptMode::Reuseport),
             fsync: cli.fsync.or(file.fsync).unwrap_or(FsyncPolicy::Always),
             fsync_interval_ms: cli
@@ -283,6 +328,14 @@ impl Config {
                  RINGKV_PASSWORD), or bind a loopback address such as 127.0.0.1",
                 self.bind
             ));
+        }
+        if let Some(m) = self.metrics_addr {
+            if !m.ip().is_loopback() && self.password.is_none() {
+                return bad(format!(
+                    "refusing to serve metrics on {m} without a password (protected mode): \
+                     set --password, or use a loopback address such as 127.0.0.1"
+                ));
+            }
         }
         Ok(())
     }

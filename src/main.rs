@@ -4,10 +4,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use ringkv::config::{Cli, Config, FsyncPolicy};
+use ringkv::config::{Cli, Config, FsyncPolicy, LogFormat};
 use ringkv::datadir::DataDir;
 use ringkv::disk::{Fs, RealFs};
 use ringkv::durability::Durability;
+use ringkv::metrics::Metrics;
 use ringkv::net::Server;
 use ringkv::node::Node;
 use ringkv::store::Store;
@@ -24,11 +25,15 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     let fs: Arc<dyn Fs> = Arc::new(RealFs);
     // The lock is held until the process exits.
     let dir = match DataDir::open(fs.as_ref(), &config.data_dir, config.shards, new_node_id()) {
@@ -57,6 +62,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let metrics = match node.config.metrics_addr {
+        None => None,
+        Some(addr) => match Metrics::start(node.clone(), addr) {
+            Ok(m) => {
+                info!("metrics on {}", m.addr);
+                Some(m)
+            }
+            Err(e) => {
+                error!("can't serve metrics on {addr}: {e}");
+                node.shutdown();
+                server.join();
+                node.durability.shutdown();
+                return ExitCode::from(1);
+            }
+        },
+    };
     let cfg = &node.config;
     let ready = format!(
         "ringkv {} ready on {} ({} event loops, {} shards, node id {:016x})",
@@ -69,6 +90,9 @@ fn main() -> ExitCode {
     wait_for_signal(&node, &ready);
     info!("shutting down: no new connections, finishing in-flight requests");
     server.join();
+    if let Some(m) = metrics {
+        m.join();
+    }
     node.durability.shutdown();
     drop(dir);
     info!("bye");

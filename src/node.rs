@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::durability::Durability;
+use crate::stats::{CmdStats, SlowLog};
 use crate::store::{NodeId, Store};
 
 /// Wall-clock milliseconds since the epoch. The one place wall time is read, so a test can
@@ -30,6 +31,8 @@ pub struct LoopStats {
     pub net_output_bytes: AtomicU64,
     pub forwarded: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Per-command calls, time, failures and latency histogram.
+    pub cmds: CmdStats,
 }
 
 impl LoopStats {
@@ -64,6 +67,7 @@ pub struct Node {
     /// Woken whenever a connection ends (graceful shutdown waits for the last one).
     pub disconnected: tokio::sync::Notify,
     pub bound: Mutex<Option<SocketAddr>>,
+    pub slowlog: SlowLog,
 }
 
 impl Node {
@@ -81,6 +85,7 @@ impl Node {
             started: Instant::now(),
             started_unix_ms: now_ms(),
             bound: Mutex::new(None),
+            slowlog: SlowLog::new(config.slowlog_log_slower_than, config.slowlog_max_len),
             disconnected: tokio::sync::Notify::new(),
             node_id,
             config,

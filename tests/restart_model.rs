@@ -232,7 +232,8 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<(), TestCase
             "timed out waiting for {}",
             what
         );
-        std::thread::sleep(Duration::from_millis(1));
+        // Poll interval of a condition wait (bounded by the deadline above).
+        std::thread::park_timeout(Duration::from_millis(1));
     }
     Ok(())
 }

@@ -124,7 +124,8 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
         assert!(t.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
+        // Poll interval of a condition wait (bounded by the deadline above).
+        std::thread::park_timeout(Duration::from_millis(2));
     }
 }
 

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod keys;
 pub mod ldouble;
 pub mod server;
+pub mod slowlog;
 pub mod strings;
 pub mod table;
 
@@ -165,6 +166,7 @@ pub enum Command<'a> {
     Shutdown,
     BgSave,
     LastSave,
+    SlowLog(slowlog::SlowLogSub),
 }
 
 /// Which shards a command needs.
@@ -244,15 +246,45 @@ impl<'a> Command<'a> {
 /// Parses an argument vector. `internal` admits the binary protocol's VGET/VPUT/VDEL forms,
 /// which RESP clients can't send.
 pub fn parse<'a>(args: &[&'a [u8]], internal: bool) -> CmdResult<Command<'a>> {
+    parse_slot(args, internal).1
+}
+
+/// How a command that failed to parse counts in the statistics: as a failed call (the
+/// arguments were wrong, as Redis's failed_calls) or a rejected one (wrong arity).
+pub fn parse_failure_is_rejection(slot: usize, argc: usize) -> bool {
+    table::TABLE.get(slot).is_none_or(|s| !s.arity_ok(argc))
+}
+
+/// Like [`parse`], also giving the command's statistics slot ([`crate::stats`]): its index
+/// in the command table, or one of the internal commands' slots; None for an unknown name.
+pub fn parse_slot<'a>(
+    args: &[&'a [u8]],
+    internal: bool,
+) -> (Option<usize>, CmdResult<Command<'a>>) {
     let Some(&name) = args.first() else {
-        return Err(CmdError::msg("ERR empty command"));
+        return (None, Err(CmdError::msg("ERR empty command")));
     };
     if internal {
-        if let Some(c) = strings::parse_internal(name, args)? {
-            return Ok(c);
+        match strings::parse_internal(name, args) {
+            Ok(Some(c)) => {
+                let slot = match c {
+                    Command::VGet(_) => crate::stats::VGET,
+                    Command::VPut { .. } => crate::stats::VPUT,
+                    _ => crate::stats::VDEL,
+                };
+                return (Some(slot), Ok(c));
+            }
+            Ok(None) => {}
+            Err(e) => return (None, Err(e)),
         }
     }
-    let spec = table::lookup(name).ok_or_else(|| CmdError::unknown(args))?;
+    let Some(slot) = table::lookup_index(name) else {
+        return (None, Err(CmdError::unknown(args)));
+    };
+    (Some(slot), parse_spec(&table::TABLE[slot], args))
+}
+
+fn parse_spec<'a>(spec: &'static table::Spec, args: &[&'a [u8]]) -> CmdResult<Command<'a>> {
     if !spec.arity_ok(args.len()) {
         return Err(CmdError::arity(spec.name));
     }
@@ -269,6 +301,7 @@ pub fn parse<'a>(args: &[&'a [u8]], internal: bool) -> CmdResult<Command<'a>> {
         "ping" | "echo" | "hello" | "auth" | "select" | "client" | "quit" => {
             connection::parse(spec.name, a)
         }
+        "slowlog" => slowlog::parse(a),
         _ => server::parse(spec.name, a),
     }
 }

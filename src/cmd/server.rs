@@ -1,4 +1,4 @@
-//! Server commands: INFO, CONFIG, COMMAND, TIME, SHUTDOWN.
+//! Server commands: INFO, CONFIG, COMMAND, TIME, SHUTDOWN (SLOWLOG is in `slowlog`).
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -122,6 +122,14 @@ fn config_params(node: &Node) -> Vec<(&'static str, String)> {
         ),
         ("fsync", node.config.fsync.name().into()),
         ("timeout", "0".into()),
+        (
+            "slowlog-log-slower-than",
+            node.slowlog.slower_than.load(Relaxed).to_string(),
+        ),
+        (
+            "slowlog-max-len",
+            node.slowlog.max_len.load(Relaxed).to_string(),
+        ),
     ]
 }
 
@@ -247,6 +255,48 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
     if want("replication") {
         s.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     }
+    // Not part of the default set, as in Redis: only by name, or with "all"/"everything".
+    let want_extra = |name: &str| {
+        sections
+            .iter()
+            .any(|s| eq(s, name) || eq(s, "all") || eq(s, "everything"))
+    };
+    let (cmdstats, latstats) = (want_extra("commandstats"), want_extra("latencystats"));
+    if cmdstats || latstats {
+        let sums = crate::stats::summarize(node.stats.iter().map(|l| &l.cmds));
+        if cmdstats {
+            s.push_str("# Commandstats\r\n");
+            for c in sums.iter().filter(|c| c.calls > 0 || c.rejected > 0) {
+                let per_call = if c.calls == 0 {
+                    0.0
+                } else {
+                    c.usec as f64 / c.calls as f64
+                };
+                let _ = write!(
+                    s,
+                    "cmdstat_{}:calls={},usec={},usec_per_call={per_call:.2},\
+                     rejected_calls={},failed_calls={}\r\n",
+                    c.name, c.calls, c.usec, c.rejected, c.failed
+                );
+            }
+            s.push_str("\r\n");
+        }
+        if latstats {
+            s.push_str("# Latencystats\r\n");
+            for c in sums.iter().filter(|c| c.calls > 0) {
+                let h = &c.hist;
+                let _ = write!(
+                    s,
+                    "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                    c.name,
+                    h.percentile(50.0) as f64,
+                    h.percentile(99.0) as f64,
+                    h.percentile(99.9) as f64
+                );
+            }
+            s.push_str("\r\n");
+        }
+    }
     if want("keyspace") {
         s.push_str("# Keyspace\r\n");
         if keys > 0 {
@@ -290,6 +340,7 @@ pub fn exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) {
 fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResult<()> {
     match *cmd {
         Command::Info(ref sections) => out.bulk(write_info(node, sections).as_bytes()),
+        Command::SlowLog(sub) => super::slowlog::exec(sub, node, out),
         Command::Time => {
             let us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -352,6 +403,30 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                         return Err(fail("argument must be between 1 and 4294967295 inclusive"));
                     }
                     node.max_clients.store(n as usize, Relaxed);
+                } else if eq(k, "slowlog-log-slower-than") || eq(k, "slowlog-max-len") {
+                    let name = if eq(k, "slowlog-max-len") {
+                        "slowlog-max-len"
+                    } else {
+                        "slowlog-log-slower-than"
+                    };
+                    let fail = |why: &str| {
+                        CmdError::msg(format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                        ))
+                    };
+                    let n =
+                        int(v).map_err(|_| fail("argument couldn't be parsed into an integer"))?;
+                    if name == "slowlog-max-len" {
+                        if !(0..=i64::MAX).contains(&n) {
+                            return Err(fail(
+                                "argument must be between 0 and 9223372036854775807 inclusive",
+                            ));
+                        }
+                        node.slowlog.max_len.store(n as u64, Relaxed);
+                        node.slowlog.trim();
+                    } else {
+                        node.slowlog.slower_than.store(n, Relaxed);
+                    }
                 } else if config_params(node).iter().any(|(p, _)| eq(k, p)) {
                     return Err(CmdError::msg(format!(
                         "ERR CONFIG SET failed (possibly related to argument '{}') - can't set immutable config",
@@ -379,6 +454,7 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                 ] {
                     c.store(0, Relaxed);
                 }
+                st.cmds.reset();
             }
             out.simple("OK");
         }

@@ -1,3 +1,3 @@
 //! The command table lives in the codec crate (`ringkv_proto::commands`), shared with kvsh.
 
-pub use ringkv_proto::commands::{lookup, Spec, TABLE};
+pub use ringkv_proto::commands::{lookup, lookup_index, Spec, TABLE};

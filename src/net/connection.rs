@@ -9,6 +9,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use ringkv_proto::frame::{decode_frame, Opcode};
@@ -25,7 +26,8 @@ use super::event_loop::{LoopCtx, LoopMsg};
 use super::forward::{reply_into, BatchBuilder, RemoteReply, ReplyTo};
 use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx, Route, Session};
 use crate::durability::{add_mark, Marks};
-use crate::node::{now_ms, ClientInfo, LoopStats};
+use crate::node::{lock, now_ms, ClientInfo, LoopStats};
+use crate::stats::Track;
 
 /// Most requests handled per read before replies are written (bounds latency and memory).
 const MAX_BATCH: usize = 1024;
@@ -61,6 +63,8 @@ struct Output {
     /// WAL records behind the replies in `wbuf`: they are written out only once these are
     /// durable (as `--fsync` defines it).
     marks: Marks,
+    /// The client, named in SLOWLOG entries of commands other loops run.
+    client: Arc<ClientInfo>,
 }
 
 impl Output {
@@ -100,7 +104,7 @@ impl Output {
             if b.is_empty() {
                 continue;
             }
-            let (batch, rx) = std::mem::take(b).build();
+            let (batch, rx) = std::mem::take(b).build(self.client.clone());
             LoopStats::add(&ctx.stats().forwarded, 1);
             if ctx.loops.inbox[owner]
                 .send(LoopMsg::Batch(batch))
@@ -179,7 +183,7 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
         last_active_ms: now_ms().into(),
         binary: false.into(),
     });
-    let session = Session::new(&node, info);
+    let session = Session::new(&node, info.clone());
     let id = session.id;
     let threads = node.config.threads;
     let mut st = State {
@@ -192,6 +196,7 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
             batches: (0..threads).map(|_| BatchBuilder::default()).collect(),
             pending: false,
             marks: Marks::new(),
+            client: info,
         },
         hello_done: false,
         commands: 0,
@@ -497,13 +502,25 @@ fn hello(st: &mut State, h: HelloReq<'_>, reply_to: ReplyTo) {
 }
 
 fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: &Ctx) -> Handled {
-    let command = match cmd::parse(args, internal) {
+    let t0 = Instant::now();
+    let (slot, parsed) = cmd::parse_slot(args, internal);
+    let command = match parsed {
         Ok(command) => command,
         Err(e) => {
             st.out.reply(reply_to, |s| s.error(&e.0));
+            if let Some(slot) = slot {
+                let stats = &st.ctx.stats().cmds;
+                if cmd::parse_failure_is_rejection(slot, args.len()) {
+                    stats.reject(slot);
+                } else {
+                    stats.record(slot, t0.elapsed().as_micros() as u64, true);
+                }
+            }
             return Handled::Done;
         }
     };
+    // A parsed command always has a slot.
+    let slot = slot.unwrap_or_default();
     if !st.session.authenticated
         && !matches!(
             command,
@@ -512,6 +529,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
     {
         st.out
             .reply(reply_to, |s| s.error("NOAUTH Authentication required."));
+        st.ctx.stats().cmds.reject(slot);
         return Handled::Done;
     }
     st.commands += 1;
@@ -525,21 +543,27 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                      disk accepts them again, reads still work"
                 ))
             });
+            ctx.stats().cmds.reject(slot);
             return Handled::Done;
         }
     }
+    let mut failed = false;
     match command.route() {
         Route::None => {
             let session = &mut st.session;
-            st.out.reply(reply_to, |s| match command {
-                Command::Ping(_)
-                | Command::Echo(_)
-                | Command::Hello(_)
-                | Command::Auth(..)
-                | Command::Select(_)
-                | Command::Client(_)
-                | Command::Quit => conncmd::exec(&command, session, node, s),
-                _ => servercmd::exec(&command, node, s),
+            st.out.reply(reply_to, |s| {
+                let mut s = Track::new(s);
+                match command {
+                    Command::Ping(_)
+                    | Command::Echo(_)
+                    | Command::Hello(_)
+                    | Command::Auth(..)
+                    | Command::Select(_)
+                    | Command::Client(_)
+                    | Command::Quit => conncmd::exec(&command, session, node, &mut s),
+                    _ => servercmd::exec(&command, node, &mut s),
+                }
+                failed = s.failed;
             });
         }
         Route::Key(k) => {
@@ -547,11 +571,15 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             if owner == ctx.id {
                 let mut marks = Marks::new();
                 st.out.reply(reply_to, |s| {
-                    marks = cmd::run_keyed(&command, &node.store, c, s)
+                    let mut s = Track::new(s);
+                    marks = cmd::run_keyed(&command, &node.store, c, &mut s);
+                    failed = s.failed;
                 });
                 st.out.mark(marks);
             } else {
+                // Timed and counted by the loop that runs it.
                 st.out.forward(owner, args, reply_to);
+                return Handled::Done;
             }
         }
         _ => {
@@ -561,10 +589,20 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             }
             let mut marks = Marks::new();
             st.out.reply(reply_to, |s| {
-                marks = cmd::run_keyed(&command, &node.store, c, s)
+                let mut s = Track::new(s);
+                marks = cmd::run_keyed(&command, &node.store, c, &mut s);
+                failed = s.failed;
             });
             st.out.mark(marks);
         }
+    }
+    let us = t0.elapsed().as_micros() as u64;
+    ctx.stats().cmds.record(slot, us, failed);
+    // AUTH and HELLO carry passwords: never logged (Redis skips them too).
+    if node.slowlog.is_slow(us) && !matches!(command, Command::Auth(..) | Command::Hello(_)) {
+        let info = &st.session.info;
+        node.slowlog
+            .push(args, us, info.addr, lock(&info.name).clone());
     }
     Handled::Done
 }

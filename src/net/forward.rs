@@ -4,6 +4,9 @@
 //! [`RemoteBatch`] (arguments copied into one buffer), sends it, and gets back the encoded
 //! replies in order. The owner runs the batch in one go between its own reads.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use ringkv_proto::{FrameWriter, ReplySink, RespWriter};
 use smallvec::SmallVec;
@@ -12,7 +15,8 @@ use tokio::sync::oneshot;
 use super::event_loop::LoopCtx;
 use crate::cmd::{self, Ctx};
 use crate::durability::{add_mark, Marks};
-use crate::node::now_ms;
+use crate::node::{lock, now_ms, ClientInfo};
+use crate::stats::Track;
 
 /// How a reply must be encoded: RESP, or a binary frame answering (request id, opcode).
 pub type ReplyTo = Option<(u64, u8)>;
@@ -26,6 +30,8 @@ pub struct RemoteBatch {
     data: Bytes,
     items: Vec<Item>,
     reply: oneshot::Sender<RemoteReply>,
+    /// The client that sent the batch (for SLOWLOG entries).
+    client: Arc<ClientInfo>,
 }
 
 /// Encoded replies of a batch, back to back; `ends[i]` is where reply i ends.
@@ -63,13 +69,14 @@ impl BatchBuilder {
         self.items.is_empty()
     }
 
-    pub fn build(self) -> (RemoteBatch, oneshot::Receiver<RemoteReply>) {
+    pub fn build(self, client: Arc<ClientInfo>) -> (RemoteBatch, oneshot::Receiver<RemoteReply>) {
         let (tx, rx) = oneshot::channel();
         (
             RemoteBatch {
                 data: self.data.freeze(),
                 items: self.items,
                 reply: tx,
+                client,
             },
             rx,
         )
@@ -106,16 +113,31 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
             .iter()
             .map(|&(s, e)| &batch.data[s as usize..e as usize])
             .collect();
+        let t0 = Instant::now();
+        let mut failed = false;
+        let mut slot = None;
         reply_into(&mut out, item.reply_to, |sink| {
-            match cmd::parse(&args, true) {
+            let mut sink = Track::new(sink);
+            let (s, parsed) = cmd::parse_slot(&args, true);
+            slot = s;
+            match parsed {
                 Ok(command) => {
-                    for (s, q) in cmd::run_keyed(&command, &node.store, &c, sink) {
+                    for (s, q) in cmd::run_keyed(&command, &node.store, &c, &mut sink) {
                         add_mark(&mut marks, s, q);
                     }
                 }
                 Err(e) => sink.error(&e.0),
             }
+            failed = sink.failed;
         });
+        if let Some(slot) = slot {
+            let us = t0.elapsed().as_micros() as u64;
+            ctx.stats().cmds.record(slot, us, failed);
+            if node.slowlog.is_slow(us) {
+                let name = lock(&batch.client.name).clone();
+                node.slowlog.push(&args, us, batch.client.addr, name);
+            }
+        }
         ends.push(out.len() as u32);
     }
     // The requester may have gone (connection closed): nothing to do then.

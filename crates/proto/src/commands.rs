@@ -507,6 +507,16 @@ pub static TABLE: &[Spec] = &[
         "COMMAND [COUNT|INFO name ...|DOCS]",
         "the server's command table"
     ),
+    spec!(
+        "slowlog",
+        -2,
+        A,
+        0,
+        0,
+        0,
+        "SLOWLOG GET [count] | SLOWLOG LEN | SLOWLOG RESET | SLOWLOG HELP",
+        "commands slower than slowlog-log-slower-than"
+    ),
     spec!("time", 1, F, 0, 0, 0, "TIME", "the server's clock"),
     spec!(
         "bgsave",
@@ -542,12 +552,17 @@ pub static TABLE: &[Spec] = &[
 
 /// Looks a command up by its name in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    lookup_index(name).map(|i| &TABLE[i])
+}
+
+/// The position of a command in [`TABLE`], looked up by its name in any case.
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
     if name.len() > 16 {
         return None;
     }
     TABLE
         .iter()
-        .find(|s| s.name.len() == name.len() && s.name.as_bytes().eq_ignore_ascii_case(name))
+        .position(|s| s.name.len() == name.len() && s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 impl Spec {

@@ -243,6 +243,11 @@ fn serve(mut s: TcpStream, service: Duration, close_after: Option<u64>, n: &Atom
         while let Some(used) = command_len(&buf) {
             buf.drain(..used);
             if close_after.is_some_and(|max| n.load(Ordering::SeqCst) >= max) {
+                // Close with a FIN, not a reset: dropping the socket with unread requests
+                // would make the kernel send RST, which may discard replies already sent.
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                while matches!(s.read(&mut chunk), Ok(k) if k > 0) {}
                 return;
             }
             if !service.is_zero() {
