@@ -96,6 +96,10 @@ pub struct Cli {
     /// that can't be read, and log how many. Without it the node refuses to start.
     #[arg(long)]
     pub repair: bool,
+    /// Testing only: every command takes this many extra microseconds on its event loop (a
+    /// deliberately slow server, to check that load generators handle coordinated omission).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_delay_us: u64,
     /// TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -195,6 +199,8 @@ pub struct Config {
     pub snapshot_wal_bytes: u64,
     pub snapshot_interval_secs: u64,
     pub repair: bool,
+    /// Testing only (see `Cli::test_delay_us`).
+    pub test_delay_us: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +287,7 @@ impl Config {
                 .or(file.snapshot_interval_secs)
                 .unwrap_or(3600),
             repair: cli.repair,
+            test_delay_us: cli.test_delay_us,
         };
         c.validate()?;
         Ok(c)

@@ -5,6 +5,9 @@
 # Rounds alternate between the two servers so that machine noise hits both alike; the table
 # shows the median of the rounds and the ratio ringkv/redis.
 #
+# Rows: redis-benchmark SET/GET at -P 1 and -P 16 (50 connections), kvbench zipfian 90/10,
+# durable SET (ringkv --fsync always vs redis appendfsync always), RSS per key for 1M keys.
+#
 # usage: tools/bench-vs-redis.sh [-n REQUESTS] [-r ROUNDS] [--quick]
 # needs: redis-server, redis-benchmark, redis-cli (Debian: apt-get install redis-server redis-tools),
 #        python3, taskset (util-linux), cargo
@@ -34,12 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-echo "== building ringkv (release)" >&2
-cargo build --release --bin ringkv -q
+echo "== building ringkv and kvbench (release)" >&2
+cargo build --release --bin ringkv -q && cargo build --release -p kvbench -q
+KVBENCH=target/release/kvbench
 BIN=target/release/ringkv
 WORK=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -80,6 +84,36 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# kvbench, zipfian 90/10 over RESP (same client for both), 50 connections x pipeline 16.
+for r in $(seq 1 "$ROUNDS"); do
+  for who in ringkv redis; do
+    port=$([ $who = ringkv ] && echo "$RKP" || echo "$RDP")
+    rps=$(taskset -c "$CLIENT_CPU" "$KVBENCH" --proto resp -a "127.0.0.1:$port" -c 50 -P 16 \
+      --dist zipfian --keys 100000 --read 0.9 --write 0.1 --duration 5s --warmup 1s -q \
+      --json - 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput"]["requests_per_sec"])')
+    results[$who,zipf]+="$rps "
+    echo "   round $r zipfian 90/10 $who: $rps req/s" >&2
+  done
+done
+
+# Durable writes: ringkv --fsync always vs redis appendfsync always, fresh servers.
+DKP=$(free_port)
+taskset -c "$SERVER_CPU" "$BIN" --port "$DKP" --threads 1 --fsync always --data-dir "$WORK/ringkv-durable" --log-level warn &
+pids+=($!); wait_ping "$DKP"
+DRP=$(free_port); mkdir -p "$WORK/redis-durable"
+taskset -c "$SERVER_CPU" redis-server --port "$DRP" --bind 127.0.0.1 --save '' --appendonly yes \
+  --appendfsync always --dir "$WORK/redis-durable" --daemonize no --loglevel warning >/dev/null &
+pids+=($!); wait_ping "$DRP"
+for r in $(seq 1 "$ROUNDS"); do
+  for who in ringkv redis; do
+    port=$([ $who = ringkv ] && echo "$DKP" || echo "$DRP")
+    rps=$(taskset -c "$CLIENT_CPU" redis-benchmark -p "$port" -t set -c 50 -n $((N / 5)) -r 1000000 --csv 2>/dev/null |
+      awk -F'","' '/"SET"/ {print $2}')
+    results[$who,fsync]+="$rps "
+    echo "   round $r fsync always $who: $rps SET/s" >&2
+  done
+done
+
 echo "== memory: 1,000,000 SETs of 16-byte keys and 16-byte values" >&2
 python3 tools/gen-keys.py 1000000 16 > "$WORK/keys.resp"
 redis-cli -p "$RKP" flushall >/dev/null; redis-cli -p "$RDP" flushall >/dev/null
@@ -93,6 +127,11 @@ for P in 1 16; do
     a=$(echo "${results[ringkv,$P,$op]}" | median); b=$(echo "${results[redis,$P,$op]}" | median)
     printf '%-28s %14.0f %14.0f %8.2f\n' "${op^^} -c 50 -P $P" "$a" "$b" "$(python3 -c "print($a/$b)")"
   done
+done
+for row in "zipf:zipfian 90/10 -P 16 (kvbench)" "fsync:SET fsync always -c 50"; do
+  k=${row%%:*}; label=${row#*:}
+  a=$(echo "${results[ringkv,$k]}" | median); b=$(echo "${results[redis,$k]}" | median)
+  printf '%-28s %14.0f %14.0f %8.2f\n' "$label" "$a" "$b" "$(python3 -c "print($a/$b)")"
 done
 printf '%-28s %14s %14s %8.2f\n' "RSS bytes/key (1M keys)" "$rkb" "$rdb" "$(python3 -c "print($rkb/$rdb)")"
 echo "(memory ratio: lower is better; throughput: higher is better)"

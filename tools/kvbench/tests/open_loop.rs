@@ -14,6 +14,37 @@ fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
+/// The same, against ringkv itself slowed down with its test-only `--test-delay-us`.
+#[test]
+fn overloaded_ringkv_shows_rising_latency() {
+    let server = support::Server::start_with(&["--test-delay-us", "2000"]);
+    let addr = server.addr.to_string();
+    let r = kvbench_json(
+        &[
+            "--addr",
+            &addr,
+            "--proto",
+            "resp",
+            "--rate",
+            "2000",
+            "--connections",
+            "1",
+            "--pipeline",
+            "16",
+            "--duration",
+            "2s",
+        ],
+        LIMIT,
+    );
+    let all = &r["latency_us"]["all"];
+    assert!(r["totals"]["missed"].as_u64().unwrap() > 1000, "{r}");
+    assert!(f(&all["p99"]) > 50_000.0, "p99 {} µs", all["p99"]);
+    let series = r["series"].as_array().unwrap();
+    assert!(series.len() >= 2, "{r}");
+    let (first, second) = (f(&series[0]["p50_us"]), f(&series[1]["p50_us"]));
+    assert!(second > first * 2.0, "p50 by second: {first} then {second}");
+}
+
 #[test]
 fn overloaded_server_shows_rising_latency() {
     // ~2 ms per command, one at a time: at most ~500 requests/s.

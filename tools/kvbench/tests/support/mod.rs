@@ -60,10 +60,16 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts ringkv with extra flags.
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(ringkv_binary())
             .args(["--port", "0", "--bind", "127.0.0.1", "--fsync", "off"])
             .args(["--log-level", "info", "--threads", "2"])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.path())
             .stdin(Stdio::null())
