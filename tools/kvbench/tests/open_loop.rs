@@ -14,28 +14,9 @@ fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// The same, against ringkv itself slowed down with its test-only `--test-delay-us`.
-#[test]
-fn overloaded_ringkv_shows_rising_latency() {
-    let server = support::Server::start_with(&["--test-delay-us", "2000"]);
-    let addr = server.addr.to_string();
-    let r = kvbench_json(
-        &[
-            "--addr",
-            &addr,
-            "--proto",
-            "resp",
-            "--rate",
-            "2000",
-            "--connections",
-            "1",
-            "--pipeline",
-            "16",
-            "--duration",
-            "2s",
-        ],
-        LIMIT,
-    );
+/// What an open-loop run against an overloaded server must show: requests never sent, a p99
+/// far above the service time, and latency that grows as the run falls behind its schedule.
+fn assert_falling_behind(r: &serde_json::Value) {
     let all = &r["latency_us"]["all"];
     assert!(r["totals"]["missed"].as_u64().unwrap() > 1000, "{r}");
     assert!(f(&all["p99"]) > 50_000.0, "p99 {} µs", all["p99"]);
@@ -45,45 +26,46 @@ fn overloaded_ringkv_shows_rising_latency() {
     assert!(second > first * 2.0, "p50 by second: {first} then {second}");
 }
 
+const OVERLOAD: &[&str] = &[
+    "--proto",
+    "resp",
+    "--rate",
+    "2000",
+    "--connections",
+    "1",
+    "--pipeline",
+    "16",
+    "--duration",
+    "2s",
+];
+
+/// The same, against ringkv itself slowed down with its test-only `--test-delay-us`.
+#[test]
+fn overloaded_ringkv_shows_rising_latency() {
+    let server = support::Server::start_with(&["--test-delay-us", "2000"]);
+    let addr = server.addr.to_string();
+    let mut args = vec!["--addr", &addr];
+    args.extend_from_slice(OVERLOAD);
+    assert_falling_behind(&kvbench_json(&args, LIMIT));
+}
+
 #[test]
 fn overloaded_server_shows_rising_latency() {
     // ~2 ms per command, one at a time: at most ~500 requests/s.
     let server = FakeResp::start(Duration::from_millis(2), None);
     let addr = server.addr.to_string();
-    let r = kvbench_json(
-        &[
-            "--addr",
-            &addr,
-            "--proto",
-            "resp",
-            "--rate",
-            "2000",
-            "--connections",
-            "1",
-            "--pipeline",
-            "16",
-            "--duration",
-            "2s",
-        ],
-        LIMIT,
-    );
-    let all = &r["latency_us"]["all"];
-    let requests = r["totals"]["requests"].as_u64().unwrap();
+    let mut args = vec!["--addr", &addr];
+    args.extend_from_slice(OVERLOAD);
+    let r = kvbench_json(&args, LIMIT);
+    assert_falling_behind(&r);
     // Far fewer than the 4000 scheduled got through; the rest were never sent.
+    let requests = r["totals"]["requests"].as_u64().unwrap();
     assert!(requests < 2000, "{r}");
-    assert!(r["totals"]["missed"].as_u64().unwrap() > 1000, "{r}");
-    // p99 far above the 2 ms service time: the queueing behind the schedule is counted.
-    assert!(f(&all["p99"]) > 50_000.0, "p99 {} µs", all["p99"]);
+    let all = &r["latency_us"]["all"];
     assert!(f(&all["max"]) > 500_000.0, "max {} µs", all["max"]);
-    // Latency grows over the run: the last full second is much worse than the first.
     let series = r["series"].as_array().unwrap();
-    assert!(series.len() >= 2, "{r}");
-    let first = f(&series[0]["p50_us"]);
     let second = f(&series[1]["p50_us"]);
-    assert!(
-        second > first * 2.0 && second > 100_000.0,
-        "p50 by second: {first} then {second}"
-    );
+    assert!(second > 100_000.0, "p50 of the second second: {second}");
 }
 
 #[test]
