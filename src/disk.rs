@@ -45,6 +45,9 @@ pub trait Fs: Send + Sync {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Cuts a file to `len` bytes and makes that durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Makes an existing file's data durable (fdatasync), e.g. a WAL tail found at recovery
+    /// that the crashed process wrote but may not have synced.
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
@@ -113,6 +116,12 @@ impl Fs for RealFs {
         let f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.set_len(len)?;
         f.sync_all()
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .sync_data()
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
@@ -316,6 +325,15 @@ impl Fs for SimFs {
         let ino = *s.names.get(path).ok_or(io::ErrorKind::NotFound)?;
         if let Some((data, synced)) = s.inodes.get_mut(&ino) {
             data.truncate(len as usize);
+            synced.clone_from(data);
+        }
+        Ok(())
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.tick()?;
+        let ino = *s.names.get(path).ok_or(io::ErrorKind::NotFound)?;
+        if let Some((data, synced)) = s.inodes.get_mut(&ino) {
             synced.clone_from(data);
         }
         Ok(())

@@ -200,7 +200,9 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 out.int(0);
                 return;
             }
-            tx.shard(hs).remove(hs, src);
+            // The new key is logged before the old one's removal: within one shard's WAL a
+            // crash between the two records leaves both keys, never neither. (Across shards
+            // the two WALs sync independently; see the README's durability notes.)
             super::strings::write(
                 tx.shard(hd),
                 hd,
@@ -210,6 +212,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 None,
                 ctx,
             );
+            tx.shard(hs).remove(hs, src);
             if nx {
                 out.int(1);
             } else {

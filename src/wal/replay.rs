@@ -161,7 +161,15 @@ pub fn recover(
             (d, None) => (d, scanned.good_len),
         };
         match damage {
-            None => out.wal_bytes += scanned.good_len as u64,
+            None => {
+                // The crashed process may have written this without syncing it: make it
+                // durable before its records count as acknowledged-safe state that later
+                // writes build on (else a power cut later could leave a gap).
+                if scanned.records > 0 {
+                    fs.sync_file(&path).map_err(io(&path))?;
+                }
+                out.wal_bytes += scanned.good_len as u64
+            }
             Some(Damage::Torn { offset }) if last => {
                 warn!(
                     path = %path.display(),
