@@ -79,10 +79,13 @@ impl Server {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addr) = ready_addr(&line) {
+                    let ready = ready_addr(&line);
+                    // Log first, then announce: whoever learns the address must also find
+                    // the ready line in the log.
+                    log.lock().unwrap().push(line);
+                    if let Some(addr) = ready {
                         let _ = tx.send(addr);
                     }
-                    log.lock().unwrap().push(line);
                 }
             })
         };
