@@ -164,6 +164,23 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     );
 }
 
+/// A counter family with one sample per command; `value` picks the count, or None to leave
+/// the command out.
+fn per_command(
+    out: &mut String,
+    cmds: &[crate::stats::CmdSummary],
+    name: &str,
+    help: &str,
+    value: impl Fn(&crate::stats::CmdSummary) -> Option<u64>,
+) {
+    family(out, name, "counter", help);
+    for c in cmds {
+        if let Some(v) = value(c) {
+            let _ = writeln!(out, "ringkv_{name}{{cmd=\"{}\"}} {v}", c.name);
+        }
+    }
+}
+
 fn sample(out: &mut String, name: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "ringkv_{name} {value}");
 }
@@ -173,41 +190,27 @@ pub fn render(node: &Node) -> String {
     let mut s = String::with_capacity(16 * 1024);
     let cmds = crate::stats::summarize(node.stats.iter().map(|l| &l.cmds));
 
-    family(
+    per_command(
         &mut s,
+        &cmds,
         "commands_total",
-        "counter",
         "Commands run, by command.",
+        |c| (c.calls > 0).then_some(c.calls),
     );
-    for c in cmds.iter().filter(|c| c.calls > 0) {
-        let _ = writeln!(s, "ringkv_commands_total{{cmd=\"{}\"}} {}", c.name, c.calls);
-    }
-    family(
+    per_command(
         &mut s,
+        &cmds,
         "commands_failed_total",
-        "counter",
         "Commands that answered with an error, by command.",
+        |c| (c.calls > 0).then_some(c.failed),
     );
-    for c in cmds.iter().filter(|c| c.calls > 0) {
-        let _ = writeln!(
-            s,
-            "ringkv_commands_failed_total{{cmd=\"{}\"}} {}",
-            c.name, c.failed
-        );
-    }
-    family(
+    per_command(
         &mut s,
+        &cmds,
         "commands_rejected_total",
-        "counter",
         "Commands refused before running (arity, NOAUTH, MISCONF), by command.",
+        |c| (c.rejected > 0).then_some(c.rejected),
     );
-    for c in cmds.iter().filter(|c| c.rejected > 0) {
-        let _ = writeln!(
-            s,
-            "ringkv_commands_rejected_total{{cmd=\"{}\"}} {}",
-            c.name, c.rejected
-        );
-    }
     family(
         &mut s,
         "command_duration_seconds",

@@ -234,25 +234,7 @@ fn parse_dec(s: &[u8]) -> Option<Conv> {
     if !seen_digit {
         return None;
     }
-    if i < s.len() {
-        if s[i] | 0x20 != b'e' {
-            return None;
-        }
-        let rest = &s[i + 1..];
-        let (eneg, edigits) = match rest.first() {
-            Some(b'-') => (true, &rest[1..]),
-            Some(b'+') => (false, &rest[1..]),
-            _ => (false, rest),
-        };
-        if edigits.is_empty() || !edigits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let mut e: i64 = 0;
-        for &c in edigits {
-            e = (e * 10 + (c - b'0') as i64).min(1_000_000_000);
-        }
-        dec_exp += if eneg { -e } else { e };
-    }
+    dec_exp += exponent(&s[i..], b'e')?;
     if digits.is_zero() {
         return Some(Conv::Zero);
     }
@@ -319,25 +301,7 @@ fn parse_hex(s: &[u8]) -> Option<Conv> {
     if !seen_digit {
         return None;
     }
-    if i < s.len() {
-        if s[i] | 0x20 != b'p' {
-            return None;
-        }
-        let rest = &s[i + 1..];
-        let (eneg, edigits) = match rest.first() {
-            Some(b'-') => (true, &rest[1..]),
-            Some(b'+') => (false, &rest[1..]),
-            _ => (false, rest),
-        };
-        if edigits.is_empty() || !edigits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let mut e: i64 = 0;
-        for &c in edigits {
-            e = (e * 10 + (c - b'0') as i64).min(1_000_000_000);
-        }
-        bin_exp += if eneg { -e } else { e };
-    }
+    bin_exp += exponent(&s[i..], b'p')?;
     if m.is_zero() {
         return Some(Conv::Zero);
     }
@@ -592,6 +556,31 @@ impl RoundSticky for u128 {
         let (m, e) = round_u128(v, -1);
         (m, e)
     }
+}
+
+/// The exponent suffix of a number (`e-12`, `p+3`; `marker` is the letter, either case) as
+/// strtold reads it: 0 if `s` is empty, None if anything else follows. Clamped far beyond any
+/// finite long double so huge exponents can't overflow.
+fn exponent(s: &[u8], marker: u8) -> Option<i64> {
+    let Some((&m, rest)) = s.split_first() else {
+        return Some(0);
+    };
+    if m | 0x20 != marker {
+        return None;
+    }
+    let (neg, digits) = match rest.first() {
+        Some(b'-') => (true, &rest[1..]),
+        Some(b'+') => (false, &rest[1..]),
+        _ => (false, rest),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut e: i64 = 0;
+    for &c in digits {
+        e = (e * 10 + (c - b'0') as i64).min(1_000_000_000);
+    }
+    Some(if neg { -e } else { e })
 }
 
 #[cfg(test)]
