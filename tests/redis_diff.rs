@@ -783,6 +783,14 @@ MSET user:1 a user:2 b user:10 c usr:3 d user:x e "user:*" f "h[a]llo" g hello h
 #sort KEYS ""
 #sort KEYS [
 #sort KEYS user:[1
+SET aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 1
+#sort KEYS "a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b"
+#sort KEYS "a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*"
+#sort KEYS *a*a*
+#sort KEYS "*a*?"
+#sort KEYS "h*l*o"
+#sort KEYS "**llo"
+DEL aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 #skip RANDOMKEY
 SCAN
 SCAN abc
