@@ -31,6 +31,10 @@ pub struct LoopStats {
     pub net_output_bytes: AtomicU64,
     pub forwarded: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Connections closed for passing --max-query-buffer-bytes.
+    pub query_limit_disconnections: AtomicU64,
+    /// Connections closed for passing --max-output-buffer-bytes.
+    pub output_limit_disconnections: AtomicU64,
     /// Per-command calls, time, failures and latency histogram.
     pub cmds: CmdStats,
 }

@@ -249,6 +249,7 @@ fn run_case(shards: usize, lives: &[Life]) -> Result<(), TestCaseError> {
         node_id: 1,
         now_ms: NOW,
         max_value: 1 << 20,
+        max_reply: usize::MAX,
     };
     let mut model = Model::new();
     for (n, life) in lives.iter().enumerate() {

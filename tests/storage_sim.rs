@@ -50,6 +50,7 @@ fn ctx() -> Ctx {
         node_id: 1,
         now_ms: NOW,
         max_value: 1 << 20,
+        max_reply: usize::MAX,
     }
 }
 

@@ -307,23 +307,15 @@ pub fn exec_all(
             }
             out.simple("OK");
         }
-        Command::Keys(pattern) => {
-            let all = pattern == b"*";
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            for i in 0..store.len() {
-                let shard = store.lock(i);
-                let mut pos = Some(0);
-                while let Some(p) = pos {
-                    pos = shard.scan(p, usize::MAX, now, |e| {
-                        if all || glob_match(pattern, e.key()) {
-                            keys.push(e.key().to_vec());
-                        }
-                    });
+        Command::Keys(_) | Command::Scan(_) => {
+            // Off the event loops (which drive the walk slice by slice, see
+            // net/connection.rs): run the same walk to its end.
+            match KeyWalk::new(cmd, store.len(), usize::MAX) {
+                Some(mut walk) => {
+                    while !walk.step(store, now) {}
+                    walk.reply(out);
                 }
-            }
-            out.array(keys.len());
-            for k in &keys {
-                out.bulk(k);
+                None => out.error("ERR internal: not a key walk"),
             }
         }
         Command::RandomKey => {
@@ -335,47 +327,137 @@ pub fn exec_all(
                 None => out.nil(),
             }
         }
-        Command::Scan(ref s) => {
-            // Cursor = slot position * shards + shard: shard-major order, and 0 only at the
-            // start and the end.
-            let n = store.len() as u64;
-            let mut shard = (s.cursor % n) as usize;
-            let mut pos = (s.cursor / n) as usize;
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            let mut budget = s.count;
-            let next = loop {
-                let g = store.lock(shard);
-                let slots = g.slot_count();
-                let resume = g.scan(pos, budget, now, |e| {
-                    if s.only_strings && s.pattern.is_none_or(|p| glob_match(p, e.key())) {
-                        keys.push(e.key().to_vec());
-                    }
-                });
-                drop(g);
-                match resume {
-                    Some(p) => break (p as u64) * n + shard as u64,
-                    None => {
-                        budget = budget.saturating_sub(slots.saturating_sub(pos).max(1));
-                        shard += 1;
-                        pos = 0;
-                        if shard as u64 == n {
-                            break 0;
-                        }
-                        if budget == 0 {
-                            break shard as u64;
-                        }
-                    }
-                }
-            };
-            out.array(2);
-            let mut b = itoa::Buffer::new();
-            out.bulk(b.format(next).as_bytes());
-            out.array(keys.len());
-            for k in &keys {
-                out.bulk(k);
-            }
-        }
         _ => out.error("ERR internal: not a keyspace command"),
     }
     marks
+}
+
+/// Slots of one shard examined per lock hold by KEYS and SCAN. Between slices the shard lock
+/// is released and the loop serves other requests, so a walk over millions of keys never
+/// stalls the node (Redis runs KEYS in one go and blocks every client meanwhile).
+pub const WALK_SLICE_SLOTS: usize = 1024;
+
+/// A KEYS or SCAN in progress: which shard and slot it has reached, and what it collected.
+///
+/// KEYS visits every slot of every shard; SCAN visits at most COUNT slots from its cursor.
+/// Slots don't move while a key lives, so a key present for the whole walk is returned
+/// exactly once by KEYS and at least once by a full SCAN iteration; keys added or removed
+/// during the walk may or may not be.
+pub struct KeyWalk<'a> {
+    pattern: Option<&'a [u8]>,
+    only_strings: bool,
+    scan: bool,
+    shards: usize,
+    shard: usize,
+    pos: usize,
+    /// Slots SCAN may still visit (COUNT); unbounded for KEYS.
+    budget: usize,
+    keys: Vec<Vec<u8>>,
+    key_bytes: usize,
+    /// Most key bytes the reply may hold (the client's output buffer limit).
+    max_reply_bytes: usize,
+    /// SCAN's next cursor, once done.
+    cursor: u64,
+    too_big: bool,
+}
+
+impl<'a> KeyWalk<'a> {
+    /// A walk for KEYS or SCAN; None for any other command.
+    pub fn new(cmd: &Command<'a>, shards: usize, max_reply_bytes: usize) -> Option<KeyWalk<'a>> {
+        let shards = shards.max(1);
+        let mut w = KeyWalk {
+            pattern: None,
+            only_strings: true,
+            scan: false,
+            shards,
+            shard: 0,
+            pos: 0,
+            budget: usize::MAX,
+            keys: Vec::new(),
+            key_bytes: 0,
+            max_reply_bytes,
+            cursor: 0,
+            too_big: false,
+        };
+        match cmd {
+            Command::Keys(p) => w.pattern = (*p != b"*").then_some(*p),
+            Command::Scan(s) => {
+                // Cursor = slot position * shards + shard: shard-major order, and 0 only at
+                // the start and the end.
+                w.scan = true;
+                w.pattern = s.pattern;
+                w.only_strings = s.only_strings;
+                w.budget = s.count;
+                w.shard = (s.cursor % shards as u64) as usize;
+                w.pos = usize::try_from(s.cursor / shards as u64).unwrap_or(usize::MAX);
+            }
+            _ => return None,
+        }
+        Some(w)
+    }
+
+    /// Examines one slice of at most [`WALK_SLICE_SLOTS`] slots under one shard lock.
+    /// Returns true once the walk is complete.
+    pub fn step(&mut self, store: &Store, now_ms: u64) -> bool {
+        if self.shard >= self.shards || self.too_big {
+            return true;
+        }
+        let slice = WALK_SLICE_SLOTS.min(self.budget);
+        let g = store.lock(self.shard);
+        let slots = g.slot_count();
+        let resume = g.scan(self.pos, slice, now_ms, |e| {
+            let wanted = self.only_strings && self.pattern.is_none_or(|p| glob_match(p, e.key()));
+            if wanted {
+                self.key_bytes += e.key().len();
+                self.keys.push(e.key().to_vec());
+            }
+        });
+        drop(g);
+        if self.key_bytes > self.max_reply_bytes {
+            self.too_big = true;
+            return true;
+        }
+        let visited = match resume {
+            Some(p) => p - self.pos,
+            // An empty or finished shard still costs one unit, so SCAN always progresses.
+            None => slots.saturating_sub(self.pos).max(1),
+        };
+        self.budget = self.budget.saturating_sub(visited);
+        match resume {
+            Some(p) => self.pos = p,
+            None => {
+                self.shard += 1;
+                self.pos = 0;
+            }
+        }
+        let n = self.shards as u64;
+        if self.shard == self.shards {
+            self.cursor = 0;
+            return true;
+        }
+        if self.budget == 0 {
+            self.cursor = (self.pos as u64).saturating_mul(n) + self.shard as u64;
+            return true;
+        }
+        false
+    }
+
+    /// Writes the reply: KEYS' array of keys, or SCAN's cursor and keys.
+    pub fn reply(self, out: &mut dyn ReplySink) {
+        if self.too_big {
+            return out.error(
+                "ERR the reply would exceed this client's output buffer limit \
+                 (--max-output-buffer-bytes); use SCAN to walk the keyspace in steps",
+            );
+        }
+        if self.scan {
+            out.array(2);
+            let mut b = itoa::Buffer::new();
+            out.bulk(b.format(self.cursor).as_bytes());
+        }
+        out.array(self.keys.len());
+        for k in &self.keys {
+            out.bulk(k);
+        }
+    }
 }

@@ -84,6 +84,9 @@ pub struct Ctx {
     pub now_ms: u64,
     /// Largest value a command may store.
     pub max_value: usize,
+    /// Largest reply a command may build (--max-output-buffer-bytes): MGET of one big key
+    /// repeated must not build gigabytes.
+    pub max_reply: usize,
 }
 
 /// When a key expires, as given on the command line (resolved against the clock at execution,

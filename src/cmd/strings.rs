@@ -481,6 +481,23 @@ fn try_exec(
             out.bulk(s.as_bytes());
         }
         Command::MGet(ref keys) => {
+            // Only when the reply could pass the limit: sum the values first.
+            if keys.len() as u128 * ctx.max_value as u128 > ctx.max_reply as u128 {
+                let total: usize = keys
+                    .iter()
+                    .map(|k| {
+                        let h = key_hash(k);
+                        tx.shard(h).get(h, k, now).map_or(0, |e| e.value().len())
+                    })
+                    .sum();
+                if total > ctx.max_reply {
+                    return Err(CmdError::msg(format!(
+                        "ERR MGET reply of {total} bytes would exceed the output buffer limit \
+                         of {} (--max-output-buffer-bytes); ask for fewer keys",
+                        ctx.max_reply
+                    )));
+                }
+            }
             out.array(keys.len());
             for &k in keys {
                 let h = key_hash(k);
