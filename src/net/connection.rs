@@ -662,10 +662,12 @@ fn next_binary<'a>(st: &mut State, buf: &'a [u8], max_frame: usize) -> Option<(N
         Ok(Some(f)) => f,
         Ok(None) => return None,
         Err(e) => {
-            let msg = if st.session.authenticated {
-                format!("ERR {e}")
-            } else {
-                format!("ERR {e} (before authentication a frame may take at most {PREAUTH_FRAME_BYTES} bytes)")
+            let msg = match e {
+                ProtoError::FrameTooLarge { len, max } if !st.session.authenticated => format!(
+                    "ERR frame of {len} bytes exceeds the limit of {max} bytes before \
+                     authentication (send HELLO with the password first)"
+                ),
+                e => format!("ERR {e}"),
             };
             fatal(st, Some((0, 0)), &msg);
             return Some((Next::Skip, buf.len()));
