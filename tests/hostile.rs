@@ -196,6 +196,19 @@ fn idle_connections_are_closed_by_timeout() {
     w.assert_rss_within(32 * MIB, "idle connections");
     // The witness stayed busy, so it was never idle.
     assert_eq!(info_field(&mut w.conn, "clients", "connected_clients"), "1");
+    let bulk = |s: &str| Reply::Bulk(Some(s.as_bytes().to_vec()));
+    assert_eq!(
+        w.conn.call_str(&["CONFIG", "GET", "timeout"]),
+        Reply::Array(Some(vec![bulk("timeout"), bulk("1")]))
+    );
+    assert_eq!(
+        w.conn
+            .call_str(&["CONFIG", "GET", "client-output-buffer-limit"]),
+        Reply::Array(Some(vec![
+            bulk("client-output-buffer-limit"),
+            bulk("normal 268435456 0 0")
+        ]))
+    );
 }
 
 /// Keys whose shard (of 2) is `shard`, as the server places them.
@@ -339,8 +352,15 @@ fn huge_multibulk_in_small_writes() {
     });
     assert_eq!(c.recv(), Reply::Simple("OK".into()));
     assert_eq!(w.conn.call_str(&["DBSIZE"]), Reply::Int(pairs as i64));
-    // The request is ~3 MiB; its argument list and keys a few more.
-    w.assert_rss_within(128 * MIB, "huge multibulk");
+    // More arguments than the 1,048,576 of earlier releases: the limit is Redis's.
+    let n = 1_200_000;
+    let mut exists = format!("*{}\r\n$6\r\nEXISTS\r\n", n + 1).into_bytes();
+    exists.extend_from_slice(&b"$1\r\nx\r\n".repeat(n));
+    c.stream().write_all(&exists).unwrap();
+    assert_eq!(c.recv(), Reply::Int(0));
+    // The requests are ~3 and ~8 MiB; their argument lists and keys a few more.
+    w.check();
+    w.assert_rss_within(160 * MIB, "huge multibulk");
 }
 
 #[test]

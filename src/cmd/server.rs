@@ -121,7 +121,20 @@ fn config_params(node: &Node) -> Vec<(&'static str, String)> {
             .into(),
         ),
         ("fsync", node.config.fsync.name().into()),
-        ("timeout", "0".into()),
+        ("timeout", c.timeout_secs.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.max_query_buffer_bytes.to_string(),
+        ),
+        (
+            "client-output-buffer-limit",
+            // Redis's format (class hard soft seconds); one hard limit for every client here.
+            format!("normal {} 0 0", c.max_output_buffer_bytes),
+        ),
+        (
+            "request-read-timeout-ms",
+            c.request_read_timeout_ms.to_string(),
+        ),
         (
             "slowlog-log-slower-than",
             node.slowlog.slower_than.load(Relaxed).to_string(),

@@ -443,4 +443,35 @@ mod tests {
             other => panic!("{other:?}"),
         };
     }
+
+    /// A 400,000-argument request arriving 4 KiB at a time is parsed a few dozen times when
+    /// the caller waits for `need`, not once per piece (which made the total work quadratic).
+    #[test]
+    fn huge_multibulk_in_small_pieces_is_parsed_a_logarithmic_number_of_times() {
+        let l = RespLimits::default();
+        let pairs = 200_000;
+        let mut req = format!("*{}\r\n$4\r\nMSET\r\n", 1 + 2 * pairs).into_bytes();
+        for i in 0..pairs {
+            req.extend_from_slice(format!("$8\r\n{i:08}\r\n$1\r\nv\r\n").as_bytes());
+        }
+        let pieces = req.len().div_ceil(4096);
+        let (mut len, mut need, mut parses) = (0, 0, 0);
+        let done = loop {
+            len = (len + 4096).min(req.len());
+            if len < need {
+                continue;
+            }
+            parses += 1;
+            match parse_request_hinted(&req[..len], &l).unwrap() {
+                Parsed::Incomplete { need: n } => need = n,
+                Parsed::Done(RespRequest::Args(a), n) => break (a.len(), n),
+                Parsed::Done(other, _) => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(done, (1 + 2 * pairs, req.len()));
+        assert!(
+            parses <= 64,
+            "{parses} parses for {pieces} pieces: the hint is not cutting re-parses"
+        );
+    }
 }
