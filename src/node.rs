@@ -5,20 +5,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::durability::Durability;
 use crate::stats::{CmdStats, SlowLog};
 use crate::store::{NodeId, Store};
-
-/// Wall-clock milliseconds since the epoch. The one place wall time is read, so a test can
-/// later skew it.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::util::{lock, now_ms};
 
 /// Counters of one event loop (each on its own cache line; summed for INFO).
 #[derive(Default)]
@@ -149,9 +142,4 @@ impl Node {
     pub fn total(&self, f: impl Fn(&LoopStats) -> &AtomicU64) -> u64 {
         self.stats.iter().map(|s| f(s).load(Relaxed)).sum()
     }
-}
-
-/// Locks a mutex whose data stays valid even if a holder panicked.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use ringkv_proto::commands::TABLE;
 use ringkv_proto::ReplySink;
 
-use crate::node::lock;
+use crate::util::lock;
 
 /// Sub-buckets per power-of-two range.
 const SUB_BITS: u32 = 3;
@@ -294,7 +294,7 @@ impl SlowLog {
         }
         let entry = SlowEntry {
             id: self.next_id.fetch_add(1, Relaxed),
-            unix_secs: crate::node::now_ms() / 1000,
+            unix_secs: crate::util::now_ms() / 1000,
             us,
             args: kept,
             addr,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ringkv_proto::ReplySink;
 
 use super::{eq, int, CmdError, CmdResult, Command};
-use crate::node::{lock, ClientInfo, Node};
+use crate::node::{ClientInfo, Node};
+use crate::util::lock;
 
 /// Per-connection state, owned by the connection's loop.
 pub struct Session {
@@ -169,7 +170,7 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
 }
 
 fn client_line(id: u64, c: &ClientInfo) -> String {
-    let now = crate::node::now_ms();
+    let now = crate::util::now_ms();
     format!(
         "id={id} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 \
          multi=-1 qbuf=0 obl=0 oll=0 omem=0 events=r cmd=NULL user=default resp=2 lib={}",

@@ -289,9 +289,9 @@ pub fn exec_all(
     store: &Store,
     ctx: &Ctx,
     out: &mut dyn ReplySink,
-) -> crate::durability::Marks {
+) -> crate::store::Marks {
     let now = ctx.now_ms;
-    let mut marks = crate::durability::Marks::new();
+    let mut marks = crate::store::Marks::new();
     match *cmd {
         Command::DbSize => {
             let n: usize = (0..store.len()).map(|i| store.lock(i).len()).sum();

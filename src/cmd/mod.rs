@@ -326,7 +326,7 @@ pub fn int(arg: &[u8]) -> CmdResult<i64> {
 /// overflowing a signed 64-bit millisecond timestamp (Redis answers "invalid expire time"
 /// otherwise).
 pub fn relative_expire_fits(ms: i64) -> bool {
-    ms.checked_add(crate::node::now_ms() as i64).is_some()
+    ms.checked_add(crate::util::now_ms() as i64).is_some()
 }
 
 /// Parses a float argument as Redis does (no NaN; "inf" allowed, rejected where it matters).
@@ -351,7 +351,7 @@ pub fn run_keyed(
     store: &crate::store::Store,
     ctx: &Ctx,
     out: &mut dyn ringkv_proto::ReplySink,
-) -> crate::durability::Marks {
+) -> crate::store::Marks {
     use crate::store::Tx;
     use ringkv_proto::key_hash;
     let mut tx = match cmd.route() {

@@ -8,8 +8,9 @@ use smallvec::SmallVec;
 
 use super::table::{lookup, TABLE};
 use super::{eq, int, CmdError, CmdResult, Command};
-use crate::node::{now_ms, LoopStats, Node};
+use crate::node::{LoopStats, Node};
 use crate::store::glob::glob_match;
+use crate::util::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandSub<'a> {

@@ -26,8 +26,9 @@ use super::event_loop::{LoopCtx, LoopMsg};
 use super::forward::{reply_into, BatchBuilder, RemoteReply, ReplyTo};
 use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx, Route, Session};
 use crate::durability::{add_mark, Marks};
-use crate::node::{lock, now_ms, ClientInfo, LoopStats};
+use crate::node::{ClientInfo, LoopStats};
 use crate::stats::Track;
+use crate::util::{lock, now_ms};
 
 /// Most requests handled per read before replies are written (bounds latency and memory).
 const MAX_BATCH: usize = 1024;

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use clock::{NodeId, VectorClock};
 pub use entry::Entry;
 pub use shard::Shard;
-pub use tx::Tx;
+pub use tx::{add_mark, Marks, Tx};
 
 /// All shards of a node.
 pub struct Store {

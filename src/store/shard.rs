@@ -13,7 +13,7 @@ use hashbrown::HashTable;
 use ringkv_proto::key_hash;
 
 use super::entry::Entry;
-use crate::wal::record;
+use crate::record;
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
 /// here under the shard lock, in the order it was applied; the writer takes the buffer as a

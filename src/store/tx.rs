@@ -61,11 +61,22 @@ impl<'s> Tx<'s> {
     }
 
     /// The WAL records this command produced: (shard, last sequence number) per shard written.
-    pub fn marks(&self) -> crate::durability::Marks {
+    pub fn marks(&self) -> Marks {
         self.guards
             .iter()
             .filter(|(_, g, before)| g.wal.seq > *before)
             .map(|(i, g, _)| (*i as u32, g.wal.seq))
             .collect()
+    }
+}
+
+/// Writes a command made: (shard, sequence number of its last record there).
+pub type Marks = SmallVec<[(u32, u64); 2]>;
+
+/// Records `(shard, seq)`, keeping the highest seq per shard.
+pub fn add_mark(marks: &mut Marks, shard: u32, seq: u64) {
+    match marks.iter_mut().find(|(s, _)| *s == shard) {
+        Some(m) => m.1 = m.1.max(seq),
+        None => marks.push((shard, seq)),
     }
 }
