@@ -150,13 +150,24 @@ fn scan_cursor(a: &[u8]) -> Option<u64> {
 
 /// Runs a command on keys whose shards are locked in `tx`.
 pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySink) {
+    if let Err(e) = try_exec(cmd, tx, ctx, out) {
+        out.error(&e.0);
+    }
+}
+
+fn try_exec(
+    cmd: &Command<'_>,
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    out: &mut dyn ReplySink,
+) -> CmdResult<()> {
     let now = ctx.now_ms;
     match *cmd {
         Command::Del(ref keys) => {
             let mut n = 0;
             for &k in keys {
                 let h = key_hash(k);
-                let shard = tx.shard(h);
+                let shard = tx.shard(h)?;
                 if shard.get(h, k, now).is_some() {
                     shard.remove(h, k);
                     n += 1;
@@ -165,18 +176,18 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
             out.int(n);
         }
         Command::Exists(ref keys) => {
-            let n = keys
-                .iter()
-                .filter(|k| {
-                    let h = key_hash(k);
-                    tx.shard(h).get(h, k, now).is_some()
-                })
-                .count();
-            out.int(n as i64);
+            let mut n = 0;
+            for &k in keys {
+                let h = key_hash(k);
+                if tx.shard(h)?.get(h, k, now).is_some() {
+                    n += 1;
+                }
+            }
+            out.int(n);
         }
         Command::Type(k) => {
             let h = key_hash(k);
-            out.simple(if tx.shard(h).get(h, k, now).is_some() {
+            out.simple(if tx.shard(h)?.get(h, k, now).is_some() {
                 "string"
             } else {
                 "none"
@@ -184,9 +195,9 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Rename(src, dst, nx) => {
             let (hs, hd) = (key_hash(src), key_hash(dst));
-            let Some(e) = tx.shard(hs).get(hs, src, now).cloned() else {
+            let Some(e) = tx.shard(hs)?.get(hs, src, now).cloned() else {
                 out.error("ERR no such key");
-                return;
+                return Ok(());
             };
             if src == dst {
                 if nx {
@@ -194,17 +205,17 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 } else {
                     out.simple("OK");
                 }
-                return;
+                return Ok(());
             }
-            if nx && tx.shard(hd).get(hd, dst, now).is_some() {
+            if nx && tx.shard(hd)?.get(hd, dst, now).is_some() {
                 out.int(0);
-                return;
+                return Ok(());
             }
             // The new key is logged before the old one's removal: within one shard's WAL a
             // crash between the two records leaves both keys, never neither. (Across shards
             // the two WALs sync independently; see the README's durability notes.)
             super::strings::write(
-                tx.shard(hd),
+                tx.shard(hd)?,
                 hd,
                 dst,
                 e.value(),
@@ -212,7 +223,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 None,
                 ctx,
             );
-            tx.shard(hs).remove(hs, src);
+            tx.shard(hs)?.remove(hs, src);
             if nx {
                 out.int(1);
             } else {
@@ -221,10 +232,10 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Expire(k, when, cond, _) => {
             let h = key_hash(k);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let Some(e) = shard.get(h, k, now) else {
                 out.int(0);
-                return;
+                return Ok(());
             };
             let at = when.resolve(now);
             let cur = e.expires_at_ms();
@@ -235,7 +246,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 && (!cond.lt || cur.is_none_or(|c| at < c));
             if !ok {
                 out.int(0);
-                return;
+                return Ok(());
             }
             if at <= now {
                 shard.remove(h, k);
@@ -247,7 +258,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Ttl(k, kind) => {
             let h = key_hash(k);
-            let v = match tx.shard(h).get(h, k, now) {
+            let v = match tx.shard(h)?.get(h, k, now) {
                 None => -2,
                 Some(e) => match e.expires_at_ms() {
                     None => -1,
@@ -268,7 +279,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Persist(k) => {
             let h = key_hash(k);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             match shard.get(h, k, now) {
                 Some(e) if e.expires_at_ms().is_some() => {
                     let e = e.with_expiry(None);
@@ -280,6 +291,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         _ => out.error("ERR internal: not a key command"),
     }
+    Ok(())
 }
 
 /// Runs a keyspace-wide command, locking one shard at a time (so other loops keep serving;

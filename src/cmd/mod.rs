@@ -75,6 +75,12 @@ impl CmdError {
 
 pub type CmdResult<T> = Result<T, CmdError>;
 
+impl From<crate::store::tx::NotLocked> for CmdError {
+    fn from(e: crate::store::tx::NotLocked) -> CmdError {
+        CmdError(Cow::Owned(format!("ERR {e}")))
+    }
+}
+
 /// What a keyspace command needs besides its shards.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {

@@ -301,7 +301,7 @@ fn try_exec(
     match *cmd {
         Command::Get(key) => {
             let h = key_hash(key);
-            match tx.shard(h).get(h, key, now) {
+            match tx.shard(h)?.get(h, key, now) {
                 Some(e) => out.bulk(e.value()),
                 None => out.nil(),
             }
@@ -311,7 +311,7 @@ fn try_exec(
                 return Err(CmdError::TOO_BIG);
             }
             let h = key_hash(s.key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let simple = s.cond == Cond::Always && s.reply == SetReply::Ok && !s.keep_ttl;
             let mut old_ttl = None;
             if !simple {
@@ -352,7 +352,7 @@ fn try_exec(
         }
         Command::GetDel(key) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             if shard.get(h, key, now).is_none() {
                 out.nil();
             } else if let Some(e) = shard.remove(h, key) {
@@ -361,7 +361,7 @@ fn try_exec(
         }
         Command::GetEx(key, mode) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let Some(e) = shard.get(h, key, now) else {
                 out.nil();
                 return Ok(());
@@ -390,7 +390,7 @@ fn try_exec(
         }
         Command::Append(key, suffix) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let (mut v, ttl) = match shard.get(h, key, now) {
                 Some(e) => (e.value().to_vec(), e.expires_at_ms()),
                 None => (Vec::new(), None),
@@ -404,11 +404,11 @@ fn try_exec(
         }
         Command::Strlen(key) => {
             let h = key_hash(key);
-            out.int(tx.shard(h).get(h, key, now).map_or(0, |e| e.value().len()) as i64);
+            out.int(tx.shard(h)?.get(h, key, now).map_or(0, |e| e.value().len()) as i64);
         }
         Command::GetRange(key, start, end) => {
             let h = key_hash(key);
-            let Some(e) = tx.shard(h).get(h, key, now) else {
+            let Some(e) = tx.shard(h)?.get(h, key, now) else {
                 out.bulk(b"");
                 return Ok(());
             };
@@ -424,7 +424,7 @@ fn try_exec(
         }
         Command::SetRange(key, off, patch) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let cur = shard.get(h, key, now);
             if patch.is_empty() {
                 out.int(cur.map_or(0, |e| e.value().len()) as i64);
@@ -446,7 +446,7 @@ fn try_exec(
         }
         Command::IncrBy(key, delta) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let (cur, ttl) = match shard.get(h, key, now) {
                 Some(e) => (parse_i64_value(e.value())?, e.expires_at_ms()),
                 None => (0, None),
@@ -461,7 +461,7 @@ fn try_exec(
         Command::IncrByFloat(key, delta) => {
             // As Redis: C long double arithmetic and "%.17Lf" formatting (see ldouble).
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let (cur, ttl) = match shard.get(h, key, now) {
                 Some(e) => (
                     match LDouble::parse(e.value()) {
@@ -484,7 +484,7 @@ fn try_exec(
             out.array(keys.len());
             for &k in keys {
                 let h = key_hash(k);
-                match tx.shard(h).get(h, k, now) {
+                match tx.shard(h)?.get(h, k, now) {
                     Some(e) => out.bulk(e.value()),
                     None => out.nil(),
                 }
@@ -495,18 +495,17 @@ fn try_exec(
                 return Err(CmdError::TOO_BIG);
             }
             if nx {
-                let any = pairs.iter().any(|(k, _)| {
+                for &(k, _) in pairs {
                     let h = key_hash(k);
-                    tx.shard(h).get(h, k, now).is_some()
-                });
-                if any {
-                    out.int(0);
-                    return Ok(());
+                    if tx.shard(h)?.get(h, k, now).is_some() {
+                        out.int(0);
+                        return Ok(());
+                    }
                 }
             }
             for &(k, v) in pairs {
                 let h = key_hash(k);
-                write(tx.shard(h), h, k, v, None, None, ctx);
+                write(tx.shard(h)?, h, k, v, None, None, ctx);
             }
             if nx {
                 out.int(1);
@@ -516,7 +515,7 @@ fn try_exec(
         }
         Command::VGet(key) => {
             let h = key_hash(key);
-            match tx.shard(h).get(h, key, now) {
+            match tx.shard(h)?.get(h, key, now) {
                 Some(e) => out.versioned(e.clock_bytes(), &[e.value()]),
                 None => out.nil(),
             }
@@ -533,13 +532,13 @@ fn try_exec(
             let context = decode_context(context)?;
             let h = key_hash(key);
             let expires = (ttl_ms > 0).then(|| now.saturating_add(ttl_ms));
-            let clock = write(tx.shard(h), h, key, value, expires, context.as_ref(), ctx);
+            let clock = write(tx.shard(h)?, h, key, value, expires, context.as_ref(), ctx);
             out.versioned(&clock, &[]);
         }
         Command::VDel(key, context) => {
             decode_context(context)?;
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let live = shard.get(h, key, now).is_some();
             shard.remove(h, key);
             out.int(live as i64);
