@@ -226,18 +226,25 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
 
 /// VGET key | VPUT key value context ttl_ms(u64 BE) | VDEL key context: the binary protocol's
 /// versioned operations, expressed as argument vectors so they route like any command.
-pub fn parse_internal<'a>(name: &[u8], args: &[&'a [u8]]) -> CmdResult<Option<Command<'a>>> {
+/// Gives the command with its statistics slot.
+pub fn parse_internal<'a>(
+    name: &[u8],
+    args: &[&'a [u8]],
+) -> CmdResult<Option<(usize, Command<'a>)>> {
     Ok(Some(match (name, args.len()) {
-        (b"VGET", 2) => Command::VGet(args[1]),
-        (b"VPUT", 5) => Command::VPut {
-            key: args[1],
-            value: args[2],
-            context: args[3],
-            ttl_ms: <[u8; 8]>::try_from(args[4])
-                .map(u64::from_be_bytes)
-                .map_err(|_| CmdError::SYNTAX)?,
-        },
-        (b"VDEL", 3) => Command::VDel(args[1], args[2]),
+        (b"VGET", 2) => (crate::stats::VGET, Command::VGet(args[1])),
+        (b"VPUT", 5) => (
+            crate::stats::VPUT,
+            Command::VPut {
+                key: args[1],
+                value: args[2],
+                context: args[3],
+                ttl_ms: <[u8; 8]>::try_from(args[4])
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| CmdError::SYNTAX)?,
+            },
+        ),
+        (b"VDEL", 3) => (crate::stats::VDEL, Command::VDel(args[1], args[2])),
         _ => return Ok(None),
     }))
 }
@@ -543,7 +550,35 @@ fn try_exec(
             shard.remove(h, key);
             out.int(live as i64);
         }
-        _ => out.error("ERR internal: not a string command"),
+        Command::Del(_)
+        | Command::Exists(_)
+        | Command::Type(_)
+        | Command::Rename(..)
+        | Command::Expire(..)
+        | Command::Ttl(..)
+        | Command::Persist(_)
+        | Command::Keys(_)
+        | Command::Scan(_)
+        | Command::RandomKey
+        | Command::DbSize
+        | Command::Flush
+        | Command::Ping(_)
+        | Command::Echo(_)
+        | Command::Hello(_)
+        | Command::Auth(..)
+        | Command::Select(_)
+        | Command::Client(_)
+        | Command::Quit
+        | Command::Info(_)
+        | Command::ConfigGet(_)
+        | Command::ConfigSet(_)
+        | Command::ConfigResetStat
+        | Command::CommandInfo(_)
+        | Command::Time
+        | Command::Shutdown
+        | Command::BgSave
+        | Command::LastSave
+        | Command::SlowLog(_) => return Err(CmdError::msg("ERR internal: not a string command")),
     }
     Ok(())
 }

@@ -24,7 +24,9 @@ use tracing::debug;
 
 use super::event_loop::{LoopCtx, LoopMsg};
 use super::forward::{reply_into, BatchBuilder, RemoteReply, ReplyTo};
-use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx, Route, Session};
+use crate::cmd::{
+    self, connection as conncmd, server as servercmd, Command, Ctx, Family, Route, Session,
+};
 use crate::durability::{add_mark, Marks};
 use crate::node::{ClientInfo, LoopStats};
 use crate::stats::Track;
@@ -559,15 +561,13 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             let session = &mut st.session;
             st.out.reply(reply_to, |s| {
                 let mut s = Track::new(s);
-                match command {
-                    Command::Ping(_)
-                    | Command::Echo(_)
-                    | Command::Hello(_)
-                    | Command::Auth(..)
-                    | Command::Select(_)
-                    | Command::Client(_)
-                    | Command::Quit => conncmd::exec(&command, session, node, &mut s),
-                    _ => servercmd::exec(&command, node, &mut s),
+                match command.family() {
+                    Family::Connection => conncmd::exec(&command, session, node, &mut s),
+                    Family::Server => servercmd::exec(&command, node, &mut s),
+                    Family::Strings | Family::Keys | Family::Keyspace => {
+                        let msg = "ERR internal: a keyed command routed without keys";
+                        ringkv_proto::ReplySink::error(&mut s, msg)
+                    }
                 }
                 failed = s.failed;
             });
@@ -588,7 +588,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                 return Handled::Done;
             }
         }
-        _ => {
+        Route::Keys(_) | Route::Pairs(_) | Route::Rename(..) | Route::All => {
             if st.out.pending {
                 st.commands -= 1;
                 return Handled::Barrier;
