@@ -270,6 +270,21 @@ pub(crate) fn write(
     context: Option<&VectorClock>,
     ctx: &Ctx,
 ) -> ClockBytes {
+    write_version(shard, hash, key, value, expires_at_ms, context, ctx, false)
+}
+
+/// Writes a new version of `key`, a value or a tombstone; returns the new clock.
+#[allow(clippy::too_many_arguments)]
+fn write_version(
+    shard: &mut Shard,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+    context: Option<&VectorClock>,
+    ctx: &Ctx,
+    tombstone: bool,
+) -> ClockBytes {
     let mut out = ClockBytes::new();
     shard.upsert(hash, key, |old| {
         out = next_clock(old, context, ctx.node_id);
@@ -279,7 +294,7 @@ pub(crate) fn write(
             clock: &out,
             timestamp_ms: ctx.now_ms,
             expires_at_ms,
-            tombstone: false,
+            tombstone,
         })
     });
     out
@@ -307,9 +322,10 @@ fn try_exec(
     let now = ctx.now_ms;
     match *cmd {
         Command::Get(key) => {
+            // Versioned: RESP sees the bulk string, a binary COMMAND also gets the context.
             let h = key_hash(key);
             match tx.shard(h)?.get(h, key, now) {
-                Some(e) => out.bulk(e.value()),
+                Some(e) => out.versioned(e.clock_bytes(), &[e.value()]),
                 None => out.nil(),
             }
         }
@@ -543,11 +559,17 @@ fn try_exec(
             out.versioned(&clock, &[]);
         }
         Command::VDel(key, context) => {
-            decode_context(context)?;
+            // The delete is a version like a PUT's: it descends from the stored version and
+            // the context, plus one event of this node, and stays as a tombstone so that the
+            // next write of the key descends from it. Nothing to record for a missing key
+            // deleted without a context.
+            let context = decode_context(context)?;
             let h = key_hash(key);
             let shard = tx.shard(h)?;
             let live = shard.get(h, key, now).is_some();
-            shard.remove(h, key);
+            if live || context.is_some() {
+                write_version(shard, h, key, b"", None, context.as_ref(), ctx, true);
+            }
             out.int(live as i64);
         }
         Command::Del(_)
