@@ -330,8 +330,9 @@ fn try_exec(
     Ok(())
 }
 
-/// Runs a keyspace-wide command, locking one shard at a time (so other loops keep serving;
-/// like Redis Cluster, KEYS is not a point-in-time view across shards).
+/// Runs a keyspace-wide command. KEYS, SCAN, DBSIZE and RANDOMKEY lock one shard at a time
+/// (so other loops keep serving; like Redis Cluster, KEYS is not a point-in-time view across
+/// shards); FLUSHDB locks them all at once, so it is atomic.
 pub fn exec_all(
     cmd: &Command<'_>,
     store: &Store,
@@ -346,8 +347,10 @@ pub fn exec_all(
             out.int(n as i64);
         }
         Command::Flush => {
-            for i in 0..store.len() {
-                let mut shard = store.lock(i);
+            // Atomic: every shard is locked (in index order) before any is cleared, so no
+            // other command sees some shards flushed and others not.
+            let mut shards = store.lock_all();
+            for (i, shard) in shards.iter_mut().enumerate() {
                 shard.clear();
                 if shard.wal.enabled {
                     marks.push((i as u32, shard.wal.seq));
@@ -464,4 +467,95 @@ pub fn exec_all(
         | Command::SlowLog(_) => out.error("ERR internal: not a keyspace command"),
     }
     marks
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::TryLockError;
+
+    use super::*;
+    use crate::store::entry::NewVersion;
+    use crate::store::Entry;
+
+    const SHARDS: usize = 8;
+    /// The shard the test holds while FLUSHDB runs.
+    const HELD: usize = 5;
+
+    fn put(store: &Store, shard: usize) {
+        let key = format!("key-of-{shard}");
+        let key = (0..)
+            .map(|i| format!("{key}-{i}"))
+            .find(|k| store.shard_of(key_hash(k.as_bytes())) == shard)
+            .unwrap_or(key);
+        let h = key_hash(key.as_bytes());
+        store.lock(shard).put(
+            h,
+            Entry::new(&NewVersion {
+                key: key.as_bytes(),
+                value: b"v",
+                clock: &[0],
+                timestamp_ms: 0,
+                expires_at_ms: None,
+                tombstone: false,
+            }),
+        );
+    }
+
+    /// FLUSHDB takes every shard's lock before clearing any: while one shard is held
+    /// elsewhere, the shards before it stay locked and unchanged (a flush that cleared shards
+    /// one at a time would have emptied them already).
+    #[test]
+    fn flushdb_clears_no_shard_until_it_holds_them_all() {
+        let store = Store::new(SHARDS);
+        for i in 0..SHARDS {
+            put(&store, i);
+        }
+        let ctx = Ctx {
+            node_id: 1,
+            now_ms: 0,
+            max_value: 1 << 20,
+        };
+        let held = store.lock(HELD);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        std::thread::scope(|s| {
+            let flusher = s.spawn(|| {
+                let mut buf = bytes::BytesMut::new();
+                let mut out = ringkv_proto::RespWriter::new(&mut buf);
+                exec_all(&Command::Flush, &store, &ctx, &mut out);
+                buf
+            });
+            // Wait until the flusher reached the held shard: the one before it is taken.
+            let before = HELD - 1;
+            loop {
+                match store.try_lock(before) {
+                    Err(TryLockError::WouldBlock) => break,
+                    Err(TryLockError::Poisoned(_)) => panic!("shard {before} poisoned"),
+                    Ok(g) => assert!(
+                        !g.is_empty(),
+                        "FLUSHDB cleared shard {before} while shard {HELD} was still locked \
+                         elsewhere: it is not atomic"
+                    ),
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "FLUSHDB never took shard {before}"
+                );
+                std::thread::yield_now();
+            }
+            // Every shard before the held one is locked by the flusher, none cleared yet.
+            for i in 0..HELD {
+                assert!(
+                    matches!(store.try_lock(i), Err(TryLockError::WouldBlock)),
+                    "shard {i} is not held by FLUSHDB while it waits for shard {HELD}"
+                );
+            }
+            assert!(!held.is_empty(), "the held shard is untouched");
+            drop(held);
+            let reply = flusher.join().expect("FLUSHDB thread");
+            assert_eq!(&reply[..], b"+OK\r\n");
+        });
+        for i in 0..SHARDS {
+            assert!(store.lock(i).is_empty(), "shard {i} flushed");
+        }
+    }
 }

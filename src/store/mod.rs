@@ -45,6 +45,18 @@ impl Store {
         ((hash >> 40) % self.shards.len() as u64) as usize
     }
 
+    /// Locks every shard, in ascending index order (the order every multi-shard lock takes,
+    /// see [`Tx`]), for a command that changes all of them at one instant (FLUSHDB).
+    pub fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
+        (0..self.shards.len()).map(|i| self.lock(i)).collect()
+    }
+
+    /// Tries to lock one shard without waiting (tests only: the data path always waits).
+    #[cfg(test)]
+    pub fn try_lock(&self, shard: usize) -> std::sync::TryLockResult<MutexGuard<'_, Shard>> {
+        self.shards[shard].try_lock()
+    }
+
     /// Locks one shard. A poisoned lock means a command panicked mid-way; the data is still
     /// structurally valid (every mutation is a single table operation), so keep serving.
     #[inline]
