@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::durability::Durability;
-use crate::stats::{CmdStats, SlowLog};
+use crate::stats::{CmdStats, Counter, SlowLog};
 use crate::store::{NodeId, Store};
 use crate::util::{lock, now_ms};
 
@@ -17,20 +17,39 @@ use crate::util::{lock, now_ms};
 #[derive(Default)]
 #[repr(align(128))]
 pub struct LoopStats {
-    pub commands: AtomicU64,
-    pub connections_received: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub net_input_bytes: AtomicU64,
-    pub net_output_bytes: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub protocol_errors: AtomicU64,
+    pub commands: Counter,
+    pub connections_received: Counter,
+    pub rejected_connections: Counter,
+    pub net_input_bytes: Counter,
+    pub net_output_bytes: Counter,
+    pub forwarded: Counter,
+    pub protocol_errors: Counter,
     /// Per-command calls, time, failures and latency histogram.
     pub cmds: CmdStats,
 }
 
 impl LoopStats {
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.store(c.load(Relaxed) + n, Relaxed);
+    /// Adds to one of this loop's counters (only the loop itself may).
+    #[inline]
+    pub fn add(c: &Counter, n: u64) {
+        c.add(n);
+    }
+
+    /// CONFIG RESETSTAT: zeroes what INFO and the metrics show, from any thread, without
+    /// writing the loop's counters (see [`Counter::reset`]).
+    pub fn reset(&self) {
+        for c in [
+            &self.commands,
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+            &self.forwarded,
+            &self.protocol_errors,
+        ] {
+            c.reset();
+        }
+        self.cmds.reset();
     }
 }
 
@@ -139,7 +158,7 @@ impl Node {
         *self.shutdown.borrow()
     }
 
-    pub fn total(&self, f: impl Fn(&LoopStats) -> &AtomicU64) -> u64 {
-        self.stats.iter().map(|s| f(s).load(Relaxed)).sum()
+    pub fn total(&self, f: impl Fn(&LoopStats) -> &Counter) -> u64 {
+        self.stats.iter().map(|s| f(s).get()).sum()
     }
 }

@@ -238,7 +238,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
         );
     }
     if want("stats") {
-        let t = |f: fn(&LoopStats) -> &std::sync::atomic::AtomicU64| node.total(f);
+        let t = |f: fn(&LoopStats) -> &crate::stats::Counter| node.total(f);
         let _ = write!(
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
@@ -444,18 +444,7 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
         }
         Command::ConfigResetStat => {
             for st in node.stats.iter() {
-                for c in [
-                    &st.commands,
-                    &st.connections_received,
-                    &st.rejected_connections,
-                    &st.net_input_bytes,
-                    &st.net_output_bytes,
-                    &st.forwarded,
-                    &st.protocol_errors,
-                ] {
-                    c.store(0, Relaxed);
-                }
-                st.cmds.reset();
+                st.reset();
             }
             out.simple("OK");
         }
