@@ -166,6 +166,16 @@ async fn command_get_replies_versioned_with_the_context() {
         client.command(&["GET", "missing"]).await.unwrap(),
         Value::Nil
     );
+    // Only GET: MGET and GETDEL reply as over RESP.
+    assert_eq!(
+        client.command(&["MGET", "g", "missing"]).await.unwrap(),
+        Value::Array(vec![Value::Bulk(Bytes::from_static(b"1")), Value::Nil])
+    );
+    assert_eq!(
+        client.command(&["GETDEL", "g"]).await.unwrap(),
+        Value::Bulk(Bytes::from_static(b"1"))
+    );
+    client.put("g", "1").await.unwrap();
     // The same GET over RESP is a plain bulk string (the context is not shown).
     let mut resp = common::resp::Conn::connect(server.addr);
     assert_eq!(

@@ -192,6 +192,20 @@ fn the_store_imports_nothing_above_it() {
 }
 
 #[test]
+fn the_leaf_modules_import_nothing_from_the_crate() {
+    let graph = module_graph();
+    for leaf in ["util", "record", "disk", "config"] {
+        let deps = graph
+            .get(leaf)
+            .unwrap_or_else(|| panic!("src/{leaf} is scanned"));
+        assert!(
+            deps.is_empty(),
+            "src/{leaf} must be a leaf but imports {deps:?}"
+        );
+    }
+}
+
+#[test]
 fn the_checks_catch_what_they_look_for() {
     let refs = crate_refs(
         "use crate::node::lock;\n\
