@@ -8,28 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smallvec::SmallVec;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, FsyncPolicy};
 use crate::disk::Fs;
-use crate::node::{lock, now_ms};
 use crate::snapshot;
 use crate::store::Store;
+use crate::util::{lock, now_ms};
 use crate::wal::replay::{recover, Recovered, RecoveryError};
 use crate::wal::writer::{self, Msg, ShardLog, WriterConfig};
 use crate::wal::{parse_segment_name, shard_dir};
 
-/// Writes a command made: (shard, sequence number of its last record there).
-pub type Marks = SmallVec<[(u32, u64); 2]>;
-
-/// Records `(shard, seq)`, keeping the highest seq per shard.
-pub fn add_mark(marks: &mut Marks, shard: u32, seq: u64) {
-    match marks.iter_mut().find(|(s, _)| *s == shard) {
-        Some(m) => m.1 = m.1.max(seq),
-        None => marks.push((shard, seq)),
-    }
-}
+pub use crate::store::{add_mark, Marks};
 
 #[derive(Default)]
 pub struct PersistStats {

@@ -8,8 +8,9 @@ use smallvec::SmallVec;
 
 use super::table::{lookup, TABLE};
 use super::{eq, int, CmdError, CmdResult, Command};
-use crate::node::{now_ms, LoopStats, Node};
+use crate::node::{LoopStats, Node};
 use crate::store::glob::glob_match;
+use crate::util::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandSub<'a> {
@@ -250,7 +251,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
         );
     }
     if want("stats") {
-        let t = |f: fn(&LoopStats) -> &std::sync::atomic::AtomicU64| node.total(f);
+        let t = |f: fn(&LoopStats) -> &crate::stats::Counter| node.total(f);
         let _ = write!(
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
@@ -460,20 +461,7 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
         }
         Command::ConfigResetStat => {
             for st in node.stats.iter() {
-                for c in [
-                    &st.commands,
-                    &st.connections_received,
-                    &st.rejected_connections,
-                    &st.net_input_bytes,
-                    &st.net_output_bytes,
-                    &st.forwarded,
-                    &st.protocol_errors,
-                    &st.query_limit_disconnections,
-                    &st.output_limit_disconnections,
-                ] {
-                    c.store(0, Relaxed);
-                }
-                st.cmds.reset();
+                st.reset();
             }
             out.simple("OK");
         }
@@ -503,7 +491,40 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                 }
             }
         },
-        _ => out.error("ERR internal: not a server command"),
+        Command::Get(_)
+        | Command::Set(_)
+        | Command::GetDel(_)
+        | Command::GetEx(..)
+        | Command::Append(..)
+        | Command::Strlen(_)
+        | Command::GetRange(..)
+        | Command::SetRange(..)
+        | Command::IncrBy(..)
+        | Command::IncrByFloat(..)
+        | Command::MGet(_)
+        | Command::MSet(..)
+        | Command::VGet(_)
+        | Command::VPut { .. }
+        | Command::VDel(..)
+        | Command::Del(_)
+        | Command::Exists(_)
+        | Command::Type(_)
+        | Command::Rename(..)
+        | Command::Expire(..)
+        | Command::Ttl(..)
+        | Command::Persist(_)
+        | Command::Keys(_)
+        | Command::Scan(_)
+        | Command::RandomKey
+        | Command::DbSize
+        | Command::Flush
+        | Command::Ping(_)
+        | Command::Echo(_)
+        | Command::Hello(_)
+        | Command::Auth(..)
+        | Command::Select(_)
+        | Command::Client(_)
+        | Command::Quit => return Err(CmdError::msg("ERR internal: not a server command")),
     }
     let _ = now_ms;
     Ok(())

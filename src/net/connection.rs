@@ -24,10 +24,13 @@ use tracing::{debug, warn};
 
 use super::event_loop::{LoopCtx, LoopMsg};
 use super::forward::{reply_into, BatchBuilder, RemoteReply, ReplyTo};
-use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx, Route, Session};
+use crate::cmd::{
+    self, connection as conncmd, server as servercmd, Command, Ctx, Family, Route, Session,
+};
 use crate::durability::{add_mark, Marks};
-use crate::node::{lock, now_ms, ClientInfo, LoopStats};
+use crate::node::{ClientInfo, LoopStats};
 use crate::stats::Track;
+use crate::util::{lock, now_ms};
 
 /// Most requests handled per read before replies are written (bounds latency and memory).
 const MAX_BATCH: usize = 1024;
@@ -830,15 +833,13 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             let session = &mut st.session;
             st.out.reply(reply_to, |s| {
                 let mut s = Track::new(s);
-                match command {
-                    Command::Ping(_)
-                    | Command::Echo(_)
-                    | Command::Hello(_)
-                    | Command::Auth(..)
-                    | Command::Select(_)
-                    | Command::Client(_)
-                    | Command::Quit => conncmd::exec(&command, session, node, &mut s),
-                    _ => servercmd::exec(&command, node, &mut s),
+                match command.family() {
+                    Family::Connection => conncmd::exec(&command, session, node, &mut s),
+                    Family::Server => servercmd::exec(&command, node, &mut s),
+                    Family::Strings | Family::Keys | Family::Keyspace => {
+                        let msg = "ERR internal: a keyed command routed without keys";
+                        ringkv_proto::ReplySink::error(&mut s, msg)
+                    }
                 }
                 failed = s.failed;
             });
@@ -863,7 +864,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             st.commands -= 1;
             return Handled::Walk;
         }
-        _ => {
+        Route::Keys(_) | Route::Pairs(_) | Route::Rename(..) | Route::All => {
             if st.out.pending {
                 st.commands -= 1;
                 return Handled::Barrier;

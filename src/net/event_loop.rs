@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 
 use super::forward::RemoteBatch;
 use super::{connection, forward, Loops};
-use crate::node::{now_ms, LoopStats, Node};
+use crate::node::{LoopStats, Node};
+use crate::util::now_ms;
 use crate::wal::writer::Durable;
 
 pub enum LoopMsg {

@@ -15,8 +15,9 @@ use tokio::sync::oneshot;
 use super::event_loop::LoopCtx;
 use crate::cmd::{self, Ctx};
 use crate::durability::{add_mark, Marks};
-use crate::node::{lock, now_ms, ClientInfo};
+use crate::node::ClientInfo;
 use crate::stats::Track;
+use crate::util::{lock, now_ms};
 
 /// How a reply must be encoded: RESP, or a binary frame answering (request id, opcode).
 pub type ReplyTo = Option<(u64, u8)>;
