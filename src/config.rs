@@ -96,8 +96,9 @@ pub struct Cli {
     /// that can't be read, and log how many. Without it the node refuses to start.
     #[arg(long)]
     pub repair: bool,
-    /// Testing only: every command takes this many extra microseconds on its event loop (a
+    /// Testing only (feature `test-hooks`, absent from release builds): every command takes this many extra microseconds on its event loop (a
     /// deliberately slow server, to check that load generators handle coordinated omission).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_delay_us: u64,
     /// TOML file with any of the settings above.
@@ -200,6 +201,7 @@ pub struct Config {
     pub snapshot_interval_secs: u64,
     pub repair: bool,
     /// Testing only (see `Cli::test_delay_us`).
+    #[cfg(feature = "test-hooks")]
     pub test_delay_us: u64,
 }
 
@@ -287,6 +289,7 @@ impl Config {
                 .or(file.snapshot_interval_secs)
                 .unwrap_or(3600),
             repair: cli.repair,
+            #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,
         };
         c.validate()?;

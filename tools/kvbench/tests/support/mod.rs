@@ -27,7 +27,17 @@ fn ringkv_binary() -> &'static Path {
         let dir = kvbench.parent().expect("bin dir").to_path_buf();
         let bin = dir.join("ringkv");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "ringkv", "--bin", "ringkv"])
+        // With the test-only hooks (--test-delay-us), as `cargo test --workspace` builds it.
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "ringkv",
+            "--bin",
+            "ringkv",
+            "--features",
+            "ringkv/test-hooks",
+        ])
             .current_dir(workspace());
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
@@ -37,7 +47,7 @@ fn ringkv_binary() -> &'static Path {
         if !built {
             assert!(
                 bin.exists(),
-                "`cargo build -p ringkv --bin ringkv` failed ({status:?}) and there is no \
+                "`cargo build -p ringkv --bin ringkv --features ringkv/test-hooks` failed ({status:?}) and there is no \
                  earlier {}",
                 bin.display()
             );
