@@ -111,8 +111,7 @@ fn snapshots(data: &Path, shard: usize) -> Vec<u64> {
     v
 }
 
-const SEGMENT_HEADER: usize = 24;
-const RECORD_HEADER: usize = 17;
+use ringkv::wal::record::{self, RECORD_HEADER, SEGMENT_HEADER};
 
 /// Offsets of the records of a segment file, and the end of the last one (segments are
 /// zero-filled ahead of the write position: the zeros are not records).
@@ -296,12 +295,11 @@ fn undecodable_record_with_a_good_checksum_names_its_offset() {
     let (offsets, _) = record_offsets(&bytes);
     let at = offsets[bad];
     let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-    // A payload no entry decodes from (unknown flag bits), with a checksum that matches.
-    for b in &mut bytes[at + RECORD_HEADER..at + RECORD_HEADER + len] {
-        *b = 0xff;
-    }
-    let crc = crc32fast::hash(&bytes[at + 4..at + RECORD_HEADER + len]);
-    bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    let seq = u64::from_le_bytes(bytes[at + 9..at + 17].try_into().unwrap());
+    // A payload no entry decodes from (unknown flag bits), with checksums that match.
+    let mut rebuilt = Vec::new();
+    record::append(&mut rebuilt, record::PUT, seq, &vec![0xff; len]);
+    bytes[at..at + RECORD_HEADER + len].copy_from_slice(&rebuilt);
     std::fs::write(&seg, &bytes).unwrap();
     check_repair(data.path(), &seg, n, bad, at);
 }

@@ -130,12 +130,17 @@ impl SimFs {
 
     /// Overwrites one byte of a file (in current and durable state), to simulate corruption.
     pub fn corrupt(&self, path: &Path, offset: usize) {
+        self.flip(path, offset, 0x40);
+    }
+
+    /// Flips the bits of `mask` in one byte of a file (in current and durable state).
+    pub fn flip(&self, path: &Path, offset: usize, mask: u8) {
         let mut s = self.lock();
         if let Some(&ino) = s.names.get(path) {
             if let Some((data, synced)) = s.inodes.get_mut(&ino) {
                 for d in [data, synced] {
                     if let Some(b) = d.get_mut(offset) {
-                        *b ^= 0x40;
+                        *b ^= mask;
                     }
                 }
             }

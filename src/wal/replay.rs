@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::record::{count_recoverable_after, scan, Damage, RECORD_HEADER, SEGMENT_HEADER};
+use super::record::{count_recoverable_after, scan, Damage, SEGMENT_HEADER};
 use super::{parse_segment_name, shard_dir};
 use crate::disk::Fs;
 use crate::snapshot::{self, parse_snapshot_name, SnapshotError};
@@ -121,11 +121,8 @@ pub fn recover(
         let data = fs.read(&path).map_err(io(&path))?;
         let mut gap = None;
         let mut bad_payload = None;
-        // Offset of the record the scan is at (scan hands out records in file order).
-        let mut at = SEGMENT_HEADER;
         let scanned = scan(&data, shard_id as u32, |r| {
-            let offset = at;
-            at += RECORD_HEADER + r.payload.len();
+            let offset = r.offset;
             if r.seq <= applied || gap.is_some() || bad_payload.is_some() {
                 return;
             }
