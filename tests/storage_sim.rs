@@ -3,6 +3,8 @@
 //! `SimFs` (an in-memory disk with power-loss semantics) except where a real directory is
 //! the point; no test sleeps for a fixed time.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -68,13 +70,9 @@ fn run(store: &Store, args: &[&[u8]]) -> (Marks, Vec<u8>) {
     (marks, out.to_vec())
 }
 
-/// Wakes the writers of the shards written (as the event loop does at the end of its tick),
-/// then waits until the writes are durable as the policy requires.
+/// Waits until the writes are durable, through the server's reply gate.
 fn wait(rt: &tokio::runtime::Runtime, d: &Durability, marks: &Marks) -> Result<(), Arc<str>> {
-    for &(s, _) in marks.iter() {
-        d.logs[s as usize].kick();
-    }
-    rt.block_on(d.wait(marks))
+    common::gate::wait(rt, d, marks)
 }
 
 fn dump_shard(shard: &Shard) -> State {
@@ -918,12 +916,12 @@ fn enospc_at_rotation(write_before_retry: bool) {
     if write_before_retry {
         // A write arriving before the writer's own retry (the server refuses new writes
         // while `failing()`, but one admitted just before may come) goes on in the current
-        // segment; its waiter sees the standing error.
+        // segment. It was not part of the failed attempt, so the standing error does not fail
+        // it: its waiter is released by the writer's retry.
         i += 1;
         let m = set(i, 100, &mut expected);
-        let _ = wait(&rt, &d, &m);
+        wait(&rt, &d, &m).expect("a write after the failed attempt waits for the retry");
         wait_until("writes to be accepted again", || d.failing().is_none());
-        wait(&rt, &d, &m).unwrap();
     } else {
         // Nothing else is written (the server refuses writes meanwhile): the writer's own
         // retry must clear the error.

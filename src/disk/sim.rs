@@ -26,6 +26,8 @@ struct Sim {
     ops_left: Option<usize>,
     /// Bytes that may still be written before writes fail with "no space".
     space_left: Option<usize>,
+    /// Every fdatasync of an open file fails with EIO (and makes nothing durable).
+    fail_syncs: bool,
     ops: usize,
 }
 
@@ -85,6 +87,9 @@ impl FsFile for SimFile {
     fn sync_data(&mut self) -> io::Result<()> {
         let mut s = self.fs.lock();
         s.tick()?;
+        if s.fail_syncs {
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
         let inode = self.inode;
         if let Some((data, synced)) = s.inodes.get_mut(&inode) {
             synced.clone_from(data);
@@ -111,6 +116,7 @@ impl SimFs {
         }
         s.ops_left = None;
         s.space_left = None;
+        s.fail_syncs = false;
     }
 
     /// After `n` more operations, every operation fails.
@@ -121,6 +127,11 @@ impl SimFs {
     /// Operations performed so far (to enumerate crash points).
     pub fn ops(&self) -> usize {
         self.lock().ops
+    }
+
+    /// While set, every fdatasync of an open file fails with EIO (what a failing disk reports).
+    pub fn fail_syncs(&self, fail: bool) {
+        self.lock().fail_syncs = fail;
     }
 
     /// Writes beyond `bytes` more fail with ENOSPC (`None`: unlimited).
