@@ -36,7 +36,7 @@ fn ringkv_binary() -> &'static Path {
             "--bin",
             "ringkv",
             "--features",
-            "ringkv/test-hooks",
+            "test-hooks",
         ])
             .current_dir(workspace());
         if dir.file_name().is_some_and(|n| n == "release") {
@@ -47,7 +47,7 @@ fn ringkv_binary() -> &'static Path {
         if !built {
             assert!(
                 bin.exists(),
-                "`cargo build -p ringkv --bin ringkv --features ringkv/test-hooks` failed ({status:?}) and there is no \
+                "`cargo build -p ringkv --bin ringkv --features test-hooks` failed ({status:?}) and there is no \
                  earlier {}",
                 bin.display()
             );
