@@ -844,8 +844,8 @@ fn unknown_data_format_is_refused() {
     assert_eq!(std::fs::read_to_string(&meta).unwrap(), text);
 }
 
-/// A WAL segment with an unknown (newer) format version is refused, not taken for damage to
-/// repair silently.
+/// A WAL segment with an unknown (newer) format version is refused, also with `--repair`:
+/// it is not damage to set aside.
 #[test]
 fn unknown_segment_format_is_refused() {
     let data = tempfile::tempdir().unwrap();
@@ -857,8 +857,23 @@ fn unknown_segment_format_is_refused() {
         Ok(_) => panic!("started on an unknown segment format"),
         Err(e) => e,
     };
-    assert!(err.contains("unsupported segment format version"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "unsupported segment format version {}",
+            record::FORMAT_VERSION + 1
+        )),
+        "{err}"
+    );
     assert!(err.contains(&seg.display().to_string()), "{err}");
+    // Not damage: --repair must not move a newer build's log aside.
+    let mut flags = ONE_SHARD.to_vec();
+    flags.push("--repair");
+    let err = match Server::try_start_in(data.path(), &flags) {
+        Ok(_) => panic!("--repair started on an unknown segment format"),
+        Err(e) => e,
+    };
+    assert!(err.contains("unsupported segment format version"), "{err}");
+    assert!(seg.exists(), "the segment was moved aside");
 }
 
 /// `repair = true` in the config file works as `--repair` does (README: every flag can be set

@@ -99,6 +99,9 @@ pub enum Damage {
     Torn { offset: usize },
     /// A complete record (or the header) fails its checks: the disk returned wrong data.
     Corrupt { offset: usize, why: &'static str },
+    /// The segment is in a format this build does not know (written by a newer build): not
+    /// damage, and nothing `--repair` may set aside.
+    Unsupported { version: u32 },
 }
 
 /// Result of reading a segment.
@@ -267,10 +270,7 @@ pub fn scan(data: &[u8], shard: u32, mut f: impl FnMut(Record<'_>)) -> Scan {
         FORMAT_VERSION => step_v2,
         FORMAT_VERSION_V1 => step_v1,
         _ => {
-            s.damage = Some(Damage::Corrupt {
-                offset: 8,
-                why: "unsupported segment format version (written by a newer ringkv?)",
-            });
+            s.damage = Some(Damage::Unsupported { version });
             return s;
         }
     };
@@ -489,10 +489,11 @@ mod tests {
         let mut b = segment(2);
         b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let s = scan(&b, 3, |_| {});
-        assert!(
-            matches!(s.damage, Some(Damage::Corrupt { offset: 8, why }) if why.contains("newer")),
-            "{:?}",
-            s.damage
+        assert_eq!(
+            s.damage,
+            Some(Damage::Unsupported {
+                version: FORMAT_VERSION + 1
+            })
         );
     }
 }
