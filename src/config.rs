@@ -121,8 +121,9 @@ pub struct Cli {
     /// that can't be read, and log how many. Without it the node refuses to start.
     #[arg(long)]
     pub repair: bool,
-    /// Testing only: every command takes this many extra microseconds on its event loop (a
+    /// Testing only (feature `test-hooks`, absent from release builds): every command takes this many extra microseconds on its event loop (a
     /// deliberately slow server, to check that load generators handle coordinated omission).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_delay_us: u64,
     /// TOML file with any of the settings above.
@@ -206,6 +207,7 @@ struct FileConfig {
     snapshot_wal_bytes: Option<u64>,
     #[serde(alias = "snapshot_interval_secs")]
     snapshot_interval_secs: Option<u64>,
+    repair: Option<bool>,
 }
 
 /// The effective configuration.
@@ -237,6 +239,7 @@ pub struct Config {
     pub snapshot_interval_secs: u64,
     pub repair: bool,
     /// Testing only (see `Cli::test_delay_us`).
+    #[cfg(feature = "test-hooks")]
     pub test_delay_us: u64,
 }
 
@@ -336,7 +339,9 @@ impl Config {
                 .snapshot_interval_secs
                 .or(file.snapshot_interval_secs)
                 .unwrap_or(3600),
-            repair: cli.repair,
+            // A flag can only turn it on: --repair, or `repair = true` in the file.
+            repair: cli.repair || file.repair.unwrap_or(false),
+            #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,
         };
         c.validate()?;
@@ -410,5 +415,62 @@ impl Config {
     /// Largest value a command may store: one frame minus room for its header and key.
     pub fn max_value(&self) -> usize {
         self.max_frame_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// README and `--help`: every flag can also be set in the config file (same names, with
+    /// dashes or underscores). Only --config itself and test-only flags are exceptions.
+    #[test]
+    fn every_flag_is_a_config_file_key() {
+        let cmd = Cli::command();
+        let mut checked = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "config" | "help" | "version" | "test-delay-us") {
+                continue;
+            }
+            for name in [long.to_string(), long.replace('-', "_")] {
+                // A value of the wrong type is fine here: only an unknown key is the failure.
+                let text = format!("{name} = []\n");
+                let err = toml::from_str::<FileConfig>(&text)
+                    .map(|_| String::new())
+                    .unwrap_or_else(|e| e.to_string());
+                assert!(
+                    !err.contains("unknown field"),
+                    "--{long} can't be set in the config file as {name:?}: {err}"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} flags found");
+    }
+
+    #[test]
+    fn repair_in_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("ringkv-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("repair.toml");
+        for (text, flag, want) in [
+            ("repair = true\n", false, true),
+            ("repair = false\n", false, false),
+            ("repair = false\n", true, true),
+            ("", false, false),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let c = Config::from_cli(Cli {
+                config: Some(path.clone()),
+                repair: flag,
+                threads: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(c.repair, want, "{text:?} with --repair {flag}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -777,10 +777,13 @@ fn hello(st: &mut State, h: HelloReq<'_>, reply_to: ReplyTo) {
 }
 
 fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: &Ctx) -> Handled {
-    let delay = st.ctx.node.config.test_delay_us;
-    if delay > 0 {
-        // --test-delay-us: a deliberately slow server (blocks the loop, as slow work would).
-        std::thread::sleep(std::time::Duration::from_micros(delay));
+    #[cfg(feature = "test-hooks")]
+    {
+        let delay = st.ctx.node.config.test_delay_us;
+        if delay > 0 {
+            // --test-delay-us: a deliberately slow server (blocks the loop, as slow work would).
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+        }
     }
     let t0 = Instant::now();
     let (slot, parsed) = cmd::parse_slot(args, internal);

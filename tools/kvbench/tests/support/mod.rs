@@ -28,19 +28,29 @@ fn ringkv_binary() -> &'static Path {
         let dir = kvbench.parent().expect("bin dir").to_path_buf();
         let bin = dir.join("ringkv");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "ringkv", "--bin", "ringkv"])
-            .current_dir(workspace())
-            .stdin(Stdio::null());
+        // With the test-only hooks (--test-delay-us), as `cargo test --workspace` builds it.
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "ringkv",
+            "--bin",
+            "ringkv",
+            "--features",
+            "test-hooks",
+        ])
+        .current_dir(workspace())
+        .stdin(Stdio::null());
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("can't run `cargo build -p ringkv --bin ringkv`: {e}"));
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("can't run `cargo build -p ringkv --bin ringkv --features test-hooks`: {e}")
+        });
         assert!(
             out.status.success(),
-            "`cargo build -p ringkv --bin ringkv` failed ({}); the kvbench tests need the \
-             current ringkv, fix the build first:\n{}",
+            "`cargo build -p ringkv --bin ringkv --features test-hooks` failed ({}); the \
+             kvbench tests need the current ringkv, fix the build first:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
