@@ -420,9 +420,9 @@ async fn write_out(
     let r = write_all_timed(stream, &mut buf, dl, timer.as_mut()).await;
     dl.writing = false;
     if dl.partial_since.is_some() {
-        // The request clock restarts: the connection read nothing while it wrote.
+        // The request clock restarts: the connection read nothing while it wrote. (A timer
+        // armed for the earlier deadline fires early and re-arms for this one.)
         dl.partial_since = Some(tokio::time::Instant::now());
-        dl.armed = false;
     }
     r
 }
