@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -190,6 +190,35 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// The `kvsh` binary (its own workspace package, `crates/kvsh`), next to this package's
+/// `ringkv`. Cargo gives a test only its own package's binaries, so it is built here once per
+/// test process with the same profile (`cargo build -p kvsh`, a no-op when it is fresh).
+pub fn kvsh_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let ringkv = Path::new(env!("CARGO_BIN_EXE_ringkv"));
+        let dir = ringkv.parent().expect("bin dir");
+        let bin = dir.join(format!("kvsh{}", std::env::consts::EXE_SUFFIX));
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "kvsh", "--bin", "kvsh"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "`cargo build -p kvsh --bin kvsh` failed: {status:?}"
+        );
+        assert!(
+            bin.exists(),
+            "kvsh was built but is not at {}",
+            bin.display()
+        );
+        bin
+    })
 }
 
 /// Parses the address out of "ringkv ... ready on 127.0.0.1:PORT (...)".
