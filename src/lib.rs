@@ -8,7 +8,7 @@
 //! - [`wal`] / [`snapshot`]: durability, through the narrow file layer [`disk`];
 //!   [`durability`] ties recovery, WAL writers and snapshots together for a node;
 //! - [`node`]: what the loops share (config, store, counters, client list, shutdown);
-//! - [`config`]: flags, config file, defaults.
+//! - [`config`]: flags, config file, defaults; [`tls`]: certificates and the TLS handshake.
 
 pub mod cmd;
 pub mod config;
@@ -21,4 +21,5 @@ pub mod node;
 pub mod snapshot;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod wal;

@@ -31,6 +31,9 @@ pub struct LoopStats {
     pub net_output_bytes: AtomicU64,
     pub forwarded: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// TLS handshakes that failed or ran past their deadline, and plaintext connections
+    /// refused by --tls-only.
+    pub tls_handshake_failures: AtomicU64,
     /// Per-command calls, time, failures and latency histogram.
     pub cmds: CmdStats,
 }
@@ -68,6 +71,8 @@ pub struct Node {
     pub disconnected: tokio::sync::Notify,
     pub bound: Mutex<Option<SocketAddr>>,
     pub slowlog: SlowLog,
+    /// TLS settings (`--tls-cert`); `None` serves plaintext only.
+    pub tls: Option<crate::tls::TlsServer>,
 }
 
 impl Node {
@@ -89,7 +94,13 @@ impl Node {
             disconnected: tokio::sync::Notify::new(),
             node_id,
             config,
+            tls: None,
         }
+    }
+
+    /// The same node, serving TLS with these settings.
+    pub fn with_tls(self, tls: Option<crate::tls::TlsServer>) -> Node {
+        Node { tls, ..self }
     }
 
     /// Reserves a connection slot, or None when at --max-clients.

@@ -242,7 +242,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{expired}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
-             forwarded_requests:{}\r\nprotocol_errors:{}\r\n\r\n",
+             forwarded_requests:{}\r\nprotocol_errors:{}\r\ntls_handshake_failures:{}\r\n\r\n",
             t(|x| &x.connections_received),
             t(|x| &x.commands),
             t(|x| &x.rejected_connections),
@@ -250,6 +250,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             t(|x| &x.net_output_bytes),
             t(|x| &x.forwarded),
             t(|x| &x.protocol_errors),
+            t(|x| &x.tls_handshake_failures),
         );
     }
     if want("replication") {
@@ -451,6 +452,7 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                     &st.net_output_bytes,
                     &st.forwarded,
                     &st.protocol_errors,
+                    &st.tls_handshake_failures,
                 ] {
                     c.store(0, Relaxed);
                 }

@@ -18,7 +18,7 @@ use ringkv_proto::{
     key_hash, FrameWriter, ProtoError, Protocol, Request, RespRequest, PROTOCOL_VERSION,
 };
 use smallvec::SmallVec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -28,6 +28,7 @@ use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx,
 use crate::durability::{add_mark, Marks};
 use crate::node::{lock, now_ms, ClientInfo, LoopStats};
 use crate::stats::Track;
+use crate::tls::{self, Accepted};
 
 /// Most requests handled per read before replies are written (bounds latency and memory).
 const MAX_BATCH: usize = 1024;
@@ -201,13 +202,26 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
         hello_done: false,
         commands: 0,
     };
-    if let Err(e) = run(&mut st, &mut stream).await {
+    // Plaintext without TLS configured goes straight to `run`; each stream type gets its own
+    // copy of `run`, so TLS costs a plaintext connection nothing per request.
+    let ended = match &node.tls {
+        None => run(&mut st, &mut stream).await,
+        Some(t) => match tls::accept(t, stream, &node, st.ctx.stats()).await {
+            Accepted::Plain(mut s) => run(&mut st, &mut s).await,
+            Accepted::Tls(mut s) => run(&mut st, &mut *s).await,
+            Accepted::Closed => Ok(()),
+        },
+    };
+    if let Err(e) = ended {
         debug!(client = id, error = %e, "connection ended");
     }
     node.unregister(id);
 }
 
-async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    st: &mut State,
+    stream: &mut S,
+) -> std::io::Result<()> {
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     // One shutdown future per connection, polled by every read: creating it per read costs
     // a registration with the watch channel each time (seen in profiles).
@@ -240,6 +254,8 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
         }
         if !st.out.wbuf.is_empty() {
             stream.write_all(&st.out.wbuf).await?;
+            // TLS may hold back the last record until flushed; a no-op for TCP.
+            stream.flush().await?;
             LoopStats::add(&st.ctx.stats().net_output_bytes, st.out.wbuf.len() as u64);
             st.out.wbuf.clear();
             if st.out.wbuf.capacity() > KEEP_BUF {
