@@ -73,30 +73,6 @@ pub struct Cli {
     /// [default: reuseport]
     #[arg(long)]
     pub accept: Option<AcceptMode>,
-    /// When a write is acknowledged: "always" (after the fdatasync that covers it; writes
-    /// arriving meanwhile share the next one), "batch" (once written to the OS; fdatasync every
-    /// --fsync-interval-ms), "never" (written to the OS, synced when it pleases), or "off" (no
-    /// WAL or snapshots at all: memory only, like Redis without persistence). [default: always]
-    #[arg(long)]
-    pub fsync: Option<FsyncPolicy>,
-    /// Interval of fdatasync with --fsync batch, in milliseconds. [default: 1000]
-    #[arg(long)]
-    pub fsync_interval_ms: Option<u64>,
-    /// Size at which a WAL segment is closed and a new one started, in bytes. [default: 67108864]
-    #[arg(long)]
-    pub wal_segment_bytes: Option<u64>,
-    /// Snapshot a shard once its WAL grew by this many bytes (0: never by size).
-    /// [default: 268435456]
-    #[arg(long)]
-    pub snapshot_wal_bytes: Option<u64>,
-    /// Snapshot a changed shard at least this often, in seconds (0: never by time).
-    /// [default: 3600]
-    #[arg(long)]
-    pub snapshot_interval_secs: Option<u64>,
-    /// Start even if a WAL segment in the middle is corrupt: move it aside, drop the records
-    /// that can't be read, and log how many. Without it the node refuses to start.
-    #[arg(long)]
-    pub repair: bool,
     /// PEM certificate chain this server presents over TLS (with --tls-key). TLS is served on
     /// the same port as plaintext: a connection whose first byte is 0x16 (a TLS handshake
     /// record) is TLS. [default: no TLS]
@@ -122,6 +98,30 @@ pub struct Cli {
     /// is disconnected (and counted in INFO stats as tls_handshake_failures). [default: 10000]
     #[arg(long)]
     pub tls_handshake_timeout_ms: Option<u64>,
+    /// When a write is acknowledged: "always" (after the fdatasync that covers it; writes
+    /// arriving meanwhile share the next one), "batch" (once written to the OS; fdatasync every
+    /// --fsync-interval-ms), "never" (written to the OS, synced when it pleases), or "off" (no
+    /// WAL or snapshots at all: memory only, like Redis without persistence). [default: always]
+    #[arg(long)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Interval of fdatasync with --fsync batch, in milliseconds. [default: 1000]
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Size at which a WAL segment is closed and a new one started, in bytes. [default: 67108864]
+    #[arg(long)]
+    pub wal_segment_bytes: Option<u64>,
+    /// Snapshot a shard once its WAL grew by this many bytes (0: never by size).
+    /// [default: 268435456]
+    #[arg(long)]
+    pub snapshot_wal_bytes: Option<u64>,
+    /// Snapshot a changed shard at least this often, in seconds (0: never by time).
+    /// [default: 3600]
+    #[arg(long)]
+    pub snapshot_interval_secs: Option<u64>,
+    /// Start even if a WAL segment in the middle is corrupt: move it aside, drop the records
+    /// that can't be read, and log how many. Without it the node refuses to start.
+    #[arg(long)]
+    pub repair: bool,
     /// Testing only: every command takes this many extra microseconds on its event loop (a
     /// deliberately slow server, to check that load generators handle coordinated omission).
     #[arg(long, hide = true, default_value_t = 0)]
@@ -200,15 +200,6 @@ struct FileConfig {
     #[serde(alias = "metrics_addr")]
     metrics_addr: Option<SocketAddr>,
     accept: Option<AcceptMode>,
-    fsync: Option<FsyncPolicy>,
-    #[serde(alias = "fsync_interval_ms")]
-    fsync_interval_ms: Option<u64>,
-    #[serde(alias = "wal_segment_bytes")]
-    wal_segment_bytes: Option<u64>,
-    #[serde(alias = "snapshot_wal_bytes")]
-    snapshot_wal_bytes: Option<u64>,
-    #[serde(alias = "snapshot_interval_secs")]
-    snapshot_interval_secs: Option<u64>,
     #[serde(alias = "tls_cert")]
     tls_cert: Option<PathBuf>,
     #[serde(alias = "tls_key")]
@@ -221,6 +212,15 @@ struct FileConfig {
     tls_only: Option<bool>,
     #[serde(alias = "tls_handshake_timeout_ms")]
     tls_handshake_timeout_ms: Option<u64>,
+    fsync: Option<FsyncPolicy>,
+    #[serde(alias = "fsync_interval_ms")]
+    fsync_interval_ms: Option<u64>,
+    #[serde(alias = "wal_segment_bytes")]
+    wal_segment_bytes: Option<u64>,
+    #[serde(alias = "snapshot_wal_bytes")]
+    snapshot_wal_bytes: Option<u64>,
+    #[serde(alias = "snapshot_interval_secs")]
+    snapshot_interval_secs: Option<u64>,
 }
 
 /// The effective configuration.
@@ -240,18 +240,18 @@ pub struct Config {
     pub slowlog_max_len: u64,
     pub metrics_addr: Option<SocketAddr>,
     pub accept: AcceptMode,
-    pub fsync: FsyncPolicy,
-    pub fsync_interval_ms: u64,
-    pub wal_segment_bytes: u64,
-    pub snapshot_wal_bytes: u64,
-    pub snapshot_interval_secs: u64,
-    pub repair: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub tls_auth_clients: TlsAuthClients,
     pub tls_only: bool,
     pub tls_handshake_timeout_ms: u64,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval_ms: u64,
+    pub wal_segment_bytes: u64,
+    pub snapshot_wal_bytes: u64,
+    pub snapshot_interval_secs: u64,
+    pub repair: bool,
     /// Testing only (see `Cli::test_delay_us`).
     pub test_delay_us: u64,
 }
@@ -322,6 +322,21 @@ impl Config {
             slowlog_max_len: cli.slowlog_max_len.or(file.slowlog_max_len).unwrap_or(128),
             metrics_addr: cli.metrics_addr.or(file.metrics_addr),
             accept: cli.accept.or(file.accept).unwrap_or(AcceptMode::Reuseport),
+            tls_auth_clients: cli.tls_auth_clients.or(file.tls_auth_clients).unwrap_or(
+                if cli.tls_ca.is_some() || file.tls_ca.is_some() {
+                    TlsAuthClients::Yes
+                } else {
+                    TlsAuthClients::No
+                },
+            ),
+            tls_cert: cli.tls_cert.or(file.tls_cert),
+            tls_key: cli.tls_key.or(file.tls_key),
+            tls_ca: cli.tls_ca.or(file.tls_ca),
+            tls_only: cli.tls_only || file.tls_only.unwrap_or(false),
+            tls_handshake_timeout_ms: cli
+                .tls_handshake_timeout_ms
+                .or(file.tls_handshake_timeout_ms)
+                .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             fsync: cli.fsync.or(file.fsync).unwrap_or(FsyncPolicy::Always),
             fsync_interval_ms: cli
                 .fsync_interval_ms
@@ -340,21 +355,6 @@ impl Config {
                 .or(file.snapshot_interval_secs)
                 .unwrap_or(3600),
             repair: cli.repair,
-            tls_auth_clients: cli.tls_auth_clients.or(file.tls_auth_clients).unwrap_or(
-                if cli.tls_ca.is_some() || file.tls_ca.is_some() {
-                    TlsAuthClients::Yes
-                } else {
-                    TlsAuthClients::No
-                },
-            ),
-            tls_cert: cli.tls_cert.or(file.tls_cert),
-            tls_key: cli.tls_key.or(file.tls_key),
-            tls_ca: cli.tls_ca.or(file.tls_ca),
-            tls_only: cli.tls_only || file.tls_only.unwrap_or(false),
-            tls_handshake_timeout_ms: cli
-                .tls_handshake_timeout_ms
-                .or(file.tls_handshake_timeout_ms)
-                .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             test_delay_us: cli.test_delay_us,
         };
         c.validate()?;

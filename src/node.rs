@@ -31,9 +31,6 @@ pub struct LoopStats {
     pub net_output_bytes: AtomicU64,
     pub forwarded: AtomicU64,
     pub protocol_errors: AtomicU64,
-    /// TLS handshakes that failed or ran past their deadline, and plaintext connections
-    /// refused by --tls-only.
-    pub tls_handshake_failures: AtomicU64,
     /// Per-command calls, time, failures and latency histogram.
     pub cmds: CmdStats,
 }

@@ -6,6 +6,7 @@
 //! 0x16 (a control character, not a command letter or `*`), so the first byte decides.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +18,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::config::{Config, TlsAuthClients};
-use crate::node::{LoopStats, Node};
 
 /// First byte of a TLS record of type handshake (RFC 8446 §5.1), i.e. of every ClientHello.
 pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
@@ -34,6 +35,21 @@ pub struct TlsServer {
     pub only: bool,
     /// Deadline of a handshake, counted from accept (`--tls-handshake-timeout-ms`).
     pub handshake_timeout: Duration,
+    /// Handshakes that failed or ran past the deadline, and plaintext connections refused by
+    /// `--tls-only` (INFO stats `tls_handshake_failures`). Shared by the loops; touched only
+    /// once per failed connection, never per request.
+    failures: AtomicU64,
+}
+
+impl TlsServer {
+    pub fn handshake_failures(&self) -> u64 {
+        self.failures.load(Relaxed)
+    }
+
+    /// CONFIG RESETSTAT.
+    pub fn reset_stats(&self) {
+        self.failures.store(0, Relaxed);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +147,7 @@ pub fn load(cfg: &Config) -> Result<Option<TlsServer>, TlsError> {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         only: cfg.tls_only,
         handshake_timeout: Duration::from_millis(cfg.tls_handshake_timeout_ms),
+        failures: AtomicU64::new(0),
     }))
 }
 
@@ -189,19 +206,18 @@ const REFUSED_DRAIN_MS: u64 = 1_000;
 /// Looks at the first byte (without consuming it) and, for TLS, runs the handshake. Waiting
 /// for the first byte counts towards the handshake deadline only with `--tls-only`: in mixed
 /// mode a plaintext client may connect and stay silent, as it may without TLS.
+/// `shutdown` turns true when the server stops, which abandons the wait.
 pub async fn accept(
     tls: &TlsServer,
     stream: TcpStream,
-    node: &Node,
-    stats: &LoopStats,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Accepted {
     let peer = stream.peer_addr().ok();
     let deadline = Instant::now() + tls.handshake_timeout;
-    let mut shutdown = node.shutdown_signal();
     let stop = shutdown.wait_for(|s| *s);
     tokio::pin!(stop);
     let failed = |why: &dyn std::fmt::Display| {
-        LoopStats::add(&stats.tls_handshake_failures, 1);
+        tls.failures.fetch_add(1, Relaxed);
         debug!(peer = ?peer, "TLS handshake failed: {why}");
         Accepted::Closed
     };

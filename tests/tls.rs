@@ -327,6 +327,12 @@ async fn plaintext_on_a_tls_only_server_is_refused() {
         .await
         .expect("TLS connect");
     assert_eq!(tls_handshake_failures(&client).await, 3);
+    // CONFIG RESETSTAT zeroes it with the other INFO stats.
+    client
+        .command(&["CONFIG", "RESETSTAT"])
+        .await
+        .expect("RESETSTAT");
+    assert_eq!(tls_handshake_failures(&client).await, 0);
 }
 
 #[tokio::test]

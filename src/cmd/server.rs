@@ -250,7 +250,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             t(|x| &x.net_output_bytes),
             t(|x| &x.forwarded),
             t(|x| &x.protocol_errors),
-            t(|x| &x.tls_handshake_failures),
+            node.tls.as_ref().map_or(0, |t| t.handshake_failures()),
         );
     }
     if want("replication") {
@@ -452,11 +452,13 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                     &st.net_output_bytes,
                     &st.forwarded,
                     &st.protocol_errors,
-                    &st.tls_handshake_failures,
                 ] {
                     c.store(0, Relaxed);
                 }
                 st.cmds.reset();
+            }
+            if let Some(tls) = &node.tls {
+                tls.reset_stats();
             }
             out.simple("OK");
         }

@@ -206,7 +206,7 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
     // copy of `run`, so TLS costs a plaintext connection nothing per request.
     let ended = match &node.tls {
         None => run(&mut st, &mut stream).await,
-        Some(t) => match tls::accept(t, stream, &node, st.ctx.stats()).await {
+        Some(t) => match tls::accept(t, stream, node.shutdown_signal()).await {
             Accepted::Plain(mut s) => run(&mut st, &mut s).await,
             Accepted::Tls(mut s) => run(&mut st, &mut *s).await,
             Accepted::Closed => Ok(()),
