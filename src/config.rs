@@ -78,7 +78,7 @@ pub struct Cli {
     /// record) is TLS. [default: no TLS]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    /// Unencrypted PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificate(s) that client certificates must be signed by (see

@@ -142,6 +142,10 @@ async fn resp_over_tls_pipelined() {
     let tls = pki.client_tls("ca.pem", None);
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut s = tls.connect(tcp).await.expect("TLS handshake");
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     let value = "v".repeat(100_000);
     let mut req = format!(
         "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n{value}\r\n",
