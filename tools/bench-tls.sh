@@ -6,6 +6,10 @@
 # that machine noise hits both alike; the table shows the median of the rounds and the ratio
 # TLS/plain (1.00 = free; 0.70 = TLS costs 30%).
 #
+# It also prints the servers' own CPU time per request (user + system, from /proc): the
+# client does TLS too, on its own core, so the throughput ratio can be the client's limit;
+# CPU per request is the server's cost alone.
+#
 # The certificates (a CA and a server certificate for 127.0.0.1) are made with the openssl
 # command-line tool in a temporary directory; ringkv itself uses rustls.
 #
@@ -70,16 +74,18 @@ wait_ping() { # port [redis-cli TLS flags...]
 PLAIN=$(free_port)
 taskset -c "$SERVER_CPU" "$BIN" --port "$PLAIN" --threads 1 --fsync off \
   --data-dir "$WORK/plain" --log-level warn &
-pids+=($!); wait_ping "$PLAIN"
+pids+=($!); PLAIN_PID=$!; wait_ping "$PLAIN"
 TLS=$(free_port)
 taskset -c "$SERVER_CPU" "$BIN" --port "$TLS" --threads 1 --fsync off --data-dir "$WORK/tls" \
   --log-level warn --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" --tls-only &
-pids+=($!); wait_ping "$TLS" "${TLS_CLI[@]}"
+pids+=($!); TLS_PID=$!; wait_ping "$TLS" "${TLS_CLI[@]}"
 echo "== plaintext ringkv on $PLAIN, --tls-only ringkv on $TLS" >&2
 echo "== servers on cpu $SERVER_CPU, redis-benchmark on cpu $CLIENT_CPU, -c 50 -n $N, $ROUNDS rounds" >&2
 echo "== load before: $(uptime)" >&2
 
 declare -A results
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of a pid
 bench() { # port pipeline [TLS flags...] -> "set get"
   local port=$1 p=$2; shift 2
   taskset -c "$CLIENT_CPU" redis-benchmark "$@" -h 127.0.0.1 -p "$port" -t set,get -c 50 \
@@ -89,14 +95,20 @@ bench() { # port pipeline [TLS flags...] -> "set get"
 for P in 1 16; do
   for r in $(seq 1 "$ROUNDS"); do
     for who in plain tls; do
+      pid=$([ $who = plain ] && echo "$PLAIN_PID" || echo "$TLS_PID")
+      t0=$(cpu_ticks "$pid")
       if [ $who = plain ]; then
         read -r s g < <(bench "$PLAIN" "$P")
       else
         read -r s g < <(bench "$TLS" "$P" "${TLS_CLI[@]}")
       fi
+      t1=$(cpu_ticks "$pid")
+      # Server CPU microseconds per request, over the SET and GET runs (2 x N requests).
+      us=$(python3 -c "print(($t1 - $t0) / $TICK * 1e6 / (2 * $N))")
       results[$who,$P,set]+="$s "
       results[$who,$P,get]+="$g "
-      echo "   round $r P$P $who: SET $s GET $g" >&2
+      results[$who,$P,cpu]+="$us "
+      echo "   round $r P$P $who: SET $s GET $g, server CPU $(printf '%.2f' "$us") us/request" >&2
     done
   done
 done
@@ -110,4 +122,9 @@ for P in 1 16; do
     a=$(echo "${results[plain,$P,$op]}" | median); b=$(echo "${results[tls,$P,$op]}" | median)
     printf '%-28s %14.0f %14.0f %10.2f\n' "${op^^} -c 50 -P $P" "$a" "$b" "$(python3 -c "print($b/$a)")"
   done
+done
+printf '\n%-28s %14s %14s %10s\n' "server CPU us/request" plain tls "tls/plain"
+for P in 1 16; do
+  a=$(echo "${results[plain,$P,cpu]}" | median); b=$(echo "${results[tls,$P,cpu]}" | median)
+  printf '%-28s %14.2f %14.2f %10.2f\n' "SET+GET -c 50 -P $P" "$a" "$b" "$(python3 -c "print($b/$a)")"
 done
