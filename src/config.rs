@@ -15,6 +15,7 @@ pub const DEFAULT_MAX_OUTPUT_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// Smallest output and query buffer limits accepted (room for ordinary replies and requests).
 pub const MIN_CLIENT_BUFFER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -97,6 +98,31 @@ pub struct Cli {
     /// [default: reuseport]
     #[arg(long)]
     pub accept: Option<AcceptMode>,
+    /// PEM certificate chain this server presents over TLS (with --tls-key). TLS is served on
+    /// the same port as plaintext: a connection whose first byte is 0x16 (a TLS handshake
+    /// record) is TLS. [default: no TLS]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Unencrypted PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must be signed by (see
+    /// --tls-auth-clients).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificates, as Redis's tls-auth-clients: "yes" (required, signed by --tls-ca),
+    /// "optional" (checked against --tls-ca if sent, else the client is let in) or "no" (not
+    /// asked for). The flag alone means "yes". [default: yes with --tls-ca, else no]
+    #[arg(long, value_name = "yes|no|optional", num_args = 0..=1, default_missing_value = "yes")]
+    pub tls_auth_clients: Option<TlsAuthClients>,
+    /// Refuse plaintext connections: they get an error ("TLS required on this port") and are
+    /// closed. Needs --tls-cert.
+    #[arg(long)]
+    pub tls_only: bool,
+    /// Most milliseconds a TLS handshake may take, counted from accept; a client that stalls
+    /// is disconnected (and counted in INFO stats as tls_handshake_failures). [default: 10000]
+    #[arg(long)]
+    pub tls_handshake_timeout_ms: Option<u64>,
     /// When a write is acknowledged: "always" (after the fdatasync that covers it; writes
     /// arriving meanwhile share the next one), "batch" (once written to the OS; fdatasync every
     /// --fsync-interval-ms), "never" (written to the OS, synced when it pleases), or "off" (no
@@ -158,6 +184,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether TLS clients must present a certificate signed by --tls-ca.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsAuthClients {
+    Yes,
+    No,
+    Optional,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AcceptMode {
@@ -198,6 +233,18 @@ struct FileConfig {
     #[serde(alias = "metrics_addr")]
     metrics_addr: Option<SocketAddr>,
     accept: Option<AcceptMode>,
+    #[serde(alias = "tls_cert")]
+    tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls_key")]
+    tls_key: Option<PathBuf>,
+    #[serde(alias = "tls_ca")]
+    tls_ca: Option<PathBuf>,
+    #[serde(alias = "tls_auth_clients")]
+    tls_auth_clients: Option<TlsAuthClients>,
+    #[serde(alias = "tls_only")]
+    tls_only: Option<bool>,
+    #[serde(alias = "tls_handshake_timeout_ms")]
+    tls_handshake_timeout_ms: Option<u64>,
     fsync: Option<FsyncPolicy>,
     #[serde(alias = "fsync_interval_ms")]
     fsync_interval_ms: Option<u64>,
@@ -232,6 +279,12 @@ pub struct Config {
     pub slowlog_max_len: u64,
     pub metrics_addr: Option<SocketAddr>,
     pub accept: AcceptMode,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_auth_clients: TlsAuthClients,
+    pub tls_only: bool,
+    pub tls_handshake_timeout_ms: u64,
     pub fsync: FsyncPolicy,
     pub fsync_interval_ms: u64,
     pub wal_segment_bytes: u64,
@@ -322,6 +375,21 @@ impl Config {
             slowlog_max_len: cli.slowlog_max_len.or(file.slowlog_max_len).unwrap_or(128),
             metrics_addr: cli.metrics_addr.or(file.metrics_addr),
             accept: cli.accept.or(file.accept).unwrap_or(AcceptMode::Reuseport),
+            tls_auth_clients: cli.tls_auth_clients.or(file.tls_auth_clients).unwrap_or(
+                if cli.tls_ca.is_some() || file.tls_ca.is_some() {
+                    TlsAuthClients::Yes
+                } else {
+                    TlsAuthClients::No
+                },
+            ),
+            tls_cert: cli.tls_cert.or(file.tls_cert),
+            tls_key: cli.tls_key.or(file.tls_key),
+            tls_ca: cli.tls_ca.or(file.tls_ca),
+            tls_only: cli.tls_only || file.tls_only.unwrap_or(false),
+            tls_handshake_timeout_ms: cli
+                .tls_handshake_timeout_ms
+                .or(file.tls_handshake_timeout_ms)
+                .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
             fsync: cli.fsync.or(file.fsync).unwrap_or(FsyncPolicy::Always),
             fsync_interval_ms: cli
                 .fsync_interval_ms
@@ -408,6 +476,36 @@ impl Config {
                      set --password, or use a loopback address such as 127.0.0.1"
                 ));
             }
+        }
+        self.validate_tls()
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |s: &str| Err(ConfigError::Invalid(s.into()));
+        let tls = self.tls_cert.is_some();
+        if tls != self.tls_key.is_some() {
+            return bad(
+                "--tls-cert and --tls-key go together: give both (the certificate \
+                        chain and its private key, PEM) or neither",
+            );
+        }
+        if !tls && self.tls_only {
+            return bad("--tls-only needs --tls-cert and --tls-key");
+        }
+        if !tls && self.tls_ca.is_some() {
+            return bad(
+                "--tls-ca needs --tls-cert and --tls-key (the CA checks client \
+                        certificates, which only a TLS server asks for)",
+            );
+        }
+        if self.tls_auth_clients != TlsAuthClients::No && self.tls_ca.is_none() {
+            return bad(
+                "--tls-auth-clients yes/optional needs --tls-ca FILE (the CA that \
+                        client certificates must be signed by), or use --tls-auth-clients no",
+            );
+        }
+        if self.tls_handshake_timeout_ms == 0 || self.tls_handshake_timeout_ms > 3_600_000 {
+            return bad("--tls-handshake-timeout-ms must be between 1 and 3600000");
         }
         Ok(())
     }

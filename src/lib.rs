@@ -8,7 +8,7 @@
 //! - [`wal`] / [`snapshot`]: durability, through the narrow file layer [`disk`];
 //!   [`durability`] ties recovery, WAL writers and snapshots together for a node;
 //! - [`node`]: what the loops share (config, store, counters, client list, shutdown);
-//! - [`config`]: flags, config file, defaults;
+//! - [`config`]: flags, config file, defaults; [`tls`]: certificates and the TLS handshake;
 //! - [`record`]: the WAL record format (a leaf, so the store can log without the WAL);
 //! - [`util`]: the wall clock and the mutex helper every layer uses.
 //!
@@ -28,5 +28,6 @@ pub mod record;
 pub mod snapshot;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod util;
 pub mod wal;

@@ -34,6 +34,14 @@ fn main() -> ExitCode {
             .init(),
         LogFormat::Json => logs.json().with_ansi(false).init(),
     }
+    // Certificates first: a bad file stops the start before the data directory is touched.
+    let tls = match ringkv::tls::load(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let fs: Arc<dyn Fs> = Arc::new(RealFs);
     // The lock is held until the process exits.
     let dir = match DataDir::open(fs.as_ref(), &config.data_dir, config.shards, new_node_id()) {
@@ -54,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let node = Arc::new(Node::new(config, dir.node_id, store, durability));
+    let node = Arc::new(Node::new(config, dir.node_id, store, durability).with_tls(tls));
     let server = match Server::start(node.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -80,12 +88,17 @@ fn main() -> ExitCode {
     };
     let cfg = &node.config;
     let ready = format!(
-        "ringkv {} ready on {} ({} event loops, {} shards, node id {:016x})",
+        "ringkv {} ready on {} ({} event loops, {} shards, node id {:016x}{})",
         env!("CARGO_PKG_VERSION"),
         server.addr,
         cfg.threads,
         cfg.shards,
-        node.node_id
+        node.node_id,
+        match &node.tls {
+            None => "",
+            Some(t) if t.only => ", TLS only",
+            Some(_) => ", TLS and plaintext",
+        }
     );
     wait_for_signal(&node, &ready);
     info!("shutting down: no new connections, finishing in-flight requests");

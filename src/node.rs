@@ -86,6 +86,8 @@ pub struct Node {
     pub disconnected: tokio::sync::Notify,
     pub bound: Mutex<Option<SocketAddr>>,
     pub slowlog: SlowLog,
+    /// TLS settings (`--tls-cert`); `None` serves plaintext only.
+    pub tls: Option<crate::tls::TlsServer>,
 }
 
 impl Node {
@@ -107,7 +109,13 @@ impl Node {
             disconnected: tokio::sync::Notify::new(),
             node_id,
             config,
+            tls: None,
         }
+    }
+
+    /// The same node, serving TLS with these settings.
+    pub fn with_tls(self, tls: Option<crate::tls::TlsServer>) -> Node {
+        Node { tls, ..self }
     }
 
     /// Reserves a connection slot, or None when at --max-clients.

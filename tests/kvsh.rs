@@ -40,7 +40,7 @@ fn kvsh(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn kvsh_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvsh"));
+    let mut cmd = Command::new(kvsh_binary());
     cmd.args(args)
         .env_remove("RINGKV_PASSWORD")
         .stdin(Stdio::piped())

@@ -256,7 +256,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{expired}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
-             forwarded_requests:{}\r\nprotocol_errors:{}\r\n\
+             forwarded_requests:{}\r\nprotocol_errors:{}\r\ntls_handshake_failures:{}\r\n\
              client_query_buffer_limit_disconnections:{}\r\n\
              client_output_buffer_limit_disconnections:{}\r\n\r\n",
             t(|x| &x.connections_received),
@@ -266,6 +266,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             t(|x| &x.net_output_bytes),
             t(|x| &x.forwarded),
             t(|x| &x.protocol_errors),
+            node.tls.as_ref().map_or(0, |t| t.handshake_failures()),
             t(|x| &x.query_limit_disconnections),
             t(|x| &x.output_limit_disconnections),
         );
@@ -462,6 +463,9 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
         Command::ConfigResetStat => {
             for st in node.stats.iter() {
                 st.reset();
+            }
+            if let Some(tls) = &node.tls {
+                tls.reset_stats();
             }
             out.simple("OK");
         }

@@ -18,7 +18,7 @@ use ringkv_proto::{
     key_hash, FrameWriter, ProtoError, Protocol, Request, RespRequest, PROTOCOL_VERSION,
 };
 use smallvec::SmallVec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -30,6 +30,7 @@ use crate::cmd::{
 use crate::durability::{add_mark, Marks};
 use crate::node::{ClientInfo, LoopStats};
 use crate::stats::Track;
+use crate::tls::{self, Accepted};
 use crate::util::{lock, now_ms};
 
 /// Most requests handled per read before replies are written (bounds latency and memory).
@@ -225,7 +226,24 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
         commands: 0,
         need: 0,
     };
-    if let Err(e) = run(&mut st, &mut stream).await {
+    // Plaintext without TLS configured goes straight to `run`; each stream type gets its own
+    // copy of `run`, so TLS costs a plaintext connection nothing per request.
+    let ended = match &node.tls {
+        None => run(&mut st, &mut stream).await,
+        Some(t) => match tls::accept(
+            t,
+            stream,
+            node.shutdown_signal(),
+            (node.config.timeout_secs > 0).then(|| Duration::from_secs(node.config.timeout_secs)),
+        )
+        .await
+        {
+            Accepted::Plain(mut s) => run(&mut st, &mut s).await,
+            Accepted::Tls(mut s) => run(&mut st, &mut *s).await,
+            Accepted::Closed => Ok(()),
+        },
+    };
+    if let Err(e) = ended {
         debug!(client = id, error = %e, "connection ended");
     }
     node.unregister(id);
@@ -321,7 +339,10 @@ impl Deadlines {
     }
 }
 
-async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    st: &mut State,
+    stream: &mut S,
+) -> std::io::Result<()> {
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     // One shutdown future per connection, polled by every read: creating it per read costs
     // a registration with the watch channel each time (seen in profiles).
@@ -410,8 +431,8 @@ fn expired(e: Expired) -> std::io::Error {
 
 /// Writes all of `buf`, counting each write's progress as activity for --timeout, so a
 /// client that never reads its replies is closed once idle that long.
-async fn write_out(
-    stream: &mut TcpStream,
+async fn write_out<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     mut buf: &[u8],
     dl: &mut Deadlines,
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
@@ -427,8 +448,8 @@ async fn write_out(
     r
 }
 
-async fn write_all_timed(
-    stream: &mut TcpStream,
+async fn write_all_timed<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut &[u8],
     dl: &mut Deadlines,
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
@@ -449,7 +470,8 @@ async fn write_all_timed(
         *buf = &buf[n..];
         dl.last_io = tokio::time::Instant::now();
     }
-    Ok(())
+    // TLS may hold back the last record until flushed; a no-op for TCP.
+    stream.flush().await
 }
 
 /// Handles every complete request in `buf` (up to the batch bounds). Returns the bytes

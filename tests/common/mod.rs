@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,8 +65,12 @@ impl Server {
 
     fn spawn(dir: DataDir, extra: &[&str]) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
-        cmd.args(["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
-            .arg("--data-dir")
+        cmd.args(["--port", "0", "--bind", "127.0.0.1"]);
+        // The ready line is logged at info: the default, unless the test picks a level.
+        if !extra.contains(&"--log-level") {
+            cmd.args(["--log-level", "info"]);
+        }
+        cmd.arg("--data-dir")
             .arg(dir.path())
             .args(extra)
             .stdin(Stdio::null())
@@ -193,6 +197,44 @@ impl Drop for Server {
     }
 }
 
+/// The `kvsh` binary (its own workspace package, `crates/kvsh`), next to this package's
+/// `ringkv`.
+pub fn kvsh_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_binary("kvsh"))
+}
+
+/// The `kvbench` binary (`tools/kvbench`), next to this package's `ringkv`.
+pub fn kvbench_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_binary("kvbench"))
+}
+
+/// Cargo gives a test only its own package's binaries, so another package's binary is built
+/// here with the same profile (`cargo build -p NAME`, a no-op when it is fresh).
+fn workspace_binary(name: &str) -> PathBuf {
+    let ringkv = Path::new(env!("CARGO_BIN_EXE_ringkv"));
+    let dir = ringkv.parent().expect("bin dir");
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "-p", name, "--bin", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "`cargo build -p {name} --bin {name}` failed: {status:?}"
+    );
+    assert!(
+        bin.exists(),
+        "{name} was built but is not at {}",
+        bin.display()
+    );
+    bin
+}
+
 /// Parses the address out of "ringkv ... ready on 127.0.0.1:PORT (...)".
 fn ready_addr(line: &str) -> Option<SocketAddr> {
     let rest = &line[line.find("ready on ")? + "ready on ".len()..];
@@ -253,4 +295,49 @@ pub fn assert_serving(server: &Server) {
     let mut s = server.tcp();
     s.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
     assert_eq!(read_n(&mut s, 7), b"+PONG\r\n");
+}
+
+/// What a child process printed and how it ended.
+pub struct Ran {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status {}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` (stdin closed) and collects its output; killed (by its own PID) after `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Ran {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("can't run {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_bounded(&mut child, limit);
+    Ran {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
 }

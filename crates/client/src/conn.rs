@@ -9,8 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use ringkv_proto::frame::{decode_frame, FrameHeader};
 use ringkv_proto::{ProtoError, Request, Status, Value, HEADER_LEN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -181,7 +180,26 @@ impl Connection {
             }
         };
         stream.set_nodelay(true)?;
-        let conn = Arc::new(Connection::start(stream, config.max_frame_bytes));
+        let max_frame = config.max_frame_bytes;
+        let conn = Arc::new(match &config.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                Connection::start(rd, wr, max_frame)
+            }
+            Some(tls) => match tokio::time::timeout_at(deadline, tls.connect(stream)).await {
+                Ok(Ok(s)) => {
+                    let (rd, wr) = tokio::io::split(s);
+                    Connection::start(rd, wr, max_frame)
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        during: "handshake",
+                        after: config.connect_timeout,
+                    })
+                }
+            },
+        });
 
         let hello = Request::Hello {
             min_version: 1,
@@ -198,6 +216,20 @@ impl Connection {
                     after: config.connect_timeout,
                 })
             }
+            // TLS 1.3: the server checks the client certificate after the client finished
+            // its side of the handshake, so a refusal arrives as an alert on the first read.
+            Err(ClientError::ConnectionLost(reason))
+                if config.tls.is_some() && reason.contains("alert") =>
+            {
+                let hint = if reason.contains("CertificateRequired") {
+                    "the server requires a client certificate signed by its --tls-ca"
+                } else {
+                    "the server did not accept this client's certificate"
+                };
+                return Err(ClientError::Tls(format!(
+                    "the server refused the TLS connection: {reason} ({hint})"
+                )));
+            }
             Err(ClientError::ConnectionLost(reason)) => {
                 return Err(ClientError::Handshake(format!(
                     "the connection closed during HELLO ({reason}); is this a ringkv server?"
@@ -211,8 +243,11 @@ impl Connection {
         Ok(conn)
     }
 
-    fn start(stream: TcpStream, max_frame_bytes: usize) -> Connection {
-        let (rd, wr) = stream.into_split();
+    fn start<R, W>(rd: R, wr: W, max_frame_bytes: usize) -> Connection
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -343,8 +378,8 @@ fn parse_hello_reply(reply: Value) -> Result<ServerInfo> {
     }
 }
 
-async fn reader_task(
-    mut rd: OwnedReadHalf,
+async fn reader_task<R: AsyncRead + Unpin>(
+    mut rd: R,
     shared: Arc<Shared>,
     max_frame: usize,
     mut stop: watch::Receiver<bool>,
@@ -386,8 +421,8 @@ async fn reader_task(
     shared.fail(reason);
 }
 
-async fn writer_task(
-    mut wr: OwnedWriteHalf,
+async fn writer_task<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -418,9 +453,11 @@ async fn writer_task(
             r = async {
                 match &single {
                     // Only one frame: write it without copying.
-                    Some(f) => wr.write_all(f).await,
-                    None => wr.write_all(&batch).await,
+                    Some(f) => wr.write_all(f).await?,
+                    None => wr.write_all(&batch).await?,
                 }
+                // TLS may hold back the last record until flushed; a no-op for TCP.
+                wr.flush().await
             } => r,
             _ = stop.wait_for(|s| *s) => return,
         };

@@ -47,6 +47,11 @@ pub enum ClientError {
     #[error("handshake with the server failed: {0}")]
     Handshake(String),
 
+    /// TLS could not be set up: a certificate or key file is unusable, or the handshake
+    /// failed (wrong CA, no client certificate where one is required, no TLS on the server).
+    #[error("{0}")]
+    Tls(String),
+
     /// More requests are waiting for replies than `ClientConfig::max_in_flight` allows.
     #[error(
         "too many requests in flight (limit {max}); wait for some replies or raise \
@@ -72,6 +77,7 @@ impl ClientError {
                 | ClientError::ConnectionLost(_)
                 | ClientError::Closed
                 | ClientError::Handshake(_)
+                | ClientError::Tls(_)
         )
     }
 

@@ -51,10 +51,12 @@ use tokio::sync::Semaphore;
 
 mod conn;
 mod error;
+mod tls;
 
 pub use bytes::Bytes;
 pub use error::{ClientError, Result};
 pub use ringkv_proto::Value;
+pub use tls::{TlsConfig, TlsOptions};
 
 use conn::{deadline_after, Connection};
 
@@ -80,6 +82,8 @@ pub struct ClientConfig {
     pub max_frame_bytes: usize,
     /// Most requests waiting for a reply at once (default 4096).
     pub max_in_flight: usize,
+    /// Connect with TLS (default: plaintext). The handshake counts towards `connect_timeout`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClientConfig {
@@ -91,6 +95,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(30),
             max_frame_bytes: 64 << 20,
             max_in_flight: 4096,
+            tls: None,
         }
     }
 }

@@ -91,6 +91,23 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Consistency::One)]
     pub consistency: Consistency,
 
+    /// Connect with TLS (both protocols); needs --cacert. The server name checked is the host
+    /// part of --addr.
+    #[arg(long, requires = "cacert")]
+    pub tls: bool,
+
+    /// PEM file with the CA certificate that signed the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM client certificate, for a server that requires one (with --key).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+
     /// A reply not arriving within this long ends the run with an error.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,

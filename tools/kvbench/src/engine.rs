@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
-use ringkv_client::{Client, ClientConfig, ClientError, PutOptions};
+use ringkv_client::{Client, ClientConfig, ClientError, PutOptions, TlsConfig, TlsOptions};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
+use tokio_rustls::client::TlsStream;
 
 use crate::args::{Args, Proto};
 use crate::resp;
@@ -250,14 +252,39 @@ impl Sched {
 pub enum Conn {
     Binary(Client),
     Resp(TcpStream),
+    RespTls(Box<TlsStream<TcpStream>>),
+}
+
+/// The TLS settings of --tls / --cacert / --cert / --key, loaded once for all connections.
+pub fn tls_config(args: &Args) -> Result<Option<TlsConfig>, String> {
+    let Some(ca) = args.cacert.clone().filter(|_| args.tls) else {
+        return Ok(None);
+    };
+    // The host part of host:port ([v6]:port too) is the name the certificate must carry.
+    let host = args
+        .addr
+        .rsplit_once(':')
+        .map_or(args.addr.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let opts = TlsOptions {
+        ca_file: ca,
+        cert_file: args.cert.clone(),
+        key_file: args.key.clone(),
+        server_name: Some(host.to_string()),
+    };
+    TlsConfig::from_options(&opts)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Opens one connection (for the binary protocol: connect plus HELLO, which is not a command).
-pub async fn connect(args: &Args) -> Result<Conn, String> {
+pub async fn connect(args: &Args, tls: Option<&TlsConfig>) -> Result<Conn, String> {
     let limit = Duration::from_secs(5);
     match args.proto {
         Proto::Binary => {
             let config = ClientConfig {
+                tls: tls.cloned(),
                 client_name: Some("kvbench".into()),
                 request_timeout: args.timeout,
                 connect_timeout: limit,
@@ -275,7 +302,14 @@ pub async fn connect(args: &Args) -> Result<Conn, String> {
                 .map_err(|_| format!("connect timed out after {limit:?}"))?
                 .map_err(|e| e.to_string())?;
             let _ = s.set_nodelay(true);
-            Ok(Conn::Resp(s))
+            match tls {
+                None => Ok(Conn::Resp(s)),
+                Some(t) => tokio::time::timeout(limit, t.connect(s))
+                    .await
+                    .map_err(|_| format!("TLS handshake timed out after {limit:?}"))?
+                    .map(|s| Conn::RespTls(Box::new(s)))
+                    .map_err(|e| e.to_string()),
+            }
         }
     }
 }
@@ -291,7 +325,14 @@ pub async fn drive(
 ) -> Recorder {
     let plan = sched.plan.clone();
     let res = match conn {
-        Conn::Resp(s) => drive_resp(s, sched, gen, &mut rec, timeout).await,
+        Conn::Resp(s) => {
+            let (rd, wr) = s.into_split();
+            drive_resp(rd, wr, false, sched, gen, &mut rec, timeout).await
+        }
+        Conn::RespTls(s) => {
+            let (rd, wr) = tokio::io::split(*s);
+            drive_resp(rd, wr, true, sched, gen, &mut rec, timeout).await
+        }
         Conn::Binary(c) => {
             let r = drive_binary(&c, sched, gen, &mut rec).await;
             c.close();
@@ -309,8 +350,11 @@ fn tokio_instant(t: Instant) -> tokio::time::Instant {
     tokio::time::Instant::from_std(t)
 }
 
-async fn drive_resp(
-    stream: TcpStream,
+/// `flush`: the stream buffers (TLS) and must be flushed once the writes are out.
+async fn drive_resp<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut rd: R,
+    mut wr: W,
+    flush: bool,
     mut sched: Sched,
     mut gen: Generator,
     rec: &mut Recorder,
@@ -320,7 +364,7 @@ async fn drive_resp(
     let conn = sched.conn as usize;
     let pipeline = plan.pipeline;
     let mut stop_rx = plan.subscribe();
-    let (mut rd, mut wr) = stream.into_split();
+    let mut unflushed = false;
     // Requests sent and not answered yet, in order: (op, latency start, measured).
     let mut inflight: VecDeque<(Op, Instant, bool)> = VecDeque::with_capacity(pipeline);
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
@@ -384,9 +428,20 @@ async fn drive_resp(
                     }
                 }
             }
-            r = wr.write(&wbuf), if !wbuf.is_empty() => {
-                let n = r.map_err(|e| format!("writing to the server failed: {e}"))?;
-                wbuf.advance(n);
+            r = async {
+                if wbuf.is_empty() {
+                    wr.flush().await.map(|()| None)
+                } else {
+                    wr.write(&wbuf).await.map(Some)
+                }
+            }, if !wbuf.is_empty() || unflushed => {
+                match r.map_err(|e| format!("writing to the server failed: {e}"))? {
+                    Some(n) => {
+                        wbuf.advance(n);
+                        unflushed = flush;
+                    }
+                    None => unflushed = false,
+                }
             }
             _ = plan.woken(conn).notified(), if wait => {}
             _ = tokio::time::sleep_until(tokio_instant(deadline)), if !inflight.is_empty() => {

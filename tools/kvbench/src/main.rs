@@ -75,7 +75,14 @@ async fn run(args: Args) -> ExitCode {
     }
 
     // Connect everything before the clock starts.
-    let connects = (0..args.connections).map(|_| engine::connect(&args));
+    let tls = match engine::tls_config(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kvbench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let connects = (0..args.connections).map(|_| engine::connect(&args, tls.as_ref()));
     let mut conns = Vec::with_capacity(args.connections);
     for r in futures::future::join_all(connects).await {
         match r {

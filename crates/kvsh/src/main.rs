@@ -14,7 +14,7 @@ mod shell;
 
 use clap::Parser;
 use output::{hex, Printer};
-use ringkv_client::{Bytes, Client, ClientConfig, ClientError, Value};
+use ringkv_client::{Bytes, Client, ClientConfig, ClientError, TlsConfig, TlsOptions, Value};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::Editor;
@@ -48,7 +48,11 @@ OUTPUT
 EXIT STATUS
   0  every command succeeded
   1  a command returned an error (in a script: at least one did)
-  2  kvsh could not connect to the server (or the handshake, e.g. the password, failed)";
+  2  kvsh could not connect to the server (or the handshake, e.g. the password or TLS,
+     failed)
+
+TLS
+  kvsh --tls --cacert ca.pem [--cert client.pem --key client.key] ...";
 
 /// Interactive shell and command-line client for ringkv.
 #[derive(Parser, Debug)]
@@ -86,6 +90,26 @@ struct Args {
     /// Also print the causal context (hex) of values read with `get` and written with `put`.
     #[arg(long)]
     show_context: bool,
+
+    /// Connect with TLS (the server runs with --tls-cert); needs --cacert.
+    #[arg(long, requires = "cacert")]
+    tls: bool,
+
+    /// PEM file with the CA certificate that signed the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    cacert: Option<PathBuf>,
+
+    /// PEM client certificate, for a server with --tls-auth-clients (with --key).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<PathBuf>,
+
+    /// Name the server's certificate must carry. [default: --host]
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    sni: Option<String>,
 
     /// Seconds to wait for each reply (0 = forever).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -128,7 +152,26 @@ fn main() -> ExitCode {
         raw: args.raw || (!stdout_tty && !args.no_raw),
         show_context: args.show_context,
     };
+    let tls = match &args.cacert {
+        None => None,
+        Some(ca) => {
+            let opts = TlsOptions {
+                ca_file: ca.clone(),
+                cert_file: args.cert.clone(),
+                key_file: args.key.clone(),
+                server_name: Some(args.sni.clone().unwrap_or_else(|| args.host.clone())),
+            };
+            match TlsConfig::from_options(&opts) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("kvsh: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let config = ClientConfig {
+        tls,
         password: args.password.clone(),
         client_name: Some("kvsh".into()),
         request_timeout: if args.timeout == 0 {
