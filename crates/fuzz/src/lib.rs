@@ -1,0 +1,325 @@
+//! Fuzz target bodies: one plain `fn(&[u8])` per decoder that reads untrusted bytes.
+//!
+//! The same functions are driven by the coverage-guided binaries in `fuzz/` (cargo-fuzz,
+//! libFuzzer) and by `tests/replay.rs`, which runs every file of `fuzz/corpus/<target>/`
+//! under `cargo test`. A target panics (so the fuzzer reports a crash) when the decoder
+//! panics, or when a cheap property fails:
+//! - `frame`: frames found one after another never overrun the buffer, a cut-short frame is
+//!   "need more bytes", and a parsed request re-encodes to the very payload it came from;
+//! - `resp`: with the authenticated and the pre-AUTH limits, every request consumes at least
+//!   one and at most the given bytes, respects the argument limits, parses the same from
+//!   exactly its own bytes, and any cut-short prefix of it is "need more bytes";
+//! - `wal`: the segment scanner reports records in sequence order inside the buffer, and a
+//!   clean scan ends in zeros only; the records are applied to a shard as recovery does;
+//! - `snapshot`: the snapshot reader loads into a shard or reports corruption at an offset
+//!   inside the file.
+//!
+//! Every decoder call runs under [`alloc::bounded`]: no single allocation may exceed a small
+//! multiple of the input's size, so a huge claimed length must be checked before it sizes
+//! anything.
+//!
+//! The WAL and snapshot formats are guarded by CRC32s that random mutation almost never
+//! satisfies; the first input byte of those targets is a mode whose bits ask the target to
+//! repair the header and the checksums first (see [`wal_input`], [`snapshot_input`]), so the
+//! fuzzer also explores what lies behind them.
+
+pub mod alloc;
+pub mod seeds;
+
+use std::path::Path;
+
+use bytes::BytesMut;
+use ringkv::snapshot;
+use ringkv::store::Shard;
+use ringkv::wal::record;
+use ringkv_proto::frame::{decode_frame, Request};
+use ringkv_proto::resp::{parse_request, RespLimits, RespRequest, MAX_INLINE};
+use ringkv_proto::HEADER_LEN;
+
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its corpus directory and fuzz binary.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("frame", frame),
+    ("resp", resp),
+    ("wal", wal),
+    ("snapshot", snapshot),
+];
+
+/// The server's limits (src/net/connection.rs and src/config.rs), mirrored here.
+pub const MAX_ARGS: usize = 1024 * 1024;
+pub const PREAUTH_ARGS: usize = 10;
+pub const PREAUTH_BULK: usize = 16 * 1024;
+pub const MAX_BULK: usize = 512 * 1024 * 1024;
+/// The smallest `--max-frame-bytes` the server accepts, and the default.
+pub const MIN_MAX_FRAME: usize = 4096;
+pub const DEFAULT_MAX_FRAME: usize = ringkv::config::DEFAULT_MAX_FRAME;
+
+/// Bound on any single allocation while decoding `len` input bytes.
+fn alloc_bound(len: usize) -> usize {
+    64 * len + 64 * 1024
+}
+
+/// Binary frames: split a pipelined stream with `decode_frame`, parse each request as the
+/// server does (pre- and post-HELLO argument limits), re-encode what parses.
+pub fn frame(data: &[u8]) {
+    for max_frame in [MIN_MAX_FRAME, DEFAULT_MAX_FRAME] {
+        for max_args in [PREAUTH_ARGS, MAX_ARGS] {
+            frame_stream(data, max_frame, max_args);
+        }
+    }
+}
+
+fn frame_stream(data: &[u8], max_frame: usize, max_args: usize) {
+    let mut rest = data;
+    loop {
+        let split = alloc::bounded("decode_frame", alloc_bound(rest.len()), || {
+            decode_frame(rest, max_frame)
+        });
+        let (header, payload, used) = match split {
+            // Need more bytes, or a framing error (the server closes the connection).
+            Ok(None) | Err(_) => return,
+            Ok(Some(f)) => f,
+        };
+        assert!(
+            (HEADER_LEN..=rest.len()).contains(&used) && used <= max_frame,
+            "frame took {used} of {} bytes (max frame {max_frame})",
+            rest.len()
+        );
+        assert_eq!(
+            payload.len(),
+            used - HEADER_LEN,
+            "payload is the frame's tail"
+        );
+        assert_eq!(payload, &rest[HEADER_LEN..used]);
+        // The same frame cut short by one byte is incomplete, not an error or another frame.
+        assert_eq!(
+            decode_frame(&rest[..used - 1], max_frame),
+            Ok(None),
+            "a frame cut short must ask for more bytes"
+        );
+        // Declared before the request: the re-decoded request borrows from it.
+        let mut out = BytesMut::new();
+        let parsed = alloc::bounded("Request::parse", alloc_bound(payload.len()), || {
+            Request::parse(header.opcode, payload, max_args)
+        });
+        if let Ok(req) = parsed {
+            if let Request::Command { args } = &req {
+                assert!(!args.is_empty() && args.len() <= max_args);
+            }
+            req.encode(header.request_id, &mut out);
+            assert_eq!(
+                &out[HEADER_LEN..],
+                payload,
+                "re-encoding changed the payload"
+            );
+            let again = decode_frame(&out, usize::MAX);
+            match again {
+                Ok(Some((h, p, n))) => {
+                    assert_eq!(
+                        (h.request_id, h.opcode, n),
+                        (header.request_id, header.opcode, used)
+                    );
+                    assert_eq!(Request::parse(h.opcode, p, max_args).as_ref(), Ok(&req));
+                }
+                other => panic!("an encoded request does not decode: {other:?}"),
+            };
+        }
+        rest = &rest[used..];
+    }
+}
+
+/// RESP2: parse a pipelined stream with the limits before and after AUTH.
+pub fn resp(data: &[u8]) {
+    let authed = RespLimits {
+        max_args: MAX_ARGS,
+        max_bulk: MAX_BULK.min(DEFAULT_MAX_FRAME),
+        max_inline: MAX_INLINE,
+        unauthenticated: false,
+    };
+    let preauth = RespLimits {
+        max_args: PREAUTH_ARGS,
+        max_bulk: PREAUTH_BULK,
+        max_inline: MAX_INLINE,
+        unauthenticated: true,
+    };
+    // Small limits reach the limit checks with small inputs.
+    let tiny = RespLimits {
+        max_args: 3,
+        max_bulk: 8,
+        max_inline: 16,
+        unauthenticated: true,
+    };
+    for limits in [authed, preauth, tiny] {
+        resp_stream(data, &limits);
+    }
+}
+
+fn resp_stream(data: &[u8], limits: &RespLimits) {
+    let mut rest = data;
+    loop {
+        let parsed = alloc::bounded("parse_request", alloc_bound(rest.len()), || {
+            parse_request(rest, limits)
+        });
+        let (req, used) = match parsed {
+            Ok(None) | Err(_) => return,
+            Ok(Some(r)) => r,
+        };
+        assert!(
+            (1..=rest.len()).contains(&used),
+            "request took {used} of {} bytes",
+            rest.len()
+        );
+        let argc = match &req {
+            RespRequest::Args(a) => {
+                for arg in a {
+                    assert!(arg.len() <= limits.max_bulk.max(limits.max_inline));
+                }
+                a.len()
+            }
+            RespRequest::Owned(a) => a.len(),
+            RespRequest::Empty => 0,
+        };
+        assert!(argc <= limits.max_args, "{argc} arguments over the limit");
+        // The request does not depend on what follows it...
+        assert_eq!(
+            parse_request(&rest[..used], limits).as_ref(),
+            Ok(&Some((req, used))),
+            "a request parses differently from exactly its own bytes"
+        );
+        // ...and arriving one byte short, it is incomplete (the server reads in chunks).
+        assert_eq!(
+            parse_request(&rest[..used - 1], limits),
+            Ok(None),
+            "a request cut short must ask for more bytes: {:?}",
+            String::from_utf8_lossy(&rest[..used])
+        );
+        rest = &rest[used..];
+    }
+}
+
+/// Mode bits of the first byte of a `wal` or `snapshot` input.
+pub const FIX_HEADER: u8 = 1;
+pub const FIX_CHECKSUMS: u8 = 2;
+
+/// Splits a `wal` input into (segment bytes, shard id to scan for). With [`FIX_HEADER`], the
+/// magic and format version are made valid and the shard id is the header's; with
+/// [`FIX_CHECKSUMS`], every record that fits gets its correct CRC.
+pub fn wal_input(data: &[u8]) -> (Vec<u8>, u32) {
+    let Some((&mode, seg)) = data.split_first() else {
+        return (Vec::new(), 0);
+    };
+    let mut seg = seg.to_vec();
+    let mut shard = 0;
+    if mode & FIX_HEADER != 0 && seg.len() >= record::SEGMENT_HEADER {
+        seg[..8].copy_from_slice(record::SEGMENT_MAGIC);
+        seg[8..12].copy_from_slice(&record::FORMAT_VERSION.to_le_bytes());
+        shard = record::u32_at(&seg, 12);
+    }
+    if mode & FIX_CHECKSUMS != 0 {
+        let mut pos = record::SEGMENT_HEADER;
+        while pos + record::RECORD_HEADER <= seg.len() {
+            let len = record::u32_at(&seg, pos + 4) as usize;
+            let end = pos + record::RECORD_HEADER + len;
+            if len > record::MAX_RECORD || end > seg.len() {
+                break;
+            }
+            let crc = crc32fast::hash(&seg[pos + 4..end]);
+            seg[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+            pos = end;
+        }
+    }
+    (seg, shard)
+}
+
+/// WAL segments: scan, apply each record to a shard as recovery does, and count what a
+/// `--repair` would drop after damage.
+pub fn wal(data: &[u8]) {
+    let (seg, shard_id) = wal_input(data);
+    let mut shard = Shard::default();
+    let mut seqs = Vec::new();
+    let scan = alloc::bounded("wal scan", alloc_bound(seg.len()), || {
+        record::scan(&seg, shard_id, |r| {
+            let inside = seg.as_ptr_range().contains(&r.payload.as_ptr()) || r.payload.is_empty();
+            assert!(inside, "record payload outside the segment");
+            seqs.push(r.seq);
+            shard.apply(r.kind, r.payload);
+        })
+    });
+    assert_eq!(scan.records, seqs.len());
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "records out of order");
+    assert!(scan.good_len <= seg.len());
+    match &scan.damage {
+        None => assert!(
+            seg[scan.good_len..].iter().all(|&b| b == 0),
+            "a clean scan stopped before non-zero bytes"
+        ),
+        Some(_) => {
+            // What `--repair` counts before moving the segment aside.
+            let n = alloc::bounded("count_recoverable_after", alloc_bound(seg.len()), || {
+                record::count_recoverable_after(&seg, scan.good_len)
+            });
+            assert!(n <= seg.len() / record::RECORD_HEADER);
+        }
+    }
+}
+
+/// Splits a `snapshot` input into (file bytes, shard id). With [`FIX_HEADER`] the magic and
+/// version are made valid and the shard id is the header's; with [`FIX_CHECKSUMS`], every
+/// block that fits gets its correct CRC, and so does the footer's count.
+pub fn snapshot_input(data: &[u8]) -> (Vec<u8>, usize) {
+    let Some((&mode, file)) = data.split_first() else {
+        return (Vec::new(), 0);
+    };
+    let mut file = file.to_vec();
+    let mut shard = 0;
+    if mode & FIX_HEADER != 0 && file.len() >= snapshot::HEADER {
+        file[..8].copy_from_slice(snapshot::MAGIC);
+        file[8..12].copy_from_slice(&snapshot::FORMAT_VERSION.to_le_bytes());
+        shard = record::u32_at(&file, 12) as usize;
+    }
+    if mode & FIX_CHECKSUMS != 0 {
+        let mut pos = snapshot::HEADER;
+        while pos + 8 <= file.len() {
+            let len = record::u32_at(&file, pos) as usize;
+            if len == 0 {
+                if pos + 16 <= file.len() {
+                    let crc = crc32fast::hash(&file[pos + 8..pos + 16]);
+                    file[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+                }
+                break;
+            }
+            let end = pos + 8 + len;
+            if end > file.len() {
+                break;
+            }
+            let crc = crc32fast::hash(&file[pos + 8..end]);
+            file[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+            pos = end;
+        }
+    }
+    (file, shard)
+}
+
+/// Snapshots: load into an empty shard.
+pub fn snapshot(data: &[u8]) {
+    let (file, shard_id) = snapshot_input(data);
+    let mut shard = Shard::default();
+    let loaded = alloc::bounded("snapshot load", alloc_bound(file.len()), || {
+        snapshot::load_bytes(&file, Path::new("fuzz.rks"), shard_id, &mut shard, &|_| {})
+    });
+    match loaded {
+        Ok((_seq, count)) => {
+            assert!(shard.len() as u64 <= count, "more keys than entries read");
+            assert!(
+                count <= file.len() as u64 / 4,
+                "more entries than the file can hold"
+            );
+        }
+        Err(snapshot::SnapshotError::Corrupt { offset, .. }) => {
+            assert!(offset <= file.len(), "corruption reported past the end");
+        }
+        Err(e @ snapshot::SnapshotError::Io { .. }) => panic!("no I/O happens here: {e}"),
+    }
+}
