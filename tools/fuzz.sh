@@ -13,6 +13,8 @@
 #   cargo fuzz run --sanitizer none <target> fuzz/artifacts/<target>/crash-...
 # Exits non-zero if any target crashed, or if cargo-fuzz is missing (it is not skipped:
 # install it with `cargo install --locked cargo-fuzz`). Prints executions per target.
+# FUZZ_ARGS adds libFuzzer options, e.g. FUZZ_ARGS="-max_len=140000" (default: 4096 bytes, or
+# the largest corpus file) to reach the 64 KiB inline and count-line limits of RESP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,10 @@ FUZZ_FLAGS=(--sanitizer none)
 # A hung input fails after this many seconds; a run may not use more memory than this.
 TIMEOUT_S=10
 RSS_LIMIT_MB=2048
+EXTRA_ARGS=()
+if [ -n "${FUZZ_ARGS:-}" ]; then
+  read -r -a EXTRA_ARGS <<<"$FUZZ_ARGS"
+fi
 
 echo "== cargo fuzz build (${FUZZ_FLAGS[*]})"
 build_start=$(date +%s)
@@ -62,7 +68,7 @@ for t in "${TARGETS[@]}"; do
   # The first corpus directory receives new inputs; the committed one is only read.
   cargo fuzz run "${FUZZ_FLAGS[@]}" "$t" "$work" "$corpus" -- \
     -max_total_time="$SECONDS_PER_TARGET" -timeout="$TIMEOUT_S" -rss_limit_mb="$RSS_LIMIT_MB" \
-    -print_final_stats=1 >"$log" 2>&1 || status=$?
+    -print_final_stats=1 "${EXTRA_ARGS[@]}" >"$log" 2>&1 || status=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)

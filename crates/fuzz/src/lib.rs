@@ -6,6 +6,7 @@
 //! panics, or when a cheap property fails:
 //! - `frame`: frames found one after another never overrun the buffer, a cut-short frame is
 //!   "need more bytes", and a parsed request re-encodes to the very payload it came from;
+//!   reply frames (what clients decode) go through `Value::decode` and re-encode the same;
 //! - `resp`: with the authenticated and the pre-AUTH limits, every request consumes at least
 //!   one and at most the given bytes, respects the argument limits, parses the same from
 //!   exactly its own bytes, and any cut-short prefix of it is "need more bytes";
@@ -14,9 +15,9 @@
 //! - `snapshot`: the snapshot reader loads into a shard or reports corruption at an offset
 //!   inside the file.
 //!
-//! Every decoder call runs under [`alloc::bounded`]: no single allocation may exceed a small
-//! multiple of the input's size, so a huge claimed length must be checked before it sizes
-//! anything.
+//! Every decoder call runs under [`alloc::bounded`]: the memory it holds at once may not exceed
+//! a small multiple of the input's size, so a huge claimed length or count must be checked
+//! before it sizes anything (at every nesting level).
 //!
 //! The WAL and snapshot formats are guarded by CRC32s that random mutation almost never
 //! satisfies; the first input byte of those targets is a mode whose bits ask the target to
@@ -28,13 +29,13 @@ pub mod seeds;
 
 use std::path::Path;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ringkv::snapshot;
 use ringkv::store::Shard;
 use ringkv::wal::record;
 use ringkv_proto::frame::{decode_frame, Request};
 use ringkv_proto::resp::{parse_request, RespLimits, RespRequest, MAX_INLINE};
-use ringkv_proto::HEADER_LEN;
+use ringkv_proto::{Value, HEADER_LEN};
 
 /// A fuzz target body.
 pub type Target = fn(&[u8]);
@@ -56,9 +57,16 @@ pub const MAX_BULK: usize = 512 * 1024 * 1024;
 pub const MIN_MAX_FRAME: usize = 4096;
 pub const DEFAULT_MAX_FRAME: usize = ringkv::config::DEFAULT_MAX_FRAME;
 
-/// Bound on any single allocation while decoding `len` input bytes.
+/// Bound on the memory a decoder may hold at once for `len` input bytes. The largest decoded
+/// form per input byte is a reply array of 1-byte nils: a 56-byte `Value` each, in a vector that
+/// holds its old and new blocks while it grows (up to 3 × 56), next to an outer array that
+/// reserved its claimed count. Memory sized by a claimed length, or reserved again at every
+/// nesting level, is far above.
+pub const BYTES_PER_INPUT_BYTE: usize = 256;
+pub const BOUND_SLACK_BYTES: usize = 64 * 1024;
+
 fn alloc_bound(len: usize) -> usize {
-    64 * len + 64 * 1024
+    BYTES_PER_INPUT_BYTE * len + BOUND_SLACK_BYTES
 }
 
 /// Binary frames: split a pipelined stream with `decode_frame`, parse each request as the
@@ -99,34 +107,54 @@ fn frame_stream(data: &[u8], max_frame: usize, max_args: usize) {
             Ok(None),
             "a frame cut short must ask for more bytes"
         );
-        // Declared before the request: the re-decoded request borrows from it.
-        let mut out = BytesMut::new();
-        let parsed = alloc::bounded("Request::parse", alloc_bound(payload.len()), || {
-            Request::parse(header.opcode, payload, max_args)
-        });
-        if let Ok(req) = parsed {
-            if let Request::Command { args } = &req {
-                assert!(!args.is_empty() && args.len() <= max_args);
-            }
-            req.encode(header.request_id, &mut out);
-            assert_eq!(
-                &out[HEADER_LEN..],
-                payload,
-                "re-encoding changed the payload"
-            );
-            let again = decode_frame(&out, usize::MAX);
-            match again {
-                Ok(Some((h, p, n))) => {
-                    assert_eq!(
-                        (h.request_id, h.opcode, n),
-                        (header.request_id, header.opcode, used)
-                    );
-                    assert_eq!(Request::parse(h.opcode, p, max_args).as_ref(), Ok(&req));
-                }
-                other => panic!("an encoded request does not decode: {other:?}"),
-            };
+        if header.is_reply() {
+            reply_payload(payload);
+        } else {
+            request_payload(header.request_id, header.opcode, payload, used, max_args);
         }
         rest = &rest[used..];
+    }
+}
+
+/// A request payload, parsed as the server does, re-encoded when it parses.
+fn request_payload(id: u64, opcode: u8, payload: &[u8], used: usize, max_args: usize) {
+    // Declared before the request: the re-decoded request borrows from it.
+    let mut out = BytesMut::new();
+    let parsed = alloc::bounded("Request::parse", alloc_bound(payload.len()), || {
+        Request::parse(opcode, payload, max_args)
+    });
+    let Ok(req) = parsed else {
+        return;
+    };
+    if let Request::Command { args } = &req {
+        assert!(!args.is_empty() && args.len() <= max_args);
+    }
+    req.encode(id, &mut out);
+    assert_eq!(
+        &out[HEADER_LEN..],
+        payload,
+        "re-encoding changed the payload"
+    );
+    let again = decode_frame(&out, usize::MAX);
+    match again {
+        Ok(Some((h, p, n))) => {
+            assert_eq!((h.request_id, h.opcode, n), (id, opcode, used));
+            assert_eq!(Request::parse(h.opcode, p, max_args).as_ref(), Ok(&req));
+        }
+        other => panic!("an encoded request does not decode: {other:?}"),
+    };
+}
+
+/// A reply payload, decoded as clients do, re-encoded when it decodes.
+fn reply_payload(payload: &[u8]) {
+    let payload = Bytes::copy_from_slice(payload);
+    let decoded = alloc::bounded("Value::decode", alloc_bound(payload.len()), || {
+        Value::decode(&payload)
+    });
+    if let Ok(v) = decoded {
+        let mut out = BytesMut::new();
+        v.encode(&mut out);
+        assert_eq!(&out[..], &payload[..], "re-encoding changed the reply");
     }
 }
 

@@ -5,14 +5,15 @@
 
 use std::path::Path;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ringkv::disk::{Fs, RealFs};
 use ringkv::snapshot;
 use ringkv::store::entry::NewVersion;
 use ringkv::store::{Entry, Shard, Store, VectorClock};
 use ringkv::wal::record;
-use ringkv_proto::frame::Request;
+use ringkv_proto::frame::{begin_frame, finish_frame, Opcode, Request, Status, FLAG_REPLY};
 use ringkv_proto::key_hash;
+use ringkv_proto::Value;
 
 use crate::{FIX_CHECKSUMS, FIX_HEADER};
 
@@ -129,6 +130,36 @@ pub fn frame() -> Vec<Seed> {
         ],
     );
     raw("hello-truncated", 12 + 3, 0x01, 0, &[0, 1, 0]);
+    // Reply frames, as the server encodes them and clients decode them.
+    let b = |s: &'static [u8]| Bytes::from_static(s);
+    let replies = [
+        ("reply-ok", Value::Simple(b(b"OK"))),
+        ("reply-error", Value::Error(b(b"ERR syntax error"))),
+        ("reply-int", Value::Int(-42)),
+        ("reply-nil", Value::Nil),
+        ("reply-bulk", Value::Bulk(b(b"hello"))),
+        (
+            "reply-nested",
+            Value::Array(vec![
+                Value::Array(vec![Value::Array(vec![Value::Nil, Value::Int(1)])]),
+                Value::Bulk(b(b"x")),
+            ]),
+        ),
+        (
+            "reply-versioned",
+            Value::Versioned {
+                context: b(&[1, 7, 3]),
+                values: vec![b(b"a"), b(b"sibling")],
+            },
+        ),
+    ];
+    for (name, v) in replies {
+        let mut out = BytesMut::new();
+        let start = begin_frame(&mut out, 9, Opcode::Get as u8, FLAG_REPLY);
+        v.encode(&mut out);
+        finish_frame(&mut out, start, Status::Ok);
+        seeds.push((name.to_string(), out.to_vec()));
+    }
     seeds
 }
 

@@ -67,20 +67,35 @@ fn every_target_has_a_replay_test() {
     assert_eq!(names, ["frame", "resp", "wal", "snapshot"]);
 }
 
-/// The allocation bound the targets assert is only real if the tracking allocator runs.
+/// The memory bound the targets assert is only real if the tracking allocator runs.
 #[test]
 fn allocation_tracking_is_installed() {
-    ringkv_fuzz::alloc::reset();
+    use ringkv_fuzz::alloc;
+    alloc::reset();
+    let base = alloc::live();
     let v: Vec<u8> = Vec::with_capacity(123_456);
-    assert!(ringkv_fuzz::alloc::largest() >= 123_456);
+    assert!(alloc::peak_growth(base) >= 123_456);
     drop(v);
+    // Many small blocks held at once count as much as one big one.
     let r = std::panic::catch_unwind(|| {
-        ringkv_fuzz::alloc::bounded("test", 1000, || Vec::<u8>::with_capacity(5000))
+        alloc::bounded("test", 10_000, || {
+            (0..100)
+                .map(|_| Vec::<u8>::with_capacity(500))
+                .collect::<Vec<_>>()
+        })
     });
     assert!(
         r.is_err(),
-        "an allocation over the bound must fail the target"
+        "memory held over the bound must fail the target"
     );
+    let r = std::panic::catch_unwind(|| {
+        alloc::bounded("test", 10_000, || {
+            for _ in 0..100 {
+                drop(Vec::<u8>::with_capacity(500));
+            }
+        })
+    });
+    assert!(r.is_ok(), "memory freed along the way must not count");
 }
 
 /// The committed WAL and snapshot seeds must get past the checksums (else the fuzzer starts
