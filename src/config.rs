@@ -9,6 +9,12 @@ use serde::Deserialize;
 
 pub const DEFAULT_PORT: u16 = 7379;
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+pub const DEFAULT_REQUEST_READ_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_OUTPUT_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+/// As Redis's client-query-buffer-limit.
+pub const DEFAULT_MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
+/// Smallest output and query buffer limits accepted (room for ordinary replies and requests).
+pub const MIN_CLIENT_BUFFER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -48,6 +54,25 @@ pub struct Cli {
     /// Largest binary frame or RESP argument, in bytes; also the largest value. [default: 67108864]
     #[arg(long)]
     pub max_frame_bytes: Option<usize>,
+    /// Close a client connection idle for this many seconds: nothing read from it and none of
+    /// its replies could be written (Redis's `timeout`; 0: never). [default: 0]
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Close a connection whose command (RESP) or frame (binary) has started arriving but is
+    /// not complete after this many milliseconds, however slowly bytes trickle in (slowloris);
+    /// 0: never. [default: 30000]
+    #[arg(long)]
+    pub request_read_timeout_ms: Option<u64>,
+    /// Most reply bytes buffered for one connection, counting replies computed by other
+    /// loops; a client that pipelines past it without reading is disconnected, as with
+    /// Redis's client-output-buffer-limit. [default: 268435456]
+    #[arg(long)]
+    pub max_output_buffer_bytes: Option<usize>,
+    /// Most bytes of one incomplete request buffered for a connection (Redis's
+    /// client-query-buffer-limit); past it the connection gets an error and is closed.
+    /// [default: 1073741824]
+    #[arg(long)]
+    pub max_query_buffer_bytes: Option<usize>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive. [default: info]
     #[arg(long)]
     pub log_level: Option<String>,
@@ -96,8 +121,9 @@ pub struct Cli {
     /// that can't be read, and log how many. Without it the node refuses to start.
     #[arg(long)]
     pub repair: bool,
-    /// Testing only: every command takes this many extra microseconds on its event loop (a
+    /// Testing only (feature `test-hooks`, absent from release builds): every command takes this many extra microseconds on its event loop (a
     /// deliberately slow server, to check that load generators handle coordinated omission).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_delay_us: u64,
     /// TOML file with any of the settings above.
@@ -154,6 +180,13 @@ struct FileConfig {
     max_clients: Option<usize>,
     #[serde(alias = "max_frame_bytes")]
     max_frame_bytes: Option<usize>,
+    timeout: Option<u64>,
+    #[serde(alias = "request_read_timeout_ms")]
+    request_read_timeout_ms: Option<u64>,
+    #[serde(alias = "max_output_buffer_bytes")]
+    max_output_buffer_bytes: Option<usize>,
+    #[serde(alias = "max_query_buffer_bytes")]
+    max_query_buffer_bytes: Option<usize>,
     #[serde(alias = "log_level")]
     log_level: Option<String>,
     #[serde(alias = "log_format")]
@@ -174,6 +207,7 @@ struct FileConfig {
     snapshot_wal_bytes: Option<u64>,
     #[serde(alias = "snapshot_interval_secs")]
     snapshot_interval_secs: Option<u64>,
+    repair: Option<bool>,
 }
 
 /// The effective configuration.
@@ -187,6 +221,11 @@ pub struct Config {
     pub password: Option<String>,
     pub max_clients: usize,
     pub max_frame_bytes: usize,
+    /// Idle seconds before a client connection is closed (0: never).
+    pub timeout_secs: u64,
+    pub request_read_timeout_ms: u64,
+    pub max_output_buffer_bytes: usize,
+    pub max_query_buffer_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
     pub slowlog_log_slower_than: i64,
@@ -200,6 +239,7 @@ pub struct Config {
     pub snapshot_interval_secs: u64,
     pub repair: bool,
     /// Testing only (see `Cli::test_delay_us`).
+    #[cfg(feature = "test-hooks")]
     pub test_delay_us: u64,
 }
 
@@ -254,6 +294,19 @@ impl Config {
                 .max_frame_bytes
                 .or(file.max_frame_bytes)
                 .unwrap_or(DEFAULT_MAX_FRAME),
+            timeout_secs: cli.timeout.or(file.timeout).unwrap_or(0),
+            request_read_timeout_ms: cli
+                .request_read_timeout_ms
+                .or(file.request_read_timeout_ms)
+                .unwrap_or(DEFAULT_REQUEST_READ_TIMEOUT_MS),
+            max_output_buffer_bytes: cli
+                .max_output_buffer_bytes
+                .or(file.max_output_buffer_bytes)
+                .unwrap_or(DEFAULT_MAX_OUTPUT_BUFFER_BYTES),
+            max_query_buffer_bytes: cli
+                .max_query_buffer_bytes
+                .or(file.max_query_buffer_bytes)
+                .unwrap_or(DEFAULT_MAX_QUERY_BUFFER_BYTES),
             log_level: cli
                 .log_level
                 .or(file.log_level)
@@ -286,7 +339,9 @@ impl Config {
                 .snapshot_interval_secs
                 .or(file.snapshot_interval_secs)
                 .unwrap_or(3600),
-            repair: cli.repair,
+            // A flag can only turn it on: --repair, or `repair = true` in the file.
+            repair: cli.repair || file.repair.unwrap_or(false),
+            #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,
         };
         c.validate()?;
@@ -315,6 +370,16 @@ impl Config {
                 "--max-frame-bytes {} must be between 4096 and 2147483648",
                 self.max_frame_bytes
             ));
+        }
+        for (flag, v) in [
+            ("--max-output-buffer-bytes", self.max_output_buffer_bytes),
+            ("--max-query-buffer-bytes", self.max_query_buffer_bytes),
+        ] {
+            if v < MIN_CLIENT_BUFFER_BYTES {
+                return bad(format!(
+                    "{flag} {v} must be at least {MIN_CLIENT_BUFFER_BYTES} bytes"
+                ));
+            }
         }
         if self.fsync_interval_ms == 0 || self.fsync_interval_ms > 3_600_000 {
             return bad(format!(
@@ -350,5 +415,62 @@ impl Config {
     /// Largest value a command may store: one frame minus room for its header and key.
     pub fn max_value(&self) -> usize {
         self.max_frame_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// README and `--help`: every flag can also be set in the config file (same names, with
+    /// dashes or underscores). Only --config itself and test-only flags are exceptions.
+    #[test]
+    fn every_flag_is_a_config_file_key() {
+        let cmd = Cli::command();
+        let mut checked = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "config" | "help" | "version" | "test-delay-us") {
+                continue;
+            }
+            for name in [long.to_string(), long.replace('-', "_")] {
+                // A value of the wrong type is fine here: only an unknown key is the failure.
+                let text = format!("{name} = []\n");
+                let err = toml::from_str::<FileConfig>(&text)
+                    .map(|_| String::new())
+                    .unwrap_or_else(|e| e.to_string());
+                assert!(
+                    !err.contains("unknown field"),
+                    "--{long} can't be set in the config file as {name:?}: {err}"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} flags found");
+    }
+
+    #[test]
+    fn repair_in_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("ringkv-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("repair.toml");
+        for (text, flag, want) in [
+            ("repair = true\n", false, true),
+            ("repair = false\n", false, false),
+            ("repair = false\n", true, true),
+            ("", false, false),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let c = Config::from_cli(Cli {
+                config: Some(path.clone()),
+                repair: flag,
+                threads: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(c.repair, want, "{text:?} with --repair {flag}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

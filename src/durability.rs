@@ -1,6 +1,7 @@
 //! Durability of a node: recovery at start, one WAL writer per shard, snapshots (automatic,
-//! on BGSAVE, at shutdown), and the wait that holds a reply until its write is safe.
+//! on BGSAVE, at shutdown), and the gate that holds a reply until its write is safe ([`Gate`]).
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -8,28 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smallvec::SmallVec;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, FsyncPolicy};
 use crate::disk::Fs;
-use crate::node::{lock, now_ms};
 use crate::snapshot;
 use crate::store::Store;
+use crate::util::{lock, now_ms};
 use crate::wal::replay::{recover, Recovered, RecoveryError};
 use crate::wal::writer::{self, Msg, ShardLog, WriterConfig};
 use crate::wal::{parse_segment_name, shard_dir};
 
-/// Writes a command made: (shard, sequence number of its last record there).
-pub type Marks = SmallVec<[(u32, u64); 2]>;
-
-/// Records `(shard, seq)`, keeping the highest seq per shard.
-pub fn add_mark(marks: &mut Marks, shard: u32, seq: u64) {
-    match marks.iter_mut().find(|(s, _)| *s == shard) {
-        Some(m) => m.1 = m.1.max(seq),
-        None => marks.push((shard, seq)),
-    }
-}
+pub use crate::store::{add_mark, Marks};
 
 #[derive(Default)]
 pub struct PersistStats {
@@ -211,39 +203,6 @@ impl Durability {
             .find_map(|l| l.state.borrow().error.clone())
     }
 
-    /// Resolves once every mark is durable as the policy requires (fsynced for `always`,
-    /// written to the OS otherwise), or with the disk's error. The caller wakes the writers
-    /// (`ShardLog::kick`), at the end of its loop's tick so that one round covers them all.
-    pub async fn wait(&self, marks: &[(u32, u64)]) -> Result<(), Arc<str>> {
-        if self.logs.is_empty() {
-            return Ok(());
-        }
-        for &(shard, seq) in marks {
-            let mut rx = self.logs[shard as usize].state.subscribe();
-            let outcome = match rx.wait_for(|d| self.check(d, seq).is_some()).await {
-                Ok(d) => self.check(&d, seq).unwrap_or(Ok(())),
-                Err(_) => Err(Arc::from("the WAL writer stopped")),
-            };
-            outcome?;
-        }
-        Ok(())
-    }
-
-    /// Whether `seq` is safe in state `d` as the policy requires: Some(Ok) if it is,
-    /// Some(Err) if the disk failed first, None while still pending.
-    pub fn check(&self, d: &writer::Durable, seq: u64) -> Option<Result<(), Arc<str>>> {
-        let upto = if self.policy == FsyncPolicy::Always {
-            d.synced
-        } else {
-            d.written
-        };
-        if upto >= seq {
-            Some(Ok(()))
-        } else {
-            d.error.clone().map(Err)
-        }
-    }
-
     /// Starts snapshots of every shard in the background; false if one is already running.
     pub fn bgsave(&self) -> bool {
         if self.stats.snapshot_running.load(Relaxed) {
@@ -279,6 +238,93 @@ impl Durability {
         for h in lock(&self.writers).drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+/// The reply gate: holds a reply until the writes behind it are durable as `--fsync` requires
+/// (fsynced for `always`, written to the OS otherwise), or fails with the disk's error. The
+/// server's event loops and the tests of the storage layer both wait through it.
+///
+/// One per event loop (it is not `Sync`): it mirrors each shard's published durable state,
+/// with one [`Gate::follow`] task per shard on the loop, and wakes the loop's waiting
+/// connections locally, so a WAL round costs one cross-thread wake per loop rather than one
+/// per connection. Whoever waits must first wake the writers (`ShardLog::kick`); the loop does
+/// it at the end of its tick, so that one round covers every connection served in it.
+pub struct Gate {
+    policy: FsyncPolicy,
+    seen: RefCell<Vec<writer::Durable>>,
+    changed: Notify,
+}
+
+impl Gate {
+    pub fn new(d: &Durability) -> Gate {
+        Gate {
+            policy: d.policy,
+            seen: RefCell::new(d.logs.iter().map(|l| l.state.borrow().clone()).collect()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Resolves once every mark is durable (or with the disk's error).
+    pub async fn wait(&self, marks: &[(u32, u64)]) -> Result<(), Arc<str>> {
+        loop {
+            let changed = self.changed.notified();
+            let mut pending = false;
+            {
+                let seen = self.seen.borrow();
+                for &(shard, seq) in marks {
+                    match seen.get(shard as usize).and_then(|st| self.check(st, seq)) {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => return Err(e),
+                        None => pending = true,
+                    }
+                }
+            }
+            if !pending {
+                return Ok(());
+            }
+            changed.await;
+        }
+    }
+
+    /// Whether `seq` is safe in state `d` as the policy requires: Some(Ok) if it is,
+    /// Some(Err) if the disk failed while writing or syncing it, None while still pending.
+    /// A write taken after the failed attempt is not failed by it: the writer's retry covers
+    /// it (and a write admitted just as the disk came back must not see the stale error).
+    fn check(&self, d: &writer::Durable, seq: u64) -> Option<Result<(), Arc<str>>> {
+        let upto = if self.policy == FsyncPolicy::Always {
+            d.synced
+        } else {
+            d.written
+        };
+        if upto >= seq {
+            return Some(Ok(()));
+        }
+        match &d.error {
+            Some(e) if seq <= d.failed_upto => Some(Err(e.clone())),
+            _ => None,
+        }
+    }
+
+    /// Mirrors shard `shard`'s durable state (from `log`) into the gate and wakes its waiters,
+    /// until the writer stops; then releases every waiter on that shard with an error.
+    pub async fn follow(&self, log: &ShardLog, shard: usize) {
+        let mut rx = log.state.subscribe();
+        loop {
+            let d = rx.borrow_and_update().clone();
+            if let Some(st) = self.seen.borrow_mut().get_mut(shard) {
+                *st = d;
+            }
+            self.changed.notify_waiters();
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        if let Some(st) = self.seen.borrow_mut().get_mut(shard) {
+            st.error = Some("the WAL writer stopped".into());
+            st.failed_upto = u64::MAX;
+        }
+        self.changed.notify_waiters();
     }
 }
 

@@ -5,39 +5,57 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::durability::Durability;
-use crate::stats::{CmdStats, SlowLog};
+use crate::stats::{CmdStats, Counter, SlowLog};
 use crate::store::{NodeId, Store};
-
-/// Wall-clock milliseconds since the epoch. The one place wall time is read, so a test can
-/// later skew it.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::util::{lock, now_ms};
 
 /// Counters of one event loop (each on its own cache line; summed for INFO).
 #[derive(Default)]
 #[repr(align(128))]
 pub struct LoopStats {
-    pub commands: AtomicU64,
-    pub connections_received: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub net_input_bytes: AtomicU64,
-    pub net_output_bytes: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub protocol_errors: AtomicU64,
+    pub commands: Counter,
+    pub connections_received: Counter,
+    pub rejected_connections: Counter,
+    pub net_input_bytes: Counter,
+    pub net_output_bytes: Counter,
+    pub forwarded: Counter,
+    pub protocol_errors: Counter,
+    /// Connections closed for passing --max-query-buffer-bytes.
+    pub query_limit_disconnections: Counter,
+    /// Connections closed for passing --max-output-buffer-bytes.
+    pub output_limit_disconnections: Counter,
     /// Per-command calls, time, failures and latency histogram.
     pub cmds: CmdStats,
 }
 
 impl LoopStats {
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.store(c.load(Relaxed) + n, Relaxed);
+    /// Adds to one of this loop's counters (only the loop itself may).
+    #[inline]
+    pub fn add(c: &Counter, n: u64) {
+        c.add(n);
+    }
+
+    /// CONFIG RESETSTAT: zeroes what INFO and the metrics show, from any thread, without
+    /// writing the loop's counters (see [`Counter::reset`]).
+    pub fn reset(&self) {
+        for c in [
+            &self.commands,
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+            &self.forwarded,
+            &self.protocol_errors,
+            &self.query_limit_disconnections,
+            &self.output_limit_disconnections,
+        ] {
+            c.reset();
+        }
+        self.cmds.reset();
     }
 }
 
@@ -146,12 +164,7 @@ impl Node {
         *self.shutdown.borrow()
     }
 
-    pub fn total(&self, f: impl Fn(&LoopStats) -> &AtomicU64) -> u64 {
-        self.stats.iter().map(|s| f(s).load(Relaxed)).sum()
+    pub fn total(&self, f: impl Fn(&LoopStats) -> &Counter) -> u64 {
+        self.stats.iter().map(|s| f(s).get()).sum()
     }
-}
-
-/// Locks a mutex whose data stays valid even if a holder panicked.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

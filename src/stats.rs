@@ -3,16 +3,24 @@
 //!
 //! Recording costs a few relaxed loads and stores on the loop's own counters: no lock, no
 //! allocation, no shared cache line. Readers (INFO, the metrics endpoint) sum the loops.
+//!
+//! CONFIG RESETSTAT runs on any thread, so it must not write the loops' counters (a store of
+//! zero racing a loop's load-add-store would lose increments or undo the reset). Each
+//! [`Counter`] instead has a baseline: a reset moves the baseline up to the current count, and
+//! readers see the count minus the baseline. The loop's hot path never touches the baseline.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicI64, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Mutex;
 
 use ringkv_proto::commands::TABLE;
 use ringkv_proto::ReplySink;
 
-use crate::node::lock;
+use crate::util::lock;
 
 /// Sub-buckets per power-of-two range.
 const SUB_BITS: u32 = 3;
@@ -41,6 +49,37 @@ fn bucket_high(i: usize) -> u64 {
     let sub = (i % SUB) as u64;
     let width = 1u64 << (e - SUB_BITS);
     ((SUB as u64 + sub) << (e - SUB_BITS)).saturating_add(width - 1)
+}
+
+/// A counter written by one thread (its event loop) and reset by any: the count only grows,
+/// and a reset records a baseline that reads subtract.
+#[derive(Default)]
+pub struct Counter {
+    count: AtomicU64,
+    base: AtomicU64,
+}
+
+impl Counter {
+    /// Adds `n`. Single writer: a relaxed load and store, no read-modify-write.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.count.store(self.count.load(Relaxed) + n, Relaxed);
+    }
+
+    /// The count since the last reset.
+    pub fn get(&self) -> u64 {
+        // Acquire pairs with reset's Release: the count read next is at least the one the
+        // baseline was taken from, so the difference is never negative.
+        let base = self.base.load(Acquire);
+        self.count.load(Relaxed).saturating_sub(base)
+    }
+
+    /// Makes the count read as 0 from now on, without writing the count itself (any thread;
+    /// concurrent resets keep the highest baseline).
+    pub fn reset(&self) {
+        let now = self.count.load(Relaxed);
+        self.base.fetch_max(now, Release);
+    }
 }
 
 /// A log-linear histogram of microseconds, as plain counters (for reading and merging).
@@ -94,15 +133,15 @@ impl Histogram {
     }
 }
 
-/// The same histogram as atomics, written by one loop only.
+/// The same histogram as counters, written by one loop only.
 pub struct AtomicHistogram {
-    counts: Box<[AtomicU64]>,
+    counts: Box<[Counter]>,
 }
 
 impl Default for AtomicHistogram {
     fn default() -> Self {
         AtomicHistogram {
-            counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            counts: (0..BUCKETS).map(|_| Counter::default()).collect(),
         }
     }
 }
@@ -111,12 +150,12 @@ impl AtomicHistogram {
     /// Single writer: a relaxed load and store, no read-modify-write.
     #[inline]
     pub fn record(&self, v: u64) {
-        bump(&self.counts[bucket_of(v)], 1);
+        self.counts[bucket_of(v)].add(1);
     }
 
     pub fn add_to(&self, h: &mut Histogram) {
         for (a, b) in h.counts.iter_mut().zip(self.counts.iter()) {
-            let n = b.load(Relaxed);
+            let n = b.get();
             *a += n;
             h.total += n;
         }
@@ -124,14 +163,9 @@ impl AtomicHistogram {
 
     pub fn reset(&self) {
         for c in self.counts.iter() {
-            c.store(0, Relaxed);
+            c.reset();
         }
     }
-}
-
-#[inline]
-fn bump(c: &AtomicU64, n: u64) {
-    c.store(c.load(Relaxed) + n, Relaxed);
 }
 
 /// Names of the command-stat slots past the table: the binary protocol's internal commands.
@@ -157,11 +191,11 @@ pub fn slot_name(i: usize) -> &'static str {
 /// One command's statistics in one loop.
 #[derive(Default)]
 pub struct CmdStat {
-    pub calls: AtomicU64,
-    pub usec: AtomicU64,
-    pub failed: AtomicU64,
+    pub calls: Counter,
+    pub usec: Counter,
+    pub failed: Counter,
     /// Refused before running (wrong arity or syntax, NOAUTH, MISCONF).
-    pub rejected: AtomicU64,
+    pub rejected: Counter,
     pub hist: AtomicHistogram,
 }
 
@@ -179,23 +213,24 @@ impl CmdStats {
     #[inline]
     pub fn record(&self, slot: usize, us: u64, failed: bool) {
         let s = &self.0[slot];
-        bump(&s.calls, 1);
-        bump(&s.usec, us);
+        s.calls.add(1);
+        s.usec.add(us);
         if failed {
-            bump(&s.failed, 1);
+            s.failed.add(1);
         }
         s.hist.record(us);
     }
 
     #[inline]
     pub fn reject(&self, slot: usize) {
-        bump(&self.0[slot].rejected, 1);
+        self.0[slot].rejected.add(1);
     }
 
+    /// Zeroes what readers see (any thread; see [`Counter::reset`]).
     pub fn reset(&self) {
         for s in self.0.iter() {
             for c in [&s.calls, &s.usec, &s.failed, &s.rejected] {
-                c.store(0, Relaxed);
+                c.reset();
             }
             s.hist.reset();
         }
@@ -223,10 +258,10 @@ pub fn summarize<'a>(loops: impl Iterator<Item = &'a CmdStats> + Clone) -> Vec<C
         };
         for l in loops.clone() {
             let c = &l.0[slot];
-            s.calls += c.calls.load(Relaxed);
-            s.usec += c.usec.load(Relaxed);
-            s.failed += c.failed.load(Relaxed);
-            s.rejected += c.rejected.load(Relaxed);
+            s.calls += c.calls.get();
+            s.usec += c.usec.get();
+            s.failed += c.failed.get();
+            s.rejected += c.rejected.get();
             c.hist.add_to(&mut s.hist);
         }
         if s.calls > 0 || s.rejected > 0 {
@@ -294,7 +329,7 @@ impl SlowLog {
         }
         let entry = SlowEntry {
             id: self.next_id.fetch_add(1, Relaxed),
-            unix_secs: crate::node::now_ms() / 1000,
+            unix_secs: crate::util::now_ms() / 1000,
             us,
             args: kept,
             addr,
@@ -379,6 +414,56 @@ impl ReplySink for Track<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reset from another thread while the owner keeps adding loses no increment (the
+    /// count itself is never written by the reset), and reads restart from 0.
+    #[test]
+    fn reset_from_another_thread_loses_no_increment() {
+        const ADDS: u64 = 200_000;
+        let c = Counter::default();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..ADDS {
+                    c.add(1);
+                }
+            });
+            s.spawn(|| {
+                for _ in 0..1_000 {
+                    c.reset();
+                    assert!(c.get() <= ADDS);
+                }
+            });
+        });
+        assert_eq!(c.count.load(Relaxed), ADDS, "an increment was lost");
+        assert!(c.get() <= ADDS);
+        c.reset();
+        assert_eq!(c.get(), 0);
+        c.add(5);
+        c.add(2);
+        assert_eq!(c.get(), 7);
+    }
+
+    #[test]
+    fn command_stats_reset_then_count_again() {
+        let s = CmdStats::default();
+        for _ in 0..10 {
+            s.record(3, 100, false);
+        }
+        s.reject(3);
+        s.reset();
+        assert!(
+            summarize(std::iter::once(&s)).is_empty(),
+            "all zero after a reset"
+        );
+        s.record(3, 7, true);
+        s.record(3, 9, false);
+        let sum = summarize(std::iter::once(&s));
+        assert_eq!(sum.len(), 1);
+        let c = &sum[0];
+        assert_eq!((c.calls, c.usec, c.failed, c.rejected), (2, 16, 1, 0));
+        assert_eq!(c.hist.count(), 2);
+        assert_eq!(c.hist.percentile(100.0), 9);
+    }
 
     #[test]
     fn buckets_are_ordered_and_cover_values() {

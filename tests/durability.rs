@@ -111,8 +111,7 @@ fn snapshots(data: &Path, shard: usize) -> Vec<u64> {
     v
 }
 
-const SEGMENT_HEADER: usize = 24;
-const RECORD_HEADER: usize = 17;
+use ringkv::wal::record::{self, RECORD_HEADER, SEGMENT_HEADER};
 
 /// Offsets of the records of a segment file, and the end of the last one (segments are
 /// zero-filled ahead of the write position: the zeros are not records).
@@ -296,12 +295,11 @@ fn undecodable_record_with_a_good_checksum_names_its_offset() {
     let (offsets, _) = record_offsets(&bytes);
     let at = offsets[bad];
     let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-    // A payload no entry decodes from (unknown flag bits), with a checksum that matches.
-    for b in &mut bytes[at + RECORD_HEADER..at + RECORD_HEADER + len] {
-        *b = 0xff;
-    }
-    let crc = crc32fast::hash(&bytes[at + 4..at + RECORD_HEADER + len]);
-    bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    let seq = u64::from_le_bytes(bytes[at + 9..at + 17].try_into().unwrap());
+    // A payload no entry decodes from (unknown flag bits), with checksums that match.
+    let mut rebuilt = Vec::new();
+    record::append(&mut rebuilt, record::PUT, seq, &vec![0xff; len]);
+    bytes[at..at + RECORD_HEADER + len].copy_from_slice(&rebuilt);
     std::fs::write(&seg, &bytes).unwrap();
     check_repair(data.path(), &seg, n, bad, at);
 }
@@ -610,4 +608,377 @@ fn read_only_data_dir_is_a_clear_error() {
     );
     assert!(err.contains(&ro.display().to_string()), "{err}");
     assert!(err.contains("writable"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Group commit and the fsync policies, through INFO persistence.
+
+fn fsyncs(c: &mut Conn) -> u64 {
+    c.persistence()["wal_fsyncs"].parse().unwrap()
+}
+
+/// `--fsync always` acknowledges a write after the fdatasync that covers it, and writes arriving
+/// meanwhile share the next one: many concurrent writers need fewer fdatasyncs than writes.
+#[test]
+fn group_commit_shares_fdatasyncs_among_concurrent_writers() {
+    const CLIENTS: usize = 16;
+    const WRITES: usize = 100;
+    let server = Server::start(ONE_SHARD);
+    let mut c = Conn::connect(server.addr);
+    let before = fsyncs(&mut c);
+    let addr = server.addr;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let writers: Vec<_> = (0..CLIENTS)
+        .map(|w| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::connect(addr);
+                barrier.wait();
+                for i in 0..WRITES {
+                    // One write at a time per client: only other clients can share its sync.
+                    c.set(&format!("w{w}:{i}"), "v");
+                }
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().expect("writer");
+    }
+    let writes = (CLIENTS * WRITES) as u64;
+    let synced = fsyncs(&mut c) - before;
+    println!("{writes} acknowledged writes, {synced} fdatasyncs");
+    assert!(synced >= 1, "acknowledged writes without any fdatasync");
+    assert!(
+        synced < writes,
+        "{synced} fdatasyncs for {writes} concurrent writes: none was shared"
+    );
+    assert_eq!(c.int(&[b"DBSIZE"]), writes as i64);
+}
+
+/// `--fsync batch`: a write is acknowledged once written to the OS, before any fdatasync, and
+/// fdatasync follows within the interval.
+#[test]
+fn fsync_batch_acknowledges_before_sync_and_syncs_within_the_interval() {
+    let interval_ms = 1000u64;
+    let server = Server::start(&[
+        "--fsync",
+        "batch",
+        "--fsync-interval-ms",
+        &interval_ms.to_string(),
+        "--threads",
+        "1",
+        "--shards",
+        "1",
+    ]);
+    let mut c = Conn::connect(server.addr);
+    // Sequential writes on one connection: with `always` each would need its own fdatasync.
+    let t = Instant::now();
+    let before = fsyncs(&mut c);
+    let n = 200u64;
+    for i in 0..n {
+        c.set(&format!("k{i}"), "v");
+    }
+    let during = fsyncs(&mut c) - before;
+    // At most one fdatasync per interval passed (plus one in progress at the start).
+    let intervals = t.elapsed().as_millis() as u64 / interval_ms + 2;
+    assert!(
+        during <= intervals && during < n,
+        "{during} fdatasyncs for {n} sequential acknowledged writes in {:?}",
+        t.elapsed()
+    );
+    // Then the interval's fdatasync covers them.
+    let acked_at = fsyncs(&mut c);
+    wait_until(
+        Duration::from_millis(interval_ms * 10),
+        "the batch fdatasync",
+        || fsyncs(&mut c) > acked_at,
+    );
+    assert_eq!(c.persistence()["fsync_policy"], "batch");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Recovery refusals and clean-up (docs/storage.md, Recovery).
+
+/// A damaged snapshot stops the start; with `--repair` it is moved aside and the next older one
+/// (here none) is used, with the WAL after it.
+#[test]
+fn damaged_snapshot_refuses_start_and_repair_skips_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), ONE_SHARD);
+    let mut c = Conn::connect(server.addr);
+    for i in 0..50 {
+        c.set(&format!("snap:{i}"), "v");
+    }
+    drop(c);
+    assert!(server.terminate().success());
+    let snaps = snapshots(data.path(), 0);
+    assert_eq!(snaps.len(), 1);
+    // A second life writes to the WAL after the snapshot, then crashes.
+    let server = Server::start_in(data.path(), ONE_SHARD);
+    let mut c = Conn::connect(server.addr);
+    for i in 0..30 {
+        c.set(&format!("wal:{i}"), "w");
+    }
+    server.kill();
+    let snap = shard_dir(data.path(), 0).join(format!("snap-{:020}.rks", snaps[0]));
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&snap, &bytes).unwrap();
+
+    let err = match Server::try_start_in(data.path(), ONE_SHARD) {
+        Ok(_) => panic!("started on a damaged snapshot"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("exited with") && !err.contains("exit status: 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&snap.display().to_string()),
+        "names the file:\n{err}"
+    );
+    assert!(err.contains("--repair"), "says what to do:\n{err}");
+
+    let mut flags = ONE_SHARD.to_vec();
+    flags.push("--repair");
+    let server = Server::start_in(data.path(), &flags);
+    let log = server.log_text();
+    assert!(log.contains("skipping unreadable snapshot"), "{log}");
+    assert!(!snap.exists(), "the damaged snapshot was moved aside");
+    assert!(snap.with_extension("damaged").exists());
+    let mut c = Conn::connect(server.addr);
+    // What only the snapshot had is gone; the WAL after it was replayed.
+    assert_eq!(c.get("snap:0"), None);
+    for i in 0..30 {
+        assert_eq!(c.get(&format!("wal:{i}")).as_deref(), Some("w"), "wal:{i}");
+    }
+}
+
+/// A missing segment in the middle of the WAL stops the start, naming the missing records.
+#[test]
+fn missing_middle_segment_refuses_start() {
+    let data = tempfile::tempdir().unwrap();
+    let flags = &[
+        "--fsync",
+        "always",
+        "--threads",
+        "1",
+        "--shards",
+        "1",
+        "--wal-segment-bytes",
+        "4096",
+    ];
+    let server = Server::start_in(data.path(), flags);
+    let mut c = Conn::connect(server.addr);
+    let value = "x".repeat(200);
+    for i in 0..100 {
+        c.set(&format!("k{i}"), &value);
+    }
+    server.kill();
+    let segs = segments(data.path(), 0);
+    assert!(segs.len() >= 3, "{segs:?}");
+    let (first, gone) = &segs[1];
+    std::fs::remove_file(gone).unwrap();
+    let err = match Server::try_start_in(data.path(), flags) {
+        Ok(_) => panic!("started with a segment missing"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("exited with") && !err.contains("exit status: 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("WAL records {first}..")) && err.contains("are missing"),
+        "names the gap from {first}:\n{err}"
+    );
+}
+
+/// `*.tmp` (an unfinished snapshot) is deleted at start.
+#[test]
+fn unfinished_snapshot_files_are_deleted_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), TWO_SHARDS);
+    let mut c = Conn::connect(server.addr);
+    c.set("k", "v");
+    drop(c);
+    assert!(server.terminate().success());
+    let tmps: Vec<PathBuf> = (0..2)
+        .map(|s| shard_dir(data.path(), s).join(format!("snap-{:020}.tmp", 999)))
+        .collect();
+    for t in &tmps {
+        std::fs::write(t, b"half a snapshot").unwrap();
+    }
+    let server = Server::start_in(data.path(), TWO_SHARDS);
+    for t in &tmps {
+        assert!(!t.exists(), "{} is still there", t.display());
+    }
+    let mut c = Conn::connect(server.addr);
+    assert_eq!(c.get("k").as_deref(), Some("v"));
+}
+
+/// A data directory written by a newer build (unknown `format` in `meta`) is refused with a
+/// clear error, and left as it is.
+#[test]
+fn unknown_data_format_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let meta = data.path().join("meta");
+    let text = "# ringkv data directory; do not edit\nformat = 99\nnode_id = 7\nshards = 1\n";
+    std::fs::write(&meta, text).unwrap();
+    let err = match Server::try_start_in(data.path(), ONE_SHARD) {
+        Ok(_) => panic!("started on an unknown data format"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("exited with") && !err.contains("exit status: 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&meta.display().to_string()),
+        "names the file:\n{err}"
+    );
+    assert!(
+        err.contains("format 99 is not supported"),
+        "says what is wrong:\n{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), text);
+}
+
+/// A WAL segment with an unknown (newer) format version is refused, also with `--repair`:
+/// it is not damage to set aside.
+#[test]
+fn unknown_segment_format_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let seg = one_segment(data.path(), 5);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[8..12].copy_from_slice(&(record::FORMAT_VERSION + 1).to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = match Server::try_start_in(data.path(), ONE_SHARD) {
+        Ok(_) => panic!("started on an unknown segment format"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains(&format!(
+            "unsupported segment format version {}",
+            record::FORMAT_VERSION + 1
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&seg.display().to_string()), "{err}");
+    // Not damage: --repair must not move a newer build's log aside.
+    let mut flags = ONE_SHARD.to_vec();
+    flags.push("--repair");
+    let err = match Server::try_start_in(data.path(), &flags) {
+        Ok(_) => panic!("--repair started on an unknown segment format"),
+        Err(e) => e,
+    };
+    assert!(err.contains("unsupported segment format version"), "{err}");
+    assert!(seg.exists(), "the segment was moved aside");
+}
+
+/// `repair = true` in the config file works as `--repair` does (README: every flag can be set
+/// in the file).
+#[test]
+fn repair_can_be_set_in_the_config_file() {
+    let data = tempfile::tempdir().unwrap();
+    let n = 20;
+    let bad = 5;
+    let seg = one_segment(data.path(), n);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (offsets, _) = record_offsets(&bytes);
+    bytes[offsets[bad] + 4] ^= 0x01; // the length field
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(
+        Server::try_start_in(data.path(), ONE_SHARD).is_err(),
+        "started on a corrupt WAL without repair"
+    );
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("ringkv.toml");
+    std::fs::write(&cfg, "repair = true\n").unwrap();
+    let mut flags = ONE_SHARD.to_vec();
+    flags.extend(["--config", cfg.to_str().unwrap()]);
+    let server = Server::start_in(data.path(), &flags);
+    let log = server.log_text();
+    assert!(
+        log.contains(&format!("dropped {} WAL records", n - bad - 1)),
+        "{log}"
+    );
+    let mut c = Conn::connect(server.addr);
+    assert_eq!(c.get("key:0").as_deref(), Some("value-0"));
+    assert_eq!(c.get(&format!("key:{bad}")), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Snapshot triggers.
+
+/// `--snapshot-interval-secs`: a changed shard is snapshotted at least that often.
+#[test]
+fn snapshot_interval_triggers_a_snapshot() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(
+        data.path(),
+        &[
+            "--threads",
+            "1",
+            "--shards",
+            "1",
+            "--snapshot-interval-secs",
+            "1",
+            "--snapshot-wal-bytes",
+            "0",
+        ],
+    );
+    let mut c = Conn::connect(server.addr);
+    assert_eq!(snapshots(data.path(), 0), Vec::<u64>::new());
+    for i in 0..10 {
+        c.set(&format!("k{i}"), "v");
+    }
+    wait_until(Duration::from_secs(20), "a timed snapshot", || {
+        c.persistence()["snapshots_taken"] != "0"
+    });
+    wait_until(Duration::from_secs(5), "the snapshot file", || {
+        !snapshots(data.path(), 0).is_empty()
+    });
+    assert_eq!(c.persistence()["last_snapshot_status"], "ok");
+    // Nothing else can have triggered it: no BGSAVE was sent, snapshots by WAL size are off,
+    // and the server is still running (no shutdown snapshot).
+    server.kill();
+    let server = Server::start_in(data.path(), ONE_SHARD);
+    let log = server.log_text();
+    assert_eq!(
+        log_field(&log, "recovery done", "snapshot_entries"),
+        Some(10),
+        "{log}"
+    );
+}
+
+/// SIGINT is a graceful shutdown too: snapshots written, exit status 0.
+#[test]
+fn sigint_writes_snapshots_and_exits_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data.path(), TWO_SHARDS);
+    let mut c = Conn::connect(server.addr);
+    for i in 0..100 {
+        c.set(&format!("k{i}"), "v");
+    }
+    drop(c);
+    let pid = server.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let status = server.wait_exit();
+    assert!(status.success(), "{status}");
+    for shard in 0..2 {
+        assert_eq!(snapshots(data.path(), shard).len(), 1, "shard {shard}");
+    }
+    let server = Server::start_in(data.path(), TWO_SHARDS);
+    let log = server.log_text();
+    assert_eq!(
+        log_field(&log, "recovery done", "snapshot_entries"),
+        Some(100),
+        "{log}"
+    );
+    assert_eq!(log_field(&log, "recovery done", "wal_records"), Some(0));
 }

@@ -196,6 +196,8 @@ fn slowlog() {
         ok
     );
     assert_eq!(c.call_str(&["SLOWLOG", "RESET"]), ok);
+    // Every entry below took at most the time since here.
+    let logged_from = Instant::now();
     assert_eq!(c.call_str(&["CLIENT", "SETNAME", "observer"]), ok);
     let long = "x".repeat(200);
     assert_eq!(c.call_str(&["SET", "big", &long]), ok);
@@ -208,6 +210,7 @@ fn slowlog() {
     }
 
     let entries = array(c.call_str(&["SLOWLOG", "GET", "-1"]));
+    let most_us = logged_from.elapsed().as_micros() as i64;
     // RESET, CLIENT SETNAME, SET, DEL, 5 GETs (newest first).
     assert_eq!(entries.len(), 9, "{entries:?}");
     let ids: Vec<i64> = entries.iter().map(|e| int(&array(e.clone())[0])).collect();
@@ -222,7 +225,11 @@ fn slowlog() {
         assert_eq!(e.len(), 6, "{e:?}");
         let t = int(&e[1]);
         assert!((now - 60..=now + 60).contains(&t), "{t} vs {now}");
-        assert!(int(&e[2]) >= 0);
+        let us = int(&e[2]);
+        assert!(
+            (0..=most_us).contains(&us),
+            "duration {us} µs is not within the {most_us} µs the commands took"
+        );
         assert_eq!(bulk_text(&e[4]), local);
     }
     let set = array(entries[6].clone());
@@ -289,11 +296,14 @@ fn slowlog() {
     );
     assert_eq!(c.call_str(&["SLOWLOG", "RESET"]), ok);
     c.call_str(&["AUTH", "secret"]);
+    c.call_str(&["PING"]);
     let entries = array(c.call_str(&["SLOWLOG", "GET", "-1"]));
-    for e in entries {
-        let args = array(array(e)[3].clone());
-        assert_ne!(bulk_text(&args[0]).to_uppercase(), "AUTH");
-    }
+    let names: Vec<String> = entries
+        .into_iter()
+        .map(|e| bulk_text(&array(array(e)[3].clone())[0]).to_uppercase())
+        .collect();
+    // The commands around AUTH are logged, AUTH is not (newest first).
+    assert_eq!(names, ["PING", "SLOWLOG"], "AUTH must not be logged");
 }
 
 #[test]
@@ -471,6 +481,8 @@ fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Optio
 
 #[test]
 fn prometheus_metrics_endpoint() {
+    // Every duration the server reports took place after this.
+    let t0 = Instant::now();
     let server = Server::start(&[
         "--threads",
         "2",
@@ -535,7 +547,12 @@ fn prometheus_metrics_endpoint() {
         &[("cmd", "set"), ("quantile", "0.999")],
     );
     assert!(0.0 <= q50 && q50 <= q99 && q99 <= q999, "{body}");
-    assert!(v("ringkv_command_duration_seconds_sum", &[("cmd", "set")]) >= 0.0);
+    let within_test = |x: f64| (0.0..=t0.elapsed().as_secs_f64()).contains(&x);
+    let sum = v("ringkv_command_duration_seconds_sum", &[("cmd", "set")]);
+    assert!(
+        within_test(sum),
+        "SET time {sum} s beyond the test's run: {body}"
+    );
     assert!(v("ringkv_connected_clients", &[]) >= 1.0);
     assert!(v("ringkv_connections_received_total", &[]) >= 1.0);
     assert!(v("ringkv_memory_rss_bytes", &[]) > 0.0);
@@ -547,14 +564,36 @@ fn prometheus_metrics_endpoint() {
         "--fsync always: {body}"
     );
     assert!(v("ringkv_wal_bytes", &[]) > 0.0);
+    let per_sec = v("ringkv_wal_fsyncs_per_second", &[]);
+    assert!(
+        per_sec <= v("ringkv_wal_fsyncs_total", &[]),
+        "more fsyncs in the last second than in all: {body}"
+    );
     for name in [
-        "ringkv_wal_fsyncs_per_second",
         "ringkv_wal_last_fsync_seconds",
-        "ringkv_snapshots_total",
-        "ringkv_last_snapshot_duration_seconds",
         "ringkv_recovery_duration_seconds",
     ] {
-        assert!(v(name, &[]) >= 0.0, "{name}");
+        let d = v(name, &[]);
+        assert!(within_test(d), "{name} = {d} s, beyond the test's run");
+    }
+    // BGSAVE shows up as new snapshots, each within the test's run.
+    let snapshots = v("ringkv_snapshots_total", &[]);
+    assert_eq!(c.call_str(&["BGSAVE"]).kind(), "simple");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let (_, _, body) = http_get(addr, "/metrics");
+        let samples = parse_prometheus(&body);
+        let now = |name: &str| find(&samples, name, &[]).map(|s| s.value);
+        if now("ringkv_snapshots_total").is_some_and(|n| n > snapshots) {
+            let d = now("ringkv_last_snapshot_duration_seconds").unwrap_or(f64::NAN);
+            assert!(within_test(d), "last snapshot took {d} s: {body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "BGSAVE made no snapshot within {LIMIT:?}: {body}"
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
     }
 
     // A later scrape sees later commands.

@@ -4,6 +4,8 @@
 //! snapshot taken mid-way, the recovered store equals the model: every key, its value, and
 //! its TTL.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -249,6 +251,7 @@ fn run_case(shards: usize, lives: &[Life]) -> Result<(), TestCaseError> {
         node_id: 1,
         now_ms: NOW,
         max_value: 1 << 20,
+        max_reply: usize::MAX,
     };
     let mut model = Model::new();
     for (n, life) in lives.iter().enumerate() {
@@ -284,10 +287,7 @@ fn run_case(shards: usize, lives: &[Life]) -> Result<(), TestCaseError> {
                 op,
                 String::from_utf8_lossy(&out)
             );
-            for &(s, _) in marks.iter() {
-                d.logs[s as usize].kick();
-            }
-            rt.block_on(d.wait(&marks))
+            common::gate::wait(&rt, &d, &marks)
                 .map_err(|e| TestCaseError::fail(format!("{op:?}: wait: {e}")))?;
         }
         if life.snapshot_at == Some(life.ops.len()) {

@@ -3,6 +3,8 @@
 //! `SimFs` (an in-memory disk with power-loss semantics) except where a real directory is
 //! the point; no test sleeps for a fixed time.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -50,6 +52,7 @@ fn ctx() -> Ctx {
         node_id: 1,
         now_ms: NOW,
         max_value: 1 << 20,
+        max_reply: usize::MAX,
     }
 }
 
@@ -68,13 +71,9 @@ fn run(store: &Store, args: &[&[u8]]) -> (Marks, Vec<u8>) {
     (marks, out.to_vec())
 }
 
-/// Wakes the writers of the shards written (as the event loop does at the end of its tick),
-/// then waits until the writes are durable as the policy requires.
+/// Waits until the writes are durable, through the server's reply gate.
 fn wait(rt: &tokio::runtime::Runtime, d: &Durability, marks: &Marks) -> Result<(), Arc<str>> {
-    for &(s, _) in marks.iter() {
-        d.logs[s as usize].kick();
-    }
-    rt.block_on(d.wait(marks))
+    common::gate::wait(rt, d, marks)
 }
 
 fn dump_shard(shard: &Shard) -> State {
@@ -364,50 +363,144 @@ fn torn_tail_written_by_the_real_writer() {
 // ---------------------------------------------------------------------------------------------
 // 2. Corruption in the middle.
 
+/// Every single-bit flip anywhere in a record in the middle of a segment (its checksums, its
+/// length, its type, its sequence number, its payload) is detected as corruption at that
+/// record: the start is refused, and `--repair` keeps the records before it and reports the
+/// intact ones after it as dropped. None is taken for a torn tail (which would truncate the
+/// records after it silently).
 #[test]
 fn bit_flip_in_a_middle_record_is_corruption_at_its_offset() {
     let ops = small_ops();
     let (full, ends) = build_segment(0, &ops);
     let dir = sim_dir();
     let path = shard_dir(&dir, 0).join(segment_name(1));
-    // Record #3 (index 2) spans ends[1]..ends[2]. Every byte but the length field (4..8),
-    // whose damage can't be told from a torn record in general.
+    // Record #3 (index 2) spans ends[1]..ends[2]: every byte of it, every bit of each byte.
     let (rec_start, rec_end) = (ends[1], ends[2]);
-    for at in (rec_start..rec_end).filter(|&a| !(rec_start + 4..rec_start + 8).contains(&a)) {
-        let fs = SimFs::new();
-        write_file(&fs, &path, &full);
-        fs.corrupt(&path, at);
-        let mut shard = Shard::default();
-        match replay::recover(&fs, &dir, 0, &mut shard, false, &|_| {}) {
-            Err(RecoveryError::Corrupt {
-                path: p, offset, ..
-            }) => {
-                assert_eq!(p, path, "flip at {at}");
-                assert_eq!(
-                    offset, rec_start,
-                    "flip at {at}: offset of the damaged record"
-                );
+    let mut flips = 0;
+    for at in rec_start..rec_end {
+        for bit in 0..8 {
+            flips += 1;
+            let fs = SimFs::new();
+            write_file(&fs, &path, &full);
+            fs.flip(&path, at, 1 << bit);
+            let mut shard = Shard::default();
+            match replay::recover(&fs, &dir, 0, &mut shard, false, &|_| {}) {
+                Err(RecoveryError::Corrupt {
+                    path: p, offset, ..
+                }) => {
+                    assert_eq!(p, path, "flip at {at}.{bit}");
+                    assert_eq!(
+                        offset, rec_start,
+                        "flip at {at}.{bit}: offset of the damaged record"
+                    );
+                }
+                other => panic!("flip at {at}.{bit}: expected Corrupt, got {other:?}"),
             }
-            other => panic!("flip at {at}: expected Corrupt, got {other:?}"),
-        }
-        // Nothing was changed on disk by the refusal.
-        assert_eq!(file_len(&fs, &path), Some(full.len()));
+            // Nothing was changed on disk by the refusal.
+            assert_eq!(file_len(&fs, &path), Some(full.len()), "flip at {at}.{bit}");
 
-        // --repair: keeps the records before, drops the intact ones after, moves the file.
-        let mut shard = Shard::default();
-        let r = replay::recover(&fs, &dir, 0, &mut shard, true, &|_| {})
-            .unwrap_or_else(|e| panic!("flip at {at}: repair failed: {e}"));
-        // The intact records after the damaged one.
-        assert_eq!(r.dropped, ops.len() - 3, "flip at {at}: records dropped");
-        assert_eq!(r.records, 2, "flip at {at}");
-        assert_eq!(dump_shard(&shard), model_of(&ops[..2]), "flip at {at}");
-        let names = fs.list(&shard_dir(&dir, 0)).unwrap();
-        assert_eq!(
-            names,
-            vec![format!("wal-{:020}.damaged", 1)],
-            "flip at {at}: segment moved aside"
-        );
+            // --repair: keeps the records before, drops the intact ones after, moves the file.
+            let mut shard = Shard::default();
+            let r = replay::recover(&fs, &dir, 0, &mut shard, true, &|_| {})
+                .unwrap_or_else(|e| panic!("flip at {at}.{bit}: repair failed: {e}"));
+            // The intact records after the damaged one.
+            assert_eq!(
+                r.dropped,
+                ops.len() - 3,
+                "flip at {at}.{bit}: records dropped"
+            );
+            assert_eq!(r.records, 2, "flip at {at}.{bit}");
+            assert_eq!(
+                dump_shard(&shard),
+                model_of(&ops[..2]),
+                "flip at {at}.{bit}"
+            );
+            let names = fs.list(&shard_dir(&dir, 0)).unwrap();
+            assert_eq!(
+                names,
+                vec![format!("wal-{:020}.damaged", 1)],
+                "flip at {at}.{bit}: segment moved aside"
+            );
+        }
     }
+    // No byte was skipped: the record's header and payload, all of it.
+    assert_eq!(flips, (rec_end - rec_start) * 8);
+    assert!(rec_end - rec_start > record::RECORD_HEADER);
+}
+
+/// The same in a segment as the writer leaves it: zero-filled ahead of the last record, so a
+/// damaged length could otherwise point into the zeros and pass for a torn tail.
+#[test]
+fn bit_flip_in_a_middle_record_of_a_zero_filled_segment_is_corruption() {
+    let ops = small_ops();
+    let (mut full, ends) = build_segment(0, &ops);
+    full.resize(full.len() + 64 * 1024, 0);
+    let dir = sim_dir();
+    let path = shard_dir(&dir, 0).join(segment_name(1));
+    for rec in 0..ops.len() - 1 {
+        let start = if rec == 0 {
+            record::SEGMENT_HEADER
+        } else {
+            ends[rec - 1]
+        };
+        for at in start..ends[rec] {
+            for bit in 0..8 {
+                let fs = SimFs::new();
+                write_file(&fs, &path, &full);
+                fs.flip(&path, at, 1 << bit);
+                let mut shard = Shard::default();
+                match replay::recover(&fs, &dir, 0, &mut shard, false, &|_| {}) {
+                    Err(RecoveryError::Corrupt { offset, .. }) => {
+                        assert_eq!(offset, start, "record {rec}, flip at {at}.{bit}")
+                    }
+                    other => {
+                        panic!("record {rec}, flip at {at}.{bit}: expected Corrupt, got {other:?}")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Segments written before the record header had its own checksum (format 1) are still
+/// replayed after an upgrade, and the writer goes on in a new format 2 segment.
+#[test]
+fn format_1_segments_are_replayed_after_an_upgrade() {
+    let ops = small_ops();
+    let mut old = record::segment_header_version(record::FORMAT_VERSION_V1, 0, 1).to_vec();
+    for (i, op) in ops.iter().enumerate() {
+        let seq = i as u64 + 1;
+        match op {
+            Op::Put(k, v) => record::append_v1(&mut old, record::PUT, seq, entry(k, v).as_bytes()),
+            Op::Del(k) => record::append_v1(&mut old, record::DEL, seq, k),
+            Op::Clear => record::append_v1(&mut old, record::CLEAR, seq, &[]),
+        }
+    }
+    let fs = SimFs::new();
+    let dir = sim_dir();
+    write_file(&fs, &shard_dir(&dir, 0).join(segment_name(1)), &old);
+    let store = Arc::new(Store::new(1));
+    let d = Durability::start(
+        &config(&dir, 1, FsyncPolicy::Always, None),
+        store.clone(),
+        Arc::new(fs.clone()),
+    )
+    .unwrap();
+    assert_eq!(dump(&store), model_of(&ops));
+    let rt = rt();
+    let (m, _) = run(&store, &[b"SET", b"new", b"format"]);
+    wait(&rt, &d, &m).unwrap();
+    let expected = dump(&store);
+    kill_and_crash(&d, &fs);
+    let next = shard_dir(&dir, 0).join(segment_name(ops.len() as u64 + 1));
+    let bytes = fs.read(&next).unwrap().to_vec();
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+        record::FORMAT_VERSION,
+        "the new segment is in the new format"
+    );
+    let (st, _) = recover_store(&fs, &dir, 1, false).unwrap();
+    assert_eq!(dump(&st), expected);
 }
 
 #[test]
@@ -824,12 +917,12 @@ fn enospc_at_rotation(write_before_retry: bool) {
     if write_before_retry {
         // A write arriving before the writer's own retry (the server refuses new writes
         // while `failing()`, but one admitted just before may come) goes on in the current
-        // segment; its waiter sees the standing error.
+        // segment. It was not part of the failed attempt, so the standing error does not fail
+        // it: its waiter is released by the writer's retry.
         i += 1;
         let m = set(i, 100, &mut expected);
-        let _ = wait(&rt, &d, &m);
+        wait(&rt, &d, &m).expect("a write after the failed attempt waits for the retry");
         wait_until("writes to be accepted again", || d.failing().is_none());
-        wait(&rt, &d, &m).unwrap();
     } else {
         // Nothing else is written (the server refuses writes meanwhile): the writer's own
         // retry must clear the error.
@@ -886,4 +979,175 @@ fn failed_snapshot_right_after_a_restart_loses_nothing() {
     let (st, _) =
         recover_store(&fs, &dir, 1, false).unwrap_or_else(|e| panic!("recovery failed: {e}"));
     assert_eq!(dump(&st), expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. docs/storage.md and the code agree.
+
+const STORAGE_MD: &str = include_str!("../docs/storage.md");
+
+/// The rows (offset, size, field) of the first table after the heading `## {title}`.
+fn doc_table(title: &str) -> Vec<(usize, Option<usize>, String)> {
+    let heading = format!("\n## {title}\n");
+    let at = STORAGE_MD
+        .find(&heading)
+        .unwrap_or_else(|| panic!("docs/storage.md has no section {title:?}"));
+    let rows: Vec<_> = STORAGE_MD[at + heading.len()..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // the header row and the |---| row
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 3, "{title}: row {l:?}");
+            let offset = cells[0]
+                .parse()
+                .unwrap_or_else(|_| panic!("{title}: offset {:?}", cells[0]));
+            (offset, cells[1].parse().ok(), cells[2].to_string())
+        })
+        .collect();
+    assert!(rows.len() >= 4, "{title}: table not found");
+    rows
+}
+
+/// A field's name: its text up to the first ':', ',' or '`'.
+fn field_name(text: &str) -> &str {
+    text.split([':', ',', '`']).next().unwrap_or("").trim()
+}
+
+/// Checks that the rows are back to back (each offset is the previous offset plus its size),
+/// and returns the offset of the row whose field starts with `field`.
+fn offset_of(rows: &[(usize, Option<usize>, String)], field: &str) -> usize {
+    for w in rows.windows(2) {
+        if let (Some(size), _) = (w[0].1, &w[1]) {
+            assert_eq!(w[0].0 + size, w[1].0, "rows {:?} and {:?}", w[0], w[1]);
+        }
+    }
+    rows.iter()
+        .find(|r| field_name(&r.2) == field)
+        .unwrap_or_else(|| panic!("no field {field:?} in {rows:?}"))
+        .0
+}
+
+/// The number after `= ` in a field such as "format version, u32 = 2".
+fn documented_value(rows: &[(usize, Option<usize>, String)], field: &str) -> u32 {
+    let r = rows.iter().find(|r| field_name(&r.2) == field).unwrap();
+    r.2.rsplit("= ")
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no value in {:?}", r.2))
+}
+
+fn documented_magic(rows: &[(usize, Option<usize>, String)]) -> Vec<u8> {
+    let r = rows.iter().find(|r| field_name(&r.2) == "magic").unwrap();
+    r.2.split('`').nth(1).unwrap().as_bytes().to_vec()
+}
+
+#[test]
+fn storage_md_tables_match_the_code() {
+    // WAL segment header: the documented fields are where the writer puts them.
+    let seg = doc_table("WAL segment");
+    let header = record::segment_header(7, 0x0102_0304_0506_0708);
+    assert_eq!(documented_magic(&seg), record::SEGMENT_MAGIC);
+    let at = offset_of(&seg, "magic");
+    assert_eq!(&header[at..at + 8], record::SEGMENT_MAGIC);
+    let at = offset_of(&seg, "format version");
+    assert_eq!(
+        documented_value(&seg, "format version"),
+        record::FORMAT_VERSION
+    );
+    assert_eq!(
+        u32::from_le_bytes(header[at..at + 4].try_into().unwrap()),
+        record::FORMAT_VERSION
+    );
+    let at = offset_of(&seg, "shard number");
+    assert_eq!(
+        u32::from_le_bytes(header[at..at + 4].try_into().unwrap()),
+        7
+    );
+    let at = offset_of(&seg, "sequence number of the first record in this segment");
+    assert_eq!(
+        u64::from_le_bytes(header[at..at + 8].try_into().unwrap()),
+        0x0102_0304_0506_0708
+    );
+    assert_eq!(offset_of(&seg, "records"), record::SEGMENT_HEADER);
+    assert_eq!(header.len(), record::SEGMENT_HEADER);
+
+    // WAL record: build one, and read every field back at its documented offset.
+    let rec = doc_table("WAL record");
+    let payload = b"the payload of a record";
+    let mut b = Vec::new();
+    record::append(&mut b, record::DEL, 0x1122_3344_5566_7788, payload);
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let hdr = offset_of(&rec, "payload");
+    assert_eq!(hdr, record::RECORD_HEADER);
+    assert_eq!(b.len(), hdr + payload.len());
+    assert_eq!(u32_at(offset_of(&rec, "len")) as usize, payload.len());
+    assert_eq!(b[offset_of(&rec, "type")], record::DEL);
+    let at = offset_of(&rec, "seq");
+    assert_eq!(
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap()),
+        0x1122_3344_5566_7788
+    );
+    assert_eq!(
+        u32_at(offset_of(&rec, "payload CRC32")),
+        crc32fast::hash(payload)
+    );
+    // "header CRC32: of bytes 4 … 20": the header checksum covers exactly the rest of the header.
+    assert_eq!(offset_of(&rec, "header CRC32"), 0);
+    assert!(rec[0].2.contains(&format!("of bytes 4 … {}", hdr - 1)));
+    assert_eq!(u32_at(0), crc32fast::hash(&b[4..hdr]));
+    // The type codes.
+    let types = &rec.iter().find(|r| field_name(&r.2) == "type").unwrap().2;
+    for (code, name) in [
+        (record::PUT, "PUT"),
+        (record::DEL, "DEL"),
+        (record::CLEAR, "CLEAR"),
+    ] {
+        assert!(types.contains(&format!("{code} {name}")), "{types}");
+    }
+    // Format 1, read only: its header size as documented.
+    assert!(STORAGE_MD.contains(&format!(
+        "Format 1 (read only) had a {}-byte header",
+        record::RECORD_HEADER_V1
+    )));
+    assert!(STORAGE_MD.contains(&format!(
+        "this build writes format {} and reads formats {} and {}",
+        record::FORMAT_VERSION,
+        record::FORMAT_VERSION_V1,
+        record::FORMAT_VERSION
+    )));
+
+    // Snapshot header, as the snapshot writer lays it out.
+    let snap = doc_table("Snapshot");
+    assert_eq!(documented_magic(&snap), snapshot::MAGIC);
+    assert_eq!(
+        documented_value(&snap, "format version"),
+        snapshot::FORMAT_VERSION
+    );
+    assert_eq!(offset_of(&snap, "blocks"), snapshot::HEADER);
+    let fs = SimFs::new();
+    let dir = sim_dir();
+    let store = Store::new(1);
+    fs.create_dir_all(&dir).unwrap();
+    snapshot::write(&fs, &store, 0, 0x99, &dir).unwrap();
+    let file = fs
+        .read(&dir.join(snapshot::snapshot_name(0x99)))
+        .unwrap()
+        .to_vec();
+    let at = offset_of(&snap, "magic");
+    assert_eq!(&file[at..at + 8], snapshot::MAGIC);
+    let at = offset_of(&snap, "format version");
+    assert_eq!(
+        u32::from_le_bytes(file[at..at + 4].try_into().unwrap()),
+        snapshot::FORMAT_VERSION
+    );
+    let at = offset_of(&snap, "seq");
+    assert_eq!(
+        u64::from_le_bytes(file[at..at + 8].try_into().unwrap()),
+        0x99
+    );
+
+    // The meta file's format.
+    assert!(STORAGE_MD.contains(&format!("\nformat = {}\n", ringkv::datadir::META_FORMAT)));
 }

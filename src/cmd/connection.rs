@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ringkv_proto::ReplySink;
 
 use super::{eq, int, CmdError, CmdResult, Command};
-use crate::node::{lock, ClientInfo, Node};
+use crate::node::{ClientInfo, Node};
+use crate::util::lock;
 
 /// Per-connection state, owned by the connection's loop.
 pub struct Session {
@@ -169,7 +170,7 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
 }
 
 fn client_line(id: u64, c: &ClientInfo) -> String {
-    let now = crate::node::now_ms();
+    let now = crate::util::now_ms();
     format!(
         "id={id} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 \
          multi=-1 qbuf=0 obl=0 oll=0 omem=0 events=r cmd=NULL user=default resp=2 lib={}",
@@ -289,7 +290,45 @@ fn try_exec(
             }
             ClientCmd::SetInfo => out.simple("OK"),
         },
-        _ => out.error("ERR internal: not a connection command"),
+        Command::Get(_)
+        | Command::Set(_)
+        | Command::GetDel(_)
+        | Command::GetEx(..)
+        | Command::Append(..)
+        | Command::Strlen(_)
+        | Command::GetRange(..)
+        | Command::SetRange(..)
+        | Command::IncrBy(..)
+        | Command::IncrByFloat(..)
+        | Command::MGet(_)
+        | Command::MSet(..)
+        | Command::VGet(_)
+        | Command::VPut { .. }
+        | Command::VDel(..)
+        | Command::Del(_)
+        | Command::Exists(_)
+        | Command::Type(_)
+        | Command::Rename(..)
+        | Command::Expire(..)
+        | Command::Ttl(..)
+        | Command::Persist(_)
+        | Command::Keys(_)
+        | Command::Scan(_)
+        | Command::RandomKey
+        | Command::DbSize
+        | Command::Flush
+        | Command::Info(_)
+        | Command::ConfigGet(_)
+        | Command::ConfigSet(_)
+        | Command::ConfigResetStat
+        | Command::CommandInfo(_)
+        | Command::Time
+        | Command::Shutdown
+        | Command::BgSave
+        | Command::LastSave
+        | Command::SlowLog(_) => {
+            return Err(CmdError::msg("ERR internal: not a connection command"))
+        }
     }
     Ok(())
 }

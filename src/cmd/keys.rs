@@ -150,13 +150,24 @@ fn scan_cursor(a: &[u8]) -> Option<u64> {
 
 /// Runs a command on keys whose shards are locked in `tx`.
 pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySink) {
+    if let Err(e) = try_exec(cmd, tx, ctx, out) {
+        out.error(&e.0);
+    }
+}
+
+fn try_exec(
+    cmd: &Command<'_>,
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    out: &mut dyn ReplySink,
+) -> CmdResult<()> {
     let now = ctx.now_ms;
     match *cmd {
         Command::Del(ref keys) => {
             let mut n = 0;
             for &k in keys {
                 let h = key_hash(k);
-                let shard = tx.shard(h);
+                let shard = tx.shard(h)?;
                 if shard.get(h, k, now).is_some() {
                     shard.remove(h, k);
                     n += 1;
@@ -165,18 +176,18 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
             out.int(n);
         }
         Command::Exists(ref keys) => {
-            let n = keys
-                .iter()
-                .filter(|k| {
-                    let h = key_hash(k);
-                    tx.shard(h).get(h, k, now).is_some()
-                })
-                .count();
-            out.int(n as i64);
+            let mut n = 0;
+            for &k in keys {
+                let h = key_hash(k);
+                if tx.shard(h)?.get(h, k, now).is_some() {
+                    n += 1;
+                }
+            }
+            out.int(n);
         }
         Command::Type(k) => {
             let h = key_hash(k);
-            out.simple(if tx.shard(h).get(h, k, now).is_some() {
+            out.simple(if tx.shard(h)?.get(h, k, now).is_some() {
                 "string"
             } else {
                 "none"
@@ -184,9 +195,9 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Rename(src, dst, nx) => {
             let (hs, hd) = (key_hash(src), key_hash(dst));
-            let Some(e) = tx.shard(hs).get(hs, src, now).cloned() else {
+            let Some(e) = tx.shard(hs)?.get(hs, src, now).cloned() else {
                 out.error("ERR no such key");
-                return;
+                return Ok(());
             };
             if src == dst {
                 if nx {
@@ -194,17 +205,17 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 } else {
                     out.simple("OK");
                 }
-                return;
+                return Ok(());
             }
-            if nx && tx.shard(hd).get(hd, dst, now).is_some() {
+            if nx && tx.shard(hd)?.get(hd, dst, now).is_some() {
                 out.int(0);
-                return;
+                return Ok(());
             }
             // The new key is logged before the old one's removal: within one shard's WAL a
             // crash between the two records leaves both keys, never neither. (Across shards
             // the two WALs sync independently; see the README's durability notes.)
             super::strings::write(
-                tx.shard(hd),
+                tx.shard(hd)?,
                 hd,
                 dst,
                 e.value(),
@@ -212,7 +223,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 None,
                 ctx,
             );
-            tx.shard(hs).remove(hs, src);
+            tx.shard(hs)?.remove(hs, src);
             if nx {
                 out.int(1);
             } else {
@@ -221,10 +232,10 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Expire(k, when, cond, _) => {
             let h = key_hash(k);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let Some(e) = shard.get(h, k, now) else {
                 out.int(0);
-                return;
+                return Ok(());
             };
             let at = when.resolve(now);
             let cur = e.expires_at_ms();
@@ -235,7 +246,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 && (!cond.lt || cur.is_none_or(|c| at < c));
             if !ok {
                 out.int(0);
-                return;
+                return Ok(());
             }
             if at <= now {
                 shard.remove(h, k);
@@ -247,7 +258,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Ttl(k, kind) => {
             let h = key_hash(k);
-            let v = match tx.shard(h).get(h, k, now) {
+            let v = match tx.shard(h)?.get(h, k, now) {
                 None => -2,
                 Some(e) => match e.expires_at_ms() {
                     None => -1,
@@ -268,7 +279,7 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
         }
         Command::Persist(k) => {
             let h = key_hash(k);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             match shard.get(h, k, now) {
                 Some(e) if e.expires_at_ms().is_some() => {
                     let e = e.with_expiry(None);
@@ -278,28 +289,68 @@ pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySi
                 _ => out.int(0),
             }
         }
-        _ => out.error("ERR internal: not a key command"),
+        Command::Get(_)
+        | Command::Set(_)
+        | Command::GetDel(_)
+        | Command::GetEx(..)
+        | Command::Append(..)
+        | Command::Strlen(_)
+        | Command::GetRange(..)
+        | Command::SetRange(..)
+        | Command::IncrBy(..)
+        | Command::IncrByFloat(..)
+        | Command::MGet(_)
+        | Command::MSet(..)
+        | Command::VGet(_)
+        | Command::VPut { .. }
+        | Command::VDel(..)
+        | Command::Keys(_)
+        | Command::Scan(_)
+        | Command::RandomKey
+        | Command::DbSize
+        | Command::Flush
+        | Command::Ping(_)
+        | Command::Echo(_)
+        | Command::Hello(_)
+        | Command::Auth(..)
+        | Command::Select(_)
+        | Command::Client(_)
+        | Command::Quit
+        | Command::Info(_)
+        | Command::ConfigGet(_)
+        | Command::ConfigSet(_)
+        | Command::ConfigResetStat
+        | Command::CommandInfo(_)
+        | Command::Time
+        | Command::Shutdown
+        | Command::BgSave
+        | Command::LastSave
+        | Command::SlowLog(_) => return Err(CmdError::msg("ERR internal: not a key command")),
     }
+    Ok(())
 }
 
-/// Runs a keyspace-wide command, locking one shard at a time (so other loops keep serving;
-/// like Redis Cluster, KEYS is not a point-in-time view across shards).
+/// Runs a keyspace-wide command. KEYS, SCAN, DBSIZE and RANDOMKEY lock one shard at a time
+/// (so other loops keep serving; like Redis Cluster, KEYS is not a point-in-time view across
+/// shards); FLUSHDB locks them all at once, so it is atomic.
 pub fn exec_all(
     cmd: &Command<'_>,
     store: &Store,
     ctx: &Ctx,
     out: &mut dyn ReplySink,
-) -> crate::durability::Marks {
+) -> crate::store::Marks {
     let now = ctx.now_ms;
-    let mut marks = crate::durability::Marks::new();
+    let mut marks = crate::store::Marks::new();
     match *cmd {
         Command::DbSize => {
             let n: usize = (0..store.len()).map(|i| store.lock(i).len()).sum();
             out.int(n as i64);
         }
         Command::Flush => {
-            for i in 0..store.len() {
-                let mut shard = store.lock(i);
+            // Atomic: every shard is locked (in index order) before any is cleared, so no
+            // other command sees some shards flushed and others not.
+            let mut shards = store.lock_all();
+            for (i, shard) in shards.iter_mut().enumerate() {
                 shard.clear();
                 if shard.wal.enabled {
                     marks.push((i as u32, shard.wal.seq));
@@ -307,23 +358,15 @@ pub fn exec_all(
             }
             out.simple("OK");
         }
-        Command::Keys(pattern) => {
-            let all = pattern == b"*";
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            for i in 0..store.len() {
-                let shard = store.lock(i);
-                let mut pos = Some(0);
-                while let Some(p) = pos {
-                    pos = shard.scan(p, usize::MAX, now, |e| {
-                        if all || glob_match(pattern, e.key()) {
-                            keys.push(e.key().to_vec());
-                        }
-                    });
+        Command::Keys(_) | Command::Scan(_) => {
+            // Off the event loops (which drive the walk slice by slice, see
+            // net/connection.rs): run the same walk to its end.
+            match KeyWalk::new(cmd, store.len(), usize::MAX) {
+                Some(mut walk) => {
+                    while !walk.step(store, now) {}
+                    walk.reply(out);
                 }
-            }
-            out.array(keys.len());
-            for k in &keys {
-                out.bulk(k);
+                None => out.error("ERR internal: not a key walk"),
             }
         }
         Command::RandomKey => {
@@ -335,47 +378,267 @@ pub fn exec_all(
                 None => out.nil(),
             }
         }
-        Command::Scan(ref s) => {
-            // Cursor = slot position * shards + shard: shard-major order, and 0 only at the
-            // start and the end.
-            let n = store.len() as u64;
-            let mut shard = (s.cursor % n) as usize;
-            let mut pos = (s.cursor / n) as usize;
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            let mut budget = s.count;
-            let next = loop {
-                let g = store.lock(shard);
-                let slots = g.slot_count();
-                let resume = g.scan(pos, budget, now, |e| {
-                    if s.only_strings && s.pattern.is_none_or(|p| glob_match(p, e.key())) {
-                        keys.push(e.key().to_vec());
-                    }
-                });
-                drop(g);
-                match resume {
-                    Some(p) => break (p as u64) * n + shard as u64,
-                    None => {
-                        budget = budget.saturating_sub(slots.saturating_sub(pos).max(1));
-                        shard += 1;
-                        pos = 0;
-                        if shard as u64 == n {
-                            break 0;
-                        }
-                        if budget == 0 {
-                            break shard as u64;
-                        }
-                    }
-                }
-            };
-            out.array(2);
-            let mut b = itoa::Buffer::new();
-            out.bulk(b.format(next).as_bytes());
-            out.array(keys.len());
-            for k in &keys {
-                out.bulk(k);
-            }
-        }
-        _ => out.error("ERR internal: not a keyspace command"),
+        Command::Get(_)
+        | Command::Set(_)
+        | Command::GetDel(_)
+        | Command::GetEx(..)
+        | Command::Append(..)
+        | Command::Strlen(_)
+        | Command::GetRange(..)
+        | Command::SetRange(..)
+        | Command::IncrBy(..)
+        | Command::IncrByFloat(..)
+        | Command::MGet(_)
+        | Command::MSet(..)
+        | Command::VGet(_)
+        | Command::VPut { .. }
+        | Command::VDel(..)
+        | Command::Del(_)
+        | Command::Exists(_)
+        | Command::Type(_)
+        | Command::Rename(..)
+        | Command::Expire(..)
+        | Command::Ttl(..)
+        | Command::Persist(_)
+        | Command::Ping(_)
+        | Command::Echo(_)
+        | Command::Hello(_)
+        | Command::Auth(..)
+        | Command::Select(_)
+        | Command::Client(_)
+        | Command::Quit
+        | Command::Info(_)
+        | Command::ConfigGet(_)
+        | Command::ConfigSet(_)
+        | Command::ConfigResetStat
+        | Command::CommandInfo(_)
+        | Command::Time
+        | Command::Shutdown
+        | Command::BgSave
+        | Command::LastSave
+        | Command::SlowLog(_) => out.error("ERR internal: not a keyspace command"),
     }
     marks
+}
+
+/// Slots of one shard examined per lock hold by KEYS and SCAN. Between slices the shard lock
+/// is released and the loop serves other requests, so a walk over millions of keys never
+/// stalls the node (Redis runs KEYS in one go and blocks every client meanwhile).
+pub const WALK_SLICE_SLOTS: usize = 1024;
+
+/// A KEYS or SCAN in progress: which shard and slot it has reached, and what it collected.
+///
+/// KEYS visits every slot of every shard; SCAN visits at most COUNT slots from its cursor.
+/// Slots don't move while a key lives, so a key present for the whole walk is returned
+/// exactly once by KEYS and at least once by a full SCAN iteration; keys added or removed
+/// during the walk may or may not be.
+pub struct KeyWalk<'a> {
+    pattern: Option<&'a [u8]>,
+    only_strings: bool,
+    scan: bool,
+    shards: usize,
+    shard: usize,
+    pos: usize,
+    /// Slots SCAN may still visit (COUNT); unbounded for KEYS.
+    budget: usize,
+    keys: Vec<Vec<u8>>,
+    key_bytes: usize,
+    /// Most key bytes the reply may hold (the client's output buffer limit).
+    max_reply_bytes: usize,
+    /// SCAN's next cursor, once done.
+    cursor: u64,
+    too_big: bool,
+}
+
+impl<'a> KeyWalk<'a> {
+    /// A walk for KEYS or SCAN; None for any other command.
+    pub fn new(cmd: &Command<'a>, shards: usize, max_reply_bytes: usize) -> Option<KeyWalk<'a>> {
+        let shards = shards.max(1);
+        let mut w = KeyWalk {
+            pattern: None,
+            only_strings: true,
+            scan: false,
+            shards,
+            shard: 0,
+            pos: 0,
+            budget: usize::MAX,
+            keys: Vec::new(),
+            key_bytes: 0,
+            max_reply_bytes,
+            cursor: 0,
+            too_big: false,
+        };
+        match cmd {
+            Command::Keys(p) => w.pattern = (*p != b"*").then_some(*p),
+            Command::Scan(s) => {
+                // Cursor = slot position * shards + shard: shard-major order, and 0 only at
+                // the start and the end.
+                w.scan = true;
+                w.pattern = s.pattern;
+                w.only_strings = s.only_strings;
+                w.budget = s.count;
+                w.shard = (s.cursor % shards as u64) as usize;
+                w.pos = usize::try_from(s.cursor / shards as u64).unwrap_or(usize::MAX);
+            }
+            _ => return None,
+        }
+        Some(w)
+    }
+
+    /// Examines one slice of at most [`WALK_SLICE_SLOTS`] slots under one shard lock.
+    /// Returns true once the walk is complete.
+    pub fn step(&mut self, store: &Store, now_ms: u64) -> bool {
+        if self.shard >= self.shards || self.too_big {
+            return true;
+        }
+        let slice = WALK_SLICE_SLOTS.min(self.budget);
+        let g = store.lock(self.shard);
+        let slots = g.slot_count();
+        let resume = g.scan(self.pos, slice, now_ms, |e| {
+            let wanted = self.only_strings && self.pattern.is_none_or(|p| glob_match(p, e.key()));
+            if wanted {
+                self.key_bytes += e.key().len();
+                self.keys.push(e.key().to_vec());
+            }
+        });
+        drop(g);
+        if self.key_bytes > self.max_reply_bytes {
+            self.too_big = true;
+            return true;
+        }
+        let visited = match resume {
+            Some(p) => p - self.pos,
+            // An empty or finished shard still costs one unit, so SCAN always progresses.
+            None => slots.saturating_sub(self.pos).max(1),
+        };
+        self.budget = self.budget.saturating_sub(visited);
+        match resume {
+            Some(p) => self.pos = p,
+            None => {
+                self.shard += 1;
+                self.pos = 0;
+            }
+        }
+        let n = self.shards as u64;
+        if self.shard == self.shards {
+            self.cursor = 0;
+            return true;
+        }
+        if self.budget == 0 {
+            self.cursor = (self.pos as u64).saturating_mul(n) + self.shard as u64;
+            return true;
+        }
+        false
+    }
+
+    /// Writes the reply: KEYS' array of keys, or SCAN's cursor and keys.
+    pub fn reply(self, out: &mut dyn ReplySink) {
+        if self.too_big {
+            return out.error(
+                "ERR the reply would exceed this client's output buffer limit \
+                 (--max-output-buffer-bytes); use SCAN to walk the keyspace in steps",
+            );
+        }
+        if self.scan {
+            out.array(2);
+            let mut b = itoa::Buffer::new();
+            out.bulk(b.format(self.cursor).as_bytes());
+        }
+        out.array(self.keys.len());
+        for k in &self.keys {
+            out.bulk(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::TryLockError;
+
+    use super::*;
+    use crate::store::entry::NewVersion;
+    use crate::store::Entry;
+
+    const SHARDS: usize = 8;
+    /// The shard the test holds while FLUSHDB runs.
+    const HELD: usize = 5;
+
+    fn put(store: &Store, shard: usize) {
+        let key = format!("key-of-{shard}");
+        let key = (0..)
+            .map(|i| format!("{key}-{i}"))
+            .find(|k| store.shard_of(key_hash(k.as_bytes())) == shard)
+            .unwrap_or(key);
+        let h = key_hash(key.as_bytes());
+        store.lock(shard).put(
+            h,
+            Entry::new(&NewVersion {
+                key: key.as_bytes(),
+                value: b"v",
+                clock: &[0],
+                timestamp_ms: 0,
+                expires_at_ms: None,
+                tombstone: false,
+            }),
+        );
+    }
+
+    /// FLUSHDB takes every shard's lock before clearing any: while one shard is held
+    /// elsewhere, the shards before it stay locked and unchanged (a flush that cleared shards
+    /// one at a time would have emptied them already).
+    #[test]
+    fn flushdb_clears_no_shard_until_it_holds_them_all() {
+        let store = Store::new(SHARDS);
+        for i in 0..SHARDS {
+            put(&store, i);
+        }
+        let ctx = Ctx {
+            node_id: 1,
+            now_ms: 0,
+            max_value: 1 << 20,
+            max_reply: usize::MAX,
+        };
+        let held = store.lock(HELD);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        std::thread::scope(|s| {
+            let flusher = s.spawn(|| {
+                let mut buf = bytes::BytesMut::new();
+                let mut out = ringkv_proto::RespWriter::new(&mut buf);
+                exec_all(&Command::Flush, &store, &ctx, &mut out);
+                buf
+            });
+            // Wait until the flusher reached the held shard: the one before it is taken.
+            let before = HELD - 1;
+            loop {
+                match store.try_lock(before) {
+                    Err(TryLockError::WouldBlock) => break,
+                    Err(TryLockError::Poisoned(_)) => panic!("shard {before} poisoned"),
+                    Ok(g) => assert!(
+                        !g.is_empty(),
+                        "FLUSHDB cleared shard {before} while shard {HELD} was still locked \
+                         elsewhere: it is not atomic"
+                    ),
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "FLUSHDB never took shard {before}"
+                );
+                std::thread::yield_now();
+            }
+            // Every shard before the held one is locked by the flusher, none cleared yet.
+            for i in 0..HELD {
+                assert!(
+                    matches!(store.try_lock(i), Err(TryLockError::WouldBlock)),
+                    "shard {i} is not held by FLUSHDB while it waits for shard {HELD}"
+                );
+            }
+            assert!(!held.is_empty(), "the held shard is untouched");
+            drop(held);
+            let reply = flusher.join().expect("FLUSHDB thread");
+            assert_eq!(&reply[..], b"+OK\r\n");
+        });
+        for i in 0..SHARDS {
+            assert!(store.lock(i).is_empty(), "shard {i} flushed");
+        }
+    }
 }

@@ -75,6 +75,12 @@ impl CmdError {
 
 pub type CmdResult<T> = Result<T, CmdError>;
 
+impl From<crate::store::tx::NotLocked> for CmdError {
+    fn from(e: crate::store::tx::NotLocked) -> CmdError {
+        CmdError(Cow::Owned(format!("ERR {e}")))
+    }
+}
+
 /// What a keyspace command needs besides its shards.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
@@ -84,6 +90,9 @@ pub struct Ctx {
     pub now_ms: u64,
     /// Largest value a command may store.
     pub max_value: usize,
+    /// Largest reply a command may build (--max-output-buffer-bytes): MGET of one big key
+    /// repeated must not build gigabytes.
+    pub max_reply: usize,
 }
 
 /// When a key expires, as given on the command line (resolved against the clock at execution,
@@ -169,6 +178,21 @@ pub enum Command<'a> {
     SlowLog(slowlog::SlowLogSub),
 }
 
+/// Which file executes a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `strings`: one or more keys, shards locked in a [`crate::store::Tx`].
+    Strings,
+    /// `keys`: one or more keys, shards locked in a [`crate::store::Tx`].
+    Keys,
+    /// `keys::exec_all`: every shard, one at a time.
+    Keyspace,
+    /// `connection`: the session, no keys.
+    Connection,
+    /// `server`: the node, no keys.
+    Server,
+}
+
 /// Which shards a command needs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'c, 'a> {
@@ -216,30 +240,80 @@ impl<'a> Command<'a> {
             },
             Rename(a, b, _) => Route::Rename(a, b),
             Keys(_) | Scan(_) | RandomKey | DbSize | Flush => Route::All,
-            _ => Route::None,
+            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Info(_)
+            | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time | Shutdown
+            | BgSave | LastSave | SlowLog(_) => Route::None,
+        }
+    }
+
+    /// Which family (file) executes this command. Exhaustive, so a new command does not
+    /// compile until it is given a family (and a route, and a write flag).
+    pub fn family(&self) -> Family {
+        use Command::*;
+        match self {
+            Get(_)
+            | Set(_)
+            | GetDel(_)
+            | GetEx(..)
+            | Append(..)
+            | Strlen(_)
+            | GetRange(..)
+            | SetRange(..)
+            | IncrBy(..)
+            | IncrByFloat(..)
+            | MGet(_)
+            | MSet(..)
+            | VGet(_)
+            | VPut { .. }
+            | VDel(..) => Family::Strings,
+            Del(_) | Exists(_) | Type(_) | Rename(..) | Expire(..) | Ttl(..) | Persist(_) => {
+                Family::Keys
+            }
+            Keys(_) | Scan(_) | RandomKey | DbSize | Flush => Family::Keyspace,
+            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit => {
+                Family::Connection
+            }
+            Info(_) | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time
+            | Shutdown | BgSave | LastSave | SlowLog(_) => Family::Server,
         }
     }
 
     /// Whether this command changes the keyspace (for stats, and later the WAL and replication).
     pub fn is_write(&self) -> bool {
         use Command::*;
-        matches!(
-            self,
+        match self {
             Set(_)
-                | GetDel(_)
-                | Append(..)
-                | SetRange(..)
-                | IncrBy(..)
-                | IncrByFloat(..)
-                | MSet(..)
-                | VPut { .. }
-                | VDel(..)
-                | Del(_)
-                | Rename(..)
-                | Expire(..)
-                | Persist(_)
-                | Flush
-        ) || matches!(self, GetEx(_, Some(_)))
+            | GetDel(_)
+            | GetEx(_, Some(_))
+            | Append(..)
+            | SetRange(..)
+            | IncrBy(..)
+            | IncrByFloat(..)
+            | MSet(..)
+            | VPut { .. }
+            | VDel(..)
+            | Del(_)
+            | Rename(..)
+            | Expire(..)
+            | Persist(_)
+            | Flush => true,
+            Get(_)
+            | GetEx(_, None)
+            | Strlen(_)
+            | GetRange(..)
+            | MGet(_)
+            | VGet(_)
+            | Exists(_)
+            | Type(_)
+            | Ttl(..)
+            | Keys(_)
+            | Scan(_)
+            | RandomKey
+            | DbSize => false,
+            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Info(_)
+            | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time | Shutdown
+            | BgSave | LastSave | SlowLog(_) => false,
+        }
     }
 }
 
@@ -266,14 +340,7 @@ pub fn parse_slot<'a>(
     };
     if internal {
         match strings::parse_internal(name, args) {
-            Ok(Some(c)) => {
-                let slot = match c {
-                    Command::VGet(_) => crate::stats::VGET,
-                    Command::VPut { .. } => crate::stats::VPUT,
-                    _ => crate::stats::VDEL,
-                };
-                return (Some(slot), Ok(c));
-            }
+            Ok(Some((slot, c))) => return (Some(slot), Ok(c)),
             Ok(None) => {}
             Err(e) => return (None, Err(e)),
         }
@@ -326,7 +393,7 @@ pub fn int(arg: &[u8]) -> CmdResult<i64> {
 /// overflowing a signed 64-bit millisecond timestamp (Redis answers "invalid expire time"
 /// otherwise).
 pub fn relative_expire_fits(ms: i64) -> bool {
-    ms.checked_add(crate::node::now_ms() as i64).is_some()
+    ms.checked_add(crate::util::now_ms() as i64).is_some()
 }
 
 /// Parses a float argument as Redis does (no NaN; "inf" allowed, rejected where it matters).
@@ -351,7 +418,7 @@ pub fn run_keyed(
     store: &crate::store::Store,
     ctx: &Ctx,
     out: &mut dyn ringkv_proto::ReplySink,
-) -> crate::durability::Marks {
+) -> crate::store::Marks {
     use crate::store::Tx;
     use ringkv_proto::key_hash;
     let mut tx = match cmd.route() {
@@ -365,12 +432,76 @@ pub fn run_keyed(
             return Default::default();
         }
     };
-    use Command::*;
-    match cmd {
-        Del(_) | Exists(_) | Type(_) | Rename(..) | Expire(..) | Ttl(..) | Persist(_) => {
-            keys::exec(cmd, &mut tx, ctx, out)
+    match cmd.family() {
+        Family::Keys => keys::exec(cmd, &mut tx, ctx, out),
+        Family::Strings => strings::exec(cmd, &mut tx, ctx, out),
+        Family::Keyspace | Family::Connection | Family::Server => {
+            out.error("ERR internal: not a keyed command")
         }
-        _ => strings::exec(cmd, &mut tx, ctx, out),
     }
     tx.marks()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Argument vectors to try for a command name; the first that parses is used.
+    fn candidates(name: &str) -> Vec<Vec<&str>> {
+        vec![
+            vec![name],
+            vec![name, "k"],
+            vec![name, "k", "1"],
+            vec![name, "k", "1", "2"],
+            vec![name, "count"],
+            vec![name, "get"],
+            vec![name, "get", "maxclients"],
+            vec![name, "setname", "n"],
+            vec![name, "default", "pw"],
+            vec![name, "0"],
+        ]
+    }
+
+    /// Every command of the table parses, and its family agrees with its route and with the
+    /// file that executes it: keyed families have keys, the others have none.
+    #[test]
+    fn every_command_has_a_family_that_agrees_with_its_route() {
+        let mut unparsed = Vec::new();
+        for spec in table::TABLE {
+            let parsed = candidates(spec.name).into_iter().find_map(|args| {
+                let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+                parse(&args, false).ok().map(|c| format!("{c:?}"))
+            });
+            if parsed.is_none() {
+                unparsed.push(spec.name);
+            }
+        }
+        assert!(unparsed.is_empty(), "no sample parses for {unparsed:?}");
+        for spec in table::TABLE {
+            for args in candidates(spec.name) {
+                let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+                let Ok(c) = parse(&args, false) else { continue };
+                let keyed = matches!(
+                    c.route(),
+                    Route::Key(_) | Route::Keys(_) | Route::Pairs(_) | Route::Rename(..)
+                );
+                match c.family() {
+                    Family::Strings | Family::Keys => assert!(keyed, "{c:?} has no keys"),
+                    Family::Keyspace => assert_eq!(c.route(), Route::All, "{c:?}"),
+                    Family::Connection | Family::Server => {
+                        assert_eq!(c.route(), Route::None, "{c:?}")
+                    }
+                }
+            }
+        }
+        for (args, family) in [
+            (&[&b"VGET"[..], b"k"][..], Family::Strings),
+            (&[b"VDEL", b"k", b""], Family::Strings),
+            (&[b"VPUT", b"k", b"v", b"", &[0u8; 8]], Family::Strings),
+        ] {
+            let c = parse(args, true).expect("internal command parses");
+            assert_eq!(c.family(), family);
+            assert!(matches!(c.route(), Route::Key(b"k")), "{c:?}");
+        }
+    }
 }

@@ -8,8 +8,9 @@ use smallvec::SmallVec;
 
 use super::table::{lookup, TABLE};
 use super::{eq, int, CmdError, CmdResult, Command};
-use crate::node::{now_ms, LoopStats, Node};
+use crate::node::{LoopStats, Node};
 use crate::store::glob::glob_match;
+use crate::util::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandSub<'a> {
@@ -121,7 +122,20 @@ fn config_params(node: &Node) -> Vec<(&'static str, String)> {
             .into(),
         ),
         ("fsync", node.config.fsync.name().into()),
-        ("timeout", "0".into()),
+        ("timeout", c.timeout_secs.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.max_query_buffer_bytes.to_string(),
+        ),
+        (
+            "client-output-buffer-limit",
+            // Redis's format (class hard soft seconds); one hard limit for every client here.
+            format!("normal {} 0 0", c.max_output_buffer_bytes),
+        ),
+        (
+            "request-read-timeout-ms",
+            c.request_read_timeout_ms.to_string(),
+        ),
         (
             "slowlog-log-slower-than",
             node.slowlog.slower_than.load(Relaxed).to_string(),
@@ -237,12 +251,14 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
         );
     }
     if want("stats") {
-        let t = |f: fn(&LoopStats) -> &std::sync::atomic::AtomicU64| node.total(f);
+        let t = |f: fn(&LoopStats) -> &crate::stats::Counter| node.total(f);
         let _ = write!(
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{expired}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
-             forwarded_requests:{}\r\nprotocol_errors:{}\r\n\r\n",
+             forwarded_requests:{}\r\nprotocol_errors:{}\r\n\
+             client_query_buffer_limit_disconnections:{}\r\n\
+             client_output_buffer_limit_disconnections:{}\r\n\r\n",
             t(|x| &x.connections_received),
             t(|x| &x.commands),
             t(|x| &x.rejected_connections),
@@ -250,6 +266,8 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             t(|x| &x.net_output_bytes),
             t(|x| &x.forwarded),
             t(|x| &x.protocol_errors),
+            t(|x| &x.query_limit_disconnections),
+            t(|x| &x.output_limit_disconnections),
         );
     }
     if want("replication") {
@@ -443,18 +461,7 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
         }
         Command::ConfigResetStat => {
             for st in node.stats.iter() {
-                for c in [
-                    &st.commands,
-                    &st.connections_received,
-                    &st.rejected_connections,
-                    &st.net_input_bytes,
-                    &st.net_output_bytes,
-                    &st.forwarded,
-                    &st.protocol_errors,
-                ] {
-                    c.store(0, Relaxed);
-                }
-                st.cmds.reset();
+                st.reset();
             }
             out.simple("OK");
         }
@@ -484,7 +491,40 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                 }
             }
         },
-        _ => out.error("ERR internal: not a server command"),
+        Command::Get(_)
+        | Command::Set(_)
+        | Command::GetDel(_)
+        | Command::GetEx(..)
+        | Command::Append(..)
+        | Command::Strlen(_)
+        | Command::GetRange(..)
+        | Command::SetRange(..)
+        | Command::IncrBy(..)
+        | Command::IncrByFloat(..)
+        | Command::MGet(_)
+        | Command::MSet(..)
+        | Command::VGet(_)
+        | Command::VPut { .. }
+        | Command::VDel(..)
+        | Command::Del(_)
+        | Command::Exists(_)
+        | Command::Type(_)
+        | Command::Rename(..)
+        | Command::Expire(..)
+        | Command::Ttl(..)
+        | Command::Persist(_)
+        | Command::Keys(_)
+        | Command::Scan(_)
+        | Command::RandomKey
+        | Command::DbSize
+        | Command::Flush
+        | Command::Ping(_)
+        | Command::Echo(_)
+        | Command::Hello(_)
+        | Command::Auth(..)
+        | Command::Select(_)
+        | Command::Client(_)
+        | Command::Quit => return Err(CmdError::msg("ERR internal: not a server command")),
     }
     let _ = now_ms;
     Ok(())

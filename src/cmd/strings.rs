@@ -226,18 +226,25 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
 
 /// VGET key | VPUT key value context ttl_ms(u64 BE) | VDEL key context: the binary protocol's
 /// versioned operations, expressed as argument vectors so they route like any command.
-pub fn parse_internal<'a>(name: &[u8], args: &[&'a [u8]]) -> CmdResult<Option<Command<'a>>> {
+/// Gives the command with its statistics slot.
+pub fn parse_internal<'a>(
+    name: &[u8],
+    args: &[&'a [u8]],
+) -> CmdResult<Option<(usize, Command<'a>)>> {
     Ok(Some(match (name, args.len()) {
-        (b"VGET", 2) => Command::VGet(args[1]),
-        (b"VPUT", 5) => Command::VPut {
-            key: args[1],
-            value: args[2],
-            context: args[3],
-            ttl_ms: <[u8; 8]>::try_from(args[4])
-                .map(u64::from_be_bytes)
-                .map_err(|_| CmdError::SYNTAX)?,
-        },
-        (b"VDEL", 3) => Command::VDel(args[1], args[2]),
+        (b"VGET", 2) => (crate::stats::VGET, Command::VGet(args[1])),
+        (b"VPUT", 5) => (
+            crate::stats::VPUT,
+            Command::VPut {
+                key: args[1],
+                value: args[2],
+                context: args[3],
+                ttl_ms: <[u8; 8]>::try_from(args[4])
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| CmdError::SYNTAX)?,
+            },
+        ),
+        (b"VDEL", 3) => (crate::stats::VDEL, Command::VDel(args[1], args[2])),
         _ => return Ok(None),
     }))
 }
@@ -263,6 +270,21 @@ pub(crate) fn write(
     context: Option<&VectorClock>,
     ctx: &Ctx,
 ) -> ClockBytes {
+    write_version(shard, hash, key, value, expires_at_ms, context, ctx, false)
+}
+
+/// Writes a new version of `key`, a value or a tombstone; returns the new clock.
+#[allow(clippy::too_many_arguments)]
+fn write_version(
+    shard: &mut Shard,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+    context: Option<&VectorClock>,
+    ctx: &Ctx,
+    tombstone: bool,
+) -> ClockBytes {
     let mut out = ClockBytes::new();
     shard.upsert(hash, key, |old| {
         out = next_clock(old, context, ctx.node_id);
@@ -272,7 +294,7 @@ pub(crate) fn write(
             clock: &out,
             timestamp_ms: ctx.now_ms,
             expires_at_ms,
-            tombstone: false,
+            tombstone,
         })
     });
     out
@@ -300,9 +322,10 @@ fn try_exec(
     let now = ctx.now_ms;
     match *cmd {
         Command::Get(key) => {
+            // Versioned: RESP sees the bulk string, a binary COMMAND also gets the context.
             let h = key_hash(key);
-            match tx.shard(h).get(h, key, now) {
-                Some(e) => out.bulk(e.value()),
+            match tx.shard(h)?.get(h, key, now) {
+                Some(e) => out.versioned(e.clock_bytes(), &[e.value()]),
                 None => out.nil(),
             }
         }
@@ -311,7 +334,7 @@ fn try_exec(
                 return Err(CmdError::TOO_BIG);
             }
             let h = key_hash(s.key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let simple = s.cond == Cond::Always && s.reply == SetReply::Ok && !s.keep_ttl;
             let mut old_ttl = None;
             if !simple {
@@ -352,7 +375,7 @@ fn try_exec(
         }
         Command::GetDel(key) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             if shard.get(h, key, now).is_none() {
                 out.nil();
             } else if let Some(e) = shard.remove(h, key) {
@@ -361,7 +384,7 @@ fn try_exec(
         }
         Command::GetEx(key, mode) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let Some(e) = shard.get(h, key, now) else {
                 out.nil();
                 return Ok(());
@@ -390,7 +413,7 @@ fn try_exec(
         }
         Command::Append(key, suffix) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let (mut v, ttl) = match shard.get(h, key, now) {
                 Some(e) => (e.value().to_vec(), e.expires_at_ms()),
                 None => (Vec::new(), None),
@@ -404,11 +427,11 @@ fn try_exec(
         }
         Command::Strlen(key) => {
             let h = key_hash(key);
-            out.int(tx.shard(h).get(h, key, now).map_or(0, |e| e.value().len()) as i64);
+            out.int(tx.shard(h)?.get(h, key, now).map_or(0, |e| e.value().len()) as i64);
         }
         Command::GetRange(key, start, end) => {
             let h = key_hash(key);
-            let Some(e) = tx.shard(h).get(h, key, now) else {
+            let Some(e) = tx.shard(h)?.get(h, key, now) else {
                 out.bulk(b"");
                 return Ok(());
             };
@@ -424,7 +447,7 @@ fn try_exec(
         }
         Command::SetRange(key, off, patch) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let cur = shard.get(h, key, now);
             if patch.is_empty() {
                 out.int(cur.map_or(0, |e| e.value().len()) as i64);
@@ -446,7 +469,7 @@ fn try_exec(
         }
         Command::IncrBy(key, delta) => {
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let (cur, ttl) = match shard.get(h, key, now) {
                 Some(e) => (parse_i64_value(e.value())?, e.expires_at_ms()),
                 None => (0, None),
@@ -461,7 +484,7 @@ fn try_exec(
         Command::IncrByFloat(key, delta) => {
             // As Redis: C long double arithmetic and "%.17Lf" formatting (see ldouble).
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let (cur, ttl) = match shard.get(h, key, now) {
                 Some(e) => (
                     match LDouble::parse(e.value()) {
@@ -481,10 +504,25 @@ fn try_exec(
             out.bulk(s.as_bytes());
         }
         Command::MGet(ref keys) => {
+            // Only when the reply could pass the limit: sum the values first.
+            if keys.len() as u128 * ctx.max_value as u128 > ctx.max_reply as u128 {
+                let mut total = 0usize;
+                for &k in keys {
+                    let h = key_hash(k);
+                    total += tx.shard(h)?.get(h, k, now).map_or(0, |e| e.value().len());
+                }
+                if total > ctx.max_reply {
+                    return Err(CmdError::msg(format!(
+                        "ERR MGET reply of {total} bytes would exceed the output buffer limit \
+                         of {} (--max-output-buffer-bytes); ask for fewer keys",
+                        ctx.max_reply
+                    )));
+                }
+            }
             out.array(keys.len());
             for &k in keys {
                 let h = key_hash(k);
-                match tx.shard(h).get(h, k, now) {
+                match tx.shard(h)?.get(h, k, now) {
                     Some(e) => out.bulk(e.value()),
                     None => out.nil(),
                 }
@@ -495,18 +533,17 @@ fn try_exec(
                 return Err(CmdError::TOO_BIG);
             }
             if nx {
-                let any = pairs.iter().any(|(k, _)| {
+                for &(k, _) in pairs {
                     let h = key_hash(k);
-                    tx.shard(h).get(h, k, now).is_some()
-                });
-                if any {
-                    out.int(0);
-                    return Ok(());
+                    if tx.shard(h)?.get(h, k, now).is_some() {
+                        out.int(0);
+                        return Ok(());
+                    }
                 }
             }
             for &(k, v) in pairs {
                 let h = key_hash(k);
-                write(tx.shard(h), h, k, v, None, None, ctx);
+                write(tx.shard(h)?, h, k, v, None, None, ctx);
             }
             if nx {
                 out.int(1);
@@ -516,7 +553,7 @@ fn try_exec(
         }
         Command::VGet(key) => {
             let h = key_hash(key);
-            match tx.shard(h).get(h, key, now) {
+            match tx.shard(h)?.get(h, key, now) {
                 Some(e) => out.versioned(e.clock_bytes(), &[e.value()]),
                 None => out.nil(),
             }
@@ -533,18 +570,52 @@ fn try_exec(
             let context = decode_context(context)?;
             let h = key_hash(key);
             let expires = (ttl_ms > 0).then(|| now.saturating_add(ttl_ms));
-            let clock = write(tx.shard(h), h, key, value, expires, context.as_ref(), ctx);
+            let clock = write(tx.shard(h)?, h, key, value, expires, context.as_ref(), ctx);
             out.versioned(&clock, &[]);
         }
         Command::VDel(key, context) => {
-            decode_context(context)?;
+            // The delete is a version like a PUT's: it descends from the stored version and
+            // the context, plus one event of this node, and stays as a tombstone so that the
+            // next write of the key descends from it. Nothing to record for a missing key
+            // deleted without a context.
+            let context = decode_context(context)?;
             let h = key_hash(key);
-            let shard = tx.shard(h);
+            let shard = tx.shard(h)?;
             let live = shard.get(h, key, now).is_some();
-            shard.remove(h, key);
+            if live || context.is_some() {
+                write_version(shard, h, key, b"", None, context.as_ref(), ctx, true);
+            }
             out.int(live as i64);
         }
-        _ => out.error("ERR internal: not a string command"),
+        Command::Del(_)
+        | Command::Exists(_)
+        | Command::Type(_)
+        | Command::Rename(..)
+        | Command::Expire(..)
+        | Command::Ttl(..)
+        | Command::Persist(_)
+        | Command::Keys(_)
+        | Command::Scan(_)
+        | Command::RandomKey
+        | Command::DbSize
+        | Command::Flush
+        | Command::Ping(_)
+        | Command::Echo(_)
+        | Command::Hello(_)
+        | Command::Auth(..)
+        | Command::Select(_)
+        | Command::Client(_)
+        | Command::Quit
+        | Command::Info(_)
+        | Command::ConfigGet(_)
+        | Command::ConfigSet(_)
+        | Command::ConfigResetStat
+        | Command::CommandInfo(_)
+        | Command::Time
+        | Command::Shutdown
+        | Command::BgSave
+        | Command::LastSave
+        | Command::SlowLog(_) => return Err(CmdError::msg("ERR internal: not a string command")),
     }
     Ok(())
 }

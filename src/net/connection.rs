@@ -9,25 +9,28 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use ringkv_proto::frame::{decode_frame, Opcode};
-use ringkv_proto::resp::{parse_request, RespLimits, MAX_INLINE};
+use ringkv_proto::resp::{parse_request_hinted, Parsed, RespLimits, MAX_INLINE};
 use ringkv_proto::{
     key_hash, FrameWriter, ProtoError, Protocol, Request, RespRequest, PROTOCOL_VERSION,
 };
 use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::event_loop::{LoopCtx, LoopMsg};
 use super::forward::{reply_into, BatchBuilder, RemoteReply, ReplyTo};
-use crate::cmd::{self, connection as conncmd, server as servercmd, Command, Ctx, Route, Session};
+use crate::cmd::{
+    self, connection as conncmd, server as servercmd, Command, Ctx, Family, Route, Session,
+};
 use crate::durability::{add_mark, Marks};
-use crate::node::{lock, now_ms, ClientInfo, LoopStats};
+use crate::node::{ClientInfo, LoopStats};
 use crate::stats::Track;
+use crate::util::{lock, now_ms};
 
 /// Most requests handled per read before replies are written (bounds latency and memory).
 const MAX_BATCH: usize = 1024;
@@ -36,14 +39,18 @@ const OUT_SOFT_LIMIT: usize = 1 << 20;
 /// Buffers larger than this are released once empty, so one big value doesn't pin memory.
 const KEEP_BUF: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
-/// Most arguments in one command.
-const MAX_ARGS: usize = 1024 * 1024;
+/// Most arguments in one command: as Redis (a signed 32-bit count), so what really bounds a
+/// request is --max-query-buffer-bytes.
+const MAX_ARGS: usize = i32::MAX as usize;
 /// Largest RESP bulk argument whatever --max-frame-bytes says (protocol.md §3.2: the limit
 /// is min(512 MiB, --max-frame-bytes), as Redis's proto-max-bulk-len default).
 const MAX_BULK: usize = 512 * 1024 * 1024;
 /// Before AUTH, Redis allows at most 10 arguments of 16 KiB (CVE-2021-32675).
 const PREAUTH_ARGS: usize = 10;
 const PREAUTH_BULK: usize = 16 * 1024;
+/// Before authentication a binary frame is as tight: a HELLO with a password and a client name
+/// of at most [`PREAUTH_BULK`] each, plus its fixed fields.
+const PREAUTH_FRAME_BYTES: usize = 2 * PREAUTH_BULK + 64;
 
 enum Seg {
     /// Bytes `start..end` of the scratch buffer.
@@ -65,6 +72,10 @@ struct Output {
     marks: Marks,
     /// The client, named in SLOWLOG entries of commands other loops run.
     client: Arc<ClientInfo>,
+    /// --max-output-buffer-bytes.
+    limit: usize,
+    /// Replies of this batch passed `limit`: the connection is closed without them.
+    overflow: bool,
 }
 
 impl Output {
@@ -104,7 +115,11 @@ impl Output {
             if b.is_empty() {
                 continue;
             }
-            let (batch, rx) = std::mem::take(b).build(self.client.clone());
+            // What other loops may add to this batch's output before the limit.
+            let budget = self
+                .limit
+                .saturating_sub(self.wbuf.len() + self.scratch.len());
+            let (batch, rx) = std::mem::take(b).build(self.client.clone(), budget);
             LoopStats::add(&ctx.stats().forwarded, 1);
             if ctx.loops.inbox[owner]
                 .send(LoopMsg::Batch(batch))
@@ -122,6 +137,7 @@ impl Output {
         for r in replies.iter_mut().flatten() {
             let marks = std::mem::take(&mut r.marks);
             self.mark(marks);
+            self.overflow |= r.overflow;
         }
         for seg in self.segs.drain(..) {
             match seg {
@@ -153,12 +169,17 @@ struct State {
     out: Output,
     hello_done: bool,
     commands: u64,
+    /// Bytes the request at the front of the read buffer needs at least before parsing it
+    /// again is worth it (RESP; see `ringkv_proto::Parsed::Incomplete`).
+    need: usize,
 }
 
 enum Handled {
     Done,
     /// The command needs the keyspace in the state earlier commands leave it: flush first.
     Barrier,
+    /// KEYS or SCAN: flush, then walk the keyspace slice by slice ([`walk`]).
+    Walk,
 }
 
 pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
@@ -197,14 +218,107 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
             pending: false,
             marks: Marks::new(),
             client: info,
+            limit: node.config.max_output_buffer_bytes,
+            overflow: false,
         },
         hello_done: false,
         commands: 0,
+        need: 0,
     };
     if let Err(e) = run(&mut st, &mut stream).await {
         debug!(client = id, error = %e, "connection ended");
     }
     node.unregister(id);
+}
+
+/// Why the connection's timer closed it.
+#[derive(Debug, thiserror::Error)]
+enum Expired {
+    #[error("idle for {0} s (--timeout)")]
+    Idle(u64),
+    #[error("a request took more than {0} ms to arrive (--request-read-timeout-ms)")]
+    SlowRequest(u64),
+}
+
+/// The connection's deadlines: idle (--timeout) and a request that arrives too slowly
+/// (--request-read-timeout-ms). The timer is armed lazily and re-armed only when it fires
+/// early, so serving a request costs no timer operation, only a clock read.
+struct Deadlines {
+    idle: Option<Duration>,
+    request: Option<Duration>,
+    /// Last time bytes were read or written.
+    last_io: tokio::time::Instant,
+    /// When the incomplete request at the front of the buffer started arriving.
+    partial_since: Option<tokio::time::Instant>,
+    armed: bool,
+    /// Writing replies: the request deadline is paused (the connection isn't reading).
+    writing: bool,
+}
+
+impl Deadlines {
+    fn new(node: &crate::node::Node) -> Deadlines {
+        let c = &node.config;
+        Deadlines {
+            idle: (c.timeout_secs > 0).then(|| Duration::from_secs(c.timeout_secs)),
+            request: (c.request_read_timeout_ms > 0)
+                .then(|| Duration::from_millis(c.request_read_timeout_ms)),
+            last_io: tokio::time::Instant::now(),
+            partial_since: None,
+            armed: false,
+            writing: false,
+        }
+    }
+
+    /// The earliest deadline now in force.
+    fn next(&self) -> Option<tokio::time::Instant> {
+        let idle = self.idle.map(|d| self.last_io + d);
+        let req = self
+            .request
+            .zip(self.partial_since)
+            .filter(|_| !self.writing)
+            .map(|(d, t)| t + d);
+        match (idle, req) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Arms `timer` if a deadline is in force and it isn't armed yet.
+    fn arm(&mut self, timer: std::pin::Pin<&mut tokio::time::Sleep>) {
+        if !self.armed {
+            if let Some(at) = self.next() {
+                timer.reset(at);
+                self.armed = true;
+            }
+        }
+    }
+
+    /// The timer fired: an error if a deadline really passed, else re-armed for the next.
+    fn fired(&mut self, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> Result<(), Expired> {
+        self.armed = false;
+        let now = tokio::time::Instant::now();
+        if let Some(d) = self.idle.filter(|d| now >= self.last_io + *d) {
+            return Err(Expired::Idle(d.as_secs()));
+        }
+        if let Some(d) = self.request.filter(|_| !self.writing) {
+            if self.partial_since.is_some_and(|t| now >= t + d) {
+                return Err(Expired::SlowRequest(d.as_millis() as u64));
+            }
+        }
+        self.arm(timer);
+        Ok(())
+    }
+
+    /// After parsing: `used` bytes were consumed and `left` remain (an incomplete request).
+    fn parsed(&mut self, used: usize, left: usize) {
+        if left == 0 {
+            self.partial_since = None;
+        } else if used > 0 || self.partial_since.is_none() {
+            // A request completed (or this is the first byte of one): the clock starts for
+            // the next.
+            self.partial_since = Some(tokio::time::Instant::now());
+        }
+    }
 }
 
 async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
@@ -214,6 +328,9 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
     let mut shutdown = st.ctx.node.shutdown_signal();
     let stop = shutdown.wait_for(|s| *s);
     tokio::pin!(stop);
+    let mut dl = Deadlines::new(&st.ctx.node);
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     let mut proto = None;
     loop {
         let mut need_input = true;
@@ -226,6 +343,18 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
             let (used, more) = process(st, &rbuf, p).await;
             rbuf.advance(used);
             need_input = !more;
+            if need_input {
+                dl.parsed(used, rbuf.len());
+            }
+        }
+        if st.out.overflow {
+            LoopStats::add(&st.ctx.stats().output_limit_disconnections, 1);
+            warn!(
+                client = %st.session.info.addr,
+                limit = st.out.limit,
+                "closing connection: its replies passed --max-output-buffer-bytes"
+            );
+            return Ok(());
         }
         if !st.out.marks.is_empty() {
             // Hold the replies until the writes behind them are durable. If the disk failed,
@@ -239,7 +368,7 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
             }
         }
         if !st.out.wbuf.is_empty() {
-            stream.write_all(&st.out.wbuf).await?;
+            write_out(stream, &st.out.wbuf, &mut dl, timer.as_mut()).await?;
             LoopStats::add(&st.ctx.stats().net_output_bytes, st.out.wbuf.len() as u64);
             st.out.wbuf.clear();
             if st.out.wbuf.capacity() > KEEP_BUF {
@@ -258,15 +387,69 @@ async fn run(st: &mut State, stream: &mut TcpStream) -> std::io::Result<()> {
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
         }
+        dl.arm(timer.as_mut());
         let n = tokio::select! {
             r = stream.read_buf(&mut rbuf) => r?,
             _ = &mut stop => return Ok(()),
+            _ = &mut timer, if dl.armed => {
+                dl.fired(timer.as_mut()).map_err(expired)?;
+                continue;
+            }
         };
         if n == 0 {
             return Ok(());
         }
+        dl.last_io = tokio::time::Instant::now();
         LoopStats::add(&st.ctx.stats().net_input_bytes, n as u64);
     }
+}
+
+fn expired(e: Expired) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, e)
+}
+
+/// Writes all of `buf`, counting each write's progress as activity for --timeout, so a
+/// client that never reads its replies is closed once idle that long.
+async fn write_out(
+    stream: &mut TcpStream,
+    mut buf: &[u8],
+    dl: &mut Deadlines,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> std::io::Result<()> {
+    dl.writing = true;
+    let r = write_all_timed(stream, &mut buf, dl, timer.as_mut()).await;
+    dl.writing = false;
+    if dl.partial_since.is_some() {
+        // The request clock restarts: the connection read nothing while it wrote. (A timer
+        // armed for the earlier deadline fires early and re-arms for this one.)
+        dl.partial_since = Some(tokio::time::Instant::now());
+    }
+    r
+}
+
+async fn write_all_timed(
+    stream: &mut TcpStream,
+    buf: &mut &[u8],
+    dl: &mut Deadlines,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        dl.arm(timer.as_mut());
+        let n = tokio::select! {
+            biased;
+            r = stream.write(buf) => r?,
+            _ = &mut timer, if dl.armed => {
+                dl.fired(timer.as_mut()).map_err(expired)?;
+                continue;
+            }
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        *buf = &buf[n..];
+        dl.last_io = tokio::time::Instant::now();
+    }
+    Ok(())
 }
 
 /// Handles every complete request in `buf` (up to the batch bounds). Returns the bytes
@@ -278,6 +461,7 @@ async fn process(st: &mut State, buf: &[u8], proto: Protocol) -> (usize, bool) {
         node_id: node.node_id,
         now_ms: now_ms(),
         max_value: cfg.max_value(),
+        max_reply: cfg.max_output_buffer_bytes,
     };
     st.session.info.last_active_ms.store(c.now_ms, Relaxed);
     let mut pos = 0;
@@ -301,19 +485,11 @@ async fn process(st: &mut State, buf: &[u8], proto: Protocol) -> (usize, bool) {
         count += 1;
         match req {
             Next::Args(args, internal, reply_to) => {
-                if let Handled::Barrier = handle(st, &args, internal, reply_to, &c) {
-                    st.out.flush(&st.ctx).await;
-                    c.now_ms = now_ms();
-                    handle(st, &args, internal, reply_to, &c);
-                }
+                handle_all(st, &args, internal, reply_to, &mut c).await;
             }
             Next::Owned(args) => {
                 let args: SmallVec<[&[u8]; 6]> = args.iter().map(|a| a.as_slice()).collect();
-                if let Handled::Barrier = handle(st, &args, false, None, &c) {
-                    st.out.flush(&st.ctx).await;
-                    c.now_ms = now_ms();
-                    handle(st, &args, false, None, &c);
-                }
+                handle_all(st, &args, false, None, &mut c).await;
             }
             Next::Skip => {}
             Next::Hello(h, reply_to) => hello(st, h, reply_to),
@@ -325,6 +501,72 @@ async fn process(st: &mut State, buf: &[u8], proto: Protocol) -> (usize, bool) {
     st.out.flush(&st.ctx).await;
     LoopStats::add(&st.ctx.stats().commands, std::mem::take(&mut st.commands));
     (pos, more)
+}
+
+/// Runs one command, flushing forwarded ones first when it needs the keyspace as they leave
+/// it, and driving KEYS / SCAN slice by slice.
+async fn handle_all(
+    st: &mut State,
+    args: &[&[u8]],
+    internal: bool,
+    reply_to: ReplyTo,
+    c: &mut Ctx,
+) {
+    match handle(st, args, internal, reply_to, c) {
+        Handled::Done => {}
+        Handled::Barrier => {
+            st.out.flush(&st.ctx).await;
+            c.now_ms = now_ms();
+            handle(st, args, internal, reply_to, c);
+        }
+        Handled::Walk => {
+            st.out.flush(&st.ctx).await;
+            walk(st, args, internal, reply_to).await;
+            c.now_ms = now_ms();
+        }
+    }
+}
+
+/// KEYS and SCAN: examine the keyspace one bounded slice at a time, yielding to the loop's
+/// other connections between slices, so no pattern or keyspace size stalls the node.
+async fn walk(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo) {
+    let t0 = Instant::now();
+    let (slot, parsed) = cmd::parse_slot(args, internal);
+    let ctx = st.ctx.clone();
+    let store = &ctx.node.store;
+    let max_reply = ctx.node.config.max_output_buffer_bytes;
+    let Some(mut w) = parsed
+        .ok()
+        .and_then(|command| cmd::keys::KeyWalk::new(&command, store.len(), max_reply))
+    else {
+        return st
+            .out
+            .reply(reply_to, |s| s.error("ERR internal: not a key walk"));
+    };
+    st.commands += 1;
+    while !w.step(store, now_ms()) {
+        tokio::task::yield_now().await;
+    }
+    let mut failed = false;
+    st.out.reply(reply_to, |s| {
+        let mut s = Track::new(s);
+        w.reply(&mut s);
+        failed = s.failed;
+    });
+    record(st, slot.unwrap_or_default(), args, t0, failed, false);
+}
+
+/// Counts a finished command in the statistics and the slow log.
+fn record(st: &State, slot: usize, args: &[&[u8]], t0: Instant, failed: bool, secret: bool) {
+    let us = t0.elapsed().as_micros() as u64;
+    st.ctx.stats().cmds.record(slot, us, failed);
+    // AUTH and HELLO carry passwords: never logged (Redis skips them too).
+    let node = &st.ctx.node;
+    if node.slowlog.is_slow(us) && !secret {
+        let info = &st.session.info;
+        node.slowlog
+            .push(args, us, info.addr, lock(&info.name).clone());
+    }
 }
 
 enum Next<'a> {
@@ -380,11 +622,32 @@ fn next_resp<'a>(st: &mut State, buf: &'a [u8], max_frame: usize) -> Option<(Nex
             unauthenticated: true,
         }
     };
-    match parse_request(buf, &limits) {
-        Ok(None) => None,
-        Ok(Some((RespRequest::Args(a), n))) => Some((Next::Args(a, false, None), n)),
-        Ok(Some((RespRequest::Owned(a), n))) => Some((Next::Owned(a), n)),
-        Ok(Some((RespRequest::Empty, n))) => Some((Next::Skip, n)),
+    if buf.len() < st.need {
+        return None;
+    }
+    let parsed = parse_request_hinted(buf, &limits);
+    st.need = 0;
+    match parsed {
+        Ok(Parsed::Incomplete { need }) => {
+            let max = st.ctx.node.config.max_query_buffer_bytes;
+            if need > max {
+                LoopStats::add(&st.ctx.stats().query_limit_disconnections, 1);
+                fatal(
+                    st,
+                    None,
+                    &format!(
+                        "ERR Protocol error: this request needs at least {need} bytes, over \
+                         the query buffer limit of {max} (--max-query-buffer-bytes)"
+                    ),
+                );
+                return Some((Next::Skip, buf.len()));
+            }
+            st.need = need;
+            None
+        }
+        Ok(Parsed::Done(RespRequest::Args(a), n)) => Some((Next::Args(a, false, None), n)),
+        Ok(Parsed::Done(RespRequest::Owned(a), n)) => Some((Next::Owned(a), n)),
+        Ok(Parsed::Done(RespRequest::Empty, n)) => Some((Next::Skip, n)),
         Err(e) => {
             fatal(st, None, &format!("ERR {e}"));
             Some((Next::Skip, buf.len()))
@@ -393,11 +656,23 @@ fn next_resp<'a>(st: &mut State, buf: &'a [u8], max_frame: usize) -> Option<(Nex
 }
 
 fn next_binary<'a>(st: &mut State, buf: &'a [u8], max_frame: usize) -> Option<(Next<'a>, usize)> {
+    let max_frame = if st.session.authenticated {
+        max_frame
+    } else {
+        PREAUTH_FRAME_BYTES
+    };
     let (hdr, payload, used) = match decode_frame(buf, max_frame) {
         Ok(Some(f)) => f,
         Ok(None) => return None,
         Err(e) => {
-            fatal(st, Some((0, 0)), &format!("ERR {e}"));
+            let msg = match e {
+                ProtoError::FrameTooLarge { len, max } if !st.session.authenticated => format!(
+                    "ERR frame of {len} bytes exceeds the limit of {max} bytes before \
+                     authentication (send HELLO with the password first)"
+                ),
+                e => format!("ERR {e}"),
+            };
+            fatal(st, Some((0, 0)), &msg);
             return Some((Next::Skip, buf.len()));
         }
     };
@@ -502,10 +777,13 @@ fn hello(st: &mut State, h: HelloReq<'_>, reply_to: ReplyTo) {
 }
 
 fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: &Ctx) -> Handled {
-    let delay = st.ctx.node.config.test_delay_us;
-    if delay > 0 {
-        // --test-delay-us: a deliberately slow server (blocks the loop, as slow work would).
-        std::thread::sleep(std::time::Duration::from_micros(delay));
+    #[cfg(feature = "test-hooks")]
+    {
+        let delay = st.ctx.node.config.test_delay_us;
+        if delay > 0 {
+            // --test-delay-us: a deliberately slow server (blocks the loop, as slow work would).
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+        }
     }
     let t0 = Instant::now();
     let (slot, parsed) = cmd::parse_slot(args, internal);
@@ -558,15 +836,13 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             let session = &mut st.session;
             st.out.reply(reply_to, |s| {
                 let mut s = Track::new(s);
-                match command {
-                    Command::Ping(_)
-                    | Command::Echo(_)
-                    | Command::Hello(_)
-                    | Command::Auth(..)
-                    | Command::Select(_)
-                    | Command::Client(_)
-                    | Command::Quit => conncmd::exec(&command, session, node, &mut s),
-                    _ => servercmd::exec(&command, node, &mut s),
+                match command.family() {
+                    Family::Connection => conncmd::exec(&command, session, node, &mut s),
+                    Family::Server => servercmd::exec(&command, node, &mut s),
+                    Family::Strings | Family::Keys | Family::Keyspace => {
+                        let msg = "ERR internal: a keyed command routed without keys";
+                        ringkv_proto::ReplySink::error(&mut s, msg)
+                    }
                 }
                 failed = s.failed;
             });
@@ -587,7 +863,11 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                 return Handled::Done;
             }
         }
-        _ => {
+        Route::All if matches!(command, Command::Keys(_) | Command::Scan(_)) => {
+            st.commands -= 1;
+            return Handled::Walk;
+        }
+        Route::Keys(_) | Route::Pairs(_) | Route::Rename(..) | Route::All => {
             if st.out.pending {
                 st.commands -= 1;
                 return Handled::Barrier;
@@ -601,13 +881,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             st.out.mark(marks);
         }
     }
-    let us = t0.elapsed().as_micros() as u64;
-    ctx.stats().cmds.record(slot, us, failed);
-    // AUTH and HELLO carry passwords: never logged (Redis skips them too).
-    if node.slowlog.is_slow(us) && !matches!(command, Command::Auth(..) | Command::Hello(_)) {
-        let info = &st.session.info;
-        node.slowlog
-            .push(args, us, info.addr, lock(&info.name).clone());
-    }
+    let secret = matches!(command, Command::Auth(..) | Command::Hello(_));
+    record(st, slot, args, t0, failed, secret);
     Handled::Done
 }

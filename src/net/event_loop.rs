@@ -14,8 +14,9 @@ use tracing::{debug, info, warn};
 
 use super::forward::RemoteBatch;
 use super::{connection, forward, Loops};
-use crate::node::{now_ms, LoopStats, Node};
-use crate::wal::writer::Durable;
+use crate::durability::Gate;
+use crate::node::{LoopStats, Node};
+use crate::util::now_ms;
 
 pub enum LoopMsg {
     /// Commands for shards this loop owns, from a connection on another loop.
@@ -33,11 +34,9 @@ pub struct LoopCtx {
     /// writes of every connection served in the tick go into one round).
     dirty: RefCell<Vec<u32>>,
     flush: Notify,
-    /// Each shard's durable state as last seen by this loop. One task per shard follows the
-    /// writer's channel and wakes this loop's waiting connections locally, so a WAL round
-    /// costs one cross-thread wake per loop rather than one per connection.
-    durable: RefCell<Vec<Durable>>,
-    durable_changed: Notify,
+    /// Holds replies until their writes are durable (one follower task per shard mirrors the
+    /// writers' state into it).
+    gate: Gate,
 }
 
 impl LoopCtx {
@@ -55,25 +54,7 @@ impl LoopCtx {
 
     /// Resolves once every mark is durable (or with the disk's error).
     pub async fn wait_durable(&self, marks: &[(u32, u64)]) -> Result<(), Arc<str>> {
-        let d = &self.node.durability;
-        loop {
-            let changed = self.durable_changed.notified();
-            let mut pending = false;
-            {
-                let seen = self.durable.borrow();
-                for &(shard, seq) in marks {
-                    match seen.get(shard as usize).and_then(|st| d.check(st, seq)) {
-                        Some(Ok(())) => {}
-                        Some(Err(e)) => return Err(e),
-                        None => pending = true,
-                    }
-                }
-            }
-            if !pending {
-                return Ok(());
-            }
-            changed.await;
-        }
+        self.gate.wait(marks).await
     }
 }
 
@@ -108,20 +89,14 @@ pub fn run(
         }
     };
     let local = tokio::task::LocalSet::new();
-    let seen = node
-        .durability
-        .logs
-        .iter()
-        .map(|l| l.state.borrow().clone())
-        .collect();
+    let gate = Gate::new(&node.durability);
     let ctx = Rc::new(LoopCtx {
         id,
         node,
         loops,
         dirty: RefCell::new(Vec::new()),
         flush: Notify::new(),
-        durable: RefCell::new(seen),
-        durable_changed: Notify::new(),
+        gate,
     });
     local.block_on(&rt, async move {
         let mut shutdown = ctx.node.shutdown_signal();
@@ -129,7 +104,12 @@ pub fn run(
         tokio::task::spawn_local(expire(ctx.clone()));
         tokio::task::spawn_local(wake_writers(ctx.clone()));
         for shard in 0..ctx.node.durability.logs.len() {
-            tokio::task::spawn_local(follow_durable(ctx.clone(), shard));
+            let ctx = ctx.clone();
+            tokio::task::spawn_local(async move {
+                ctx.gate
+                    .follow(&ctx.node.durability.logs[shard], shard)
+                    .await
+            });
         }
         if let Some(l) = listener {
             match TcpListener::from_std(l) {
@@ -237,19 +217,6 @@ async fn wake_writers(ctx: Rc<LoopCtx>) {
             ctx.node.durability.logs[s as usize].kick();
         }
     }
-}
-
-/// Mirrors one shard's durable state into the loop and wakes the loop's waiting connections.
-async fn follow_durable(ctx: Rc<LoopCtx>, shard: usize) {
-    let mut rx = ctx.node.durability.logs[shard].state.subscribe();
-    while rx.changed().await.is_ok() {
-        let d = rx.borrow_and_update().clone();
-        ctx.durable.borrow_mut()[shard] = d;
-        ctx.durable_changed.notify_waiters();
-    }
-    // The writer stopped (shutdown): release any waiter with an error.
-    ctx.durable.borrow_mut()[shard].error = Some("the WAL writer stopped".into());
-    ctx.durable_changed.notify_waiters();
 }
 
 /// Active expiry for the shards this loop owns: every 100 ms, remove keys whose TTL passed,

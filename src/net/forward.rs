@@ -15,8 +15,9 @@ use tokio::sync::oneshot;
 use super::event_loop::LoopCtx;
 use crate::cmd::{self, Ctx};
 use crate::durability::{add_mark, Marks};
-use crate::node::{lock, now_ms, ClientInfo};
+use crate::node::ClientInfo;
 use crate::stats::Track;
+use crate::util::{lock, now_ms};
 
 /// How a reply must be encoded: RESP, or a binary frame answering (request id, opcode).
 pub type ReplyTo = Option<(u64, u8)>;
@@ -32,6 +33,9 @@ pub struct RemoteBatch {
     reply: oneshot::Sender<RemoteReply>,
     /// The client that sent the batch (for SLOWLOG entries).
     client: Arc<ClientInfo>,
+    /// Reply bytes the client's output buffer can still take; past it the rest of the batch
+    /// is not run and the client is disconnected (--max-output-buffer-bytes).
+    budget: usize,
 }
 
 /// Encoded replies of a batch, back to back; `ends[i]` is where reply i ends.
@@ -40,6 +44,8 @@ pub struct RemoteReply {
     pub ends: Vec<u32>,
     /// WAL records the batch produced: the replies wait for them at the origin.
     pub marks: Marks,
+    /// The replies passed the budget; the commands after that were not run.
+    pub overflow: bool,
 }
 
 /// Collects the commands for one other loop.
@@ -69,7 +75,11 @@ impl BatchBuilder {
         self.items.is_empty()
     }
 
-    pub fn build(self, client: Arc<ClientInfo>) -> (RemoteBatch, oneshot::Receiver<RemoteReply>) {
+    pub fn build(
+        self,
+        client: Arc<ClientInfo>,
+        budget: usize,
+    ) -> (RemoteBatch, oneshot::Receiver<RemoteReply>) {
         let (tx, rx) = oneshot::channel();
         (
             RemoteBatch {
@@ -77,6 +87,7 @@ impl BatchBuilder {
                 items: self.items,
                 reply: tx,
                 client,
+                budget,
             },
             rx,
         )
@@ -103,11 +114,17 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
         node_id: node.node_id,
         now_ms: now_ms(),
         max_value: node.config.max_value(),
+        max_reply: node.config.max_output_buffer_bytes,
     };
     let mut out = BytesMut::with_capacity(batch.items.len() * 16);
     let mut ends = Vec::with_capacity(batch.items.len());
     let mut marks = Marks::new();
+    let mut overflow = false;
     for item in &batch.items {
+        if out.len() > batch.budget {
+            overflow = true;
+            break;
+        }
         let args: SmallVec<[&[u8]; 6]> = item
             .args
             .iter()
@@ -141,5 +158,10 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
         ends.push(out.len() as u32);
     }
     // The requester may have gone (connection closed): nothing to do then.
-    let _ = batch.reply.send(RemoteReply { out, ends, marks });
+    let _ = batch.reply.send(RemoteReply {
+        out,
+        ends,
+        marks,
+        overflow,
+    });
 }

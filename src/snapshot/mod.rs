@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::disk::{parent, Fs};
+use crate::record::{u32_at, u64_at};
 use crate::store::{Entry, Shard, Store};
-use crate::wal::record::{u32_at, u64_at};
 
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 pub const HEADER: usize = 24;

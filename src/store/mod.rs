@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use clock::{NodeId, VectorClock};
 pub use entry::Entry;
 pub use shard::Shard;
-pub use tx::Tx;
+pub use tx::{add_mark, Marks, Tx};
 
 /// All shards of a node.
 pub struct Store {
@@ -43,6 +43,18 @@ impl Store {
     #[inline]
     pub fn shard_of(&self, hash: u64) -> usize {
         ((hash >> 40) % self.shards.len() as u64) as usize
+    }
+
+    /// Locks every shard, in ascending index order (the order every multi-shard lock takes,
+    /// see [`Tx`]), for a command that changes all of them at one instant (FLUSHDB).
+    pub fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
+        (0..self.shards.len()).map(|i| self.lock(i)).collect()
+    }
+
+    /// Tries to lock one shard without waiting (tests only: the data path always waits).
+    #[cfg(test)]
+    pub fn try_lock(&self, shard: usize) -> std::sync::TryLockResult<MutexGuard<'_, Shard>> {
+        self.shards[shard].try_lock()
     }
 
     /// Locks one shard. A poisoned lock means a command panicked mid-way; the data is still

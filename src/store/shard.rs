@@ -13,7 +13,7 @@ use hashbrown::HashTable;
 use ringkv_proto::key_hash;
 
 use super::entry::Entry;
-use crate::wal::record;
+use crate::record;
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
 /// here under the shard lock, in the order it was applied; the writer takes the buffer as a
@@ -49,6 +49,9 @@ pub struct Shard {
     expiry: BinaryHeap<Reverse<(u64, u32)>>,
     /// Keys removed because their TTL passed (lazily or actively).
     pub expired_keys: u64,
+    /// Entries that are tombstones (a deleted key's last clock, no value): in the index but
+    /// not counted as keys.
+    tombstones: usize,
     rng: u64,
 }
 
@@ -129,7 +132,11 @@ impl Shard {
         }
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
+            self.tombstones -= old.is_tombstone() as usize;
         }
+        self.tombstones += self.slots[slot as usize]
+            .as_ref()
+            .is_some_and(Entry::is_tombstone) as usize;
         old
     }
 
@@ -153,13 +160,15 @@ impl Shard {
         self.free.push(i);
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
+            self.tombstones -= old.is_tombstone() as usize;
         }
         old
     }
 
-    /// Number of keys (including expired ones not yet collected, as Redis's DBSIZE).
+    /// Number of keys (including expired ones not yet collected, as Redis's DBSIZE; not
+    /// counting tombstones).
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.len() - self.tombstones
     }
 
     /// Makes room for `n` more keys at once (recovery knows the count up front; growing the
@@ -178,7 +187,7 @@ impl Shard {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// Keys that carry a TTL (upper bound: the heap may hold stale entries).
@@ -374,5 +383,40 @@ mod tests {
         assert_eq!(s.expire_cycle(25, 100), 1);
         assert_eq!(s.len(), 1);
         assert_eq!(s.expired_keys, 2);
+    }
+
+    #[test]
+    fn tombstones_are_kept_but_not_counted() {
+        let mut s = Shard::default();
+        let tomb = |key: &[u8]| {
+            Entry::new(&NewVersion {
+                key,
+                value: b"",
+                clock: &[0],
+                timestamp_ms: 0,
+                expires_at_ms: None,
+                tombstone: true,
+            })
+        };
+        s.put(key_hash(b"a"), entry(b"a", None));
+        s.put(key_hash(b"b"), tomb(b"b"));
+        assert_eq!(s.len(), 1);
+        assert!(s.get(key_hash(b"b"), b"b", 0).is_none());
+        // Tombstone replaced by a value, value by a tombstone: the count follows.
+        s.put(key_hash(b"b"), entry(b"b", None));
+        s.put(key_hash(b"a"), tomb(b"a"));
+        assert_eq!(s.len(), 1);
+        s.upsert(key_hash(b"a"), b"a", |old| {
+            assert!(
+                old.is_some_and(Entry::is_tombstone),
+                "upsert sees the tombstone"
+            );
+            entry(b"a", None)
+        });
+        assert_eq!(s.len(), 2);
+        s.put(key_hash(b"c"), tomb(b"c"));
+        s.clear();
+        assert_eq!(s.len(), 0);
+        assert!(s.is_empty());
     }
 }

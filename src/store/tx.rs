@@ -6,6 +6,16 @@ use smallvec::SmallVec;
 
 use super::{Shard, Store};
 
+/// A command used a key whose shard it did not lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "internal error: shard {shard} used without being locked (the command's route misses a \
+     key; please report this bug)"
+)]
+pub struct NotLocked {
+    pub shard: usize,
+}
+
 /// The shards one command may touch, locked in ascending index order so that two commands
 /// locking overlapping sets can't deadlock.
 pub struct Tx<'s> {
@@ -41,31 +51,57 @@ impl<'s> Tx<'s> {
         Tx { store, guards }
     }
 
-    /// The locked shard holding `hash`. Commands only ask for keys they declared, so a miss
-    /// is a bug; it locks the shard on the spot rather than panic (still ordered per command
-    /// as the only other lock holders are single shards).
+    /// The locked shard holding `hash`. A command may only use keys it declared in its route,
+    /// so every shard it needs was locked up front, in ascending order; a shard not locked is
+    /// a bug in the command's route and is reported, never locked late (out of order, which
+    /// could deadlock with another multi-shard command).
     #[inline]
-    pub fn shard(&mut self, hash: u64) -> &mut Shard {
+    pub fn shard(&mut self, hash: u64) -> Result<&mut Shard, NotLocked> {
         let id = self.store.shard_of(hash);
-        let pos = match self.guards.iter().position(|(i, _, _)| *i == id) {
-            Some(p) => p,
-            None => {
-                debug_assert!(false, "shard {id} used without being locked");
-                let g = self.store.lock(id);
-                let seq = g.wal.seq;
-                self.guards.push((id, g, seq));
-                self.guards.len() - 1
-            }
-        };
-        &mut self.guards[pos].1
+        match self.guards.iter_mut().find(|(i, _, _)| *i == id) {
+            Some((_, g, _)) => Ok(g),
+            None => Err(NotLocked { shard: id }),
+        }
     }
 
     /// The WAL records this command produced: (shard, last sequence number) per shard written.
-    pub fn marks(&self) -> crate::durability::Marks {
+    pub fn marks(&self) -> Marks {
         self.guards
             .iter()
             .filter(|(_, g, before)| g.wal.seq > *before)
             .map(|(i, g, _)| (*i as u32, g.wal.seq))
             .collect()
+    }
+}
+
+/// Writes a command made: (shard, sequence number of its last record there).
+pub type Marks = SmallVec<[(u32, u64); 2]>;
+
+/// Records `(shard, seq)`, keeping the highest seq per shard.
+pub fn add_mark(marks: &mut Marks, shard: u32, seq: u64) {
+    match marks.iter_mut().find(|(s, _)| *s == shard) {
+        Some(m) => m.1 = m.1.max(seq),
+        None => marks.push((shard, seq)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_not_locked_is_an_error_not_a_late_lock() {
+        let store = Store::new(16);
+        let a = 0u64;
+        let other = (0..u64::MAX)
+            .map(|i| i << 40)
+            .find(|h| store.shard_of(*h) != store.shard_of(a))
+            .unwrap_or(1 << 40);
+        let mut tx = Tx::for_hashes(&store, [a]);
+        assert!(tx.shard(a).is_ok());
+        let missing = store.shard_of(other);
+        assert_eq!(tx.shard(other).err(), Some(NotLocked { shard: missing }));
+        // Nothing was locked behind the command's back: the shard is still free.
+        assert!(store.shards[missing].try_lock().is_ok());
     }
 }

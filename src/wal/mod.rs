@@ -5,7 +5,9 @@
 //! - [`writer`]: the shard's WAL writer thread (group commit, fsync policies, rotation);
 //! - [`replay`]: recovery of a shard from its newest snapshot plus the WAL after it.
 
-pub mod record;
+/// The record format is a leaf module ([`crate::record`]) so the store can append records
+/// without depending on the WAL.
+pub use crate::record;
 pub mod replay;
 pub mod writer;
 

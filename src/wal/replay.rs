@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::record::{count_recoverable_after, scan, Damage, RECORD_HEADER, SEGMENT_HEADER};
+use super::record::{
+    count_recoverable_after, scan, Damage, FORMAT_VERSION, FORMAT_VERSION_V1, SEGMENT_HEADER,
+};
 use super::{parse_segment_name, shard_dir};
 use crate::disk::Fs;
 use crate::snapshot::{self, parse_snapshot_name, SnapshotError};
@@ -51,6 +53,17 @@ pub enum RecoveryError {
         path: PathBuf,
         expected: u64,
         found: u64,
+    },
+    #[error(
+        "{path}: unsupported segment format version {version} (this build reads versions \
+         {oldest} to {newest}); it was written by a newer ringkv: start that version, or \
+         restore a backup. --repair does not set it aside"
+    )]
+    Format {
+        path: PathBuf,
+        version: u32,
+        oldest: u32,
+        newest: u32,
     },
     #[error("{0} (start with --repair to skip this snapshot)")]
     Snapshot(SnapshotError),
@@ -121,11 +134,8 @@ pub fn recover(
         let data = fs.read(&path).map_err(io(&path))?;
         let mut gap = None;
         let mut bad_payload = None;
-        // Offset of the record the scan is at (scan hands out records in file order).
-        let mut at = SEGMENT_HEADER;
         let scanned = scan(&data, shard_id as u32, |r| {
-            let offset = at;
-            at += RECORD_HEADER + r.payload.len();
+            let offset = r.offset;
             if r.seq <= applied || gap.is_some() || bad_payload.is_some() {
                 return;
             }
@@ -169,6 +179,14 @@ pub fn recover(
                     fs.sync_file(&path).map_err(io(&path))?;
                 }
                 out.wal_bytes += scanned.good_len as u64
+            }
+            Some(Damage::Unsupported { version }) => {
+                return Err(RecoveryError::Format {
+                    path,
+                    version,
+                    oldest: FORMAT_VERSION_V1,
+                    newest: FORMAT_VERSION,
+                })
             }
             Some(Damage::Torn { offset }) if last => {
                 warn!(

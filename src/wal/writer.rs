@@ -31,6 +31,10 @@ pub struct Durable {
     pub synced: u64,
     /// Set while the disk refuses writes; cleared when a retry succeeds.
     pub error: Option<Arc<str>>,
+    /// With `error`: the last sequence number the failed attempt covered. Writes after it were
+    /// not part of it and wait for the writer's retry (u64::MAX after a failed fdatasync,
+    /// which no retry clears).
+    pub failed_upto: u64,
 }
 
 /// Segments grow in zero-filled steps of this size.
@@ -107,6 +111,7 @@ pub fn start(
         written: last_seq,
         synced: last_seq,
         error: None,
+        failed_upto: 0,
     });
     let stats = Arc::new(LogStats::default());
     stats.wal_bytes.store(existing_wal_bytes, Relaxed);
@@ -326,10 +331,16 @@ impl Writer {
             }
         }
         let (written, synced) = (self.written, self.synced);
+        let failed_upto = match (&error, self.fatal) {
+            (None, _) => 0,
+            (Some(_), true) => u64::MAX,
+            (Some(_), false) => self.pending_seq.max(written),
+        };
         self.log.state.send_modify(|d| {
             d.written = written;
             d.synced = synced;
             d.error = error;
+            d.failed_upto = failed_upto;
         });
     }
 

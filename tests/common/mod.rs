@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod gate;
 pub mod resp;
 
 use std::io::{BufRead, BufReader, Read, Write};

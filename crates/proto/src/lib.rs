@@ -21,7 +21,7 @@ mod wire;
 pub use error::ProtoError;
 pub use frame::{FrameHeader, Opcode, Request, Status, HEADER_LEN, PROTOCOL_VERSION};
 pub use reply::{FrameWriter, ReplySink, RespWriter};
-pub use resp::{RespLimits, RespRequest};
+pub use resp::{Parsed, RespLimits, RespRequest};
 pub use value::Value;
 
 /// The hash of a key used everywhere a key is placed: shard inside a node, and (later) the

@@ -55,12 +55,38 @@ pub fn parse_request<'a>(
     buf: &'a [u8],
     limits: &RespLimits,
 ) -> Result<Option<(RespRequest<'a>, usize)>, ProtoError> {
+    Ok(match parse_request_hinted(buf, limits)? {
+        Parsed::Done(req, n) => Some((req, n)),
+        Parsed::Incomplete { .. } => None,
+    })
+}
+
+/// What [`parse_request_hinted`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A whole request and the bytes it took.
+    Done(RespRequest<'a>, usize),
+    /// Not a whole request yet, and it can't be one before the buffer holds at least `need`
+    /// bytes (a lower bound from the counts already read). A caller that parses again only
+    /// then reads a huge multibulk arriving in small pieces in O(n log n), not O(n²).
+    Incomplete { need: usize },
+}
+
+/// Like [`parse_request`], and when the request is incomplete, says how many bytes it needs
+/// at least (so the caller can skip parsing again until then).
+pub fn parse_request_hinted<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+) -> Result<Parsed<'a>, ProtoError> {
     match buf.first() {
-        None => Ok(None),
+        None => Ok(Parsed::Incomplete { need: 1 }),
         Some(b'*') => parse_multibulk(buf, limits),
         Some(_) => parse_inline(buf, limits),
     }
 }
+
+/// Fewest bytes one more bulk argument takes on the wire (`$0\n\r\n`).
+const MIN_BULK_WIRE_BYTES: usize = 5;
 
 /// Finds the line starting at `from`, returns (line content end, next position).
 fn line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
@@ -98,21 +124,24 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
     }
 }
 
-fn parse_multibulk<'a>(
-    buf: &'a [u8],
-    limits: &RespLimits,
-) -> Result<Option<(RespRequest<'a>, usize)>, ProtoError> {
-    let Some((end, mut pos)) = line(buf, 1) else {
+/// Multibulks with more arguments than this are walked twice: once to check they are
+/// complete, then to collect the arguments, so an incomplete one allocates nothing.
+const SMALL_MULTIBULK_ARGS: usize = 64;
+
+fn parse_multibulk<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Parsed<'a>, ProtoError> {
+    let Some((end, pos)) = line(buf, 1) else {
         if buf.len() > MAX_INLINE {
             return Err(err("Protocol error: too big mbulk count string"));
         }
-        return Ok(None);
+        return Ok(Parsed::Incomplete {
+            need: buf.len() + 1,
+        });
     };
     let count = parse_i64(&buf[1..end])
         .filter(|&n| n <= i32::MAX as i64)
         .ok_or_else(|| err("Protocol error: invalid multibulk length"))?;
     if count <= 0 {
-        return Ok(Some((RespRequest::Empty, pos)));
+        return Ok(Parsed::Done(RespRequest::Empty, pos));
     }
     let count = count as usize;
     if count > limits.max_args {
@@ -122,11 +151,46 @@ fn parse_multibulk<'a>(
             err("Protocol error: invalid multibulk length")
         });
     }
-    // Reserve only what the buffer could possibly hold (4 bytes per argument at least).
-    let mut args = SmallVec::with_capacity(count.min(buf.len() / 4 + 1));
-    for _ in 0..count {
+    if count > SMALL_MULTIBULK_ARGS {
+        if let Walk::Incomplete(need) = walk_bulks(buf, limits, count, pos, |_| {})? {
+            return Ok(Parsed::Incomplete { need });
+        }
+    }
+    // Reserve only what the buffer could possibly hold.
+    let mut args = SmallVec::with_capacity(count.min(buf.len() / MIN_BULK_WIRE_BYTES + 1));
+    Ok(
+        match walk_bulks(buf, limits, count, pos, |a| args.push(a))? {
+            Walk::Complete(end) => Parsed::Done(RespRequest::Args(args), end),
+            Walk::Incomplete(need) => Parsed::Incomplete { need },
+        },
+    )
+}
+
+enum Walk {
+    /// Every argument is there; the request ends here.
+    Complete(usize),
+    /// The request needs at least this many bytes.
+    Incomplete(usize),
+}
+
+/// Walks `count` bulk arguments from `pos`, handing each to `push`.
+fn walk_bulks<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+    count: usize,
+    mut pos: usize,
+    mut push: impl FnMut(&'a [u8]),
+) -> Result<Walk, ProtoError> {
+    // The rest of the request takes at least this many more bytes after argument `i`.
+    let rest_after = |i: usize| (count - i - 1).saturating_mul(MIN_BULK_WIRE_BYTES);
+    for i in 0..count {
         match buf.get(pos) {
-            None => return Ok(None),
+            None => {
+                return Ok(Walk::Incomplete(
+                    pos.saturating_add(rest_after(i))
+                        .saturating_add(MIN_BULK_WIRE_BYTES),
+                ))
+            }
             Some(b'$') => {}
             Some(&other) => {
                 return Err(ProtoError::Resp(Cow::Owned(format!(
@@ -139,7 +203,11 @@ fn parse_multibulk<'a>(
             if buf.len() - pos > MAX_INLINE {
                 return Err(err("Protocol error: too big bulk count string"));
             }
-            return Ok(None);
+            let need = pos
+                .saturating_add(MIN_BULK_WIRE_BYTES)
+                .max(buf.len() + 1)
+                .saturating_add(rest_after(i));
+            return Ok(Walk::Incomplete(need));
         };
         // As Redis: a malformed or negative length is "invalid" even before AUTH; only a
         // well-formed length over the (small, pre-auth) limit is "unauthenticated".
@@ -153,24 +221,22 @@ fn parse_multibulk<'a>(
                 err("Protocol error: invalid bulk length")
             });
         }
-        let len = len as usize;
-        let data_end = next + len;
+        let data_end = next + len as usize;
         if buf.len() < data_end + 2 {
-            return Ok(None);
+            return Ok(Walk::Incomplete(
+                (data_end + 2).saturating_add(rest_after(i)),
+            ));
         }
         if &buf[data_end..data_end + 2] != b"\r\n" {
             return Err(err("Protocol error: expected CRLF after bulk string"));
         }
-        args.push(&buf[next..data_end]);
+        push(&buf[next..data_end]);
         pos = data_end + 2;
     }
-    Ok(Some((RespRequest::Args(args), pos)))
+    Ok(Walk::Complete(pos))
 }
 
-fn parse_inline<'a>(
-    buf: &'a [u8],
-    limits: &RespLimits,
-) -> Result<Option<(RespRequest<'a>, usize)>, ProtoError> {
+fn parse_inline<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Parsed<'a>, ProtoError> {
     let Some((end, next)) = line(buf, 0) else {
         // A trailing CR may be the start of the line's CRLF: it doesn't count yet, so a line
         // of exactly `max_inline` bytes is accepted however its CRLF is split across reads.
@@ -178,7 +244,9 @@ fn parse_inline<'a>(
         if pending > limits.max_inline {
             return Err(err("Protocol error: too big inline request"));
         }
-        return Ok(None);
+        return Ok(Parsed::Incomplete {
+            need: buf.len() + 1,
+        });
     };
     if end > limits.max_inline {
         return Err(err("Protocol error: too big inline request"));
@@ -208,7 +276,7 @@ fn parse_inline<'a>(
             RespRequest::Args(args)
         }
     };
-    Ok(Some((req, next)))
+    Ok(Parsed::Done(req, next))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -342,9 +410,68 @@ mod tests {
         assert!(parse_request(b"SET a \"b\r\n", &l).is_err());
         assert_eq!(parse_request(b"*1\r\n$3\r\nGE", &l).unwrap(), None);
         let big = vec![b'a'; MAX_INLINE + 1];
+        assert!(parse_request(&big[..MAX_INLINE], &l).unwrap().is_none());
         assert!(parse_request(&big, &l).is_err());
         assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert!(parse_request(b"*2\r\n$3\r\nGET\r\n*1\r\n", &l).is_err());
         assert_eq!(parse_i64(b"9223372036854775808"), None);
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+    }
+
+    /// The hint is a true lower bound: parsing any prefix shorter than the whole request says
+    /// "incomplete" with a `need` no larger than the request, and never errs.
+    #[test]
+    fn need_is_a_lower_bound() {
+        let l = RespLimits::default();
+        let mut req = format!("*{}\r\n", 200).into_bytes();
+        for i in 0..200 {
+            let a = "x".repeat(i % 7);
+            req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        for cut in 0..req.len() {
+            match parse_request_hinted(&req[..cut], &l).unwrap() {
+                Parsed::Incomplete { need } => {
+                    assert!(need > cut && need <= req.len(), "cut {cut}: need {need}")
+                }
+                Parsed::Done(..) => panic!("done at {cut} of {}", req.len()),
+            }
+        }
+        match parse_request_hinted(&req, &l).unwrap() {
+            Parsed::Done(RespRequest::Args(a), n) => {
+                assert_eq!((a.len(), n), (200, req.len()));
+            }
+            other => panic!("{other:?}"),
+        };
+    }
+
+    /// A 400,000-argument request arriving 4 KiB at a time is parsed a few dozen times when
+    /// the caller waits for `need`, not once per piece (which made the total work quadratic).
+    #[test]
+    fn huge_multibulk_in_small_pieces_is_parsed_a_logarithmic_number_of_times() {
+        let l = RespLimits::default();
+        let pairs = 200_000;
+        let mut req = format!("*{}\r\n$4\r\nMSET\r\n", 1 + 2 * pairs).into_bytes();
+        for i in 0..pairs {
+            req.extend_from_slice(format!("$8\r\n{i:08}\r\n$1\r\nv\r\n").as_bytes());
+        }
+        let pieces = req.len().div_ceil(4096);
+        let (mut len, mut need, mut parses) = (0, 0, 0);
+        let done = loop {
+            len = (len + 4096).min(req.len());
+            if len < need {
+                continue;
+            }
+            parses += 1;
+            match parse_request_hinted(&req[..len], &l).unwrap() {
+                Parsed::Incomplete { need: n } => need = n,
+                Parsed::Done(RespRequest::Args(a), n) => break (a.len(), n),
+                Parsed::Done(other, _) => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(done, (1 + 2 * pairs, req.len()));
+        assert!(
+            parses <= 64,
+            "{parses} parses for {pieces} pieces: the hint is not cutting re-parses"
+        );
     }
 }

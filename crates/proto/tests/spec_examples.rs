@@ -1,5 +1,9 @@
-//! The hex examples of protocol.md, byte for byte. If one of these fails, either the codec or
-//! the specification changed: update both together.
+//! The hex examples of protocol.md, byte for byte, read from protocol.md itself (each is a
+//! fenced block labelled `hex <name>`). If one of these fails, either the codec or the
+//! specification changed: update both together. An example removed from protocol.md, or one
+//! added without a check here, fails too.
+
+use std::collections::BTreeSet;
 
 use bytes::{Bytes, BytesMut};
 use ringkv_proto::frame::decode_frame;
@@ -20,6 +24,135 @@ fn hex(s: &str) -> Vec<u8> {
         .chunks(2)
         .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
         .collect()
+}
+
+/// protocol.md, as built into this test.
+const SPEC: &str = include_str!("../../../protocol.md");
+
+/// Every example this file checks; protocol.md must have exactly these.
+const EXAMPLES: &[&str] = &[
+    "hello-request",
+    "hello-reply",
+    "get-request",
+    "get-reply-hit",
+    "get-reply-miss",
+    "command-set-request",
+    "command-set-reply",
+    "unknown-opcode-reply",
+    "command-error-reply",
+    "ping-request",
+];
+
+/// The labelled hex blocks of protocol.md: (name, bytes, byte count its prose announces).
+fn spec_examples() -> Vec<(String, Vec<u8>, Option<usize>)> {
+    let lines: Vec<&str> = SPEC.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(name) = lines[i].strip_prefix("```hex") else {
+            i += 1;
+            continue;
+        };
+        let name = name.trim().to_string();
+        assert!(
+            !name.is_empty(),
+            "a ```hex block without a name at line {}",
+            i + 1
+        );
+        // "(N bytes" in the prose just above the block.
+        let announced = lines[..i]
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| {
+                let at = l.rfind(" bytes")?;
+                let digits = l[..at].rsplit('(').next()?;
+                digits.parse().ok()
+            });
+        let mut bytes = Vec::new();
+        i += 1;
+        while i < lines.len() && lines[i] != "```" {
+            bytes.extend(hex_line(lines[i], &name));
+            i += 1;
+        }
+        assert!(i < lines.len(), "example {name} is not closed");
+        out.push((name, bytes, announced));
+        i += 1;
+    }
+    out
+}
+
+/// One line of an example: hex bytes separated by single spaces, then (after two or more
+/// spaces) a comment. Anything else in the bytes part is an error, not the end of the bytes.
+fn hex_line(line: &str, name: &str) -> Vec<u8> {
+    let bytes = match line.find("  ") {
+        Some(at) => &line[..at],
+        None => line,
+    };
+    bytes
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            assert!(
+                t.len() == 2 && t.bytes().all(|b| b.is_ascii_hexdigit()),
+                "example {name}: {t:?} is not a hex byte in line {line:?}"
+            );
+            u8::from_str_radix(t, 16).expect("checked hex")
+        })
+        .collect()
+}
+
+/// The bytes of the example `name` in protocol.md.
+fn example(name: &str) -> Vec<u8> {
+    let mut found = spec_examples().into_iter().filter(|(n, _, _)| n == name);
+    let (_, bytes, announced) = found
+        .next()
+        .unwrap_or_else(|| panic!("protocol.md has no ```hex {name} example"));
+    assert!(found.next().is_none(), "two ```hex {name} examples");
+    assert_eq!(
+        announced,
+        Some(bytes.len()),
+        "the prose before example {name} must say \"({} bytes\"",
+        bytes.len()
+    );
+    // The length field counts what follows it.
+    assert!(bytes.len() >= 16, "example {name} is shorter than a header");
+    let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    assert_eq!(
+        len + 4,
+        bytes.len(),
+        "example {name}: length field vs bytes"
+    );
+    bytes
+}
+
+#[test]
+fn protocol_md_has_exactly_the_checked_examples() {
+    let names: Vec<String> = spec_examples().into_iter().map(|(n, _, _)| n).collect();
+    let unique: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "duplicate example names: {names:?}"
+    );
+    let want: BTreeSet<&str> = EXAMPLES.iter().copied().collect();
+    assert_eq!(
+        unique, want,
+        "protocol.md's ```hex examples and the ones checked here differ"
+    );
+}
+
+#[test]
+fn the_example_reader_rejects_bad_lines() {
+    assert_eq!(
+        hex_line("00 0a ff   comment 12 34", "t"),
+        vec![0, 0x0a, 0xff]
+    );
+    assert_eq!(hex_line("de ad", "t"), vec![0xde, 0xad]);
+    let bad = std::panic::catch_unwind(|| hex_line("00 0g  comment", "t"));
+    assert!(bad.is_err(), "a non-hex token in the bytes part must fail");
+    let bad = std::panic::catch_unwind(|| hex_line("00 abc", "t"));
+    assert!(bad.is_err(), "a 3-digit token must fail");
 }
 
 fn request(req: &Request<'_>, id: u64) -> Vec<u8> {
@@ -55,10 +188,7 @@ fn hello_request() {
         },
         1,
     );
-    let expected = hex("0000001e 0000000000000001 01 00 00 00 \
-         0001 0001 | 00000002 7077 | 00000004 6b767368");
-    assert_eq!(bytes, expected);
-    assert_eq!(bytes.len(), 34);
+    assert_eq!(bytes, example("hello-request"));
     assert_eq!(Protocol::detect(bytes[0]), Protocol::Binary);
     let (h, payload, _) = decode_frame(&bytes, 1 << 20).unwrap().unwrap();
     assert_eq!(
@@ -81,13 +211,7 @@ fn hello_reply() {
         w.bulk(b"0.1.0");
         w.int(3);
     });
-    let expected = hex("00000038 0000000000000001 01 01 00 00 \
-         05 00000004 \
-         03 0000000000000001 \
-         04 00000006 72696e676b76 \
-         04 00000005 302e312e30 \
-         03 0000000000000003");
-    assert_eq!(bytes, expected);
+    assert_eq!(bytes, example("hello-reply"));
     let (id, op, flags, status, v) = decode_reply(&bytes);
     assert_eq!((id, op, flags, status), (1, 0x01, 0x01, Status::Ok as u8));
     assert_eq!(
@@ -104,20 +228,13 @@ fn hello_reply() {
 #[test]
 fn get_request_and_replies() {
     let bytes = request(&Request::Get { key: b"a" }, 7);
-    assert_eq!(
-        bytes,
-        hex("00000011 0000000000000007 10 00 00 00 | 00000001 61")
-    );
+    assert_eq!(bytes, example("get-request"));
 
     // Hit: value "1", with an (illustrative) 4-byte causal context.
     let hit = reply(7, Opcode::Get as u8, |w| {
         w.versioned(&[0xa1, 0xb2, 0xc3, 0xd4], &[b"1"])
     });
-    assert_eq!(
-        hit,
-        hex("0000001e 0000000000000007 10 01 00 00 | \
-             06 00000004 a1b2c3d4 00000001 00000001 31")
-    );
+    assert_eq!(hit, example("get-reply-hit"));
     let (_, _, _, status, v) = decode_reply(&hit);
     assert_eq!(status, 0);
     assert_eq!(
@@ -130,7 +247,7 @@ fn get_request_and_replies() {
 
     // Miss.
     let miss = reply(7, Opcode::Get as u8, |w| w.nil());
-    assert_eq!(miss, hex("0000000d 0000000000000007 10 01 00 00 | 00"));
+    assert_eq!(miss, example("get-reply-miss"));
 }
 
 #[test]
@@ -141,16 +258,9 @@ fn command_set_and_reply() {
         },
         8,
     );
-    assert_eq!(
-        bytes,
-        hex("00000021 0000000000000008 20 00 00 00 | \
-             00000003 | 00000003 534554 | 00000001 6b | 00000001 76")
-    );
+    assert_eq!(bytes, example("command-set-request"));
     let ok = reply(8, Opcode::Command as u8, |w| w.simple("OK"));
-    assert_eq!(
-        ok,
-        hex("00000013 0000000000000008 20 01 00 00 | 01 00000002 4f4b")
-    );
+    assert_eq!(ok, example("command-set-reply"));
 }
 
 #[test]
@@ -159,12 +269,7 @@ fn error_replies() {
     let bytes = reply(9, Opcode::Command as u8, |w| {
         w.error("ERR value is not an integer or out of range")
     });
-    assert_eq!(
-        bytes,
-        hex("0000003c 0000000000000009 20 01 01 00 | 02 0000002b \
-             455252 2076616c7565 206973 206e6f74 20616e 20696e7465676572 \
-             206f72 206f7574 206f66 2072616e6765")
-    );
+    assert_eq!(bytes, example("command-error-reply"));
 
     // Unknown opcode 0x33 in a request with id 10: the error text comes from the codec.
     let err = Request::parse(0x33, &[], 16).unwrap_err();
@@ -172,11 +277,7 @@ fn error_replies() {
     let text = format!("ERR {err}");
     assert_eq!(text, "ERR unknown opcode 0x33");
     let bytes = reply(10, 0x33, |w| w.error(&text));
-    assert_eq!(
-        bytes,
-        hex("00000028 000000000000000a 33 01 01 00 | 02 00000017 \
-             45525220756e6b6e6f776e206f70636f6465203078 3333")
-    );
+    assert_eq!(bytes, example("unknown-opcode-reply"));
 
     // A fatal frame: status 2, then the server closes the connection.
     let mut out = BytesMut::new();
@@ -199,7 +300,7 @@ fn error_replies() {
 fn framing_limits() {
     // The length field counts the 12 header bytes after it plus the payload.
     let ping = request(&Request::Ping, 2);
-    assert_eq!(ping, hex("0000000c 0000000000000002 02 00 00 00"));
+    assert_eq!(ping, example("ping-request"));
     assert_eq!(ping.len(), HEADER_LEN);
 
     // Too large: refused from the 4 length bytes alone, before the frame is buffered.

@@ -19,7 +19,8 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The ringkv binary next to kvbench's, built once per test process.
+/// The ringkv binary next to kvbench's, built once per test process. A failed build fails
+/// the test (never falls back to an older binary, which would test stale code).
 fn ringkv_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -27,25 +28,37 @@ fn ringkv_binary() -> &'static Path {
         let dir = kvbench.parent().expect("bin dir").to_path_buf();
         let bin = dir.join("ringkv");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "ringkv", "--bin", "ringkv"])
-            .current_dir(workspace());
+        // With the test-only hooks (--test-delay-us), as `cargo test --workspace` builds it.
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "ringkv",
+            "--bin",
+            "ringkv",
+            "--features",
+            "test-hooks",
+        ])
+        .current_dir(workspace())
+        .stdin(Stdio::null());
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let status = cmd.status();
-        let built = matches!(status, Ok(s) if s.success());
-        if !built {
-            assert!(
-                bin.exists(),
-                "`cargo build -p ringkv --bin ringkv` failed ({status:?}) and there is no \
-                 earlier {}",
-                bin.display()
-            );
-            eprintln!(
-                "warning: building ringkv failed ({status:?}); using the existing {}",
-                bin.display()
-            );
-        }
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("can't run `cargo build -p ringkv --bin ringkv --features test-hooks`: {e}")
+        });
+        assert!(
+            out.status.success(),
+            "`cargo build -p ringkv --bin ringkv --features test-hooks` failed ({}); the \
+             kvbench tests need the current ringkv, fix the build first:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            bin.exists(),
+            "`cargo build -p ringkv` succeeded but {} is missing",
+            bin.display()
+        );
         bin
     })
 }
