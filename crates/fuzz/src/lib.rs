@@ -232,29 +232,50 @@ pub const FIX_HEADER: u8 = 1;
 pub const FIX_CHECKSUMS: u8 = 2;
 
 /// Splits a `wal` input into (segment bytes, shard id to scan for). With [`FIX_HEADER`], the
-/// magic and format version are made valid and the shard id is the header's; with
-/// [`FIX_CHECKSUMS`], every record that fits gets its correct CRC.
+/// magic is made valid, the format version too (1 and 2 are kept: both are read) and the shard
+/// id is the header's; with [`FIX_CHECKSUMS`], every record that fits gets its correct
+/// checksums (format 2: payload and header CRC; format 1: the one CRC).
 pub fn wal_input(data: &[u8]) -> (Vec<u8>, u32) {
     let Some((&mode, seg)) = data.split_first() else {
         return (Vec::new(), 0);
     };
     let mut seg = seg.to_vec();
+    if seg.len() < record::SEGMENT_HEADER {
+        return (seg, 0);
+    }
     let mut shard = 0;
-    if mode & FIX_HEADER != 0 && seg.len() >= record::SEGMENT_HEADER {
+    if mode & FIX_HEADER != 0 {
         seg[..8].copy_from_slice(record::SEGMENT_MAGIC);
-        seg[8..12].copy_from_slice(&record::FORMAT_VERSION.to_le_bytes());
+        let version = record::u32_at(&seg, 8);
+        if version != record::FORMAT_VERSION && version != record::FORMAT_VERSION_V1 {
+            seg[8..12].copy_from_slice(&record::FORMAT_VERSION.to_le_bytes());
+        }
         shard = record::u32_at(&seg, 12);
     }
     if mode & FIX_CHECKSUMS != 0 {
+        let v1 = record::u32_at(&seg, 8) == record::FORMAT_VERSION_V1;
+        let header = if v1 {
+            record::RECORD_HEADER_V1
+        } else {
+            record::RECORD_HEADER
+        };
         let mut pos = record::SEGMENT_HEADER;
-        while pos + record::RECORD_HEADER <= seg.len() {
-            let len = record::u32_at(&seg, pos + 4) as usize;
-            let end = pos + record::RECORD_HEADER + len;
+        while pos + header <= seg.len() {
+            let len = record::u32_at(&seg, pos + record::OFF_LEN) as usize;
+            let end = pos + header + len;
             if len > record::MAX_RECORD || end > seg.len() {
                 break;
             }
-            let crc = crc32fast::hash(&seg[pos + 4..end]);
-            seg[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+            if v1 {
+                let crc = crc32fast::hash(&seg[pos + 4..end]);
+                seg[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+            } else {
+                let at = pos + record::OFF_PAYLOAD_CRC;
+                let crc = crc32fast::hash(&seg[pos + header..end]);
+                seg[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+                let crc = crc32fast::hash(&seg[pos + record::OFF_LEN..pos + header]);
+                seg[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+            }
             pos = end;
         }
     }
@@ -267,10 +288,19 @@ pub fn wal(data: &[u8]) {
     let (seg, shard_id) = wal_input(data);
     let mut shard = Shard::default();
     let mut seqs = Vec::new();
+    let mut next_offset = record::SEGMENT_HEADER;
     let scan = alloc::bounded("wal scan", alloc_bound(seg.len()), || {
         record::scan(&seg, shard_id, |r| {
-            let inside = seg.as_ptr_range().contains(&r.payload.as_ptr()) || r.payload.is_empty();
-            assert!(inside, "record payload outside the segment");
+            // Records come in file order, back to back, each payload at the end of its record.
+            assert_eq!(r.offset, next_offset, "records are not back to back");
+            let start = (r.payload.as_ptr() as usize).wrapping_sub(seg.as_ptr() as usize);
+            let header = start.wrapping_sub(r.offset);
+            assert!(
+                matches!(header, record::RECORD_HEADER | record::RECORD_HEADER_V1)
+                    && start + r.payload.len() <= seg.len(),
+                "record payload is not right after its header inside the segment"
+            );
+            next_offset = start + r.payload.len();
             seqs.push(r.seq);
             shard.apply(r.kind, r.payload);
         })
@@ -278,6 +308,12 @@ pub fn wal(data: &[u8]) {
     assert_eq!(scan.records, seqs.len());
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "records out of order");
     assert!(scan.good_len <= seg.len());
+    if scan.records > 0 {
+        assert_eq!(
+            scan.good_len, next_offset,
+            "good_len is the end of the last record"
+        );
+    }
     match &scan.damage {
         None => assert!(
             seg[scan.good_len..].iter().all(|&b| b == 0),
@@ -288,7 +324,7 @@ pub fn wal(data: &[u8]) {
             let n = alloc::bounded("count_recoverable_after", alloc_bound(seg.len()), || {
                 record::count_recoverable_after(&seg, scan.good_len)
             });
-            assert!(n <= seg.len() / record::RECORD_HEADER);
+            assert!(n <= seg.len() / record::RECORD_HEADER_V1);
         }
     }
 }

@@ -389,6 +389,25 @@ pub fn wal() -> Vec<Seed> {
     let mut big = one(record::DEL, 1, b"a");
     big[at..at + 4].copy_from_slice(&(1u32 << 31).to_le_bytes());
     seeds.push(("len-2gib".into(), wal_seed(0, &big)));
+    // Format 1 segments, which this build still reads (written by older builds).
+    let mut v1 = record::segment_header_version(record::FORMAT_VERSION_V1, shard_id, 1).to_vec();
+    record::append_v1(&mut v1, record::DEL, 1, b"key:1");
+    record::append_v1(&mut v1, record::CLEAR, 2, b"");
+    let e = entry(b"v1", b"old", None, false, &[7]);
+    record::append_v1(&mut v1, record::PUT, 3, e.as_bytes());
+    seeds.push(("v1-clean".into(), wal_seed(0, &v1)));
+    seeds.push(("v1-torn".into(), wal_seed(0, &v1[..v1.len() - 4])));
+    seeds.push((
+        "v1-flipped-fix-all".into(),
+        wal_seed(FIX_HEADER | FIX_CHECKSUMS, &{
+            let mut v = v1.clone();
+            v[record::SEGMENT_HEADER + 8] ^= 0x10;
+            v
+        }),
+    ));
+    let mut v3 = full.clone();
+    v3[8] = 3;
+    seeds.push(("version-3".into(), wal_seed(0, &v3)));
     let mut junk_after = full.clone();
     junk_after.extend_from_slice(b"\x01\x02junk");
     seeds.push(("junk-after".into(), wal_seed(0, &junk_after)));
