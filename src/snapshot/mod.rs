@@ -139,6 +139,18 @@ pub fn load(
         path: path.to_path_buf(),
         source,
     })?;
+    load_bytes(&data, path, shard_id, shard, progress)
+}
+
+/// [`load`] on a snapshot's bytes already in memory (`path` only names it in errors). The
+/// byte-level entry point the fuzz targets (crates/fuzz) call.
+pub fn load_bytes(
+    data: &[u8],
+    path: &Path,
+    shard_id: usize,
+    shard: &mut Shard,
+    progress: &dyn Fn(u64),
+) -> Result<(u64, u64), SnapshotError> {
     let bad = |offset: usize, why: &'static str| SnapshotError::Corrupt {
         path: path.to_path_buf(),
         offset,
@@ -147,16 +159,16 @@ pub fn load(
     if data.len() < HEADER + 16 || &data[..8] != MAGIC {
         return Err(bad(0, "not a snapshot (bad magic or too short)"));
     }
-    if u32_at(&data, 8) != FORMAT_VERSION {
+    if u32_at(data, 8) != FORMAT_VERSION {
         return Err(bad(8, "unsupported snapshot format version"));
     }
-    if u32_at(&data, 12) != shard_id as u32 {
+    if u32_at(data, 12) != shard_id as u32 {
         return Err(bad(12, "snapshot belongs to another shard"));
     }
-    let seq = u64_at(&data, 16);
+    let seq = u64_at(data, 16);
     // The footer's count sizes the shard before loading; bounded by what the file could
     // hold, so a damaged count can't reserve absurd memory (the footer is verified at the end).
-    let claimed = u64_at(&data, data.len() - 8) as usize;
+    let claimed = u64_at(data, data.len() - 8) as usize;
     shard.reserve(claimed.min(data.len() / 16));
     let mut pos = HEADER;
     let mut count = 0u64;
@@ -164,13 +176,13 @@ pub fn load(
         if data.len() < pos + 8 {
             return Err(bad(pos, "truncated (no footer)"));
         }
-        let len = u32_at(&data, pos) as usize;
-        let crc = u32_at(&data, pos + 4);
+        let len = u32_at(data, pos) as usize;
+        let crc = u32_at(data, pos + 4);
         if len == 0 {
             if data.len() != pos + 16 {
                 return Err(bad(pos, "bytes after the footer"));
             }
-            let n = u64_at(&data, pos + 8);
+            let n = u64_at(data, pos + 8);
             if crc32fast::hash(&n.to_le_bytes()) != crc || n != count {
                 return Err(bad(pos, "footer does not match the entries read"));
             }

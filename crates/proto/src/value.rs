@@ -26,6 +26,8 @@ pub const TAG_VERSIONED: u8 = 0x06;
 
 /// Arrays nest at most this deep in a decoded reply (the server never nests more than 2).
 pub const MAX_DEPTH: usize = 32;
+/// Items reserved up front for an array nested in another (see `decode_one`).
+const NESTED_PREALLOC: usize = 16;
 
 /// A decoded reply value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +113,16 @@ fn decode_one(r: &mut Reader<'_>, whole: &Bytes, depth: usize) -> Result<Value, 
             if n > r.remaining() {
                 return Err(ProtoError::malformed("reply", "truncated"));
             }
-            let mut items = Vec::with_capacity(n);
+            // The count is bounded only by the bytes left, which every enclosing array has
+            // already reserved for: reserving it in full at each level would multiply memory
+            // by the depth (32 levels × 56 bytes per input byte). Only the outermost array
+            // reserves its count; nested ones grow as their items actually arrive.
+            let reserve = if depth == 0 {
+                n
+            } else {
+                n.min(NESTED_PREALLOC)
+            };
+            let mut items = Vec::with_capacity(reserve);
             for _ in 0..n {
                 items.push(decode_one(r, whole, depth + 1)?);
             }
