@@ -897,4 +897,410 @@ mod tests {
         )
         .is_err());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        /// The replicas' node ids: replica i mints dots as ACTORS[i].
+        const ACTORS: [NodeId; 3] = [11, 22, 33];
+        const CLIENTS: usize = 3;
+
+        fn small_vv() -> impl Strategy<Value = VersionVector> {
+            prop::collection::vec((0u64..4, 0u64..4), 0..5).prop_map(|p| vv(&p))
+        }
+
+        /// A context over the replicas' actors.
+        fn actor_vv() -> impl Strategy<Value = VersionVector> {
+            prop::collection::vec((0usize..3, 0u64..6), 0..4)
+                .prop_map(|p| vv(&p.iter().map(|&(i, c)| (ACTORS[i], c)).collect::<Vec<_>>()))
+        }
+
+        fn any_vv() -> impl Strategy<Value = VersionVector> {
+            prop::collection::vec(
+                (
+                    prop_oneof![0u64..200, any::<u32>().prop_map(u64::from), any::<u64>()],
+                    prop_oneof![1u64..300, 1u64..=MAX_COUNTER],
+                ),
+                0..5,
+            )
+            .prop_map(|p| vv(&p))
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// The client reads at a replica: it gets the siblings and their context.
+            Read { client: usize, replica: usize },
+            /// The client writes at a replica with the context it holds. With `reply`, the
+            /// reply carries all siblings and the new context, which the client keeps;
+            /// without, the client keeps its old context.
+            Write {
+                client: usize,
+                replica: usize,
+                reply: bool,
+            },
+            /// The client drops its context (its next write is blind).
+            Forget { client: usize },
+            /// Anti-entropy: `to` merges `from`'s set.
+            Sync { from: usize, to: usize },
+            /// The replica keeps only its LWW winner (only in runs that do not check
+            /// against the ground truth, which this deliberately departs from).
+            Lww { replica: usize },
+        }
+
+        fn op(lww: bool) -> impl Strategy<Value = Op> {
+            let c = 0..CLIENTS;
+            let r = 0..ACTORS.len();
+            let base = prop_oneof![
+                (c.clone(), r.clone()).prop_map(|(client, replica)| Op::Read { client, replica }),
+                (c.clone(), r.clone(), any::<bool>()).prop_map(|(client, replica, reply)| {
+                    Op::Write {
+                        client,
+                        replica,
+                        reply,
+                    }
+                }),
+                c.prop_map(|client| Op::Forget { client }),
+                (r.clone(), r.clone()).prop_map(|(from, to)| Op::Sync { from, to }),
+            ];
+            let lww_weight = if lww { 1 } else { 0 };
+            prop_oneof![
+                8 => base,
+                lww_weight => r.prop_map(|replica| Op::Lww { replica }),
+            ]
+        }
+
+        /// Replicas holding write ids as values, next to the ground truth: which writes each
+        /// replica and client knows of, and each write's causal history (what its client had
+        /// seen, plus itself).
+        struct Model {
+            replicas: Vec<Siblings<u32>>,
+            known: Vec<BTreeSet<u32>>,
+            clients: Vec<(VersionVector, BTreeSet<u32>)>,
+            history: Vec<BTreeSet<u32>>,
+            dots: Vec<Dot>,
+        }
+
+        impl Model {
+            fn new() -> Model {
+                Model {
+                    replicas: vec![Siblings::new(); ACTORS.len()],
+                    known: vec![BTreeSet::new(); ACTORS.len()],
+                    clients: vec![(VersionVector::new(), BTreeSet::new()); CLIENTS],
+                    history: Vec::new(),
+                    dots: Vec::new(),
+                }
+            }
+
+            fn apply(&mut self, op: &Op) {
+                match *op {
+                    Op::Read { client, replica } => {
+                        self.clients[client] = (
+                            self.replicas[replica].context(),
+                            self.known[replica].clone(),
+                        );
+                    }
+                    Op::Write {
+                        client,
+                        replica,
+                        reply,
+                    } => {
+                        let id = self.history.len() as u32;
+                        let (ctx, seen) = &self.clients[client];
+                        let mut h = seen.clone();
+                        h.insert(id);
+                        let dot = self.replicas[replica].update(ctx, ACTORS[replica], id);
+                        self.dots.push(dot);
+                        self.known[replica].extend(h.iter().copied());
+                        self.history.push(h);
+                        if reply {
+                            self.clients[client] = (
+                                self.replicas[replica].context(),
+                                self.known[replica].clone(),
+                            );
+                        }
+                    }
+                    Op::Forget { client } => {
+                        self.clients[client] = (VersionVector::new(), BTreeSet::new());
+                    }
+                    Op::Sync { from, to } => {
+                        let other = self.replicas[from].clone();
+                        self.replicas[to].sync(&other);
+                        let k = self.known[from].clone();
+                        self.known[to].extend(k);
+                    }
+                    Op::Lww { replica } => {
+                        // An arbitrary but deterministic "timestamp" per write.
+                        self.replicas[replica]
+                            .resolve_lww(|v| ((v.value * 7919) % 13, v.dot.actor));
+                    }
+                }
+            }
+
+            /// The writes in `known` that no other known write has seen: the truly
+            /// concurrent latest writes.
+            fn maximal(&self, known: &BTreeSet<u32>) -> BTreeSet<u32> {
+                known
+                    .iter()
+                    .copied()
+                    .filter(|&x| {
+                        !known
+                            .iter()
+                            .any(|&y| y != x && self.history[y as usize].contains(&x))
+                    })
+                    .collect()
+            }
+
+            /// The replicas keep exactly the truly concurrent writes, and every context covers
+            /// exactly the writes its holder knows of.
+            fn check(&self) -> Result<(), TestCaseError> {
+                for (r, s) in self.replicas.iter().enumerate() {
+                    let kept: BTreeSet<u32> = s.iter().map(|v| v.value).collect();
+                    prop_assert_eq!(&kept, &self.maximal(&self.known[r]), "replica {}", r);
+                    prop_assert_eq!(kept.len(), s.len(), "duplicate values at replica {}", r);
+                    for (x, dot) in self.dots.iter().enumerate() {
+                        let x = x as u32;
+                        prop_assert_eq!(s.context_ref().covers(dot), self.known[r].contains(&x));
+                    }
+                    for v in s.iter() {
+                        prop_assert_eq!(v.dot, self.dots[v.value as usize]);
+                    }
+                }
+                for (ctx, seen) in &self.clients {
+                    for (x, dot) in self.dots.iter().enumerate() {
+                        prop_assert_eq!(ctx.covers(dot), seen.contains(&(x as u32)));
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        fn run(ops: &[Op]) -> Model {
+            let mut m = Model::new();
+            for op in ops {
+                m.apply(op);
+            }
+            m
+        }
+
+        fn synced(a: &Siblings<u32>, b: &Siblings<u32>) -> Siblings<u32> {
+            let mut a = a.clone();
+            a.sync(b);
+            a
+        }
+
+        /// Every accepted input is the canonical encoding of what it decodes to.
+        fn check_decoders(bytes: &[u8]) -> Result<(), TestCaseError> {
+            if let Ok(v) = VersionVector::decode(bytes) {
+                prop_assert_eq!(v.encoded(), bytes);
+            }
+            if let Ok(h) = SiblingsHeader::decode(bytes) {
+                let n = h.dots.len();
+                let s = h.into_siblings(std::iter::repeat_n((), n));
+                prop_assert!(s.is_ok());
+                if let Ok(s) = s {
+                    prop_assert_eq!(s.encoded_header(), bytes);
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn descends_is_a_partial_order(a in small_vv(), b in small_vv(), c in small_vv()) {
+                prop_assert!(a.descends(&a));
+                if a.descends(&b) && b.descends(&a) {
+                    prop_assert_eq!(&a, &b);
+                }
+                if a.descends(&b) && b.descends(&c) {
+                    prop_assert!(a.descends(&c));
+                }
+                prop_assert_eq!(a.concurrent(&b), !a.descends(&b) && !b.descends(&a));
+            }
+
+            #[test]
+            fn merge_is_the_join(a in small_vv(), b in small_vv(), c in small_vv()) {
+                let join = |x: &VersionVector, y: &VersionVector| {
+                    let mut x = x.clone();
+                    x.merge(y);
+                    x
+                };
+                let ab = join(&a, &b);
+                prop_assert_eq!(&ab, &join(&b, &a));
+                prop_assert_eq!(join(&ab, &c), join(&a, &join(&b, &c)));
+                prop_assert_eq!(&join(&a, &a), &a);
+                prop_assert!(ab.descends(&a) && ab.descends(&b));
+                // Least: any upper bound of a and b is above the join.
+                if c.descends(&a) && c.descends(&b) {
+                    prop_assert!(c.descends(&ab));
+                }
+                let ub = join(&ab, &c);
+                prop_assert!(ub.descends(&ab));
+                for actor in 0..5 {
+                    prop_assert_eq!(ab.get(actor), a.get(actor).max(b.get(actor)));
+                }
+                // Transitivity and antisymmetry on chains that certainly compare.
+                prop_assert!(ub.descends(&ab) && ab.descends(&a) && ub.descends(&a));
+                if ab.descends(&ub) {
+                    prop_assert_eq!(&ab, &ub);
+                }
+            }
+
+            #[test]
+            fn sync_is_commutative_associative_idempotent(
+                ops in prop::collection::vec(op(true), 0..40)
+            ) {
+                let m = run(&ops);
+                let [a, b, c] = [&m.replicas[0], &m.replicas[1], &m.replicas[2]];
+                prop_assert_eq!(synced(a, b), synced(b, a));
+                prop_assert_eq!(synced(&synced(a, b), c), synced(a, &synced(b, c)));
+                prop_assert_eq!(&synced(a, a), a);
+                let ab = synced(a, b);
+                prop_assert_eq!(&synced(&ab, b), &ab);
+                prop_assert!(ab.context_ref().descends(a.context_ref()));
+                prop_assert!(ab.context_ref().descends(b.context_ref()));
+            }
+
+            #[test]
+            fn update_supersedes_exactly_what_the_context_covers(
+                ops in prop::collection::vec(op(true), 0..30),
+                replica in 0usize..3,
+                ctx in actor_vv(),
+            ) {
+                let m = run(&ops);
+                let before = &m.replicas[replica];
+                let mut after = before.clone();
+                let dot = after.update(&ctx, ACTORS[replica], u32::MAX);
+                prop_assert!(!ctx.covers(&dot) && !before.context_ref().covers(&dot));
+                let kept: Vec<_> = after.iter().filter(|v| v.dot != dot).cloned().collect();
+                let expected: Vec<_> =
+                    before.iter().filter(|v| !ctx.covers(&v.dot)).cloned().collect();
+                prop_assert_eq!(kept, expected);
+                prop_assert_eq!(after.len(), before.siblings_after(&ctx));
+                let mut context = before.context();
+                context.merge(&ctx);
+                context.add_dot(dot);
+                prop_assert_eq!(after.context(), context);
+            }
+
+            /// DVV accuracy, which is what rules out sibling explosion: after any interleaving
+            /// of reads, writes (stale, blind or fresh contexts) and syncs at three replicas,
+            /// each replica holds exactly the writes that no other write it knows has seen,
+            /// so never more siblings than truly concurrent writes.
+            #[test]
+            fn siblings_are_exactly_the_concurrent_writes(
+                ops in prop::collection::vec(op(false), 0..60)
+            ) {
+                let mut m = Model::new();
+                for op in &ops {
+                    m.apply(op);
+                    m.check()?;
+                }
+            }
+
+            /// Two clients through one replica, each writing with the context of its own last
+            /// reply: never more than two siblings, and the last write is one of them.
+            #[test]
+            fn two_clients_never_leave_more_than_two_siblings(
+                turns in prop::collection::vec(any::<bool>(), 1..80)
+            ) {
+                let mut s = Siblings::new();
+                let mut ctx = [VersionVector::new(), VersionVector::new()];
+                for (i, &who) in turns.iter().enumerate() {
+                    let c = usize::from(who);
+                    let dot = s.update(&ctx[c], R, i);
+                    ctx[c] = s.context();
+                    prop_assert!(s.len() <= 2, "{} siblings after {} writes", s.len(), i + 1);
+                    prop_assert!(s.iter().any(|v| v.dot == dot && v.value == i));
+                }
+            }
+
+            #[test]
+            fn version_vector_round_trips(v in any_vv()) {
+                let bytes = v.encoded();
+                prop_assert_eq!(bytes.len(), v.encoded_len());
+                prop_assert_eq!(VersionVector::decode(&bytes), Ok(v.clone()));
+                let mut rest = &bytes[..];
+                prop_assert_eq!(VersionVector::decode_from(&mut rest), Ok(v));
+                prop_assert!(rest.is_empty());
+            }
+
+            #[test]
+            fn reachable_headers_round_trip(
+                ops in prop::collection::vec(op(true), 0..40),
+                mutation in (any::<prop::sample::Index>(), any::<u8>()),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let m = run(&ops);
+                for s in &m.replicas {
+                    let bytes = s.encoded_header();
+                    let h = SiblingsHeader::decode(&bytes);
+                    prop_assert!(h.is_ok(), "{:?}", h);
+                    if let Ok(h) = h {
+                        let back = h.into_siblings(s.iter().map(|v| v.value));
+                        prop_assert_eq!(back.as_ref(), Ok(s));
+                    }
+                    // Damaged copies decode to an error or to their own canonical form.
+                    let mut bad = bytes.clone();
+                    let i = mutation.0.index(bad.len());
+                    bad[i] = mutation.1;
+                    check_decoders(&bad)?;
+                    check_decoders(&bytes[..cut.index(bytes.len() + 1)])?;
+                    if cut.index(bytes.len() + 1) < bytes.len() {
+                        prop_assert!(SiblingsHeader::decode(&bytes[..cut.index(bytes.len() + 1)]).is_err());
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_sets_round_trip(
+                ctx in any_vv(),
+                picks in prop::collection::vec((any::<prop::sample::Index>(), any::<u64>()), 0..6),
+            ) {
+                let entries: Vec<_> = ctx.iter().collect();
+                let mut dots: Vec<Dot> = if entries.is_empty() {
+                    Vec::new()
+                } else {
+                    picks
+                        .iter()
+                        .map(|(i, off)| {
+                            let (actor, n) = entries[i.index(entries.len())];
+                            // Half near the top (the common shape), half anywhere below it.
+                            let below = if off % 2 == 0 { (off >> 1) % 3 } else { (off >> 1) % n };
+                            Dot { actor, counter: n - below.min(n - 1) }
+                        })
+                        .collect()
+                };
+                dots.sort();
+                dots.dedup();
+                let s = Siblings::from_parts(ctx, dots.iter().map(|d| (*d, d.counter)));
+                prop_assert!(s.is_ok());
+                if let Ok(s) = s {
+                    let bytes = s.encoded_header();
+                    let mut rest = &bytes[..];
+                    let h = SiblingsHeader::decode_from(&mut rest);
+                    prop_assert!(rest.is_empty());
+                    prop_assert_eq!(h.map(|h| h.dots.to_vec()), Ok(dots.clone()));
+                    let back = SiblingsHeader::decode(&bytes)
+                        .and_then(|h| h.into_siblings(dots.iter().map(|d| d.counter)));
+                    prop_assert_eq!(back, Ok(s));
+                }
+            }
+
+            #[test]
+            fn decoding_arbitrary_bytes_never_panics(
+                bytes in prop::collection::vec(any::<u8>(), 0..48)
+            ) {
+                check_decoders(&bytes)?;
+            }
+
+            #[test]
+            fn decoding_plausible_bytes_never_panics(
+                bytes in prop::collection::vec(prop_oneof![0u8..8, Just(0x80u8), Just(0xffu8)], 0..24)
+            ) {
+                check_decoders(&bytes)?;
+            }
+        }
+    }
 }
