@@ -588,12 +588,22 @@ fn read_only_data_dir_is_a_clear_error() {
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
     let probe = ro.join("probe");
     if std::fs::write(&probe, b"x").is_ok() {
-        println!(
-            "note: {} is writable despite mode 0555 (running as root?); skipping",
-            ro.display()
-        );
+        // Root ignores mode 0555. A data directory below a regular file can't be created or
+        // written by anyone: the start must fail as clearly.
         let _ = std::fs::remove_file(&probe);
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = parent.path().join("file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let dir = file.join("data");
+        let err = match Server::try_start_in(&dir, TWO_SHARDS) {
+            Ok(_) => panic!("started on a data directory below a regular file"),
+            Err(e) => e,
+        };
+        assert!(
+            err.contains("exited with") && !err.contains("exit status: 0"),
+            "{err}"
+        );
+        assert!(err.contains(&dir.display().to_string()), "{err}");
         return;
     }
     let r = Server::try_start_in(&ro, TWO_SHARDS);
