@@ -290,43 +290,7 @@ fn try_exec(
             }
             ClientCmd::SetInfo => out.simple("OK"),
         },
-        Command::Get(_)
-        | Command::Set(_)
-        | Command::GetDel(_)
-        | Command::GetEx(..)
-        | Command::Append(..)
-        | Command::Strlen(_)
-        | Command::GetRange(..)
-        | Command::SetRange(..)
-        | Command::IncrBy(..)
-        | Command::IncrByFloat(..)
-        | Command::MGet(_)
-        | Command::MSet(..)
-        | Command::VGet(_)
-        | Command::VPut { .. }
-        | Command::VDel(..)
-        | Command::Del(_)
-        | Command::Exists(_)
-        | Command::Type(_)
-        | Command::Rename(..)
-        | Command::Expire(..)
-        | Command::Ttl(..)
-        | Command::Persist(_)
-        | Command::Keys(_)
-        | Command::Scan(_)
-        | Command::RandomKey
-        | Command::DbSize
-        | Command::Flush
-        | Command::Info(_)
-        | Command::ConfigGet(_)
-        | Command::ConfigSet(_)
-        | Command::ConfigResetStat
-        | Command::CommandInfo(_)
-        | Command::Time
-        | Command::Shutdown
-        | Command::BgSave
-        | Command::LastSave
-        | Command::SlowLog(_) => {
+        string_commands!() | key_commands!() | keyspace_commands!() | server_commands!() => {
             return Err(CmdError::msg("ERR internal: not a connection command"))
         }
     }

@@ -289,43 +289,9 @@ fn try_exec(
                 _ => out.int(0),
             }
         }
-        Command::Get(_)
-        | Command::Set(_)
-        | Command::GetDel(_)
-        | Command::GetEx(..)
-        | Command::Append(..)
-        | Command::Strlen(_)
-        | Command::GetRange(..)
-        | Command::SetRange(..)
-        | Command::IncrBy(..)
-        | Command::IncrByFloat(..)
-        | Command::MGet(_)
-        | Command::MSet(..)
-        | Command::VGet(_)
-        | Command::VPut { .. }
-        | Command::VDel(..)
-        | Command::Keys(_)
-        | Command::Scan(_)
-        | Command::RandomKey
-        | Command::DbSize
-        | Command::Flush
-        | Command::Ping(_)
-        | Command::Echo(_)
-        | Command::Hello(_)
-        | Command::Auth(..)
-        | Command::Select(_)
-        | Command::Client(_)
-        | Command::Quit
-        | Command::Info(_)
-        | Command::ConfigGet(_)
-        | Command::ConfigSet(_)
-        | Command::ConfigResetStat
-        | Command::CommandInfo(_)
-        | Command::Time
-        | Command::Shutdown
-        | Command::BgSave
-        | Command::LastSave
-        | Command::SlowLog(_) => return Err(CmdError::msg("ERR internal: not a key command")),
+        string_commands!() | keyspace_commands!() | connection_commands!() | server_commands!() => {
+            return Err(CmdError::msg("ERR internal: not a key command"))
+        }
     }
     Ok(())
 }
@@ -378,45 +344,9 @@ pub fn exec_all(
                 None => out.nil(),
             }
         }
-        Command::Get(_)
-        | Command::Set(_)
-        | Command::GetDel(_)
-        | Command::GetEx(..)
-        | Command::Append(..)
-        | Command::Strlen(_)
-        | Command::GetRange(..)
-        | Command::SetRange(..)
-        | Command::IncrBy(..)
-        | Command::IncrByFloat(..)
-        | Command::MGet(_)
-        | Command::MSet(..)
-        | Command::VGet(_)
-        | Command::VPut { .. }
-        | Command::VDel(..)
-        | Command::Del(_)
-        | Command::Exists(_)
-        | Command::Type(_)
-        | Command::Rename(..)
-        | Command::Expire(..)
-        | Command::Ttl(..)
-        | Command::Persist(_)
-        | Command::Ping(_)
-        | Command::Echo(_)
-        | Command::Hello(_)
-        | Command::Auth(..)
-        | Command::Select(_)
-        | Command::Client(_)
-        | Command::Quit
-        | Command::Info(_)
-        | Command::ConfigGet(_)
-        | Command::ConfigSet(_)
-        | Command::ConfigResetStat
-        | Command::CommandInfo(_)
-        | Command::Time
-        | Command::Shutdown
-        | Command::BgSave
-        | Command::LastSave
-        | Command::SlowLog(_) => out.error("ERR internal: not a keyspace command"),
+        string_commands!() | key_commands!() | connection_commands!() | server_commands!() => {
+            out.error("ERR internal: not a keyspace command")
+        }
     }
     marks
 }

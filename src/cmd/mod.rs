@@ -6,6 +6,75 @@
 //! and [`Command::route`] says which shards a command needs, so the event loop can run it on
 //! the loop that owns them.
 
+/// Patterns naming every command of one family, so that each family's `exec` can answer the
+/// other families' commands with an error in one arm while the compiler still checks that it
+/// handles every command of its own (a new variant goes into exactly one of these, which
+/// `Command::family` enforces).
+macro_rules! string_commands {
+    () => {
+        $crate::cmd::Command::Get(_)
+            | $crate::cmd::Command::Set(_)
+            | $crate::cmd::Command::GetDel(_)
+            | $crate::cmd::Command::GetEx(..)
+            | $crate::cmd::Command::Append(..)
+            | $crate::cmd::Command::Strlen(_)
+            | $crate::cmd::Command::GetRange(..)
+            | $crate::cmd::Command::SetRange(..)
+            | $crate::cmd::Command::IncrBy(..)
+            | $crate::cmd::Command::IncrByFloat(..)
+            | $crate::cmd::Command::MGet(_)
+            | $crate::cmd::Command::MSet(..)
+            | $crate::cmd::Command::VGet(_)
+            | $crate::cmd::Command::VPut { .. }
+            | $crate::cmd::Command::VDel(..)
+    };
+}
+macro_rules! key_commands {
+    () => {
+        $crate::cmd::Command::Del(_)
+            | $crate::cmd::Command::Exists(_)
+            | $crate::cmd::Command::Type(_)
+            | $crate::cmd::Command::Rename(..)
+            | $crate::cmd::Command::Expire(..)
+            | $crate::cmd::Command::Ttl(..)
+            | $crate::cmd::Command::Persist(_)
+    };
+}
+macro_rules! keyspace_commands {
+    () => {
+        $crate::cmd::Command::Keys(_)
+            | $crate::cmd::Command::Scan(_)
+            | $crate::cmd::Command::RandomKey
+            | $crate::cmd::Command::DbSize
+            | $crate::cmd::Command::Flush
+    };
+}
+macro_rules! connection_commands {
+    () => {
+        $crate::cmd::Command::Ping(_)
+            | $crate::cmd::Command::Echo(_)
+            | $crate::cmd::Command::Hello(_)
+            | $crate::cmd::Command::Auth(..)
+            | $crate::cmd::Command::Select(_)
+            | $crate::cmd::Command::Client(_)
+            | $crate::cmd::Command::Quit
+    };
+}
+macro_rules! server_commands {
+    () => {
+        $crate::cmd::Command::Info(_)
+            | $crate::cmd::Command::ConfigGet(_)
+            | $crate::cmd::Command::ConfigSet(_)
+            | $crate::cmd::Command::ConfigResetStat
+            | $crate::cmd::Command::CommandInfo(_)
+            | $crate::cmd::Command::Time
+            | $crate::cmd::Command::Shutdown
+            | $crate::cmd::Command::BgSave
+            | $crate::cmd::Command::LastSave
+            | $crate::cmd::Command::SlowLog(_)
+    };
+}
+
 pub mod connection;
 pub mod keys;
 pub mod ldouble;
@@ -249,32 +318,12 @@ impl<'a> Command<'a> {
     /// Which family (file) executes this command. Exhaustive, so a new command does not
     /// compile until it is given a family (and a route, and a write flag).
     pub fn family(&self) -> Family {
-        use Command::*;
         match self {
-            Get(_)
-            | Set(_)
-            | GetDel(_)
-            | GetEx(..)
-            | Append(..)
-            | Strlen(_)
-            | GetRange(..)
-            | SetRange(..)
-            | IncrBy(..)
-            | IncrByFloat(..)
-            | MGet(_)
-            | MSet(..)
-            | VGet(_)
-            | VPut { .. }
-            | VDel(..) => Family::Strings,
-            Del(_) | Exists(_) | Type(_) | Rename(..) | Expire(..) | Ttl(..) | Persist(_) => {
-                Family::Keys
-            }
-            Keys(_) | Scan(_) | RandomKey | DbSize | Flush => Family::Keyspace,
-            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit => {
-                Family::Connection
-            }
-            Info(_) | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time
-            | Shutdown | BgSave | LastSave | SlowLog(_) => Family::Server,
+            string_commands!() => Family::Strings,
+            key_commands!() => Family::Keys,
+            keyspace_commands!() => Family::Keyspace,
+            connection_commands!() => Family::Connection,
+            server_commands!() => Family::Server,
         }
     }
 

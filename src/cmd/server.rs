@@ -495,40 +495,9 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                 }
             }
         },
-        Command::Get(_)
-        | Command::Set(_)
-        | Command::GetDel(_)
-        | Command::GetEx(..)
-        | Command::Append(..)
-        | Command::Strlen(_)
-        | Command::GetRange(..)
-        | Command::SetRange(..)
-        | Command::IncrBy(..)
-        | Command::IncrByFloat(..)
-        | Command::MGet(_)
-        | Command::MSet(..)
-        | Command::VGet(_)
-        | Command::VPut { .. }
-        | Command::VDel(..)
-        | Command::Del(_)
-        | Command::Exists(_)
-        | Command::Type(_)
-        | Command::Rename(..)
-        | Command::Expire(..)
-        | Command::Ttl(..)
-        | Command::Persist(_)
-        | Command::Keys(_)
-        | Command::Scan(_)
-        | Command::RandomKey
-        | Command::DbSize
-        | Command::Flush
-        | Command::Ping(_)
-        | Command::Echo(_)
-        | Command::Hello(_)
-        | Command::Auth(..)
-        | Command::Select(_)
-        | Command::Client(_)
-        | Command::Quit => return Err(CmdError::msg("ERR internal: not a server command")),
+        string_commands!() | key_commands!() | keyspace_commands!() | connection_commands!() => {
+            return Err(CmdError::msg("ERR internal: not a server command"))
+        }
     }
     let _ = now_ms;
     Ok(())

@@ -587,35 +587,9 @@ fn try_exec(
             }
             out.int(live as i64);
         }
-        Command::Del(_)
-        | Command::Exists(_)
-        | Command::Type(_)
-        | Command::Rename(..)
-        | Command::Expire(..)
-        | Command::Ttl(..)
-        | Command::Persist(_)
-        | Command::Keys(_)
-        | Command::Scan(_)
-        | Command::RandomKey
-        | Command::DbSize
-        | Command::Flush
-        | Command::Ping(_)
-        | Command::Echo(_)
-        | Command::Hello(_)
-        | Command::Auth(..)
-        | Command::Select(_)
-        | Command::Client(_)
-        | Command::Quit
-        | Command::Info(_)
-        | Command::ConfigGet(_)
-        | Command::ConfigSet(_)
-        | Command::ConfigResetStat
-        | Command::CommandInfo(_)
-        | Command::Time
-        | Command::Shutdown
-        | Command::BgSave
-        | Command::LastSave
-        | Command::SlowLog(_) => return Err(CmdError::msg("ERR internal: not a string command")),
+        key_commands!() | keyspace_commands!() | connection_commands!() | server_commands!() => {
+            return Err(CmdError::msg("ERR internal: not a string command"))
+        }
     }
     Ok(())
 }
