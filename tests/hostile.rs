@@ -455,24 +455,28 @@ fn max_clients_refusals_keep_existing_clients_served() {
     w.assert_rss_within(32 * MIB, "max-clients refusals");
 }
 
-/// A binary connection past HELLO (no password).
-fn binary_conn(server: &Server) -> TcpStream {
-    use ringkv_proto::Request;
-    let mut s = server.tcp();
-    let mut hello = bytes::BytesMut::new();
-    Request::Hello {
-        min_version: 1,
-        max_version: 1,
-        password: b"",
-        client_name: b"",
-    }
-    .encode(1, &mut hello);
-    s.write_all(&hello).unwrap();
+/// Reads one binary frame and returns it without its 4-byte length.
+fn read_frame(s: &mut TcpStream) -> Vec<u8> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).unwrap();
     let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
     s.read_exact(&mut rest).unwrap();
-    assert_eq!(rest[10], 0, "HELLO failed");
+    rest
+}
+
+/// A binary connection after a successful HELLO with this password and client name.
+fn hello(server: &Server, password: &[u8], client_name: &[u8]) -> TcpStream {
+    let mut s = server.tcp();
+    let mut frame = bytes::BytesMut::new();
+    ringkv_proto::Request::Hello {
+        min_version: 1,
+        max_version: 1,
+        password,
+        client_name,
+    }
+    .encode(1, &mut frame);
+    s.write_all(&frame).unwrap();
+    assert_eq!(read_frame(&mut s)[10], 0, "HELLO failed");
     s
 }
 
@@ -481,7 +485,7 @@ fn frames_and_bulks_claiming_4_gib() {
     let server = Server::start(&["--fsync", "off"]);
     let mut w = Witness::new(&server);
     for _ in 0..20 {
-        let mut s = binary_conn(&server);
+        let mut s = hello(&server, b"", b"");
         let mut hdr = Vec::new();
         hdr.extend_from_slice(&u32::MAX.to_be_bytes());
         hdr.extend_from_slice(&7u64.to_be_bytes());
@@ -565,10 +569,7 @@ fn preauth_binary_frames_are_as_tight_as_resp() {
         hdr.extend_from_slice(&1u64.to_be_bytes());
         hdr.extend_from_slice(&[0x01, 0, 0, 0]);
         s.write_all(&hdr).unwrap();
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).unwrap();
-        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut rest).unwrap();
+        let rest = read_frame(&mut s);
         let text = String::from_utf8_lossy(&rest);
         assert!(
             text.contains("before authentication"),
@@ -578,20 +579,6 @@ fn preauth_binary_frames_are_as_tight_as_resp() {
         witness.check();
     }
     // A HELLO of ordinary size still authenticates.
-    let mut s = server.tcp();
-    let mut hello = bytes::BytesMut::new();
-    ringkv_proto::Request::Hello {
-        min_version: 1,
-        max_version: 1,
-        password: b"secret",
-        client_name: &[b'n'; 1000],
-    }
-    .encode(1, &mut hello);
-    s.write_all(&hello).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut rest).unwrap();
-    assert_eq!(rest[10], 0, "HELLO with the password failed");
+    hello(&server, b"secret", &[b'n'; 1000]);
     witness.assert_rss_within(32 * MIB, "pre-auth frames");
 }
