@@ -148,14 +148,8 @@ fn scan_cursor(a: &[u8]) -> Option<u64> {
     Some(if neg { v.wrapping_neg() } else { v })
 }
 
-/// Runs a command on keys whose shards are locked in `tx`.
-pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySink) {
-    if let Err(e) = try_exec(cmd, tx, ctx, out) {
-        out.error(&e.0);
-    }
-}
-
-fn try_exec(
+/// Runs a command on keys whose shards are locked in `tx`; an error is the reply.
+pub fn exec(
     cmd: &Command<'_>,
     tx: &mut Tx<'_>,
     ctx: &Ctx,

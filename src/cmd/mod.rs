@@ -481,12 +481,15 @@ pub fn run_keyed(
             return Default::default();
         }
     };
-    match cmd.family() {
+    let done = match cmd.family() {
         Family::Keys => keys::exec(cmd, &mut tx, ctx, out),
         Family::Strings => strings::exec(cmd, &mut tx, ctx, out),
         Family::Keyspace | Family::Connection | Family::Server => {
-            out.error("ERR internal: not a keyed command")
+            Err(CmdError::msg("ERR internal: not a keyed command"))
         }
+    };
+    if let Err(e) = done {
+        out.error(&e.0);
     }
     tx.marks()
 }

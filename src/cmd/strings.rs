@@ -307,13 +307,8 @@ fn parse_i64_value(v: &[u8]) -> CmdResult<i64> {
     int(v)
 }
 
-pub fn exec(cmd: &Command<'_>, tx: &mut Tx<'_>, ctx: &Ctx, out: &mut dyn ReplySink) {
-    if let Err(e) = try_exec(cmd, tx, ctx, out) {
-        out.error(&e.0);
-    }
-}
-
-fn try_exec(
+/// Runs a command on keys whose shards are locked in `tx`; an error is the reply.
+pub fn exec(
     cmd: &Command<'_>,
     tx: &mut Tx<'_>,
     ctx: &Ctx,
