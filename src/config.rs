@@ -147,6 +147,21 @@ pub struct Cli {
     /// that can't be read, and log how many. Without it the node refuses to start.
     #[arg(long)]
     pub repair: bool,
+    /// What concurrent writes of a key leave: "siblings" (kept; a binary GET returns them all
+    /// with one context, Redis commands see the newest) or "lww" (last write wins by timestamp,
+    /// ties by node id; siblings are never stored). [default: siblings]
+    #[arg(long)]
+    pub conflicts: Option<ConflictMode>,
+    /// Most siblings a key may hold; a write that would leave more is refused with an error
+    /// naming the key (Riak refuses at 100). [default: 100]
+    #[arg(long)]
+    pub max_siblings: Option<usize>,
+    /// Seconds a deleted key's tombstone (and an expired key) is kept before it is purged, so
+    /// that replicas that missed the delete learn of it rather than resurrect the value
+    /// (Cassandra's gc_grace_seconds). [default: 0: a node without peers purges a tombstone as
+    /// soon as it is durable]
+    #[arg(long, alias = "tombstone-grace")]
+    pub tombstone_grace_secs: Option<u64>,
     /// Testing only (feature `test-hooks`, absent from release builds): every command takes this many extra microseconds on its event loop (a
     /// deliberately slow server, to check that load generators handle coordinated omission).
     #[cfg(feature = "test-hooks")]
@@ -155,6 +170,22 @@ pub struct Cli {
     /// TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictMode {
+    Siblings,
+    Lww,
+}
+
+impl ConflictMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictMode::Siblings => "siblings",
+            ConflictMode::Lww => "lww",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -255,7 +286,24 @@ struct FileConfig {
     #[serde(alias = "snapshot_interval_secs")]
     snapshot_interval_secs: Option<u64>,
     repair: Option<bool>,
+    conflicts: Option<ConflictMode>,
+    #[serde(alias = "max_siblings")]
+    max_siblings: Option<usize>,
+    #[serde(
+        alias = "tombstone_grace_secs",
+        alias = "tombstone-grace",
+        alias = "tombstone_grace"
+    )]
+    tombstone_grace_secs: Option<u64>,
 }
+
+/// Riak refuses writes past 100 siblings (and warns at 25).
+pub const DEFAULT_MAX_SIBLINGS: usize = 100;
+/// Highest --max-siblings: below what the decoders accept for one key
+/// (`store::dvv::MAX_DECODED_SIBLINGS`, checked by a test), so a stored key always reads back.
+pub const MAX_SIBLINGS_LIMIT: usize = 1000;
+/// Highest --tombstone-grace-secs (a year).
+pub const MAX_TOMBSTONE_GRACE_SECS: u64 = 366 * 86_400;
 
 /// The effective configuration.
 #[derive(Debug, Clone)]
@@ -291,6 +339,9 @@ pub struct Config {
     pub snapshot_wal_bytes: u64,
     pub snapshot_interval_secs: u64,
     pub repair: bool,
+    pub conflicts: ConflictMode,
+    pub max_siblings: usize,
+    pub tombstone_grace_secs: u64,
     /// Testing only (see `Cli::test_delay_us`).
     #[cfg(feature = "test-hooks")]
     pub test_delay_us: u64,
@@ -409,6 +460,18 @@ impl Config {
                 .unwrap_or(3600),
             // A flag can only turn it on: --repair, or `repair = true` in the file.
             repair: cli.repair || file.repair.unwrap_or(false),
+            conflicts: cli
+                .conflicts
+                .or(file.conflicts)
+                .unwrap_or(ConflictMode::Siblings),
+            max_siblings: cli
+                .max_siblings
+                .or(file.max_siblings)
+                .unwrap_or(DEFAULT_MAX_SIBLINGS),
+            tombstone_grace_secs: cli
+                .tombstone_grace_secs
+                .or(file.tombstone_grace_secs)
+                .unwrap_or(0),
             #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,
         };
@@ -453,6 +516,18 @@ impl Config {
             return bad(format!(
                 "--fsync-interval-ms {} must be between 1 and 3600000",
                 self.fsync_interval_ms
+            ));
+        }
+        if self.max_siblings == 0 || self.max_siblings > MAX_SIBLINGS_LIMIT {
+            return bad(format!(
+                "--max-siblings {} must be between 1 and {MAX_SIBLINGS_LIMIT}",
+                self.max_siblings
+            ));
+        }
+        if self.tombstone_grace_secs > MAX_TOMBSTONE_GRACE_SECS {
+            return bad(format!(
+                "--tombstone-grace-secs {} must be at most {MAX_TOMBSTONE_GRACE_SECS} (a year)",
+                self.tombstone_grace_secs
             ));
         }
         if self.wal_segment_bytes < 4096 {

@@ -6,12 +6,20 @@ use std::path::{Path, PathBuf};
 
 use crate::disk::{write_atomic, Fs};
 
-pub const META_FORMAT: u32 = 1;
+/// The data directory format this build writes: format-2 entries (every version with its
+/// dot) in WAL `VERSIONS` records and snapshots.
+pub const META_FORMAT: u32 = 2;
+/// The format of the previous release, still opened: its records and snapshots are read and
+/// converted, and the metadata is rewritten at once so that the older build, which can't read
+/// what this one writes, refuses the directory instead of misreading it.
+pub const META_FORMAT_V1: u32 = 1;
 
 /// An open, locked data directory. The lock is held as long as this value lives.
 pub struct DataDir {
     pub path: PathBuf,
     pub node_id: u64,
+    /// The format the directory was in when opened (META_FORMAT_V1: convert it).
+    pub opened_format: u32,
     _lock: File,
 }
 
@@ -58,29 +66,37 @@ impl DataDir {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let meta = path.join("meta");
-        let node_id = match std::fs::read_to_string(&meta) {
+        let write_meta = |id: u64| {
+            let text = format!(
+                "# ringkv data directory; do not edit\nformat = {META_FORMAT}\nnode_id = {id}\nshards = {shards}\n"
+            );
+            write_atomic(fs, &meta, text.as_bytes()).map_err(io)
+        };
+        let (node_id, opened_format) = match std::fs::read_to_string(&meta) {
             Ok(text) => parse_meta(&text, shards).map_err(|why| DataDirError::Meta {
                 path: meta.clone(),
                 why,
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let text = format!(
-                    "# ringkv data directory; do not edit\nformat = {META_FORMAT}\nnode_id = {new_id}\nshards = {shards}\n"
-                );
-                write_atomic(fs, &meta, text.as_bytes()).map_err(io)?;
-                new_id
+                write_meta(new_id)?;
+                (new_id, META_FORMAT)
             }
             Err(e) => return Err(io(e)),
         };
+        if opened_format != META_FORMAT {
+            write_meta(node_id)?;
+        }
         Ok(DataDir {
             path: path.to_path_buf(),
             node_id,
+            opened_format,
             _lock: lock,
         })
     }
 }
 
-fn parse_meta(text: &str, shards: usize) -> Result<u64, String> {
+/// The node id and the format of a metadata file.
+fn parse_meta(text: &str, shards: usize) -> Result<(u64, u32), String> {
     let mut format = None;
     let mut node_id = None;
     let mut stored_shards = None;
@@ -100,18 +116,19 @@ fn parse_meta(text: &str, shards: usize) -> Result<u64, String> {
             _ => {}
         }
     }
-    match format {
-        Some(META_FORMAT) => {}
+    let format = match format {
+        Some(f @ (META_FORMAT | META_FORMAT_V1)) => f,
         Some(f) => {
             return Err(format!(
-                "format {f} is not supported by this build (it reads {META_FORMAT})"
+                "format {f} is not supported by this build (it reads formats \
+                 {META_FORMAT_V1} and {META_FORMAT}); a newer ringkv wrote it"
             ))
         }
         None => return Err("no format line".into()),
-    }
+    };
     let id = node_id.ok_or("no node_id line")?;
     match stored_shards {
-        Some(s) if s == shards => Ok(id),
+        Some(s) if s == shards => Ok((id, format)),
         Some(s) => Err(format!(
             "the data was written with --shards {s}, but this start asks for {shards}; \
              start with --shards {s} (changing the shard count is not supported)"

@@ -191,6 +191,22 @@ impl Durability {
         !self.logs.is_empty()
     }
 
+    /// The last record of `shard` that a crash can't lose, under the fsync policy (synced
+    /// with `always`, written to the OS otherwise); everything when there is no WAL.
+    pub fn durable_seq(&self, shard: usize) -> u64 {
+        match self.logs.get(shard) {
+            None => u64::MAX,
+            Some(log) => {
+                let d = log.state.borrow();
+                if self.policy == FsyncPolicy::Always {
+                    d.synced
+                } else {
+                    d.written
+                }
+            }
+        }
+    }
+
     /// Why writes are refused, if some shard's disk currently refuses them. Cheap when all is
     /// well (one atomic load), as it runs before every write command.
     pub fn failing(&self) -> Option<Arc<str>> {

@@ -4,7 +4,7 @@
 //! - [`net`]: listeners, one event loop per core, connections, hand-off between loops;
 //! - `ringkv_proto` (crates/proto): the wire codec, binary frames and RESP2;
 //! - [`cmd`]: parsing into typed commands, then executing them, one file per family;
-//! - [`store`]: shards of versioned values (vector clock, timestamp, tombstone, TTL);
+//! - [`store`]: shards of keys' versions (dotted version vectors, siblings, tombstones, TTL);
 //! - [`wal`] / [`snapshot`]: durability, through the narrow file layer [`disk`];
 //!   [`durability`] ties recovery, WAL writers and snapshots together for a node;
 //! - [`node`]: what the loops share (config, store, counters, client list, shutdown);

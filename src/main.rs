@@ -4,14 +4,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use ringkv::config::{Cli, Config, FsyncPolicy, LogFormat};
+use ringkv::config::{Cli, Config, ConflictMode, FsyncPolicy, LogFormat};
 use ringkv::datadir::DataDir;
 use ringkv::disk::{Fs, RealFs};
 use ringkv::durability::Durability;
 use ringkv::metrics::Metrics;
 use ringkv::net::Server;
 use ringkv::node::Node;
-use ringkv::store::Store;
+use ringkv::store::{Conflicts, Store, VersionPolicy};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
@@ -54,7 +54,10 @@ fn main() -> ExitCode {
     if config.fsync == FsyncPolicy::Off {
         info!("--fsync off: no WAL and no snapshots; data lives in memory only");
     }
-    let store = Arc::new(Store::new(config.shards));
+    let store = Arc::new(Store::with_policy(
+        config.shards,
+        version_policy(&config, dir.node_id),
+    ));
     let durability = match Durability::start(&config, store.clone(), fs) {
         Ok(d) => d,
         Err(e) => {
@@ -62,6 +65,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if dir.opened_format != ringkv::datadir::META_FORMAT && durability.enabled() {
+        // Rewrite everything in the new format now (a snapshot of every shard replaces the
+        // old records), rather than carrying the old ones until the next snapshot.
+        info!(
+            "converting the data directory from format {} to {}",
+            dir.opened_format,
+            ringkv::datadir::META_FORMAT
+        );
+        durability.bgsave();
+    }
     let node = Arc::new(Node::new(config, dir.node_id, store, durability).with_tls(tls));
     let server = match Server::start(node.clone()) {
         Ok(s) => s,
@@ -157,8 +170,21 @@ fn wait_for_signal(node: &Arc<Node>, ready: &str) {
     node.shutdown();
 }
 
-/// A random node id for vector clocks, kept below 2^32 so it encodes in at most 5 bytes.
-/// Used only when the data directory is new; it is then kept in its metadata.
+/// The rules for new versions: the store's view of the conflict settings.
+fn version_policy(config: &Config, actor: u64) -> VersionPolicy {
+    VersionPolicy {
+        actor,
+        conflicts: match config.conflicts {
+            ConflictMode::Siblings => Conflicts::Siblings,
+            ConflictMode::Lww => Conflicts::Lww,
+        },
+        max_siblings: config.max_siblings,
+        tombstone_grace_ms: config.tombstone_grace_secs * 1000,
+    }
+}
+
+/// A random node id: 56 random bits (see `store::MAX_NODE_ID`), never 0. Used only when the
+/// data directory is new; it is then kept in its metadata.
 fn new_node_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -168,5 +194,5 @@ fn new_node_id() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.write_u32(std::process::id());
-    (h.finish() & 0xFFFF_FFFF).max(1)
+    (h.finish() & ringkv::store::MAX_NODE_ID).max(1)
 }

@@ -35,12 +35,16 @@ pub const OFF_TYPE: usize = 8;
 pub const OFF_SEQ: usize = 9;
 pub const OFF_PAYLOAD_CRC: usize = 17;
 
-/// A new version of a key: the payload is the entry's encoding (store::Entry).
-pub const PUT: u8 = 1;
+/// A new version of a key in data directory format 1: the payload is a format-1 entry
+/// (store::legacy). Read and converted, never written.
+pub const PUT_V1: u8 = 1;
 /// A key removed: the payload is the key.
 pub const DEL: u8 = 2;
 /// Every key of the shard removed (FLUSHDB): empty payload.
 pub const CLEAR: u8 = 3;
+/// A key's versions after a write (format 2): the payload is the entry's encoding
+/// (store::Entry: causal context, dots, values, tombstones, expiries).
+pub const VERSIONS: u8 = 16;
 
 /// Appends one record to `buf` (format 2).
 pub fn append(buf: &mut Vec<u8>, kind: u8, seq: u64, payload: &[u8]) {
@@ -297,10 +301,10 @@ pub fn scan(data: &[u8], shard: u32, mut f: impl FnMut(Record<'_>)) -> Scan {
         let rest = &data[pos..];
         let kind = rest[OFF_TYPE];
         let seq = u64_at(rest, OFF_SEQ);
-        if !matches!(kind, PUT | DEL | CLEAR) || last_seq.is_some_and(|l| seq <= l) {
+        if !matches!(kind, PUT_V1 | DEL | CLEAR | VERSIONS) || last_seq.is_some_and(|l| seq <= l) {
             s.damage = Some(Damage::Corrupt {
                 offset: pos,
-                why: if matches!(kind, PUT | DEL | CLEAR) {
+                why: if matches!(kind, PUT_V1 | DEL | CLEAR | VERSIONS) {
                     "sequence numbers out of order"
                 } else {
                     "unknown record type"
@@ -379,7 +383,7 @@ mod tests {
     fn segment(n: u64) -> Vec<u8> {
         let mut b = segment_header(3, 1).to_vec();
         for i in 1..=n {
-            append(&mut b, PUT, i, format!("payload-{i}").as_bytes());
+            append(&mut b, VERSIONS, i, format!("payload-{i}").as_bytes());
         }
         b
     }
@@ -441,7 +445,7 @@ mod tests {
     fn segment_v1(n: u64) -> Vec<u8> {
         let mut b = segment_header_version(FORMAT_VERSION_V1, 3, 1).to_vec();
         for i in 1..=n {
-            append_v1(&mut b, PUT, i, format!("payload-{i}").as_bytes());
+            append_v1(&mut b, PUT_V1, i, format!("payload-{i}").as_bytes());
         }
         b
     }

@@ -298,7 +298,7 @@ fn undecodable_record_with_a_good_checksum_names_its_offset() {
     let seq = u64::from_le_bytes(bytes[at + 9..at + 17].try_into().unwrap());
     // A payload no entry decodes from (unknown flag bits), with checksums that match.
     let mut rebuilt = Vec::new();
-    record::append(&mut rebuilt, record::PUT, seq, &vec![0xff; len]);
+    record::append(&mut rebuilt, record::VERSIONS, seq, &vec![0xff; len]);
     bytes[at..at + RECORD_HEADER + len].copy_from_slice(&rebuilt);
     std::fs::write(&seg, &bytes).unwrap();
     check_repair(data.path(), &seg, n, bad, at);

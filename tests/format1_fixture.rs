@@ -112,6 +112,34 @@ fn check_contents(server: &Server, what: &str) {
     assert_eq!(keys.len(), want.len(), "{what}: KEYS * = {keys:?}");
 }
 
+/// The build converts the directory on open: the metadata says format 2 at once, and every
+/// shard soon has a format-2 snapshot (which replaces the format-1 records).
+fn assert_converted(dir: &Path) {
+    let meta = std::fs::read_to_string(dir.join("meta")).unwrap();
+    assert!(meta.contains("format = 2"), "meta not converted:\n{meta}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for shard in ["shard-0000", "shard-0001"] {
+        loop {
+            let converted = std::fs::read_dir(dir.join(shard))
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".rks"))
+                .any(|e| {
+                    std::fs::read(e.path())
+                        .is_ok_and(|b| b.len() > 12 && b[8..12] == 2u32.to_le_bytes())
+                });
+            if converted {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{shard} has no format-2 snapshot after 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
 fn format1_data_directory_opens_with_everything_intact() {
     let tmp = tempfile::tempdir().unwrap();
@@ -121,6 +149,7 @@ fn format1_data_directory_opens_with_everything_intact() {
 
     let server = Server::start_in(&dir, &flags);
     check_contents(&server, "first open of the format-1 directory");
+    assert_converted(&dir);
     // A versioned write with the context the old clock gave supersedes it: one value left.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

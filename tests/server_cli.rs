@@ -145,6 +145,9 @@ fn help_lists_every_flag_and_default() {
         "--max-frame-bytes",
         "--log-level",
         "--config",
+        "--conflicts",
+        "--max-siblings",
+        "--tombstone-grace-secs",
     ] {
         assert!(out.contains(flag), "--help does not mention {flag}:\n{out}");
     }
@@ -292,6 +295,10 @@ fn shards_must_be_a_multiple_of_threads() {
         &["--max-clients", "0"],
         &["--max-frame-bytes", "10"],
         &["--port", "notaport"],
+        &["--max-siblings", "0"],
+        &["--max-siblings", "1001"],
+        &["--conflicts", "newest"],
+        &["--tombstone-grace-secs", "99999999999"],
     ] {
         let mut args = bad.to_vec();
         args.extend_from_slice(&["--data-dir", data]);

@@ -17,8 +17,7 @@ use ringkv::config::{Cli, Config, FsyncPolicy};
 use ringkv::disk::{Fs, RealFs, SimFs};
 use ringkv::durability::{Durability, Marks};
 use ringkv::snapshot;
-use ringkv::store::entry::NewVersion;
-use ringkv::store::{Entry, Shard, Store, VectorClock};
+use ringkv::store::{Entry, Shard, Store, VectorClock, VersionRef};
 use ringkv::wal::replay::{self, Recovered, RecoveryError};
 use ringkv::wal::{record, segment_name, shard_dir};
 use ringkv_proto::{key_hash, RespWriter};
@@ -129,14 +128,14 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn entry(key: &[u8], value: &[u8]) -> Entry {
-    Entry::new(&NewVersion {
-        key,
-        value,
-        clock: &VectorClock::new().encoded(),
-        timestamp_ms: NOW,
-        expires_at_ms: None,
-        tombstone: false,
-    })
+    Entry::with_one(key, 1, VersionRef::value(value, NOW, None))
+}
+
+/// The same key and value as the previous release encoded them (format 1).
+fn entry_v1(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut clock = VectorClock::new();
+    clock.increment(1);
+    ringkv::store::legacy::encode_v1(key, value, &clock.encoded(), NOW, None, false)
 }
 
 fn write_file(fs: &dyn Fs, path: &Path, data: &[u8]) {
@@ -178,7 +177,7 @@ fn build_segment(shard: u32, ops: &[Op]) -> (Vec<u8>, Vec<usize>) {
     for (i, op) in ops.iter().enumerate() {
         let seq = i as u64 + 1;
         match op {
-            Op::Put(k, v) => record::append(&mut b, record::PUT, seq, entry(k, v).as_bytes()),
+            Op::Put(k, v) => record::append(&mut b, record::VERSIONS, seq, entry(k, v).as_bytes()),
             Op::Del(k) => record::append(&mut b, record::DEL, seq, k),
             Op::Clear => record::append(&mut b, record::CLEAR, seq, &[]),
         }
@@ -471,7 +470,7 @@ fn format_1_segments_are_replayed_after_an_upgrade() {
     for (i, op) in ops.iter().enumerate() {
         let seq = i as u64 + 1;
         match op {
-            Op::Put(k, v) => record::append_v1(&mut old, record::PUT, seq, entry(k, v).as_bytes()),
+            Op::Put(k, v) => record::append_v1(&mut old, record::PUT_V1, seq, &entry_v1(k, v)),
             Op::Del(k) => record::append_v1(&mut old, record::DEL, seq, k),
             Op::Clear => record::append_v1(&mut old, record::CLEAR, seq, &[]),
         }
@@ -1100,9 +1099,10 @@ fn storage_md_tables_match_the_code() {
     // The type codes.
     let types = &rec.iter().find(|r| field_name(&r.2) == "type").unwrap().2;
     for (code, name) in [
-        (record::PUT, "PUT"),
+        (record::PUT_V1, "PUT_V1"),
         (record::DEL, "DEL"),
         (record::CLEAR, "CLEAR"),
+        (record::VERSIONS, "VERSIONS"),
     ] {
         assert!(types.contains(&format!("{code} {name}")), "{types}");
     }
@@ -1150,4 +1150,16 @@ fn storage_md_tables_match_the_code() {
 
     // The meta file's format.
     assert!(STORAGE_MD.contains(&format!("\nformat = {}\n", ringkv::datadir::META_FORMAT)));
+
+    // The worked example: `SET a 1`, the first write to a shard of node 5.
+    let ts = 1_796_601_888_000u64;
+    let e = Entry::with_one(b"a", 5, VersionRef::value(b"1", ts, None));
+    let b = e.as_bytes();
+    assert_eq!(b.len(), 15, "the example entry is 15 bytes");
+    assert_eq!(&b[..8], &[0x01, 0x61, 0x08, 0x01, 0x05, 0x01, 0x02, 0x00]);
+    assert_eq!(b[14], 0x31);
+    assert!(STORAGE_MD.contains("01 61 08 01 05 01 02 00 <6-byte varint timestamp> 31   entry"));
+    assert!(STORAGE_MD.contains("0f 00 00 00    len = 15"));
+    assert!(STORAGE_MD.contains("10             VERSIONS"));
+    assert_eq!(record::VERSIONS, 0x10);
 }

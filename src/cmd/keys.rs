@@ -163,7 +163,7 @@ pub fn exec(
                 let h = key_hash(k);
                 let shard = tx.shard(h)?;
                 if shard.get(h, k, now).is_some() {
-                    shard.remove(h, k);
+                    super::strings::delete(shard, h, k, ctx)?;
                     n += 1;
                 }
             }
@@ -189,7 +189,11 @@ pub fn exec(
         }
         Command::Rename(src, dst, nx) => {
             let (hs, hd) = (key_hash(src), key_hash(dst));
-            let Some(e) = tx.shard(hs)?.get(hs, src, now).cloned() else {
+            let Some((value, ttl)) = tx
+                .shard(hs)?
+                .get(hs, src, now)
+                .map(|e| (e.value().to_vec(), e.expires_at_ms()))
+            else {
                 out.error("ERR no such key");
                 return Ok(());
             };
@@ -205,19 +209,10 @@ pub fn exec(
                 out.int(0);
                 return Ok(());
             }
-            // The new key is logged before the old one's removal: within one shard's WAL a
-            // crash between the two records leaves both keys, never neither. (Across shards
-            // the two WALs sync independently; see the README's durability notes.)
-            super::strings::write(
-                tx.shard(hd)?,
-                hd,
-                dst,
-                e.value(),
-                e.expires_at_ms(),
-                None,
-                ctx,
-            );
-            tx.shard(hs)?.remove(hs, src);
+            // The new key is logged before the old one's tombstone: within one shard's WAL a
+            // crash between the two records leaves both keys, never neither.
+            super::strings::write(tx.shard(hd)?, hd, dst, &value, ttl, ctx)?;
+            super::strings::delete(tx.shard(hs)?, hs, src, ctx)?;
             if nx {
                 out.int(1);
             } else {
@@ -242,12 +237,8 @@ pub fn exec(
                 out.int(0);
                 return Ok(());
             }
-            if at <= now {
-                shard.remove(h, k);
-            } else {
-                let e = e.with_expiry(Some(at));
-                shard.put(h, e);
-            }
+            let value = e.value().to_vec();
+            super::strings::set_expiry(shard, h, k, &value, Some(at), ctx)?;
             out.int(1);
         }
         Command::Ttl(k, kind) => {
@@ -276,8 +267,8 @@ pub fn exec(
             let shard = tx.shard(h)?;
             match shard.get(h, k, now) {
                 Some(e) if e.expires_at_ms().is_some() => {
-                    let e = e.with_expiry(None);
-                    shard.put(h, e);
+                    let value = e.value().to_vec();
+                    super::strings::set_expiry(shard, h, k, &value, None, ctx)?;
                     out.int(1);
                 }
                 _ => out.int(0),
@@ -480,8 +471,7 @@ mod tests {
     use std::sync::TryLockError;
 
     use super::*;
-    use crate::store::entry::NewVersion;
-    use crate::store::Entry;
+    use crate::store::{Supersede, VersionRef};
 
     const SHARDS: usize = 8;
     /// The shard the test holds while FLUSHDB runs.
@@ -494,17 +484,10 @@ mod tests {
             .find(|k| store.shard_of(key_hash(k.as_bytes())) == shard)
             .unwrap_or(key);
         let h = key_hash(key.as_bytes());
-        store.lock(shard).put(
-            h,
-            Entry::new(&NewVersion {
-                key: key.as_bytes(),
-                value: b"v",
-                clock: &[0],
-                timestamp_ms: 0,
-                expires_at_ms: None,
-                tombstone: false,
-            }),
-        );
+        let v = VersionRef::value(b"v", 0, None);
+        let _ = store
+            .lock(shard)
+            .write(h, key.as_bytes(), Supersede::Local, v, |_| ());
     }
 
     /// FLUSHDB takes every shard's lock before clearing any: while one shard is held

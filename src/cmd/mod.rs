@@ -82,6 +82,7 @@ pub mod server;
 pub mod slowlog;
 pub mod strings;
 pub mod table;
+pub mod versioned;
 
 use std::borrow::Cow;
 

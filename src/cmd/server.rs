@@ -186,12 +186,16 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
     let mut keys = 0usize;
     let mut expiring = 0usize;
     let mut expired = 0u64;
+    let mut tombstones = 0usize;
+    let mut purged = 0u64;
     let mut used = 0usize;
     for i in 0..node.store.len() {
         let g = node.store.lock(i);
         keys += g.len();
         expiring += g.expiring();
         expired += g.expired_keys;
+        tombstones += g.tombstones();
+        purged += g.purged;
         used += g.memory_bytes();
     }
     if want("memory") {
@@ -255,7 +259,8 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
         let _ = write!(
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             rejected_connections:{}\r\nexpired_keys:{expired}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
+             rejected_connections:{}\r\nexpired_keys:{expired}\r\n\
+             tombstones:{tombstones}\r\ntombstones_purged:{purged}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
              forwarded_requests:{}\r\nprotocol_errors:{}\r\ntls_handshake_failures:{}\r\n\
              client_query_buffer_limit_disconnections:{}\r\n\
              client_output_buffer_limit_disconnections:{}\r\n\r\n",

@@ -3,9 +3,7 @@
 
 use super::ldouble::{LDouble, Parsed};
 use super::{eq, int, relative_expire_fits, CmdError, CmdResult, Command, Ctx, Expiry};
-use crate::store::clock::ClockBytes;
-use crate::store::entry::NewVersion;
-use crate::store::{Entry, Shard, Tx, VectorClock};
+use crate::store::{Entry, Shard, Supersede, Tx, VersionRef};
 use ringkv_proto::{key_hash, ReplySink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,55 +247,46 @@ pub fn parse_internal<'a>(
     }))
 }
 
-/// Builds the clock of a new version: descends from the stored one (if any) and from the
-/// client's context, plus one event of this node.
-fn next_clock(old: Option<&Entry>, context: Option<&VectorClock>, node: u64) -> ClockBytes {
-    let mut clock = old.map(Entry::clock).unwrap_or_default();
-    if let Some(c) = context {
-        clock.merge(c);
-    }
-    clock.increment(node);
-    clock.encode_small()
-}
-
-/// Writes `value` as the new version of `key`; returns the new clock.
+/// Writes `value` as the new version of `key`, superseding every version this node has (a
+/// write without a causal context: every RESP write).
 pub(crate) fn write(
     shard: &mut Shard,
     hash: u64,
     key: &[u8],
     value: &[u8],
     expires_at_ms: Option<u64>,
-    context: Option<&VectorClock>,
     ctx: &Ctx,
-) -> ClockBytes {
-    write_version(shard, hash, key, value, expires_at_ms, context, ctx, false)
+) -> CmdResult<()> {
+    let v = VersionRef::value(value, ctx.now_ms, expires_at_ms);
+    shard
+        .write(hash, key, Supersede::Local, v, |_| ())
+        .map_err(|e| super::versioned::too_many_siblings(key, e))
 }
 
-/// Writes a new version of `key`, a value or a tombstone; returns the new clock.
-#[allow(clippy::too_many_arguments)]
-fn write_version(
+/// Deletes `key`: a tombstone that supersedes every version this node has. It stays (invisible
+/// to reads) until the tombstone grace has passed, so that the next write descends from it.
+pub(crate) fn delete(shard: &mut Shard, hash: u64, key: &[u8], ctx: &Ctx) -> CmdResult<()> {
+    let v = VersionRef::tombstone(ctx.now_ms);
+    shard
+        .write(hash, key, Supersede::Local, v, |_| ())
+        .map_err(|e| super::versioned::too_many_siblings(key, e))
+}
+
+/// A new version of the live `key` with the same value and another expiry (EXPIRE, PERSIST,
+/// GETEX): a TTL change is a write, so replicas order it like one. An expiry not in the future
+/// deletes the key, as Redis does. (`value` is a copy: the caller can't lend the shard's own.)
+pub(crate) fn set_expiry(
     shard: &mut Shard,
     hash: u64,
     key: &[u8],
     value: &[u8],
     expires_at_ms: Option<u64>,
-    context: Option<&VectorClock>,
     ctx: &Ctx,
-    tombstone: bool,
-) -> ClockBytes {
-    let mut out = ClockBytes::new();
-    shard.upsert(hash, key, |old| {
-        out = next_clock(old, context, ctx.node_id);
-        Entry::new(&NewVersion {
-            key,
-            value,
-            clock: &out,
-            timestamp_ms: ctx.now_ms,
-            expires_at_ms,
-            tombstone,
-        })
-    });
-    out
+) -> CmdResult<()> {
+    match expires_at_ms {
+        Some(at) if at <= ctx.now_ms => delete(shard, hash, key, ctx),
+        _ => write(shard, hash, key, value, expires_at_ms, ctx),
+    }
 }
 
 fn parse_i64_value(v: &[u8]) -> CmdResult<i64> {
@@ -320,7 +309,8 @@ pub fn exec(
             // Versioned: RESP sees the bulk string, a binary COMMAND also gets the context.
             let h = key_hash(key);
             match tx.shard(h)?.get(h, key, now) {
-                Some(e) => out.versioned(e.clock_bytes(), &[e.value()]),
+                Some(e) if out.wants_context() => out.versioned(&e.context_bytes(), &[e.value()]),
+                Some(e) => out.bulk(e.value()),
                 None => out.nil(),
             }
         }
@@ -361,7 +351,7 @@ pub fn exec(
                 None if s.keep_ttl => old_ttl,
                 None => None,
             };
-            write(shard, h, s.key, s.value, expires, None, ctx);
+            write(shard, h, s.key, s.value, expires, ctx)?;
             match s.reply {
                 SetReply::Ok => out.simple("OK"),
                 SetReply::Int => out.int(1),
@@ -371,11 +361,14 @@ pub fn exec(
         Command::GetDel(key) => {
             let h = key_hash(key);
             let shard = tx.shard(h)?;
-            if shard.get(h, key, now).is_none() {
-                out.nil();
-            } else if let Some(e) = shard.remove(h, key) {
-                out.bulk(e.value());
+            match shard.get(h, key, now) {
+                Some(e) => out.bulk(e.value()),
+                None => {
+                    out.nil();
+                    return Ok(());
+                }
             }
+            delete(shard, h, key, ctx)?;
         }
         Command::GetEx(key, mode) => {
             let h = key_hash(key);
@@ -388,23 +381,14 @@ pub fn exec(
                 return Err(CmdError::msg(msg));
             }
             out.bulk(e.value());
-            match mode {
-                Some(GetExMode::Invalid(_)) => {}
-                Some(GetExMode::Persist) if e.expires_at_ms().is_some() => {
-                    let e = e.with_expiry(None);
-                    shard.put(h, e);
-                }
-                None | Some(GetExMode::Persist) => {}
-                Some(GetExMode::Expire(x)) => {
-                    let at = x.resolve(now);
-                    if at <= now {
-                        shard.remove(h, key);
-                    } else {
-                        let e = e.with_expiry(Some(at));
-                        shard.put(h, e);
-                    }
-                }
-            }
+            let expiry = match mode {
+                Some(GetExMode::Invalid(_)) | None => return Ok(()),
+                Some(GetExMode::Persist) if e.expires_at_ms().is_some() => None,
+                Some(GetExMode::Persist) => return Ok(()),
+                Some(GetExMode::Expire(x)) => Some(x.resolve(now)),
+            };
+            let value = e.value().to_vec();
+            set_expiry(shard, h, key, &value, expiry, ctx)?;
         }
         Command::Append(key, suffix) => {
             let h = key_hash(key);
@@ -417,7 +401,7 @@ pub fn exec(
                 return Err(CmdError::TOO_BIG);
             }
             v.extend_from_slice(suffix);
-            write(shard, h, key, &v, ttl, None, ctx);
+            write(shard, h, key, &v, ttl, ctx)?;
             out.int(v.len() as i64);
         }
         Command::Strlen(key) => {
@@ -459,7 +443,7 @@ pub fn exec(
                 v.resize(off + patch.len(), 0);
             }
             v[off..off + patch.len()].copy_from_slice(patch);
-            write(shard, h, key, &v, ttl, None, ctx);
+            write(shard, h, key, &v, ttl, ctx)?;
             out.int(v.len() as i64);
         }
         Command::IncrBy(key, delta) => {
@@ -473,7 +457,7 @@ pub fn exec(
                 .checked_add(delta)
                 .ok_or(CmdError::msg("ERR increment or decrement would overflow"))?;
             let mut buf = itoa::Buffer::new();
-            write(shard, h, key, buf.format(n).as_bytes(), ttl, None, ctx);
+            write(shard, h, key, buf.format(n).as_bytes(), ttl, ctx)?;
             out.int(n);
         }
         Command::IncrByFloat(key, delta) => {
@@ -495,7 +479,7 @@ pub fn exec(
                 return Err(CmdError::msg("ERR increment would produce NaN or Infinity"));
             };
             let s = n.to_human();
-            write(shard, h, key, s.as_bytes(), ttl, None, ctx);
+            write(shard, h, key, s.as_bytes(), ttl, ctx)?;
             out.bulk(s.as_bytes());
         }
         Command::MGet(ref keys) => {
@@ -538,7 +522,7 @@ pub fn exec(
             }
             for &(k, v) in pairs {
                 let h = key_hash(k);
-                write(tx.shard(h)?, h, k, v, None, None, ctx);
+                write(tx.shard(h)?, h, k, v, None, ctx)?;
             }
             if nx {
                 out.int(1);
@@ -546,55 +530,17 @@ pub fn exec(
                 out.simple("OK");
             }
         }
-        Command::VGet(key) => {
-            let h = key_hash(key);
-            match tx.shard(h)?.get(h, key, now) {
-                Some(e) => out.versioned(e.clock_bytes(), &[e.value()]),
-                None => out.nil(),
-            }
-        }
+        Command::VGet(key) => super::versioned::get(tx, key, now, out)?,
         Command::VPut {
             key,
             value,
             context,
             ttl_ms,
-        } => {
-            if value.len() > ctx.max_value {
-                return Err(CmdError::TOO_BIG);
-            }
-            let context = decode_context(context)?;
-            let h = key_hash(key);
-            let expires = (ttl_ms > 0).then(|| now.saturating_add(ttl_ms));
-            let clock = write(tx.shard(h)?, h, key, value, expires, context.as_ref(), ctx);
-            out.versioned(&clock, &[]);
-        }
-        Command::VDel(key, context) => {
-            // The delete is a version like a PUT's: it descends from the stored version and
-            // the context, plus one event of this node, and stays as a tombstone so that the
-            // next write of the key descends from it. Nothing to record for a missing key
-            // deleted without a context.
-            let context = decode_context(context)?;
-            let h = key_hash(key);
-            let shard = tx.shard(h)?;
-            let live = shard.get(h, key, now).is_some();
-            if live || context.is_some() {
-                write_version(shard, h, key, b"", None, context.as_ref(), ctx, true);
-            }
-            out.int(live as i64);
-        }
+        } => super::versioned::put(tx, key, value, context, ttl_ms, ctx, out)?,
+        Command::VDel(key, context) => super::versioned::delete(tx, key, context, ctx, out)?,
         key_commands!() | keyspace_commands!() | connection_commands!() | server_commands!() => {
             return Err(CmdError::msg("ERR internal: not a string command"))
         }
     }
     Ok(())
-}
-
-/// A causal context from a client: empty means none.
-fn decode_context(context: &[u8]) -> CmdResult<Option<VectorClock>> {
-    if context.is_empty() {
-        return Ok(None);
-    }
-    VectorClock::decode(context).map(Some).map_err(|_| {
-        CmdError::msg("ERR invalid causal context: pass back the context a GET returned, unchanged")
-    })
 }

@@ -219,8 +219,9 @@ async fn wake_writers(ctx: Rc<LoopCtx>) {
     }
 }
 
-/// Active expiry for the shards this loop owns: every 100 ms, remove keys whose TTL passed,
-/// at most 1000 per shard per round before yielding to requests.
+/// Active expiry for the shards this loop owns: every 100 ms, remove keys whose TTL passed
+/// and purge dead keys whose tombstone grace passed (once durable), at most 1000 of each per
+/// shard per round before yielding to requests.
 async fn expire(ctx: Rc<LoopCtx>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,7 +233,9 @@ async fn expire(ctx: Rc<LoopCtx>) {
             more = false;
             let now = now_ms();
             for shard in (ctx.id..store.len()).step_by(ctx.node.config.threads) {
-                if store.lock(shard).expire_cycle(now, 1000) == 1000 {
+                let durable = ctx.node.durability.durable_seq(shard);
+                let mut s = store.lock(shard);
+                if s.expire_cycle(now, 1000) == 1000 || s.purge_cycle(now, durable, 1000) == 1000 {
                     more = true;
                 }
             }

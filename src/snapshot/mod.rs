@@ -1,7 +1,7 @@
 //! Snapshots: a compact, checksummed copy of one shard, written atomically.
 //!
 //! ```text
-//! header: magic "RKVSNAP1" | format version u32 LE | shard u32 LE | seq u64 LE
+//! header: magic "RKVSNAP1" | format version u32 LE (2; 1 is read) | shard u32 LE | seq u64 LE
 //! blocks: len u32 LE | crc32 u32 LE (of the block's bytes) | entries: (len u32 LE, entry)*
 //! footer: 0 u32 LE | crc32 u32 LE (of the count) | entry count u64 LE
 //! ```
@@ -18,7 +18,12 @@ use crate::store::{Entry, Shard, Store};
 
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 pub const HEADER: usize = 24;
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes: entries in the format-2 layout (store::Entry: every
+/// version with its dot).
+pub const FORMAT_VERSION: u32 = 2;
+/// The older format this build still reads: format-1 entries (store::legacy), converted on
+/// load.
+pub const FORMAT_VERSION_V1: u32 = 1;
 /// Entries copied per lock hold, so writes to the shard wait microseconds, not the whole copy.
 const SLICE: usize = 2048;
 const BLOCK: usize = 1 << 20;
@@ -159,9 +164,11 @@ pub fn load_bytes(
     if data.len() < HEADER + 16 || &data[..8] != MAGIC {
         return Err(bad(0, "not a snapshot (bad magic or too short)"));
     }
-    if u32_at(data, 8) != FORMAT_VERSION {
-        return Err(bad(8, "unsupported snapshot format version"));
-    }
+    let decode: fn(&[u8]) -> Option<Entry> = match u32_at(data, 8) {
+        FORMAT_VERSION => Entry::from_bytes,
+        FORMAT_VERSION_V1 => crate::store::legacy::entry_from_v1,
+        _ => return Err(bad(8, "unsupported snapshot format version")),
+    };
     if u32_at(data, 12) != shard_id as u32 {
         return Err(bad(12, "snapshot belongs to another shard"));
     }
@@ -204,7 +211,7 @@ pub fn load_bytes(
             let Some(raw) = block.get(b + 4..b + 4 + n) else {
                 return Err(bad(start + b, "entry runs past its block"));
             };
-            let e = Entry::from_bytes(raw).ok_or_else(|| bad(start + b, "malformed entry"))?;
+            let e = decode(raw).ok_or_else(|| bad(start + b, "malformed entry"))?;
             shard.put(ringkv_proto::key_hash(e.key()), e);
             count += 1;
             b += 4 + n;

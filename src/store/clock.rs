@@ -2,8 +2,14 @@
 
 use smallvec::SmallVec;
 
-/// A node's identity in vector clocks (random at first start; persisted with the data dir).
+/// A node's identity: the actor of the dots it mints (random at first start; persisted with
+/// the data dir).
 pub type NodeId = u64;
+
+/// New nodes draw ids below this: 56 random bits (collisions are checked when nodes meet),
+/// so an actor takes at most 8 bytes in every dot and context, which keeps a small key in
+/// one 64-byte allocation. Ids of older data directories (32 bits) stay valid.
+pub const MAX_NODE_ID: NodeId = (1 << 56) - 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VectorClock {

@@ -333,6 +333,11 @@ impl<V> Siblings<V> {
         &self.versions
     }
 
+    /// The versions' values, to change in place (their dots, and so the set's causality, stay).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
+        self.versions.iter_mut().map(|v| &mut v.value)
+    }
+
     /// Drops the siblings `ctx` covers and joins `ctx` into the context.
     pub fn discard(&mut self, ctx: &VersionVector) {
         self.versions.retain(|v| !ctx.covers(&v.dot));
@@ -365,8 +370,16 @@ impl<V> Siblings<V> {
     /// nothing. Returns the new version's dot: one past the highest counter of `actor` in this
     /// set's context or in `ctx`, so it is never covered by either.
     pub fn update(&mut self, ctx: &VersionVector, actor: NodeId, value: V) -> Dot {
+        self.update_from(ctx, actor, 0, value)
+    }
+
+    /// [`update`](Self::update) with the new dot's counter also above `floor`. A replica that
+    /// draws counters from a per-replica monotonic clock (its log position) never reuses a
+    /// counter for a key whose versions it purged, so a context kept from before the purge
+    /// can't cover, and silently supersede, a write made after it.
+    pub fn update_from(&mut self, ctx: &VersionVector, actor: NodeId, floor: u64, value: V) -> Dot {
         self.discard(ctx);
-        self.push_new(actor, value)
+        self.push_new(actor, floor, value)
     }
 
     /// [`check_update`](Self::check_update), then [`update`](Self::update).
@@ -384,13 +397,23 @@ impl<V> Siblings<V> {
     /// A write that supersedes every version this replica has (`update(&self.context(), …)`,
     /// without copying the context): what a RESP write does.
     pub fn overwrite(&mut self, actor: NodeId, value: V) -> Dot {
-        self.versions.clear();
-        self.push_new(actor, value)
+        self.overwrite_from(actor, 0, value)
     }
 
-    fn push_new(&mut self, actor: NodeId, value: V) -> Dot {
+    /// [`overwrite`](Self::overwrite) with the counter above `floor` (see
+    /// [`update_from`](Self::update_from)).
+    pub fn overwrite_from(&mut self, actor: NodeId, floor: u64, value: V) -> Dot {
+        self.versions.clear();
+        self.push_new(actor, floor, value)
+    }
+
+    fn push_new(&mut self, actor: NodeId, floor: u64, value: V) -> Dot {
         // Saturates only for counters no decoder accepts (MAX_COUNTER).
-        let counter = self.context.get(actor).saturating_add(1);
+        let counter = self
+            .context
+            .get(actor)
+            .max(floor.min(MAX_COUNTER))
+            .saturating_add(1);
         let dot = Dot { actor, counter };
         self.context.add_dot(dot);
         // The new counter is the highest for its actor: it goes after that actor's versions.

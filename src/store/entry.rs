@@ -1,137 +1,343 @@
-//! One versioned value in one heap allocation.
+//! A key and all its versions (a DVV set, see [`super::dvv`]) in one heap allocation.
 //!
-//! The common case (16-byte key, 16-byte value, one clock entry, no TTL) must stay small: a
-//! separate allocation per field would double the bytes per key. Layout:
+//! The common case (16-byte key, 16-byte value, one version, no TTL) must stay small: a
+//! separate allocation per field would double the bytes per key. Layout (format 2; the same
+//! bytes are the payload of a WAL `VERSIONS` record and a snapshot entry):
 //!
 //! ```text
-//! flags u8 | key_len varint | clock_len varint | timestamp_ms u64 LE | [expires_at_ms u64 LE]
-//! | clock (VectorClock::encode) | key | value
+//! key_len varint | key | hdr varint (header_len << 1 | several versions) | header
+//! | per version, in the header's dot order:
+//!     vflags u8 | timestamp_ms varint | [expires_at_ms varint] | [value_len varint] | value
 //! ```
+//!
+//! `header` is [`Siblings::encode_header`]: the causal context and each version's dot. The last
+//! version has no `value_len`: its value runs to the end. `vflags` = tombstone (bit 0),
+//! expiry present (bit 1), value kind (bits 2..6; 0 = bytes, the only kind so far, so that
+//! later kinds such as counters need no new format).
+//!
+//! Reads through Redis commands see one deterministic winner: the version with the newest
+//! timestamp, ties broken by the greater actor (then dot). If the winner is a tombstone, or its
+//! expiry has passed (an expired value behaves as a tombstone dated at its expiry), the key is
+//! absent.
 
-use super::clock::{get_varint, put_varint, varint_len, VectorClock};
+use smallvec::SmallVec;
+
+use super::clock::{get_varint, put_varint, varint_len, ClockBytes};
+use super::dvv::{Siblings, SiblingsHeader, Version, VersionVector};
 
 const TOMBSTONE: u8 = 1;
 const EXPIRES: u8 = 2;
+const KIND_SHIFT: u8 = 2;
+const KIND_MASK: u8 = 0b1111 << KIND_SHIFT;
 
-/// The parts of a new version.
-pub struct NewVersion<'a> {
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub clock: &'a [u8],
+/// What a version's bytes are. Stored in every version, so a new kind needs no new format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// An opaque string (every Redis string command).
+    Bytes,
+}
+
+impl ValueKind {
+    fn bits(self) -> u8 {
+        match self {
+            ValueKind::Bytes => 0,
+        }
+    }
+
+    fn from_bits(b: u8) -> Option<ValueKind> {
+        match b {
+            0 => Some(ValueKind::Bytes),
+            _ => None,
+        }
+    }
+}
+
+/// One version's data (its dot lives in the entry's header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionRef<'a> {
+    flags: u8,
     pub timestamp_ms: u64,
     pub expires_at_ms: Option<u64>,
-    pub tombstone: bool,
+    pub value: &'a [u8],
 }
+
+impl<'a> VersionRef<'a> {
+    /// A value version.
+    pub fn value(value: &'a [u8], timestamp_ms: u64, expires_at_ms: Option<u64>) -> Self {
+        VersionRef {
+            flags: ValueKind::Bytes.bits() << KIND_SHIFT
+                | if expires_at_ms.is_some() { EXPIRES } else { 0 },
+            timestamp_ms,
+            expires_at_ms,
+            value,
+        }
+    }
+
+    /// A tombstone: the key deleted at `timestamp_ms`.
+    pub fn tombstone(timestamp_ms: u64) -> Self {
+        VersionRef {
+            flags: TOMBSTONE,
+            timestamp_ms,
+            expires_at_ms: None,
+            value: b"",
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        self.flags & TOMBSTONE != 0
+    }
+
+    pub fn kind(&self) -> ValueKind {
+        ValueKind::from_bits((self.flags & KIND_MASK) >> KIND_SHIFT).unwrap_or(ValueKind::Bytes)
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// A value readers can see at `now_ms`: not a tombstone, not expired.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        !self.is_tombstone() && !self.is_expired(now_ms)
+    }
+
+    /// When this version stopped being a value: its timestamp for a tombstone, its expiry for
+    /// an expired value; None while it is live.
+    pub fn dead_since(&self, now_ms: u64) -> Option<u64> {
+        if self.is_tombstone() {
+            Some(self.timestamp_ms)
+        } else {
+            self.expires_at_ms.filter(|&at| at <= now_ms)
+        }
+    }
+
+    fn encoded_len(&self, last: bool) -> usize {
+        1 + varint_len(self.timestamp_ms)
+            + self.expires_at_ms.map_or(0, varint_len)
+            + if last {
+                0
+            } else {
+                varint_len(self.value.len() as u64)
+            }
+            + self.value.len()
+    }
+
+    fn encode(&self, last: bool, buf: &mut Vec<u8>) {
+        let mut flags = self.flags & (TOMBSTONE | KIND_MASK);
+        if self.expires_at_ms.is_some() {
+            flags |= EXPIRES;
+        }
+        buf.push(flags);
+        put_varint(buf, self.timestamp_ms);
+        if let Some(at) = self.expires_at_ms {
+            put_varint(buf, at);
+        }
+        if !last {
+            put_varint(buf, self.value.len() as u64);
+        }
+        buf.extend_from_slice(self.value);
+    }
+
+    /// Decodes one version from the front of `b` (the last one takes all of it).
+    fn decode(b: &mut &'a [u8], last: bool) -> Option<VersionRef<'a>> {
+        let (&flags, rest) = b.split_first()?;
+        if flags & !(TOMBSTONE | EXPIRES | KIND_MASK) != 0 {
+            return None;
+        }
+        ValueKind::from_bits((flags & KIND_MASK) >> KIND_SHIFT)?;
+        let mut rest = rest;
+        let timestamp_ms = get_varint(&mut rest).ok()?;
+        let expires_at_ms = if flags & EXPIRES != 0 {
+            Some(get_varint(&mut rest).ok()?)
+        } else {
+            None
+        };
+        let len = if last {
+            rest.len()
+        } else {
+            usize::try_from(get_varint(&mut rest).ok()?).ok()?
+        };
+        let value = rest.get(..len)?;
+        *b = &rest[len..];
+        if flags & TOMBSTONE != 0 && !value.is_empty() {
+            return None;
+        }
+        Some(VersionRef {
+            flags,
+            timestamp_ms,
+            expires_at_ms,
+            value,
+        })
+    }
+}
+
+/// The versions of one key, decoded (borrowing the entry's bytes).
+pub type Versions<'a> = Siblings<VersionRef<'a>>;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Entry(Box<[u8]>);
 
-struct Layout {
-    clock: usize,
-    key: usize,
-    value: usize,
+/// Where the parts of an entry are.
+struct Head {
+    key_start: usize,
+    key_end: usize,
+    header_start: usize,
+    header_end: usize,
+    several: bool,
 }
 
 impl Entry {
-    pub fn new(v: &NewVersion<'_>) -> Entry {
+    /// Encodes a key's versions (at least one).
+    pub fn new(key: &[u8], versions: &Versions<'_>) -> Entry {
+        let mut header: SmallVec<[u8; 32]> = SmallVec::new();
+        versions.encode_header(&mut header);
+        let n = versions.len();
+        let hdr = (header.len() as u64) << 1 | u64::from(n > 1);
+        let body: usize = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.value.encoded_len(i + 1 == n))
+            .sum();
         // Exact size: into_boxed_slice must not reallocate.
-        let size = 1
-            + varint_len(v.key.len() as u64)
-            + varint_len(v.clock.len() as u64)
-            + 8
-            + if v.expires_at_ms.is_some() { 8 } else { 0 }
-            + v.clock.len()
-            + v.key.len()
-            + v.value.len();
+        let size = varint_len(key.len() as u64) + key.len() + varint_len(hdr) + header.len() + body;
         let mut buf = Vec::with_capacity(size);
-        let mut flags = 0;
-        if v.tombstone {
-            flags |= TOMBSTONE;
+        put_varint(&mut buf, key.len() as u64);
+        buf.extend_from_slice(key);
+        put_varint(&mut buf, hdr);
+        buf.extend_from_slice(&header);
+        for (i, v) in versions.iter().enumerate() {
+            v.value.encode(i + 1 == n, &mut buf);
         }
-        if v.expires_at_ms.is_some() {
-            flags |= EXPIRES;
-        }
-        buf.push(flags);
-        put_varint(&mut buf, v.key.len() as u64);
-        put_varint(&mut buf, v.clock.len() as u64);
-        buf.extend_from_slice(&v.timestamp_ms.to_le_bytes());
-        if let Some(at) = v.expires_at_ms {
-            buf.extend_from_slice(&at.to_le_bytes());
-        }
-        buf.extend_from_slice(v.clock);
-        buf.extend_from_slice(v.key);
-        buf.extend_from_slice(v.value);
+        debug_assert_eq!(buf.len(), size);
         Entry(buf.into_boxed_slice())
     }
 
-    #[inline]
-    fn flags(&self) -> u8 {
-        self.0[0]
+    /// A key with one version, the first write of `actor` (tools, tests, fuzz seeds).
+    pub fn with_one(key: &[u8], actor: u64, v: VersionRef<'_>) -> Entry {
+        let mut s = Versions::new();
+        s.overwrite(actor, v);
+        Entry::new(key, &s)
     }
 
-    /// Offsets of the variable parts. The entry was built by `new`, so the varints are valid;
-    /// a failure here would be a bug, and yields empty slices rather than a panic.
+    /// Offsets of the parts. The entry was built by `new` or checked by `from_bytes`, so the
+    /// varints are valid; a failure here would be a bug, and yields empty parts, not a panic.
     #[inline]
-    fn layout(&self) -> (Layout, usize) {
-        let mut rest = &self.0[1..];
+    fn head(&self) -> Head {
+        let mut rest = &self.0[..];
         let key_len = get_varint(&mut rest).unwrap_or(0) as usize;
-        let clock_len = get_varint(&mut rest).unwrap_or(0) as usize;
-        let ts = self.0.len() - rest.len();
-        let clock = ts + if self.flags() & EXPIRES != 0 { 16 } else { 8 };
-        let key = clock + clock_len;
-        let value = (key + key_len).min(self.0.len());
-        (Layout { clock, key, value }, ts)
-    }
-
-    fn u64_at(&self, at: usize) -> u64 {
-        let mut b = [0u8; 8];
-        if let Some(s) = self.0.get(at..at + 8) {
-            b.copy_from_slice(s);
+        let key_start = self.0.len() - rest.len();
+        let key_end = (key_start + key_len).min(self.0.len());
+        let mut rest = &self.0[key_end..];
+        let hdr = get_varint(&mut rest).unwrap_or(0);
+        let header_start = self.0.len() - rest.len();
+        Head {
+            key_start,
+            key_end,
+            header_start,
+            header_end: (header_start + (hdr >> 1) as usize).min(self.0.len()),
+            several: hdr & 1 == 1,
         }
-        u64::from_le_bytes(b)
     }
 
     #[inline]
     pub fn key(&self) -> &[u8] {
-        let (l, _) = self.layout();
-        &self.0[l.key..l.value]
+        let h = self.head();
+        &self.0[h.key_start..h.key_end]
     }
 
+    /// Every version with its dot, and the key's causal context.
+    pub fn versions(&self) -> Versions<'_> {
+        let h = self.head();
+        let Ok(header) = SiblingsHeader::decode(&self.0[h.header_start..h.header_end]) else {
+            return Versions::new();
+        };
+        let n = header.dots.len();
+        let mut body = &self.0[h.header_end..];
+        let values: SmallVec<[VersionRef<'_>; 1]> = (0..n)
+            .map_while(|i| VersionRef::decode(&mut body, i + 1 == n))
+            .collect();
+        header.into_siblings(values).unwrap_or_default()
+    }
+
+    /// The only version, when there is one (no header decoding needed).
+    #[inline]
+    fn single(&self) -> Option<VersionRef<'_>> {
+        let h = self.head();
+        if h.several {
+            return None;
+        }
+        let mut body = &self.0[h.header_end..];
+        VersionRef::decode(&mut body, true)
+    }
+
+    /// The version Redis commands see (live or not): newest timestamp, ties by actor.
+    #[inline]
+    pub fn winner(&self) -> VersionRef<'_> {
+        if let Some(v) = self.single() {
+            return v;
+        }
+        let versions = self.versions();
+        versions
+            .winner_by(winner_key)
+            .map(|v| v.value)
+            .unwrap_or(VersionRef::tombstone(0))
+    }
+
+    /// The winner's value (empty for a tombstone).
     #[inline]
     pub fn value(&self) -> &[u8] {
-        let (l, _) = self.layout();
-        &self.0[l.value..]
-    }
-
-    pub fn clock_bytes(&self) -> &[u8] {
-        let (l, _) = self.layout();
-        &self.0[l.clock..l.key]
-    }
-
-    pub fn clock(&self) -> VectorClock {
-        VectorClock::decode(self.clock_bytes()).unwrap_or_default()
+        self.winner().value
     }
 
     pub fn timestamp_ms(&self) -> u64 {
-        let (_, ts) = self.layout();
-        self.u64_at(ts)
+        self.winner().timestamp_ms
     }
 
     pub fn expires_at_ms(&self) -> Option<u64> {
-        if self.flags() & EXPIRES == 0 {
-            return None;
-        }
-        let (_, ts) = self.layout();
-        Some(self.u64_at(ts + 8))
+        self.winner().expires_at_ms
     }
 
+    /// The winner is a tombstone: Redis commands see no key.
     pub fn is_tombstone(&self) -> bool {
-        self.flags() & TOMBSTONE != 0
+        self.winner().is_tombstone()
     }
 
     #[inline]
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        self.flags() & EXPIRES != 0 && self.expires_at_ms().is_some_and(|at| at <= now_ms)
+        self.winner().is_expired(now_ms)
+    }
+
+    /// Number of versions (siblings, tombstones included).
+    pub fn version_count(&self) -> usize {
+        if self.head().several {
+            self.versions().len()
+        } else {
+            1
+        }
+    }
+
+    /// When every version is dead (tombstones and expired values), the latest time one died:
+    /// the key can be purged once that is older than the tombstone grace. None if any version
+    /// is live.
+    pub fn dead_since(&self, now_ms: u64) -> Option<u64> {
+        if let Some(v) = self.single() {
+            return v.dead_since(now_ms);
+        }
+        self.versions()
+            .iter()
+            .map(|v| v.value.dead_since(now_ms))
+            .try_fold(0, |acc, d| d.map(|d| acc.max(d)))
+    }
+
+    /// The key's causal context (every write it has seen), as clients get it.
+    pub fn context(&self) -> VersionVector {
+        self.versions().context()
+    }
+
+    /// The causal context's encoding (the opaque token of protocol.md §2.4).
+    pub fn context_bytes(&self) -> ClockBytes {
+        let mut b = ClockBytes::new();
+        self.versions().context_ref().encode(&mut b);
+        b
     }
 
     /// The encoding, as written to the WAL and snapshots.
@@ -139,21 +345,23 @@ impl Entry {
         &self.0
     }
 
-    /// Rebuilds an entry read from disk, checking that its layout is consistent (the bytes
-    /// passed a checksum, but a bug or a forged file must not cause a panic later).
+    /// Rebuilds an entry read from disk, checking every part (the bytes passed a checksum,
+    /// but a bug or a forged file must not cause a panic or a wrong read later).
     pub fn from_bytes(b: &[u8]) -> Option<Entry> {
-        let (&flags, mut rest) = b.split_first()?;
-        if flags & !(TOMBSTONE | EXPIRES) != 0 {
+        let mut rest = b;
+        let key_len = usize::try_from(get_varint(&mut rest).ok()?).ok()?;
+        rest = rest.get(key_len..)?;
+        let hdr = get_varint(&mut rest).ok()?;
+        let header_len = usize::try_from(hdr >> 1).ok()?;
+        let header = SiblingsHeader::decode(rest.get(..header_len)?).ok()?;
+        let n = header.dots.len();
+        if n == 0 || (hdr & 1 == 1) != (n > 1) {
             return None;
         }
-        let key_len = get_varint(&mut rest).ok()? as usize;
-        let clock_len = get_varint(&mut rest).ok()? as usize;
-        let fixed: usize = if flags & EXPIRES != 0 { 16 } else { 8 };
-        let need = fixed.checked_add(clock_len)?.checked_add(key_len)?;
-        if rest.len() < need {
-            return None;
+        let mut body = &rest[header_len..];
+        for i in 0..n {
+            VersionRef::decode(&mut body, i + 1 == n)?;
         }
-        VectorClock::decode(&rest[fixed..fixed + clock_len]).ok()?;
         Some(Entry(b.into()))
     }
 
@@ -161,74 +369,134 @@ impl Entry {
     pub fn heap_size(&self) -> usize {
         self.0.len()
     }
+}
 
-    /// The same version with another expiry (EXPIRE, PERSIST): the clock is unchanged, as a
-    /// TTL change is metadata, not a new write.
-    pub fn with_expiry(&self, expires_at_ms: Option<u64>) -> Entry {
-        Entry::new(&NewVersion {
-            key: self.key(),
-            value: self.value(),
-            clock: self.clock_bytes(),
-            timestamp_ms: self.timestamp_ms(),
-            expires_at_ms,
-            tombstone: self.is_tombstone(),
-        })
-    }
+/// The order of versions for a single-value view: timestamp, then actor (then dot, in
+/// `winner_by`).
+fn winner_key(v: &Version<VersionRef<'_>>) -> (u64, u64) {
+    (v.value.timestamp_ms, v.dot.actor)
+}
+
+/// Keeps only the single-value winner (last-write-wins).
+pub fn resolve_lww(versions: &mut Versions<'_>) {
+    versions.resolve_lww(winner_key);
 }
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.versions();
+        let shown: Vec<_> = v
+            .iter()
+            .map(|v| {
+                (
+                    v.dot,
+                    v.value.timestamp_ms,
+                    v.value.expires_at_ms,
+                    v.value.is_tombstone(),
+                    v.value.value.len(),
+                )
+            })
+            .collect();
         f.debug_struct("Entry")
             .field("key", &String::from_utf8_lossy(self.key()))
-            .field("value_len", &self.value().len())
-            .field("clock", &self.clock())
-            .field("timestamp_ms", &self.timestamp_ms())
-            .field("expires_at_ms", &self.expires_at_ms())
-            .field("tombstone", &self.is_tombstone())
+            .field("context", v.context_ref())
+            .field("versions (dot, ts, exp, tombstone, len)", &shown)
             .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::dvv::{Dot, VersionVector};
     use super::*;
+
+    fn one(actor: u64, v: VersionRef<'_>) -> Versions<'_> {
+        let mut s = Versions::new();
+        s.overwrite(actor, v);
+        s
+    }
 
     #[test]
     fn layout_roundtrip() {
-        let mut c = VectorClock::new();
-        c.increment(12345);
-        let clock = c.encoded();
         for exp in [None, Some(99u64)] {
-            let e = Entry::new(&NewVersion {
-                key: b"k1",
-                value: b"hello",
-                clock: &clock,
-                timestamp_ms: 42,
-                expires_at_ms: exp,
-                tombstone: false,
-            });
+            let e = Entry::new(b"k1", &one(12345, VersionRef::value(b"hello", 42, exp)));
             assert_eq!(e.key(), b"k1");
             assert_eq!(e.value(), b"hello");
-            assert_eq!(e.clock(), c);
             assert_eq!(e.timestamp_ms(), 42);
             assert_eq!(e.expires_at_ms(), exp);
             assert_eq!(e.is_expired(100), exp.is_some());
+            let mut ctx = VersionVector::new();
+            ctx.add_dot(Dot {
+                actor: 12345,
+                counter: 1,
+            });
+            assert_eq!(e.context(), ctx);
+            assert_eq!(Entry::from_bytes(e.as_bytes()), Some(e.clone()));
         }
     }
 
     #[test]
     fn small_entry_is_small() {
-        let mut c = VectorClock::new();
-        c.increment(u32::MAX as u64);
-        let e = Entry::new(&NewVersion {
-            key: &[b'k'; 16],
-            value: &[b'v'; 16],
-            clock: &c.encoded(),
-            timestamp_ms: 1,
-            expires_at_ms: None,
-            tombstone: false,
-        });
+        // The largest actor a node draws (56 bits: an 8-byte varint), a dot counter after
+        // 2^34 writes to the shard, and a timestamp of this century.
+        let mut s = Versions::new();
+        let floor = 1 << 34;
+        s.overwrite_from(
+            crate::store::MAX_NODE_ID,
+            floor,
+            VersionRef::value(&[b'v'; 16], 1_800_000_000_000, None),
+        );
+        let e = Entry::new(&[b'k'; 16], &s);
         // Fits a 64-byte malloc chunk (56 usable bytes with glibc).
         assert!(e.heap_size() <= 56, "{}", e.heap_size());
+    }
+
+    #[test]
+    fn siblings_roundtrip_and_winner() {
+        let empty = VersionVector::new();
+        let mut s = one(7, VersionRef::value(b"a", 10, None));
+        s.update(&empty, 9, VersionRef::value(b"bb", 10, Some(500)));
+        s.update(&empty, 3, VersionRef::tombstone(5));
+        let e = Entry::new(b"key", &s);
+        assert_eq!(e.version_count(), 3);
+        assert_eq!(Entry::from_bytes(e.as_bytes()), Some(e.clone()));
+        // Same timestamp: the greater actor (9) wins.
+        assert_eq!(e.value(), b"bb");
+        assert_eq!(e.expires_at_ms(), Some(500));
+        let back = e.versions();
+        assert_eq!(back.encoded_header(), s.encoded_header());
+        let values: Vec<_> = back.iter().map(|v| v.value.value).collect();
+        assert_eq!(values, [&b""[..], b"a", b"bb"], "in dot (actor) order");
+        assert_eq!(e.dead_since(1000), None, "actor 7's value is live");
+    }
+
+    #[test]
+    fn dead_since_is_the_latest_death() {
+        let mut s = one(1, VersionRef::tombstone(40));
+        s.update(
+            &VersionVector::new(),
+            2,
+            VersionRef::value(b"x", 10, Some(70)),
+        );
+        let e = Entry::new(b"k", &s);
+        assert_eq!(e.dead_since(60), None);
+        assert_eq!(e.dead_since(80), Some(70));
+    }
+
+    #[test]
+    fn malformed_bytes_are_refused() {
+        let e = Entry::new(b"key", &one(5, VersionRef::value(b"value", 1, Some(3))));
+        let b = e.as_bytes();
+        for cut in 0..b.len() {
+            // A shorter last value is still well-formed; anything cut inside the fixed parts
+            // is not.
+            if cut < b.len() - 5 {
+                assert!(Entry::from_bytes(&b[..cut]).is_none(), "cut at {cut}");
+            }
+        }
+        let mut bad = b.to_vec();
+        let flags_at = b.len() - 5 - 2 - 1;
+        bad[flags_at] |= 0x80;
+        assert!(Entry::from_bytes(&bad).is_none(), "unknown flag bit");
     }
 }

@@ -8,15 +8,19 @@ pub mod clock;
 pub mod dvv;
 pub mod entry;
 pub mod glob;
+pub mod legacy;
 pub mod shard;
 pub mod tx;
+pub mod write;
 
 use std::sync::{Mutex, MutexGuard};
 
-pub use clock::{NodeId, VectorClock};
-pub use entry::Entry;
+pub use clock::{NodeId, VectorClock, MAX_NODE_ID};
+pub use dvv::{TooManySiblings, VersionVector};
+pub use entry::{Entry, VersionRef};
 pub use shard::Shard;
 pub use tx::{add_mark, Marks, Tx};
+pub use write::{Conflicts, Supersede, VersionPolicy};
 
 /// All shards of a node.
 pub struct Store {
@@ -24,9 +28,16 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store with the default version policy (tests; the server passes its own).
     pub fn new(nshards: usize) -> Store {
+        Self::with_policy(nshards, VersionPolicy::default())
+    }
+
+    pub fn with_policy(nshards: usize, policy: VersionPolicy) -> Store {
         Store {
-            shards: (0..nshards).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..nshards)
+                .map(|_| Mutex::new(Shard::with_policy(policy)))
+                .collect(),
         }
     }
 

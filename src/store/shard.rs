@@ -7,12 +7,14 @@
 //! Freed slots go on a free list and are reused by later inserts.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use hashbrown::HashTable;
 use ringkv_proto::key_hash;
 
-use super::entry::Entry;
+use super::dvv::TooManySiblings;
+use super::entry::{Entry, VersionRef, Versions};
+use super::write::{next_entry, Supersede, VersionPolicy};
 use crate::record;
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
@@ -49,13 +51,36 @@ pub struct Shard {
     expiry: BinaryHeap<Reverse<(u64, u32)>>,
     /// Keys removed because their TTL passed (lazily or actively).
     pub expired_keys: u64,
-    /// Entries that are tombstones (a deleted key's last clock, no value): in the index but
-    /// not counted as keys.
+    /// Entries whose winning version is a tombstone (a deleted key's context and dots): in
+    /// the index but not counted as keys.
     tombstones: usize,
     rng: u64,
+    pub policy: VersionPolicy,
+    /// Highest dot counter minted here (see [`Shard::write`]).
+    dot_floor: u64,
+    /// Dead keys to purge once their grace has passed and their last record is durable, in
+    /// the order they died.
+    purge: VecDeque<Purge>,
+    /// Dead keys purged (tombstones and expired values whose grace passed).
+    pub purged: u64,
+}
+
+/// A key that became all tombstones: purge it at `due_ms` if its record `seq` is durable and
+/// it is still dead then.
+struct Purge {
+    due_ms: u64,
+    seq: u64,
+    slot: u32,
 }
 
 impl Shard {
+    pub fn with_policy(policy: VersionPolicy) -> Shard {
+        Shard {
+            policy,
+            ..Shard::default()
+        }
+    }
+
     #[inline]
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
@@ -74,8 +99,7 @@ impl Shard {
             .as_ref()
             .is_some_and(|e| e.is_expired(now_ms));
         if expired {
-            self.remove_quiet(hash, key);
-            self.expired_keys += 1;
+            self.expire_slot(i, now_ms);
             return None;
         }
         self.slots[i as usize]
@@ -103,10 +127,39 @@ impl Shard {
         self.place(found, hash, entry)
     }
 
+    /// Writes a new version of `key` (a value or a tombstone) over what is stored, as `sup`
+    /// says; `seen` gets the key's entry after the write (for the reply) before it is stored. The new dot's counter is above every counter
+    /// this shard minted before and above its log position, so it is fresh even for a key whose
+    /// versions were purged: a context kept from before the purge can't cover it.
+    pub fn write(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        sup: Supersede<'_>,
+        v: VersionRef<'_>,
+        seen: impl FnOnce(&Entry),
+    ) -> Result<(), TooManySiblings> {
+        let found = self.find(hash, key);
+        let old = found.and_then(|i| self.slots[i as usize].as_ref());
+        let floor = self.dot_floor.max(self.wal.seq);
+        let (entry, dot) = next_entry(old, key, sup, v, floor, &self.policy)?;
+        self.dot_floor = self.dot_floor.max(dot.counter);
+        seen(&entry);
+        self.wal.log(record::VERSIONS, entry.as_bytes());
+        self.place_quiet(found, hash, entry);
+        Ok(())
+    }
+
     fn place(&mut self, found: Option<u32>, hash: u64, entry: Entry) -> Option<Entry> {
-        self.wal.log(record::PUT, entry.as_bytes());
+        self.wal.log(record::VERSIONS, entry.as_bytes());
+        self.place_quiet(found, hash, entry).1
+    }
+
+    /// Stores `entry` in `found`'s slot (or a new one) without logging it.
+    fn place_quiet(&mut self, found: Option<u32>, hash: u64, entry: Entry) -> (u32, Option<Entry>) {
         self.entry_bytes += entry.heap_size();
         let expires = entry.expires_at_ms();
+        let dead = entry.dead_since(0);
         let (slot, old) = match found {
             Some(i) => (i, self.slots[i as usize].replace(entry)),
             None => {
@@ -130,6 +183,13 @@ impl Shard {
         if let Some(at) = expires {
             self.expiry.push(Reverse((at, slot)));
         }
+        if let Some(died) = dead {
+            self.purge.push_back(Purge {
+                due_ms: died.saturating_add(self.policy.tombstone_grace_ms),
+                seq: self.wal.seq,
+                slot,
+            });
+        }
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
             self.tombstones -= old.is_tombstone() as usize;
@@ -137,7 +197,80 @@ impl Shard {
         self.tombstones += self.slots[slot as usize]
             .as_ref()
             .is_some_and(Entry::is_tombstone) as usize;
-        old
+        (slot, old)
+    }
+
+    /// The stored entry of `key`, tombstones and expired versions included (the binary GET
+    /// and causal writes see all versions).
+    pub fn entry(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+        let i = self.find(hash, key)?;
+        self.slots[i as usize].as_ref()
+    }
+
+    /// Dead keys kept for their grace period (INFO `tombstones`).
+    pub fn tombstones(&self) -> usize {
+        self.tombstones
+    }
+
+    /// A key whose winner expired: purged if every version is dead and the grace has passed
+    /// (at once with no grace, as Redis drops an expired key); otherwise its expired versions
+    /// turn into tombstones dated at their expiry, kept until the grace passes. Not logged:
+    /// replaying the log reaches the same state by itself.
+    fn expire_slot(&mut self, slot: u32, now_ms: u64) {
+        let Some(e) = self.slots[slot as usize].as_ref() else {
+            return;
+        };
+        let grace = self.policy.tombstone_grace_ms;
+        match e.dead_since(now_ms) {
+            Some(died) if died.saturating_add(grace) <= now_ms => {
+                let key = e.key().to_vec();
+                self.remove_quiet(key_hash(&key), &key);
+                self.expired_keys += 1;
+            }
+            _ => {
+                let key = e.key().to_vec();
+                let mut versions: Versions<'_> = e.versions();
+                for v in versions.values_mut() {
+                    if v.is_expired(now_ms) {
+                        *v = VersionRef::tombstone(v.expires_at_ms.unwrap_or(now_ms));
+                    }
+                }
+                let entry = Entry::new(&key, &versions);
+                drop(versions);
+                self.expired_keys += 1;
+                self.place_quiet(Some(slot), key_hash(&key), entry);
+            }
+        }
+    }
+
+    /// Purges up to `budget` dead keys whose grace has passed and whose last record is
+    /// durable (`durable_seq`). Returns how many.
+    pub fn purge_cycle(&mut self, now_ms: u64, durable_seq: u64, budget: usize) -> usize {
+        let grace = self.policy.tombstone_grace_ms;
+        let mut purged = 0;
+        while purged < budget {
+            match self.purge.front() {
+                Some(p) if p.due_ms <= now_ms && p.seq <= durable_seq => {}
+                _ => break,
+            }
+            let Some(p) = self.purge.pop_front() else {
+                break;
+            };
+            let key = match &self.slots[p.slot as usize] {
+                Some(e)
+                    if e.dead_since(now_ms)
+                        .is_some_and(|d| d.saturating_add(grace) <= now_ms) =>
+                {
+                    e.key().to_vec()
+                }
+                // Rewritten since, or died again later (a later item covers that).
+                _ => continue,
+            };
+            self.remove_quiet(key_hash(&key), &key);
+            self.purged += 1;
+            purged += 1;
+        }
+        purged
     }
 
     /// Removes a key (logged).
@@ -209,6 +342,9 @@ impl Shard {
         let wal = std::mem::take(&mut self.wal);
         *self = Shard {
             expired_keys: self.expired_keys,
+            purged: self.purged,
+            policy: self.policy,
+            dot_floor: self.dot_floor,
             wal,
             ..Shard::default()
         };
@@ -219,7 +355,14 @@ impl Shard {
     /// payload does not decode.
     pub fn apply(&mut self, kind: u8, payload: &[u8]) -> bool {
         match kind {
-            record::PUT => match Entry::from_bytes(payload) {
+            record::VERSIONS => match Entry::from_bytes(payload) {
+                Some(e) => {
+                    self.put(key_hash(e.key()), e);
+                    true
+                }
+                None => false,
+            },
+            record::PUT_V1 => match super::legacy::entry_from_v1(payload) {
                 Some(e) => {
                     self.put(key_hash(e.key()), e);
                     true
@@ -307,12 +450,11 @@ impl Shard {
             let Some(Reverse((_, slot))) = self.expiry.pop() else {
                 break;
             };
-            let key = match &self.slots[slot as usize] {
-                Some(e) if e.is_expired(now_ms) => e.key().to_vec(),
+            match &self.slots[slot as usize] {
+                Some(e) if e.is_expired(now_ms) => {}
                 _ => continue,
-            };
-            self.remove_quiet(key_hash(&key), &key);
-            self.expired_keys += 1;
+            }
+            self.expire_slot(slot, now_ms);
             removed += 1;
         }
         // Rewrites of TTL keys leave stale heap entries: rebuild when they dominate.
@@ -330,18 +472,16 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
-    use super::super::entry::NewVersion;
     use super::*;
 
+    fn one(key: &[u8], v: VersionRef<'_>) -> Entry {
+        let mut s = Versions::new();
+        s.overwrite(1, v);
+        Entry::new(key, &s)
+    }
+
     fn entry(key: &[u8], exp: Option<u64>) -> Entry {
-        Entry::new(&NewVersion {
-            key,
-            value: b"v",
-            clock: &[0],
-            timestamp_ms: 0,
-            expires_at_ms: exp,
-            tombstone: false,
-        })
+        one(key, VersionRef::value(b"v", 0, exp))
     }
 
     #[test]
@@ -388,16 +528,7 @@ mod tests {
     #[test]
     fn tombstones_are_kept_but_not_counted() {
         let mut s = Shard::default();
-        let tomb = |key: &[u8]| {
-            Entry::new(&NewVersion {
-                key,
-                value: b"",
-                clock: &[0],
-                timestamp_ms: 0,
-                expires_at_ms: None,
-                tombstone: true,
-            })
-        };
+        let tomb = |key: &[u8]| one(key, VersionRef::tombstone(0));
         s.put(key_hash(b"a"), entry(b"a", None));
         s.put(key_hash(b"b"), tomb(b"b"));
         assert_eq!(s.len(), 1);

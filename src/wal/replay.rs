@@ -102,7 +102,7 @@ pub fn recover(
     let mut out = Recovered::default();
     for &s in snaps.iter().rev() {
         let path = dir.join(snapshot::snapshot_name(s));
-        let mut fresh = Shard::default();
+        let mut fresh = Shard::with_policy(shard.policy);
         match snapshot::load(fs, &path, shard_id, &mut fresh, progress) {
             Ok((seq, n)) => {
                 *shard = fresh;

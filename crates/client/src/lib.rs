@@ -316,6 +316,20 @@ impl Client {
         value: impl AsRef<[u8]>,
         opts: PutOptions,
     ) -> Result<Context> {
+        self.put_returning(key, value, opts)
+            .await
+            .map(|v| v.context)
+    }
+
+    /// [`put_with`](Self::put_with), returning the whole reply: the new context and, when the
+    /// write left siblings (a concurrent write it did not supersede), every sibling's value.
+    /// `values` is empty when the write left one version: the value just written.
+    pub async fn put_returning(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        opts: PutOptions,
+    ) -> Result<Versioned> {
         let ttl_ms = match opts.ttl {
             None => 0,
             Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
@@ -329,8 +343,11 @@ impl Client {
             })
             .await?;
         match reply {
-            Value::Versioned { context, .. } => Ok(context),
-            Value::Simple(_) => Ok(Bytes::new()),
+            Value::Versioned { context, values } => Ok(Versioned { context, values }),
+            Value::Simple(_) => Ok(Versioned {
+                context: Bytes::new(),
+                values: Vec::new(),
+            }),
             other => Err(unexpected("PUT", &other)),
         }
     }

@@ -8,7 +8,8 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use ringkv::disk::{Fs, RealFs};
 use ringkv::snapshot;
-use ringkv::store::entry::NewVersion;
+use ringkv::store::entry::Versions;
+use ringkv::store::VersionRef;
 use ringkv::store::{Entry, Shard, Store, VectorClock};
 use ringkv::wal::record;
 use ringkv_proto::frame::{begin_frame, finish_frame, Opcode, Request, Status, FLAG_REPLY};
@@ -254,19 +255,18 @@ pub fn resp() -> Vec<Seed> {
     seeds
 }
 
+/// A key written once through each of `nodes` in turn: one version, a context naming them all.
 fn entry(key: &[u8], value: &[u8], ttl: Option<u64>, tombstone: bool, nodes: &[u64]) -> Entry {
-    let mut clock = VectorClock::new();
+    let v = if tombstone {
+        VersionRef::tombstone(1_700_000_000_000)
+    } else {
+        VersionRef::value(value, 1_700_000_000_000, ttl)
+    };
+    let mut s = Versions::new();
     for &n in nodes {
-        clock.increment(n);
+        s.overwrite(n, v);
     }
-    Entry::new(&NewVersion {
-        key,
-        value,
-        clock: &clock.encoded(),
-        timestamp_ms: 1_700_000_000_000,
-        expires_at_ms: ttl,
-        tombstone,
-    })
+    Entry::new(key, &s)
 }
 
 /// A shard with logging on, after a few mutations: its WAL buffer is what the writer appends.
@@ -377,7 +377,7 @@ pub fn wal() -> Vec<Seed> {
     seeds.push(("unknown-kind".into(), wal_seed(0, &one(9, 1, b"x"))));
     seeds.push((
         "bad-entry-payload".into(),
-        wal_seed(0, &one(record::PUT, 1, &[0, 200, 1, 0])),
+        wal_seed(0, &one(record::VERSIONS, 1, &[0, 200, 1, 0])),
     ));
     let mut out_of_order = one(record::DEL, 5, b"a");
     record::append(&mut out_of_order, record::DEL, 5, b"b");
@@ -393,8 +393,10 @@ pub fn wal() -> Vec<Seed> {
     let mut v1 = record::segment_header_version(record::FORMAT_VERSION_V1, shard_id, 1).to_vec();
     record::append_v1(&mut v1, record::DEL, 1, b"key:1");
     record::append_v1(&mut v1, record::CLEAR, 2, b"");
-    let e = entry(b"v1", b"old", None, false, &[7]);
-    record::append_v1(&mut v1, record::PUT, 3, e.as_bytes());
+    let mut clock = VectorClock::new();
+    clock.increment(7);
+    let e = ringkv::store::legacy::encode_v1(b"v1", b"old", &clock.encoded(), 1, None, false);
+    record::append_v1(&mut v1, record::PUT_V1, 3, &e);
     seeds.push(("v1-clean".into(), wal_seed(0, &v1)));
     seeds.push(("v1-torn".into(), wal_seed(0, &v1[..v1.len() - 4])));
     seeds.push((

@@ -23,6 +23,11 @@ pub trait ReplySink {
     /// A stored value with its causal context. RESP clients see only the value as a bulk
     /// string (an array of bulk strings if there are siblings); binary clients get both.
     fn versioned(&mut self, context: &[u8], values: &[&[u8]]);
+    /// Whether `versioned` shows the context (binary) or drops it (RESP): a caller may skip
+    /// building a context nobody reads.
+    fn wants_context(&self) -> bool {
+        true
+    }
 }
 
 /// Encodes replies as RESP2.
@@ -68,6 +73,9 @@ impl ReplySink for RespWriter<'_> {
     }
     fn array(&mut self, len: usize) {
         self.prefix_len(b'*', len as i64);
+    }
+    fn wants_context(&self) -> bool {
+        false
     }
     fn versioned(&mut self, _context: &[u8], values: &[&[u8]]) {
         match values {

@@ -1,0 +1,79 @@
+//! How a write turns a key's stored versions into new ones: which versions it supersedes,
+//! how concurrent ones are kept (siblings) or resolved (last-write-wins), and the bound on
+//! siblings.
+
+use super::clock::NodeId;
+use super::dvv::{Dot, TooManySiblings, VersionVector};
+use super::entry::{resolve_lww, Entry, VersionRef, Versions};
+
+/// What to do with concurrent versions of a key (`--conflicts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conflicts {
+    /// Keep them as siblings; binary GET returns them all (Riak's typed-bucket default).
+    #[default]
+    Siblings,
+    /// Keep only the newest timestamp (ties: the greater actor); siblings are never stored.
+    Lww,
+}
+
+/// Riak refuses writes past 100 siblings (and warns at 25). (The server's default comes from
+/// `config::DEFAULT_MAX_SIBLINGS`; a test checks they agree.)
+pub const DEFAULT_MAX_SIBLINGS: usize = 100;
+
+/// The node's rules for new versions, fixed at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionPolicy {
+    /// The actor of the dots this node mints: its node id.
+    pub actor: NodeId,
+    pub conflicts: Conflicts,
+    /// Most siblings a key may hold; a write that would leave more is refused.
+    pub max_siblings: usize,
+    /// How long a dead key (tombstones, expired values) is kept before it is purged, so that
+    /// replicas that missed the delete learn of it instead of resurrecting the value.
+    pub tombstone_grace_ms: u64,
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy {
+            actor: 0,
+            conflicts: Conflicts::Siblings,
+            max_siblings: DEFAULT_MAX_SIBLINGS,
+            tombstone_grace_ms: 0,
+        }
+    }
+}
+
+/// Which stored versions a write supersedes.
+#[derive(Debug, Clone, Copy)]
+pub enum Supersede<'c> {
+    /// Every version this node has: a write without a context (every RESP write), as Redis
+    /// users expect of SET.
+    Local,
+    /// Exactly the versions this causal context covers; the others stay as siblings.
+    Context(&'c VersionVector),
+}
+
+/// The key's next versions after writing `v` over `old`, with the new version's dot. Its
+/// counter is above `floor` (the shard's log position: see [`super::dvv::Siblings::update_from`]).
+pub fn next_entry(
+    old: Option<&Entry>,
+    key: &[u8],
+    sup: Supersede<'_>,
+    v: VersionRef<'_>,
+    floor: u64,
+    p: &VersionPolicy,
+) -> Result<(Entry, Dot), TooManySiblings> {
+    let mut versions: Versions<'_> = old.map(Entry::versions).unwrap_or_default();
+    let dot = match sup {
+        Supersede::Local => versions.overwrite_from(p.actor, floor, v),
+        Supersede::Context(ctx) => {
+            versions.check_update(ctx, p.max_siblings)?;
+            versions.update_from(ctx, p.actor, floor, v)
+        }
+    };
+    if p.conflicts == Conflicts::Lww {
+        resolve_lww(&mut versions);
+    }
+    Ok((Entry::new(key, &versions), dot))
+}

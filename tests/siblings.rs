@@ -1,0 +1,285 @@
+//! Concurrent versions over the binary protocol (issue "Versions and completions"): siblings
+//! kept and resolved by causal context, last-write-wins mode, the deterministic winner Redis
+//! commands see, deletes as clocked tombstones, the tombstone grace, and the sibling bound.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ringkv_client::{Bytes, Client, ClientConfig, PutOptions, Value};
+
+async fn connect(server: &Server) -> Client {
+    Client::connect(server.addr, ClientConfig::default())
+        .await
+        .expect("connect")
+}
+
+fn with(context: &Bytes) -> PutOptions {
+    PutOptions {
+        context: Some(context.clone()),
+        ttl: None,
+    }
+}
+
+/// The live values of `key` over the binary GET, sorted (siblings come in dot order).
+async fn values(client: &Client, key: &str) -> Vec<Bytes> {
+    let mut v = client
+        .get(key)
+        .await
+        .unwrap()
+        .map_or_else(Vec::new, |v| v.values);
+    v.sort();
+    v
+}
+
+async fn info_field(client: &Client, field: &str) -> u64 {
+    let Value::Bulk(text) = client.command(&["INFO", "stats"]).await.unwrap() else {
+        panic!("INFO is not a bulk string")
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO stats:\n{text}"))
+}
+
+async fn wait_for_tombstones(client: &Client, want: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = info_field(client, "tombstones").await;
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tombstones stayed {n}, want {want} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two clients read the same context and both write: both versions stay, as siblings, with
+/// one context; a write with that context resolves them to one. RESP sees one winner.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_writes_are_siblings_until_a_write_resolves_them() {
+    let server = Server::start(&["--threads", "2"]);
+    let (a, b) = (connect(&server).await, connect(&server).await);
+    a.put("k", "base").await.unwrap();
+    let ctx = a.get("k").await.unwrap().expect("present").context;
+    a.put_with("k", "from-a", with(&ctx)).await.unwrap();
+    b.put_with("k", "from-b", with(&ctx)).await.unwrap();
+
+    let read = a.get("k").await.unwrap().expect("present");
+    let mut got = read.values.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        ["from-a", "from-b"],
+        "both concurrent writes are siblings"
+    );
+    assert!(read.has_siblings());
+
+    // RESP: the deterministic winner, the later write (newest timestamp, then greatest dot).
+    let mut resp = common::resp::Conn::connect(server.addr);
+    assert_eq!(
+        resp.call(&[b"GET", b"k"]),
+        common::resp::Reply::Bulk(Some(b"from-b".to_vec())),
+        "RESP GET shows the newest sibling"
+    );
+    // A binary COMMAND GET too (one value, as Redis commands see it).
+    match a.command(&["GET", "k"]).await.unwrap() {
+        Value::Versioned { values, .. } => assert_eq!(values, ["from-b"]),
+        other => panic!("COMMAND GET replied {other:?}"),
+    }
+    assert_eq!(a.command(&["DBSIZE"]).await.unwrap(), Value::Int(1));
+
+    // Writing with the context that came with both siblings supersedes both.
+    b.put_with("k", "merged", with(&read.context))
+        .await
+        .unwrap();
+    assert_eq!(values(&a, "k").await, ["merged"]);
+}
+
+/// A PUT reply that leaves siblings carries them all, so its context is safe to write with;
+/// one that leaves a single version carries no values.
+#[tokio::test(flavor = "current_thread")]
+async fn a_put_that_leaves_siblings_returns_them() {
+    let server = Server::start(&["--threads", "2"]);
+    let client = connect(&server).await;
+    let first = client
+        .put_returning("p", "one", PutOptions::default())
+        .await
+        .unwrap();
+    assert!(first.values.is_empty(), "{first:?}");
+    client
+        .put_with("p", "two", with(&first.context))
+        .await
+        .unwrap();
+    let mut reply = client
+        .put_returning("p", "three", with(&first.context))
+        .await
+        .unwrap();
+    reply.values.sort();
+    assert_eq!(reply.values, ["three", "two"]);
+    // Writing with that context supersedes both, which is sound because the reply showed both.
+    client
+        .put_with("p", "four", with(&reply.context))
+        .await
+        .unwrap();
+    assert_eq!(values(&client, "p").await, ["four"]);
+}
+
+/// With --conflicts lww, concurrent writes never become siblings: the newest timestamp wins.
+#[tokio::test(flavor = "current_thread")]
+async fn lww_keeps_only_the_newest_write() {
+    let server = Server::start(&["--threads", "2", "--conflicts", "lww"]);
+    let (a, b) = (connect(&server).await, connect(&server).await);
+    let ctx = a.put("k", "base").await.unwrap();
+    a.put_with("k", "older", with(&ctx)).await.unwrap();
+    b.put_with("k", "newer", with(&ctx)).await.unwrap();
+    let read = a.get("k").await.unwrap().expect("present");
+    assert_eq!(read.values, ["newer"], "no sibling is stored in lww mode");
+}
+
+/// A DELETE with a stale context leaves the write it did not see as a live sibling; one with
+/// the current context hides the key from every reader.
+#[tokio::test(flavor = "current_thread")]
+async fn delete_supersedes_only_what_its_context_covers() {
+    let server = Server::start(&["--threads", "2"]);
+    let client = connect(&server).await;
+    let stale = client.put("d", "v1").await.unwrap();
+    client.put_with("d", "v2", with(&stale)).await.unwrap();
+    // The delete saw v1 only (the context of its write): v2 is concurrent with it and stays.
+    assert!(client.delete_with("d", &stale).await.unwrap());
+    assert_eq!(
+        values(&client, "d").await,
+        ["v2"],
+        "the concurrent write survives"
+    );
+
+    let current = client.get("d").await.unwrap().expect("present").context;
+    assert!(client.delete_with("d", &current).await.unwrap());
+    assert!(client.get("d").await.unwrap().is_none());
+    assert_eq!(client.command(&["GET", "d"]).await.unwrap(), Value::Nil);
+    assert_eq!(client.exists(&["d"]).await.unwrap(), 0);
+    assert_eq!(client.dbsize().await.unwrap(), 0);
+    assert_eq!(
+        client.command(&["KEYS", "*"]).await.unwrap(),
+        Value::Array(vec![])
+    );
+}
+
+/// The tombstone is persisted: it survives a restart while its grace lasts, and is purged
+/// once the grace has passed.
+#[tokio::test(flavor = "current_thread")]
+async fn tombstone_survives_restart_and_is_purged_after_the_grace() {
+    const GRACE: Duration = Duration::from_secs(4);
+    let data = tempfile::tempdir().unwrap();
+    let flags = ["--threads", "2", "--tombstone-grace-secs", "4"];
+    let deleted_at;
+    {
+        let server = Server::start_in(data.path(), &flags);
+        let client = connect(&server).await;
+        let ctx = client.put("t", "v").await.unwrap();
+        assert!(client.delete_with("t", &ctx).await.unwrap());
+        deleted_at = Instant::now();
+        assert_eq!(info_field(&client, "tombstones").await, 1);
+        assert_eq!(client.dbsize().await.unwrap(), 0, "tombstones are not keys");
+        assert!(server.terminate().success());
+    }
+    let server = Server::start_in(data.path(), &flags);
+    let client = connect(&server).await;
+    let n = info_field(&client, "tombstones").await;
+    // Only meaningful while the grace lasts (a very slow restart could outlive it).
+    if deleted_at.elapsed() < GRACE - Duration::from_millis(500) {
+        assert_eq!(n, 1, "the tombstone survived the restart");
+    }
+    assert!(client.get("t").await.unwrap().is_none());
+    wait_for_tombstones(&client, 0, GRACE + Duration::from_secs(20)).await;
+    assert!(
+        deleted_at.elapsed() >= GRACE,
+        "purged after {:?}, before the grace of {GRACE:?}",
+        deleted_at.elapsed()
+    );
+    assert_eq!(info_field(&client, "tombstones_purged").await, 1);
+}
+
+/// Redis deletes (DEL, UNLINK, GETDEL, an expiry in the past) write tombstones too; with no
+/// peers and no grace they are purged as soon as they are durable.
+#[tokio::test(flavor = "current_thread")]
+async fn redis_deletes_write_tombstones_that_are_purged_when_durable() {
+    let server = Server::start(&["--threads", "2", "--tombstone-grace-secs", "600"]);
+    let client = connect(&server).await;
+    for k in ["a", "b", "c", "d"] {
+        client.command(&["SET", k, "v"]).await.unwrap();
+    }
+    client.command(&["DEL", "a"]).await.unwrap();
+    client.command(&["UNLINK", "b"]).await.unwrap();
+    client.command(&["GETDEL", "c"]).await.unwrap();
+    client.command(&["PEXPIREAT", "d", "1"]).await.unwrap();
+    assert_eq!(info_field(&client, "tombstones").await, 4);
+    assert_eq!(client.dbsize().await.unwrap(), 0);
+    drop(server);
+
+    let server = Server::start(&["--threads", "2"]);
+    let client = connect(&server).await;
+    client.command(&["SET", "a", "v"]).await.unwrap();
+    client.command(&["DEL", "a"]).await.unwrap();
+    wait_for_tombstones(&client, 0, Duration::from_secs(20)).await;
+}
+
+/// A context kept from before a key was deleted and purged does not cover a write made after
+/// the purge (dots come from the shard's log position, never reused): the stale write and the
+/// new one become siblings instead of the new one being silently superseded.
+#[tokio::test(flavor = "current_thread")]
+async fn a_context_from_before_a_purge_does_not_supersede_later_writes() {
+    let server = Server::start(&["--threads", "2"]);
+    let client = connect(&server).await;
+    let old = client.put("k", "v1").await.unwrap();
+    client.put_with("k", "v2", with(&old)).await.unwrap();
+    let before = client.get("k").await.unwrap().expect("present").context;
+    assert!(client.delete_with("k", &before).await.unwrap());
+    wait_for_tombstones(&client, 0, Duration::from_secs(20)).await;
+    client.put("k", "after-purge").await.unwrap();
+    client.put_with("k", "stale", with(&before)).await.unwrap();
+    assert_eq!(values(&client, "k").await, ["after-purge", "stale"]);
+}
+
+/// Past --max-siblings a write is refused with an error naming the key, and nothing changes.
+#[tokio::test(flavor = "current_thread")]
+async fn too_many_siblings_is_refused_naming_the_key() {
+    let server = Server::start(&["--threads", "2", "--max-siblings", "3"]);
+    let client = connect(&server).await;
+    let ctx = client.put("s", "base").await.unwrap();
+    for v in ["1", "2", "3"] {
+        client.put_with("s", v, with(&ctx)).await.unwrap();
+    }
+    let err = client
+        .put_with("s", "4", with(&ctx))
+        .await
+        .expect_err("a fourth sibling is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("'s'") && text.contains("--max-siblings 3"),
+        "{text}"
+    );
+    assert_eq!(values(&client, "s").await, ["1", "2", "3"]);
+    // The context of a read that returned them resolves them.
+    let read = client.get("s").await.unwrap().expect("present");
+    client
+        .put_with("s", "one", with(&read.context))
+        .await
+        .unwrap();
+    assert_eq!(values(&client, "s").await, ["one"]);
+}
+
+/// The server's sibling limits agree with what the store decodes.
+#[test]
+fn sibling_limits_agree() {
+    assert_eq!(
+        ringkv::config::DEFAULT_MAX_SIBLINGS,
+        ringkv::store::write::DEFAULT_MAX_SIBLINGS
+    );
+    const { assert!(ringkv::config::MAX_SIBLINGS_LIMIT < ringkv::store::dvv::MAX_DECODED_SIBLINGS) };
+}
