@@ -970,6 +970,10 @@ mod tests {
             /// The replica keeps only its LWW winner (only in runs that do not check
             /// against the ground truth, which this deliberately departs from).
             Lww { replica: usize },
+            /// The replica's counter floor rises (its log moved on with writes of other keys):
+            /// its next dot skips counters, as the store's dots, drawn above the shard's log
+            /// position, do.
+            Tick { replica: usize, by: u64 },
         }
 
         fn op(lww: bool) -> impl Strategy<Value = Op> {
@@ -986,6 +990,7 @@ mod tests {
                 }),
                 c.prop_map(|client| Op::Forget { client }),
                 (r.clone(), r.clone()).prop_map(|(from, to)| Op::Sync { from, to }),
+                (r.clone(), 1u64..5).prop_map(|(replica, by)| Op::Tick { replica, by }),
             ];
             let lww_weight = if lww { 1 } else { 0 };
             prop_oneof![
@@ -1003,6 +1008,7 @@ mod tests {
             clients: Vec<(VersionVector, BTreeSet<u32>)>,
             history: Vec<BTreeSet<u32>>,
             dots: Vec<Dot>,
+            floors: Vec<u64>,
         }
 
         impl Model {
@@ -1013,6 +1019,7 @@ mod tests {
                     clients: vec![(VersionVector::new(), BTreeSet::new()); CLIENTS],
                     history: Vec::new(),
                     dots: Vec::new(),
+                    floors: vec![0; ACTORS.len()],
                 }
             }
 
@@ -1033,7 +1040,10 @@ mod tests {
                         let (ctx, seen) = &self.clients[client];
                         let mut h = seen.clone();
                         h.insert(id);
-                        let dot = self.replicas[replica].update(ctx, ACTORS[replica], id);
+                        let floor = self.floors[replica];
+                        let dot =
+                            self.replicas[replica].update_from(ctx, ACTORS[replica], floor, id);
+                        self.floors[replica] = floor.max(dot.counter);
                         self.dots.push(dot);
                         self.known[replica].extend(h.iter().copied());
                         self.history.push(h);
@@ -1053,6 +1063,7 @@ mod tests {
                         let k = self.known[from].clone();
                         self.known[to].extend(k);
                     }
+                    Op::Tick { replica, by } => self.floors[replica] += by,
                     Op::Lww { replica } => {
                         // An arbitrary but deterministic "timestamp" per write.
                         self.replicas[replica]
