@@ -283,3 +283,65 @@ fn sibling_limits_agree() {
     );
     const { assert!(ringkv::config::MAX_SIBLINGS_LIMIT < ringkv::store::dvv::MAX_DECODED_SIBLINGS) };
 }
+
+/// EXPIRE, PEXPIRE, PERSIST, GETEX and SET KEEPTTL are writes: each makes a new version, so the
+/// key's context moves on (and replicas can order the TTL change like any write).
+#[tokio::test(flavor = "current_thread")]
+async fn ttl_changes_are_new_versions() {
+    use ringkv::store::VersionVector;
+    let server = Server::start(&["--threads", "2"]);
+    let client = connect(&server).await;
+    client.put("k", "v").await.unwrap();
+    let mut last = VersionVector::new();
+    for cmd in [
+        &["EXPIRE", "k", "100"][..],
+        &["PEXPIRE", "k", "200000"],
+        &["PERSIST", "k"],
+        &["GETEX", "k", "EX", "50"],
+        &["SET", "k", "w", "KEEPTTL"],
+    ] {
+        client.command(cmd).await.unwrap();
+        let read = client.get("k").await.unwrap().expect("present");
+        let ctx = VersionVector::decode(&read.context).unwrap();
+        assert!(
+            ctx.descends(&last) && ctx != last,
+            "{cmd:?} did not make a new version: {ctx:?} after {last:?}"
+        );
+        last = ctx;
+    }
+    assert!(matches!(
+        client.command(&["TTL", "k"]).await.unwrap(),
+        Value::Int(1..=50)
+    ));
+}
+
+/// With a tombstone grace, an expired key behaves as a tombstone dated at its expiry: invisible,
+/// not a key, counted in `tombstones` until the grace passes. Without one it is dropped, as
+/// Redis drops it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_expired_key_is_a_tombstone_for_the_grace() {
+    let server = Server::start(&["--threads", "2", "--tombstone-grace-secs", "600"]);
+    let client = connect(&server).await;
+    client
+        .command(&["SET", "e", "v", "PX", "50"])
+        .await
+        .unwrap();
+    wait_for_tombstones(&client, 1, Duration::from_secs(20)).await;
+    assert!(client.get("e").await.unwrap().is_none());
+    assert_eq!(client.dbsize().await.unwrap(), 0);
+    drop(server);
+
+    let server = Server::start(&["--threads", "2"]);
+    let client = connect(&server).await;
+    client
+        .command(&["SET", "e", "v", "PX", "50"])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while info_field(&client, "expired_keys").await == 0 {
+        assert!(Instant::now() < deadline, "the key never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(info_field(&client, "tombstones").await, 0);
+    assert_eq!(client.dbsize().await.unwrap(), 0);
+}

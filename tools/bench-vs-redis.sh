@@ -6,7 +6,8 @@
 # shows the median of the rounds and the ratio ringkv/redis.
 #
 # Rows: redis-benchmark SET/GET at -P 1 and -P 16 (50 connections), kvbench zipfian 90/10,
-# durable SET (ringkv --fsync always vs redis appendfsync always), RSS per key for 1M keys.
+# durable SET at -P 1 and -P 16 (ringkv --fsync always vs redis appendfsync always), RSS per key
+# for 1M keys.
 #
 # usage: tools/bench-vs-redis.sh [-n REQUESTS] [-r ROUNDS] [--quick]
 # needs: redis-server, redis-benchmark, redis-cli (Debian: apt-get install redis-server redis-tools),
@@ -105,12 +106,14 @@ taskset -c "$SERVER_CPU" redis-server --port "$DRP" --bind 127.0.0.1 --save '' -
   --appendfsync always --dir "$WORK/redis-durable" --daemonize no --loglevel warning >/dev/null &
 pids+=($!); wait_ping "$DRP"
 for r in $(seq 1 "$ROUNDS"); do
-  for who in ringkv redis; do
-    port=$([ $who = ringkv ] && echo "$DKP" || echo "$DRP")
-    rps=$(taskset -c "$CLIENT_CPU" redis-benchmark -p "$port" -t set -c 50 -n $((N / 5)) -r 1000000 --csv 2>/dev/null |
-      awk -F'","' '/"SET"/ {print $2}')
-    results[$who,fsync]+="$rps "
-    echo "   round $r fsync always $who: $rps SET/s" >&2
+  for P in 1 16; do
+    for who in ringkv redis; do
+      port=$([ $who = ringkv ] && echo "$DKP" || echo "$DRP")
+      rps=$(taskset -c "$CLIENT_CPU" redis-benchmark -p "$port" -t set -c 50 -P "$P" -n $((N / 5)) -r 1000000 --csv 2>/dev/null |
+        awk -F'","' '/"SET"/ {print $2}')
+      results[$who,fsync$P]+="$rps "
+      echo "   round $r fsync always -P $P $who: $rps SET/s" >&2
+    done
   done
 done
 
@@ -128,7 +131,7 @@ for P in 1 16; do
     printf '%-28s %14.0f %14.0f %8.2f\n' "${op^^} -c 50 -P $P" "$a" "$b" "$(python3 -c "print($a/$b)")"
   done
 done
-for row in "zipf:zipfian 90/10 -P 16 (kvbench)" "fsync:SET fsync always -c 50"; do
+for row in "zipf:zipfian 90/10 -P 16 (kvbench)" "fsync1:SET fsync always -c 50" "fsync16:SET fsync always -c 50 -P 16"; do
   k=${row%%:*}; label=${row#*:}
   a=$(echo "${results[ringkv,$k]}" | median); b=$(echo "${results[redis,$k]}" | median)
   printf '%-28s %14.0f %14.0f %8.2f\n' "$label" "$a" "$b" "$(python3 -c "print($a/$b)")"
