@@ -3,7 +3,7 @@
 
 use super::ldouble::{LDouble, Parsed};
 use super::{eq, int, relative_expire_fits, CmdError, CmdResult, Command, Ctx, Expiry};
-use crate::store::{Entry, Shard, Supersede, Tx, VersionRef};
+use crate::store::{Shard, Supersede, Tx, VersionRef};
 use ringkv_proto::{key_hash, ReplySink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,7 +325,7 @@ pub fn exec(
             if !simple {
                 let old = shard.get(h, s.key, now);
                 let exists = old.is_some();
-                old_ttl = old.and_then(Entry::expires_at_ms);
+                old_ttl = old.and_then(|e| e.expires_at_ms());
                 if s.reply == SetReply::Old {
                     match old {
                         Some(e) => out.bulk(e.value()),

@@ -65,6 +65,29 @@ pub struct Shard {
     pub purged: u64,
 }
 
+/// A key as Redis commands see it: its entry and the winning version, which is live.
+#[derive(Debug, Clone, Copy)]
+pub struct Live<'a> {
+    pub entry: &'a Entry,
+    pub version: VersionRef<'a>,
+}
+
+impl<'a> Live<'a> {
+    #[inline]
+    pub fn value(&self) -> &'a [u8] {
+        self.version.value
+    }
+
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        self.version.expires_at_ms
+    }
+
+    /// The key's causal context (binary replies).
+    pub fn context_bytes(&self) -> super::clock::ClockBytes {
+        self.entry.context_bytes()
+    }
+}
+
 /// A key that became all tombstones: purge it at `due_ms` if its record `seq` is durable and
 /// it is still dead then.
 struct Purge {
@@ -93,7 +116,7 @@ impl Shard {
 
     /// The live entry for `key`; an expired one is removed on the way (lazy expiry).
     #[inline]
-    pub fn get(&mut self, hash: u64, key: &[u8], now_ms: u64) -> Option<&Entry> {
+    pub fn get(&mut self, hash: u64, key: &[u8], now_ms: u64) -> Option<Live<'_>> {
         let i = self.find(hash, key)?;
         let expired = self.slots[i as usize]
             .as_ref()
@@ -102,9 +125,10 @@ impl Shard {
             self.expire_slot(i, now_ms);
             return None;
         }
-        self.slots[i as usize]
-            .as_ref()
-            .filter(|e| !e.is_tombstone())
+        let entry = self.slots[i as usize].as_ref()?;
+        // The winner is found once per read (it decodes the versions when there are several).
+        let version = entry.winner();
+        (!version.is_tombstone()).then_some(Live { entry, version })
     }
 
     /// Inserts or replaces the entry for its key; returns the previous one.
