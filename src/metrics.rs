@@ -267,10 +267,13 @@ pub fn render(node: &Node) -> String {
 
     let mut used = 0usize;
     let mut keys = Vec::with_capacity(node.store.len());
+    let (mut tombstones, mut purged) = (0usize, 0u64);
     for i in 0..node.store.len() {
         let g = node.store.lock(i);
         used += g.memory_bytes();
         keys.push(g.len());
+        tombstones += g.tombstones();
+        purged += g.purged;
     }
     family(
         &mut s,
@@ -283,6 +286,20 @@ pub fn render(node: &Node) -> String {
     for (i, n) in keys.iter().enumerate() {
         let _ = writeln!(s, "ringkv_keys{{shard=\"{i}\"}} {n}");
     }
+    family(
+        &mut s,
+        "tombstones",
+        "gauge",
+        "Deleted keys kept as tombstones until their grace passes (not counted in keys).",
+    );
+    sample(&mut s, "tombstones", tombstones);
+    family(
+        &mut s,
+        "tombstones_purged_total",
+        "counter",
+        "Tombstones and expired keys purged after their grace.",
+    );
+    sample(&mut s, "tombstones_purged_total", purged);
 
     let d = &node.durability;
     let (mut wal_bytes, mut fsyncs, mut last_fsync_us) = (0u64, 0u64, 0u64);

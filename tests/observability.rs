@@ -559,6 +559,9 @@ fn prometheus_metrics_endpoint() {
     assert!(v("ringkv_used_memory_bytes", &[]) > 0.0);
     let keys = v("ringkv_keys", &[("shard", "0")]) + v("ringkv_keys", &[("shard", "1")]);
     assert_eq!(keys, N as f64);
+    // Nothing was deleted: the gauges are there, at zero.
+    assert_eq!(v("ringkv_tombstones", &[]), 0.0);
+    assert_eq!(v("ringkv_tombstones_purged_total", &[]), 0.0);
     assert!(
         v("ringkv_wal_fsyncs_total", &[]) >= 1.0,
         "--fsync always: {body}"
