@@ -1,0 +1,380 @@
+//! Multi-shard writes (RENAME, RENAMENX, MSET, MSETNX across two shards) survive a crash all
+//! or nothing, on the simulated disk (src/disk/sim.rs), through the real command executor,
+//! WAL writers, snapshots and recovery: docs/storage.md, "Multi-shard writes".
+//!
+//! - every combination of how much of each shard's unsynced WAL tail survives (none, torn at
+//!   chosen offsets, all: "A synced only", "B synced only", both, neither);
+//! - a crash at every disk operation of the command's writes and fsyncs (`--fsync always`),
+//!   where anything acknowledged must be there;
+//! - a crash at every disk operation of a snapshot taken right after the command (the snapshot
+//!   of one shard must never be the only trace of its part).
+//!
+//! After each crash the node restarts, takes new writes on both shards, crashes again and
+//! restarts: the completed transaction and the new writes are both there (the log goes on
+//! after what recovery completed, without a gap).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ringkv::cmd::{self, Ctx};
+use ringkv::config::{Cli, Config, FsyncPolicy};
+use ringkv::disk::{Fs, SimFs};
+use ringkv::durability::{Durability, Marks};
+use ringkv::store::Store;
+use ringkv::wal::shard_dir;
+use ringkv_proto::{key_hash, RespWriter};
+
+const SHARDS: usize = 2;
+const NOW: u64 = 4_000_000_000_000;
+const DEADLINE: Duration = Duration::from_secs(15);
+
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn dir() -> PathBuf {
+    PathBuf::from("/sim/data")
+}
+
+fn config(policy: FsyncPolicy) -> Config {
+    Config::from_cli(Cli {
+        fsync: Some(policy),
+        // A batch interval no test reaches: nothing is synced unless asked.
+        fsync_interval_ms: Some(3_600_000),
+        shards: Some(SHARDS),
+        threads: Some(1),
+        data_dir: Some(dir()),
+        // No automatic snapshots: the tests decide when one happens.
+        snapshot_wal_bytes: Some(0),
+        snapshot_interval_secs: Some(0),
+        ..Default::default()
+    })
+    .expect("valid config")
+}
+
+fn ctx() -> Ctx {
+    Ctx {
+        node_id: 1,
+        now_ms: NOW,
+        max_value: 1 << 20,
+        max_reply: usize::MAX,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn start(fs: &SimFs, policy: FsyncPolicy) -> (Arc<Store>, Durability) {
+    let store = Arc::new(Store::new(SHARDS));
+    let d = Durability::start(&config(policy), store.clone(), Arc::new(fs.clone()))
+        .unwrap_or_else(|e| panic!("restart failed: {e}"));
+    (store, d)
+}
+
+/// Runs one command through the real parser and executor.
+fn run(store: &Store, args: &[&[u8]]) -> (Marks, Vec<u8>) {
+    let c = cmd::parse(args, false).expect("command parses");
+    let mut out = BytesMut::new();
+    let marks = cmd::run_keyed(&c, store, &ctx(), &mut RespWriter::new(&mut out));
+    (marks, out.to_vec())
+}
+
+fn dump(store: &Store) -> State {
+    let mut m = State::new();
+    for i in 0..store.len() {
+        let shard = store.lock(i);
+        let mut pos = Some(0);
+        while let Some(p) = pos {
+            pos = shard.scan(p, 1024, NOW, |e| {
+                m.insert(e.key().to_vec(), e.value().to_vec());
+            });
+        }
+    }
+    m
+}
+
+/// A key named `prefix`-n that lands on `shard`.
+fn key_on(shard: usize, prefix: &str) -> Vec<u8> {
+    let store = Store::new(SHARDS);
+    (0..1000)
+        .map(|i| format!("{prefix}-{i}").into_bytes())
+        .find(|k| store.shard_of(key_hash(k)) == shard)
+        .expect("some key lands on each shard")
+}
+
+/// One multi-shard command: what runs before it (made durable), the command, its reply.
+struct Case {
+    name: &'static str,
+    setup: Vec<Vec<Vec<u8>>>,
+    cmd: Vec<Vec<u8>>,
+    reply: &'static [u8],
+}
+
+fn args(a: &[&[u8]]) -> Vec<Vec<u8>> {
+    a.iter().map(|x| x.to_vec()).collect()
+}
+
+fn cases() -> Vec<Case> {
+    let (s0, s1) = (key_on(0, "src"), key_on(1, "src"));
+    let (d0, d1) = (key_on(0, "dst"), key_on(1, "dst"));
+    vec![
+        Case {
+            name: "RENAME shard 0 -> shard 1 over an existing key",
+            setup: vec![
+                args(&[b"SET", &s0, b"moved-value"]),
+                args(&[b"SET", &d1, b"old"]),
+            ],
+            cmd: args(&[b"RENAME", &s0, &d1]),
+            reply: b"+OK\r\n",
+        },
+        Case {
+            name: "RENAME shard 1 -> shard 0",
+            setup: vec![args(&[b"SET", &s1, b"moved-value"])],
+            cmd: args(&[b"RENAME", &s1, &d0]),
+            reply: b"+OK\r\n",
+        },
+        Case {
+            name: "RENAMENX shard 0 -> shard 1",
+            setup: vec![args(&[b"SET", &s0, b"moved-value"])],
+            cmd: args(&[b"RENAMENX", &s0, &d1]),
+            reply: b":1\r\n",
+        },
+        Case {
+            name: "MSET over existing keys of both shards",
+            setup: vec![args(&[b"MSET", &s0, b"old0", &s1, b"old1"])],
+            cmd: args(&[b"MSET", &s0, b"new0", &d0, b"new0b", &s1, b"new1"]),
+            reply: b"+OK\r\n",
+        },
+        Case {
+            name: "MSETNX on both shards",
+            setup: vec![],
+            cmd: args(&[b"MSETNX", &s0, b"new0", &s1, b"new1"]),
+            reply: b":1\r\n",
+        },
+    ]
+}
+
+fn exec(store: &Store, a: &[Vec<u8>]) -> (Marks, Vec<u8>) {
+    let refs: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+    run(store, &refs)
+}
+
+/// A fresh disk holding the case's setup, durable and cleanly shut down; and the state then.
+fn prepared(case: &Case) -> (SimFs, State) {
+    let fs = SimFs::new();
+    let rt = rt();
+    let (store, d) = start(&fs, FsyncPolicy::Always);
+    for a in &case.setup {
+        let (m, _) = exec(&store, a);
+        common::gate::wait(&rt, &d, &m).expect("setup write is durable");
+    }
+    let before = dump(&store);
+    d.shutdown();
+    (fs, before)
+}
+
+/// Runs the case's command and checks its reply; returns its marks and the state after it.
+fn command(case: &Case, store: &Store) -> (Marks, State) {
+    let (m, reply) = exec(store, &case.cmd);
+    assert_eq!(reply, case.reply, "{}", case.name);
+    assert_eq!(m.len(), 2, "{}: the command writes both shards", case.name);
+    (m, dump(store))
+}
+
+/// Stops the node so that nothing more reaches the disk ("kill -9"); the disk's unsynced
+/// state stays as it was, for the caller to crash.
+fn kill(d: &Durability, fs: &SimFs) {
+    fs.fail_after(0);
+    d.shutdown();
+}
+
+/// Restarts on what the crash left; checks the state is `want`; then writes to both shards,
+/// crashes after they are acknowledged, restarts, and checks both the state and the writes.
+fn restart_and_check(fs: &SimFs, want: &State, what: &str) {
+    let rt = rt();
+    let (store, d) = start(fs, FsyncPolicy::Always);
+    assert_eq!(&dump(&store), want, "{what}: recovered state");
+    let (k0, k1) = (key_on(0, "later"), key_on(1, "later"));
+    let (m0, _) = run(&store, &[b"SET", &k0, b"after-restart"]);
+    let (m1, _) = run(&store, &[b"SET", &k1, b"after-restart"]);
+    common::gate::wait(&rt, &d, &m0).expect("write after restart");
+    common::gate::wait(&rt, &d, &m1).expect("write after restart");
+    kill(&d, fs);
+    fs.crash();
+    let (store, d) = start(fs, FsyncPolicy::Always);
+    let mut want = want.clone();
+    want.insert(k0, b"after-restart".to_vec());
+    want.insert(k1, b"after-restart".to_vec());
+    assert_eq!(dump(&store), want, "{what}: second restart");
+    d.shutdown();
+}
+
+/// The segment files of one shard that hold unsynced bytes, and how many.
+fn unsynced(fs: &SimFs, shard: usize) -> usize {
+    let dir = shard_dir(&dir(), shard);
+    fs.list(&dir)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| fs.unsynced_bytes(&dir.join(n)))
+        .sum()
+}
+
+/// Torn-write offsets to try out of `n` unsynced bytes: none, all, and cuts inside the
+/// record's header, at its end and in its payload (the record scanner's own tests cut a
+/// record at every offset; here what matters is lost, torn or whole, per shard).
+fn cuts(n: usize) -> Vec<usize> {
+    let mut v = vec![0, 1, 2, 20, 21, 22, n / 2, n - 1, n];
+    v.retain(|&c| c <= n);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[test]
+fn every_mix_of_lost_torn_and_kept_wal_tails_is_all_or_nothing() {
+    for case in cases() {
+        let (fs, before) = prepared(&case);
+        let rt = rt();
+        // `--fsync never`: the command's records reach the OS and stay unsynced, so each
+        // shard's tail can survive a crash in whole, in part or not at all.
+        let (store, d) = start(&fs, FsyncPolicy::Never);
+        let (m, after) = command(&case, &store);
+        common::gate::wait(&rt, &d, &m).expect("written to the OS");
+        kill(&d, &fs);
+        let n = [unsynced(&fs, 0), unsynced(&fs, 1)];
+        assert!(n[0] > 0 && n[1] > 0, "{}: both tails unsynced", case.name);
+        let mut tried = 0;
+        for k0 in cuts(n[0]) {
+            for k1 in cuts(n[1]) {
+                // Every cut of one tail against the other lost or whole; torn against torn
+                // only at the record's ends.
+                let edge = |k: usize, n: usize| k == 0 || k == n;
+                let end = |k: usize, n: usize| k == 1 || k + 1 == n;
+                let wanted = edge(k0, n[0]) || edge(k1, n[1]) || (end(k0, n[0]) && end(k1, n[1]));
+                if !wanted {
+                    continue;
+                }
+                let f = fs.fork();
+                let s0 = shard_dir(&dir(), 0);
+                f.crash_torn(&|p: &Path| if p.starts_with(&s0) { k0 } else { k1 });
+                // A shard whose whole record survived carries the whole transaction.
+                let want = if k0 == n[0] || k1 == n[1] {
+                    &after
+                } else {
+                    &before
+                };
+                let what = format!(
+                    "{}: kept {k0} of {} and {k1} of {} bytes",
+                    case.name, n[0], n[1]
+                );
+                restart_and_check(&f, want, &what);
+                tried += 1;
+            }
+        }
+        assert!(tried >= 30, "{}: only {tried} crash states", case.name);
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_the_writes_and_syncs_is_all_or_nothing() {
+    for case in cases() {
+        // The disk operations the command's round costs, counted on a run without a crash.
+        let (fs, _) = prepared(&case);
+        let (store, d) = start(&fs, FsyncPolicy::Always);
+        let rt = rt();
+        let ops0 = fs.ops();
+        let (m, _) = command(&case, &store);
+        common::gate::wait(&rt, &d, &m).expect("acknowledged");
+        let total = fs.ops() - ops0;
+        d.shutdown();
+        assert!(
+            total >= 4,
+            "{}: two writes and two syncs, got {total}",
+            case.name
+        );
+        let mut acked_any = false;
+        for at in 0..=total {
+            let (fs, before) = prepared(&case);
+            let (store, d) = start(&fs, FsyncPolicy::Always);
+            fs.fail_after(at);
+            let (m, after) = command(&case, &store);
+            let acked = common::gate::wait(&rt, &d, &m).is_ok();
+            acked_any |= acked;
+            kill(&d, &fs);
+            fs.crash();
+            let (store, d) = start(&fs, FsyncPolicy::Always);
+            let got = dump(&store);
+            d.shutdown();
+            let what = format!("{}: crash at operation {at} of {total}", case.name);
+            assert!(
+                got == before || got == after,
+                "{what}: half a transaction survived\nbefore {before:?}\nafter  {after:?}\ngot    {got:?}"
+            );
+            if acked {
+                assert_eq!(got, after, "{what}: acknowledged, then lost");
+            }
+            restart_and_check(&fs, &got, &what);
+        }
+        assert!(
+            acked_any,
+            "{}: the last crash point comes after the reply",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_snapshot_after_the_command_is_all_or_nothing() {
+    for case in cases() {
+        let (fs, _) = prepared(&case);
+        let rt = rt();
+        let (store, d) = start(&fs, FsyncPolicy::Never);
+        let (m, _) = command(&case, &store);
+        common::gate::wait(&rt, &d, &m).expect("written to the OS");
+        let ops0 = fs.ops();
+        assert!(d.bgsave());
+        wait_snapshots(&d, 1);
+        let total = fs.ops() - ops0;
+        d.shutdown();
+        for at in 0..=total {
+            let (fs, before) = prepared(&case);
+            let (store, d) = start(&fs, FsyncPolicy::Never);
+            let (m, after) = command(&case, &store);
+            common::gate::wait(&rt, &d, &m).expect("written to the OS");
+            fs.fail_after(at);
+            assert!(d.bgsave());
+            wait_snapshots(&d, 1);
+            kill(&d, &fs);
+            fs.crash();
+            let (store, d) = start(&fs, FsyncPolicy::Always);
+            let got = dump(&store);
+            d.shutdown();
+            let what = format!(
+                "{}: crash at operation {at} of {total} of a BGSAVE",
+                case.name
+            );
+            assert!(
+                got == before || got == after,
+                "{what}: half a transaction survived\nbefore {before:?}\nafter  {after:?}\ngot    {got:?}"
+            );
+            restart_and_check(&fs, &got, &what);
+        }
+    }
+}
+
+fn wait_snapshots(d: &Durability, n: u64) {
+    let t = Instant::now();
+    while d.stats.snapshots.load(Relaxed) < n {
+        assert!(t.elapsed() < DEADLINE, "timed out waiting for the snapshot");
+        // Poll interval of a condition wait (bounded by the deadline above).
+        std::thread::park_timeout(Duration::from_millis(2));
+    }
+}
