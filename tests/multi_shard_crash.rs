@@ -1,4 +1,4 @@
-//! Multi-shard writes (RENAME, RENAMENX, MSET, MSETNX across two shards) survive a crash all
+//! Multi-shard writes (RENAME, RENAMENX, MSET, MSETNX, DEL across two shards) survive a crash all
 //! or nothing, on the simulated disk (src/disk/sim.rs), through the real command executor,
 //! WAL writers, snapshots and recovery: docs/storage.md, "Multi-shard writes".
 //!
@@ -27,6 +27,7 @@ use ringkv::config::{Cli, Config, FsyncPolicy};
 use ringkv::disk::{Fs, SimFs};
 use ringkv::durability::{Durability, Marks};
 use ringkv::store::Store;
+use ringkv::wal::record::{self, txn};
 use ringkv::wal::shard_dir;
 use ringkv_proto::{key_hash, RespWriter};
 
@@ -152,6 +153,12 @@ fn cases() -> Vec<Case> {
             setup: vec![args(&[b"MSET", &s0, b"old0", &s1, b"old1"])],
             cmd: args(&[b"MSET", &s0, b"new0", &d0, b"new0b", &s1, b"new1"]),
             reply: b"+OK\r\n",
+        },
+        Case {
+            name: "DEL of keys on both shards",
+            setup: vec![args(&[b"MSET", &s0, b"old0", &s1, b"old1"])],
+            cmd: args(&[b"DEL", &s0, &s1]),
+            reply: b":2\r\n",
         },
         Case {
             name: "MSETNX on both shards",
@@ -377,4 +384,140 @@ fn wait_snapshots(d: &Durability, n: u64) {
         // Poll interval of a condition wait (bounded by the deadline above).
         std::thread::park_timeout(Duration::from_millis(2));
     }
+}
+
+#[test]
+fn flushdb_is_not_covered_a_crash_can_clear_one_shard_only() {
+    // README and docs/storage.md name FLUSHDB as the exception; if it becomes atomic on disk,
+    // this fails and the documents must change with it.
+    let case = Case {
+        name: "FLUSHDB",
+        setup: vec![args(&[
+            b"MSET",
+            &key_on(0, "k"),
+            b"v0",
+            &key_on(1, "k"),
+            b"v1",
+        ])],
+        cmd: vec![],
+        reply: b"",
+    };
+    let (fs, before) = prepared(&case);
+    let rt = rt();
+    let (store, d) = start(&fs, FsyncPolicy::Never);
+    let c = cmd::parse(&[b"FLUSHDB"], false).expect("parses");
+    let mut out = BytesMut::new();
+    let m = cmd::run_keyed(&c, &store, &ctx(), &mut RespWriter::new(&mut out));
+    assert_eq!(&out[..], b"+OK\r\n");
+    common::gate::wait(&rt, &d, &m).expect("written to the OS");
+    kill(&d, &fs);
+    // Shard 0's CLEAR survives, shard 1's is lost.
+    let s0 = shard_dir(&dir(), 0);
+    fs.crash_torn(&|p: &Path| if p.starts_with(&s0) { usize::MAX } else { 0 });
+    let (store, d) = start(&fs, FsyncPolicy::Always);
+    let got = dump(&store);
+    d.shutdown();
+    let shard1_only: State = before
+        .into_iter()
+        .filter(|(k, _)| Store::new(SHARDS).shard_of(key_hash(k)) == 1)
+        .collect();
+    assert_eq!(got, shard1_only);
+}
+
+const STORAGE_MD: &str = include_str!("../docs/storage.md");
+
+/// The rows of the table under `## title` in docs/storage.md: (offset, field text).
+fn doc_table(title: &str) -> Vec<(usize, String)> {
+    let heading = format!("\n## {title}\n");
+    let at = STORAGE_MD
+        .find(&heading)
+        .unwrap_or_else(|| panic!("docs/storage.md has no section {title:?}"));
+    STORAGE_MD[at + heading.len()..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            (cells[0].parse().expect("offset"), cells[2].to_string())
+        })
+        .collect()
+}
+
+fn offset_of(table: &[(usize, String)], field: &str) -> usize {
+    table
+        .iter()
+        .find(|(_, f)| f.starts_with(field))
+        .unwrap_or_else(|| panic!("no field {field:?}"))
+        .0
+}
+
+/// Every record of a shard's WAL: (type, seq, payload).
+fn wal_records(fs: &SimFs, shard: usize) -> Vec<(u8, u64, Vec<u8>)> {
+    let dir = shard_dir(&dir(), shard);
+    let mut out = Vec::new();
+    for n in fs.list(&dir).unwrap_or_default() {
+        if n.starts_with("wal-") {
+            let data = fs.read(&dir.join(&n)).expect("segment reads");
+            record::scan(&data, shard as u32, |r| {
+                out.push((r.kind, r.seq, r.payload.to_vec()))
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn storage_md_txn_tables_match_the_code() {
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    assert_eq!(record::TXN, 4);
+    assert!(STORAGE_MD.contains("| 8 | 1 | type: 1 PUT, 2 DEL, 3 CLEAR, 4 TXN |"));
+    assert_eq!(txn::MAX_PARTS, 65_536);
+    assert!(STORAGE_MD.contains("`parts u32` (2 … 65,536)"));
+    assert_eq!(txn::MAX_PART_RECORDS, 1_048_576);
+    assert!(STORAGE_MD.contains("u32, 1 … 1,048,576"));
+
+    let fs = SimFs::new();
+    let rt = rt();
+    let (store, d) = start(&fs, FsyncPolicy::Always);
+    let (a0, b0, a1) = (key_on(0, "a"), key_on(0, "b"), key_on(1, "a"));
+    // One shard: the records it always wrote, no TXN.
+    let (m, _) = run(&store, &[b"MSET", &a0, b"1", &b0, b"2"]);
+    common::gate::wait(&rt, &d, &m).expect("durable");
+    let single: Vec<u8> = wal_records(&fs, 0).iter().map(|r| r.0).collect();
+    assert_eq!(single, [record::PUT, record::PUT]);
+    // Two shards: one TXN record in each, the same payload, each under its own seq.
+    let (m, _) = run(&store, &[b"MSET", &a0, b"3", &b0, b"4", &a1, b"5"]);
+    common::gate::wait(&rt, &d, &m).expect("durable");
+    // Stopped without the shutdown's snapshots, which would let the segments go.
+    kill(&d, &fs);
+    let (r0, r1) = (wal_records(&fs, 0), wal_records(&fs, 1));
+    let (t0, t1) = (r0.last().unwrap(), r1.last().unwrap());
+    assert_eq!((t0.0, t0.1, t1.0, t1.1), (record::TXN, 3, record::TXN, 1));
+    assert_eq!(t0.2, t1.2, "every participant holds the same payload");
+    assert_eq!(
+        m.to_vec(),
+        vec![(0, 3), (1, 1)],
+        "the reply waits for both copies"
+    );
+    let p = &t0.2;
+    assert_eq!(u32_at(p, 0), 2, "parts");
+    let part = doc_table("TXN part");
+    let first = 4;
+    assert_eq!(u32_at(p, first + offset_of(&part, "shard")), 0);
+    assert_eq!(u64_at(p, first + offset_of(&part, "seq")), 3);
+    assert_eq!(u32_at(p, first + offset_of(&part, "records")), 2);
+    let rec = first + offset_of(&part, "the records");
+    assert_eq!(p[rec], record::PUT);
+    // Walk the first part's records (type u8 | len u32 | payload) to the second part.
+    let mut at = rec;
+    for _ in 0..2 {
+        at += 5 + u32_at(p, at + 1) as usize;
+    }
+    assert_eq!(u32_at(p, at + offset_of(&part, "shard")), 1);
+    assert_eq!(u64_at(p, at + offset_of(&part, "seq")), 1);
+    assert_eq!(u32_at(p, at + offset_of(&part, "records")), 1);
+    let decoded = txn::decode(p).expect("decodes");
+    assert_eq!(decoded.len(), 2);
 }

@@ -114,18 +114,24 @@ impl<'s> Tx<'s> {
         let participants = self.guards.iter().filter(|l| l.written()).count();
         let mut payload = Vec::new();
         txn::begin(&mut payload, participants as u32);
+        let mut most = 0;
         for l in self.guards.iter().filter(|l| l.written()) {
             let at = txn::begin_part(&mut payload, l.shard as u32, l.seq + 1);
-            let mut n = 0u32;
+            let mut n = 0usize;
             record::for_each_appended(&l.guard.wal.buf[l.buf_len..], |kind, _, p| {
                 txn::push_record(&mut payload, kind, p);
                 n += 1;
             });
-            txn::end_part(&mut payload, at, n);
+            txn::end_part(&mut payload, at, n as u32);
+            most = most.max(n);
         }
-        if payload.len() > record::MAX_RECORD {
-            // Only a request near the 2 GiB frame limit gets here: its records stay as they
-            // are (each shard's own), atomic on the node but not across a crash.
+        if payload.len() > record::MAX_RECORD
+            || participants > txn::MAX_PARTS
+            || most > txn::MAX_PART_RECORDS
+        {
+            // Out of reach of any request the limits admit (it would be near the 2 GiB frame
+            // limit): its records stay each shard's own, atomic on the node but not across a
+            // crash, rather than a record recovery would refuse.
             warn!(
                 bytes = payload.len(),
                 "multi-shard write too large for one WAL record; logged per shard"
