@@ -5,7 +5,10 @@
 //! part: shard u32 LE | seq u64 LE | records u32 LE | (kind u8 | len u32 LE | payload)*
 //! ```
 //!
-//! The same payload is written to the WAL of every participant (each copy under the sequence
+//! A command's records in one shard, when it wrote more than one (MSET of keys of one shard,
+//! RENAME within a shard), are one TXN of one part, so that a torn WAL tail keeps all of them or
+//! none. A command that wrote to several shards has one part per shard, and the same payload is
+//! written to the WAL of every participant (each copy under the sequence
 //! number it took in that shard, which is also the part's `seq` for that shard), so that a
 //! crash which loses one participant's copy can be repaired from any other: see
 //! docs/storage.md, "Multi-shard writes". The parts' records are ordinary PUT/DEL/CLEAR
@@ -75,7 +78,7 @@ impl<'a> Part<'a> {
     }
 }
 
-/// Decodes and checks a TXN payload: at least two parts, shards in strictly ascending order,
+/// Decodes and checks a TXN payload: at least one part, shards in strictly ascending order,
 /// every record inside its part with a PUT, DEL or CLEAR type, and nothing after the last
 /// part. Claimed counts are checked against the bytes present before anything is sized.
 pub fn decode(payload: &[u8]) -> Result<Vec<Part<'_>>, &'static str> {
@@ -83,7 +86,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Part<'_>>, &'static str> {
         return Err("transaction record too short");
     }
     let n = u32_at(payload, 0) as usize;
-    if !(2..=MAX_PARTS).contains(&n) || n > (payload.len() - 4) / PART_HEADER {
+    if !(1..=MAX_PARTS).contains(&n) || n > (payload.len() - 4) / PART_HEADER {
         return Err("transaction record: part count out of range");
     }
     let mut parts = Vec::with_capacity(n);
@@ -186,8 +189,11 @@ mod tests {
         b[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&b).is_err());
         let mut b = sample();
+        b[..4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(decode(&b).is_err(), "no part");
+        let mut b = sample();
         b[..4].copy_from_slice(&1u32.to_le_bytes());
-        assert!(decode(&b).is_err(), "one part is not a transaction");
+        assert!(decode(&b).is_err(), "bytes after the only part");
         let mut b = sample();
         b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&b).is_err());

@@ -25,8 +25,9 @@ pub struct WalBuf {
     /// Sequence number of the last record appended.
     pub seq: u64,
     pub buf: Vec<u8>,
-    /// Sequence number of the last TXN record (a multi-shard write): a snapshot covering it
-    /// first makes every participant's copy durable (docs/storage.md, "Multi-shard writes").
+    /// Sequence number of the last TXN record of several shards (set by `store::Tx`): a
+    /// snapshot covering it first makes every participant's copy durable (docs/storage.md,
+    /// "Multi-shard writes").
     pub txn_seq: u64,
 }
 
@@ -36,7 +37,6 @@ impl WalBuf {
     pub fn replace_with_txn(&mut self, from_len: usize, from_seq: u64, payload: &[u8]) {
         self.buf.truncate(from_len);
         self.seq = from_seq + 1;
-        self.txn_seq = self.seq;
         record::append(&mut self.buf, record::TXN, self.seq, payload);
     }
 

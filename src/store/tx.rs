@@ -92,8 +92,8 @@ impl<'s> Tx<'s> {
     }
 
     /// Ends the command's writes and returns the WAL records it produced: (shard, last
-    /// sequence number) per shard written. Writes to several shards become one TXN record in
-    /// each first.
+    /// sequence number) per shard written. Several records become one TXN record in each
+    /// shard first (see `commit`).
     pub fn marks(&mut self) -> Marks {
         self.commit();
         self.guards
@@ -105,13 +105,21 @@ impl<'s> Tx<'s> {
 
     /// With records in more than one shard: replaces each shard's records by one TXN record
     /// holding every shard's part, so that recovery can complete the transaction from any
-    /// participant whose copy survived. One shard written: nothing to do (and nothing paid).
+    /// participant whose copy survived. With several records in one shard: one TXN record of
+    /// one part, so that a torn WAL tail drops all of them or none. One record (SET, DEL of one
+    /// key, every write of one version): nothing to do, and nothing paid but this check.
     fn commit(&mut self) {
-        if self.committed || self.guards.iter().filter(|l| l.written()).count() < 2 {
+        if self.committed {
             return;
         }
+        let mut written = self.guards.iter().filter(|l| l.written());
+        let participants = match (written.next(), written.next()) {
+            (None, _) => return,
+            (Some(l), None) if l.guard.wal.seq - l.seq < 2 => return,
+            (Some(_), None) => 1,
+            (Some(_), Some(_)) => 2 + written.count(),
+        };
         self.committed = true;
-        let participants = self.guards.iter().filter(|l| l.written()).count();
         let mut payload = Vec::new();
         txn::begin(&mut payload, participants as u32);
         let mut most = 0;
@@ -140,6 +148,9 @@ impl<'s> Tx<'s> {
         }
         for l in self.guards.iter_mut().filter(|l| l.written()) {
             l.guard.wal.replace_with_txn(l.buf_len, l.seq, &payload);
+            if participants > 1 {
+                l.guard.wal.txn_seq = l.guard.wal.seq;
+            }
         }
     }
 }

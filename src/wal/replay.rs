@@ -271,8 +271,9 @@ pub fn apply_part(shard: &mut Shard, part: &txn::Part<'_>) -> Result<(), &'stati
     Ok(())
 }
 
+/// Keeps a copy of a TXN record of several shards (one of one shard concerns no other).
 fn collect_txn(r: &Record<'_>, txns: &mut Vec<Vec<u8>>) {
-    if r.kind == TXN {
+    if r.kind == TXN && r.payload.get(..4).is_some_and(|n| n != 1u32.to_le_bytes()) {
         txns.push(r.payload.to_vec());
     }
 }
