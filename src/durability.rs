@@ -18,6 +18,7 @@ use crate::snapshot;
 use crate::store::Store;
 use crate::util::{lock, now_ms};
 use crate::wal::replay::{recover, Recovered, RecoveryError};
+use crate::wal::resolve::{resolve, ResolveError};
 use crate::wal::writer::{self, Msg, ShardLog, WriterConfig};
 use crate::wal::{parse_segment_name, shard_dir};
 
@@ -65,6 +66,15 @@ struct SnapCtx {
 pub enum StartError {
     #[error("shard {shard}: {source}")]
     Recovery { shard: usize, source: RecoveryError },
+    #[error("{0}")]
+    Txn(#[from] ResolveError),
+    #[error(
+        "shard {shard}: writing the snapshot that keeps completed multi-shard writes: {source}"
+    )]
+    TxnSnapshot {
+        shard: usize,
+        source: snapshot::SnapshotError,
+    },
     #[error("can't start the WAL writer of shard {shard}: {source}")]
     Writer {
         shard: usize,
@@ -88,7 +98,8 @@ impl Durability {
         let mut repaired = Vec::new();
         if cfg.fsync != FsyncPolicy::Off {
             let t = Instant::now();
-            let recovered = recover_all(cfg, &store, fs.as_ref())?;
+            let mut recovered = recover_all(cfg, &store, fs.as_ref())?;
+            complete_txns(cfg, &store, fs.as_ref(), &mut recovered)?;
             let ms = t.elapsed().as_millis() as u64;
             let keys: usize = (0..n).map(|i| store.lock(i).len()).sum();
             let records: u64 = recovered.iter().map(|r| r.records).sum();
@@ -344,6 +355,27 @@ impl Gate {
     }
 }
 
+/// Completes the multi-shard writes some shard lost (see [`resolve`]) and snapshots each
+/// shard so changed, before its writer starts: its log then goes on after the sequence
+/// numbers it lost, and the snapshot is what makes the skipped numbers no gap. Nothing is
+/// deleted, so a crash in the middle finds every copy again at the next start.
+fn complete_txns(
+    cfg: &Config,
+    store: &Store,
+    fs: &dyn Fs,
+    recovered: &mut [Recovered],
+) -> Result<(), StartError> {
+    let changed = resolve(store, recovered)?;
+    for shard in changed {
+        let seq = recovered[shard].last_seq;
+        let dir = shard_dir(&cfg.data_dir, shard);
+        snapshot::write(fs, store, shard, seq, &dir)
+            .map_err(|source| StartError::TxnSnapshot { shard, source })?;
+        recovered[shard].snapshot_seq = seq;
+    }
+    Ok(())
+}
+
 fn recover_all(cfg: &Config, store: &Store, fs: &dyn Fs) -> Result<Vec<Recovered>, StartError> {
     let n = store.len();
     // Total bytes to read, for the progress line.
@@ -432,7 +464,9 @@ fn snapshot_shard(c: &SnapCtx, shard: usize) -> bool {
     };
     c.logs[shard].stats.since_snapshot.store(0, Relaxed);
     let dir = shard_dir(&c.data_dir, shard);
-    match snapshot::write(c.fs.as_ref(), &c.store, shard, seq, &dir) {
+    let before = c.logs[shard].stats.snapshot_seq.load(Relaxed);
+    let settle = || settle_txns(c, shard, before);
+    match snapshot::write_settled(c.fs.as_ref(), &c.store, shard, seq, &dir, &settle) {
         Ok(w) => {
             info!(
                 shard,
@@ -469,6 +503,33 @@ fn snapshot_shard(c: &SnapCtx, shard: usize) -> bool {
             false
         }
     }
+}
+
+/// Before a snapshot of `shard` is kept: if a multi-shard write reached the shard since its
+/// previous snapshot (`before`), every WAL is synced, so that every participant's TXN copy
+/// is durable. The snapshot may then hold such a write (its copy ends up not in this shard's
+/// WAL, which the snapshot lets go, nor only in this unsynced tail), and its removing the
+/// older segments can't take away the last copy another participant would need.
+fn settle_txns(c: &SnapCtx, shard: usize, before: u64) -> Result<(), String> {
+    if c.store.lock(shard).wal.txn_seq <= before {
+        return Ok(());
+    }
+    let waits: Vec<_> = c
+        .logs
+        .iter()
+        .map(|l| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            l.send(Msg::Sync(tx)).then_some(rx)
+        })
+        .collect();
+    for (i, rx) in waits.into_iter().enumerate() {
+        match rx.map(|rx| rx.recv()) {
+            Some(Ok(Ok(_))) => {}
+            Some(Ok(Err(e))) => return Err(format!("shard {i}: {e}")),
+            None | Some(Err(_)) => return Err(format!("shard {i}: the WAL writer stopped")),
+        }
+    }
+    Ok(())
 }
 
 fn snapshot_all(c: &SnapCtx) {

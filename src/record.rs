@@ -45,6 +45,14 @@ pub const CLEAR: u8 = 3;
 /// A key's versions after a write (format 2): the payload is the entry's encoding
 /// (store::Entry: causal context, dots, values, tombstones, expiries).
 pub const VERSIONS: u8 = 16;
+/// One command's changes to several shards, all of them, in every participant's WAL: see
+/// [`txn`] for the payload. Its sequence number is the one it took in this shard.
+pub const TXN: u8 = 4;
+
+/// Whether `kind` is a record type this build writes and replays.
+pub fn known_kind(kind: u8) -> bool {
+    matches!(kind, PUT_V1 | DEL | CLEAR | VERSIONS | TXN)
+}
 
 /// Appends one record to `buf` (format 2).
 pub fn append(buf: &mut Vec<u8>, kind: u8, seq: u64, payload: &[u8]) {
@@ -301,10 +309,10 @@ pub fn scan(data: &[u8], shard: u32, mut f: impl FnMut(Record<'_>)) -> Scan {
         let rest = &data[pos..];
         let kind = rest[OFF_TYPE];
         let seq = u64_at(rest, OFF_SEQ);
-        if !matches!(kind, PUT_V1 | DEL | CLEAR | VERSIONS) || last_seq.is_some_and(|l| seq <= l) {
+        if !known_kind(kind) || last_seq.is_some_and(|l| seq <= l) {
             s.damage = Some(Damage::Corrupt {
                 offset: pos,
-                why: if matches!(kind, PUT_V1 | DEL | CLEAR | VERSIONS) {
+                why: if known_kind(kind) {
                     "sequence numbers out of order"
                 } else {
                     "unknown record type"
@@ -325,6 +333,23 @@ pub fn scan(data: &[u8], shard: u32, mut f: impl FnMut(Record<'_>)) -> Scan {
     }
     s
 }
+
+/// Calls `f(kind, seq, payload)` for each record of a buffer this build appended (a shard's
+/// pending WAL buffer: trusted, whole records back to back; nothing is checked).
+pub fn for_each_appended(buf: &[u8], mut f: impl FnMut(u8, u64, &[u8])) {
+    let mut pos = 0;
+    while buf.len() >= pos + RECORD_HEADER {
+        let len = u32_at(buf, pos + OFF_LEN) as usize;
+        let start = pos + RECORD_HEADER;
+        let Some(payload) = buf.get(start..start + len) else {
+            return;
+        };
+        f(buf[pos + OFF_TYPE], u64_at(buf, pos + OFF_SEQ), payload);
+        pos = start + len;
+    }
+}
+
+pub mod txn;
 
 /// Whether a record at `pos` checks out (either format), and its total length.
 fn intact_at(data: &[u8], pos: usize, version: u32) -> Option<usize> {

@@ -1103,6 +1103,7 @@ fn storage_md_tables_match_the_code() {
         (record::DEL, "DEL"),
         (record::CLEAR, "CLEAR"),
         (record::VERSIONS, "VERSIONS"),
+        (record::TXN, "TXN"),
     ] {
         assert!(types.contains(&format!("{code} {name}")), "{types}");
     }

@@ -209,8 +209,8 @@ pub fn exec(
                 out.int(0);
                 return Ok(());
             }
-            // The new key is logged before the old one's tombstone: within one shard's WAL a
-            // crash between the two records leaves both keys, never neither.
+            // The new key and the old one's tombstone become one TXN record in each shard's
+            // WAL (store::tx): a crash keeps both changes or neither, across shards too.
             super::strings::write(tx.shard(hd)?, hd, dst, &value, ttl, ctx)?;
             super::strings::delete(tx.shard(hs)?, hs, src, ctx)?;
             if nx {

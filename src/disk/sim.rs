@@ -13,7 +13,7 @@ pub struct SimFs {
     inner: Arc<Mutex<Sim>>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Sim {
     next_inode: u64,
     /// inode → (current data, data as of its last sync)
@@ -117,6 +117,63 @@ impl SimFs {
         s.ops_left = None;
         s.space_left = None;
         s.fail_syncs = false;
+    }
+
+    /// Loses power after the disk persisted part of what was written but not synced: of each
+    /// file, the first `keep(path)` bytes (in file order) that differ from its synced state
+    /// survive, the rest does not (a write torn by the crash). Then as [`SimFs::crash`].
+    pub fn crash_torn(&self, keep: &dyn Fn(&Path) -> usize) {
+        {
+            let mut s = self.lock();
+            let files: Vec<(PathBuf, u64)> = s.names.iter().map(|(p, i)| (p.clone(), *i)).collect();
+            for (path, ino) in files {
+                let mut left = keep(&path);
+                if let Some((data, synced)) = s.inodes.get_mut(&ino) {
+                    let mut torn = synced.clone();
+                    torn.resize(data.len().max(synced.len()), 0);
+                    for (t, d) in torn.iter_mut().zip(data.iter()) {
+                        if left == 0 {
+                            break;
+                        }
+                        if t != d {
+                            *t = *d;
+                            left -= 1;
+                        }
+                    }
+                    *synced = torn;
+                }
+            }
+        }
+        self.crash();
+    }
+
+    /// How many bytes of a file differ from its synced state (what [`SimFs::crash_torn`] may
+    /// keep of it).
+    pub fn unsynced_bytes(&self, path: &Path) -> usize {
+        let s = self.lock();
+        let Some((data, synced)) = s.names.get(path).and_then(|i| s.inodes.get(i)) else {
+            return 0;
+        };
+        let common = data
+            .iter()
+            .zip(synced.iter())
+            .filter(|(a, b)| a != b)
+            .count();
+        let longer = if data.len() > synced.len() {
+            data[synced.len()..].iter().filter(|&&b| b != 0).count()
+        } else {
+            0
+        };
+        common + longer
+    }
+
+    /// An independent copy of this disk as it is now (so that a test can crash the same
+    /// state in several ways).
+    pub fn fork(&self) -> SimFs {
+        let copy = self.lock().clone();
+        SimFs {
+            inner: Arc::new(Mutex::new(copy)),
+        }
     }
 
     /// After `n` more operations, every operation fails.

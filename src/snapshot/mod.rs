@@ -52,6 +52,11 @@ pub enum SnapshotError {
         offset: usize,
         why: &'static str,
     },
+    #[error(
+        "{path} not kept: the WAL copies of the multi-shard writes it covers could not be \
+         made durable ({why}); the WAL still has everything"
+    )]
+    Settle { path: PathBuf, why: String },
 }
 
 /// Statistics of one snapshot written.
@@ -70,6 +75,21 @@ pub fn write(
     shard: usize,
     seq: u64,
     dir: &Path,
+) -> Result<Written, SnapshotError> {
+    write_settled(fs, store, shard, seq, dir, &|| Ok(()))
+}
+
+/// [`write`], calling `settle` once the copy is complete and before the snapshot takes its
+/// name: the copy may hold a multi-shard write whose TXN records are not durable yet, and the
+/// snapshot must not become the only trace of one part of it (docs/storage.md, "Multi-shard
+/// writes"). An error from `settle` abandons the snapshot.
+pub fn write_settled(
+    fs: &dyn Fs,
+    store: &Store,
+    shard: usize,
+    seq: u64,
+    dir: &Path,
+    settle: &dyn Fn() -> Result<(), String>,
 ) -> Result<Written, SnapshotError> {
     let t = Instant::now();
     let path = dir.join(snapshot_name(seq));
@@ -122,6 +142,10 @@ pub fn write(
     f.write_all(&foot).map_err(io(&tmp))?;
     f.sync_data().map_err(io(&tmp))?;
     drop(f);
+    if let Err(why) = settle() {
+        let _ = fs.remove(&tmp);
+        return Err(SnapshotError::Settle { path, why });
+    }
     fs.rename(&tmp, &path).map_err(io(&path))?;
     fs.sync_dir(parent(&path)).map_err(io(dir))?;
     Ok(Written {

@@ -27,9 +27,21 @@ pub struct WalBuf {
     /// Sequence number of the last record appended.
     pub seq: u64,
     pub buf: Vec<u8>,
+    /// Sequence number of the last TXN record of several shards (set by `store::Tx`): a
+    /// snapshot covering it first makes every participant's copy durable (docs/storage.md,
+    /// "Multi-shard writes").
+    pub txn_seq: u64,
 }
 
 impl WalBuf {
+    /// Replaces the records appended after buffer length `from_len` (sequence numbers after
+    /// `from_seq`) by one TXN record carrying `payload`, under sequence number `from_seq + 1`.
+    pub fn replace_with_txn(&mut self, from_len: usize, from_seq: u64, payload: &[u8]) {
+        self.buf.truncate(from_len);
+        self.seq = from_seq + 1;
+        record::append(&mut self.buf, record::TXN, self.seq, payload);
+    }
+
     fn log(&mut self, kind: u8, payload: &[u8]) {
         if self.enabled {
             self.seq += 1;

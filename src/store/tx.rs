@@ -3,8 +3,10 @@
 use std::sync::MutexGuard;
 
 use smallvec::SmallVec;
+use tracing::warn;
 
 use super::{Shard, Store};
+use crate::record::{self, txn};
 
 /// A command used a key whose shard it did not lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -18,10 +20,39 @@ pub struct NotLocked {
 
 /// The shards one command may touch, locked in ascending index order so that two commands
 /// locking overlapping sets can't deadlock.
+///
+/// When the command has written to more than one shard, its records are turned into one TXN
+/// record in each of them before the locks are released ([`Tx::marks`], or the drop), so that
+/// a crash keeps all of its changes or none (docs/storage.md, "Multi-shard writes").
 pub struct Tx<'s> {
     store: &'s Store,
-    /// (shard, guard, WAL sequence number when locked)
-    guards: SmallVec<[(usize, MutexGuard<'s, Shard>, u64); 2]>,
+    guards: SmallVec<[Locked<'s>; 2]>,
+    committed: bool,
+}
+
+/// One locked shard, and where its WAL buffer stood when it was locked.
+struct Locked<'s> {
+    shard: usize,
+    guard: MutexGuard<'s, Shard>,
+    seq: u64,
+    buf_len: usize,
+}
+
+impl<'s> Locked<'s> {
+    fn new(store: &'s Store, shard: usize) -> Locked<'s> {
+        let guard = store.lock(shard);
+        let (seq, buf_len) = (guard.wal.seq, guard.wal.buf.len());
+        Locked {
+            shard,
+            guard,
+            seq,
+            buf_len,
+        }
+    }
+
+    fn written(&self) -> bool {
+        self.guard.wal.seq > self.seq
+    }
 }
 
 impl<'s> Tx<'s> {
@@ -32,23 +63,19 @@ impl<'s> Tx<'s> {
         ids.dedup();
         Tx {
             store,
-            guards: ids
-                .into_iter()
-                .map(|i| {
-                    let g = store.lock(i);
-                    let seq = g.wal.seq;
-                    (i, g, seq)
-                })
-                .collect(),
+            guards: ids.into_iter().map(|i| Locked::new(store, i)).collect(),
+            committed: false,
         }
     }
 
     pub fn for_shard(store: &'s Store, shard: usize) -> Tx<'s> {
         let mut guards = SmallVec::new();
-        let g = store.lock(shard);
-        let seq = g.wal.seq;
-        guards.push((shard, g, seq));
-        Tx { store, guards }
+        guards.push(Locked::new(store, shard));
+        Tx {
+            store,
+            guards,
+            committed: false,
+        }
     }
 
     /// The locked shard holding `hash`. A command may only use keys it declared in its route,
@@ -58,19 +85,80 @@ impl<'s> Tx<'s> {
     #[inline]
     pub fn shard(&mut self, hash: u64) -> Result<&mut Shard, NotLocked> {
         let id = self.store.shard_of(hash);
-        match self.guards.iter_mut().find(|(i, _, _)| *i == id) {
-            Some((_, g, _)) => Ok(g),
+        match self.guards.iter_mut().find(|l| l.shard == id) {
+            Some(l) => Ok(&mut l.guard),
             None => Err(NotLocked { shard: id }),
         }
     }
 
-    /// The WAL records this command produced: (shard, last sequence number) per shard written.
-    pub fn marks(&self) -> Marks {
+    /// Ends the command's writes and returns the WAL records it produced: (shard, last
+    /// sequence number) per shard written. Several records become one TXN record in each
+    /// shard first (see `commit`).
+    pub fn marks(&mut self) -> Marks {
+        self.commit();
         self.guards
             .iter()
-            .filter(|(_, g, before)| g.wal.seq > *before)
-            .map(|(i, g, _)| (*i as u32, g.wal.seq))
+            .filter(|l| l.written())
+            .map(|l| (l.shard as u32, l.guard.wal.seq))
             .collect()
+    }
+
+    /// With records in more than one shard: replaces each shard's records by one TXN record
+    /// holding every shard's part, so that recovery can complete the transaction from any
+    /// participant whose copy survived. With several records in one shard: one TXN record of
+    /// one part, so that a torn WAL tail drops all of them or none. One record (SET, DEL of one
+    /// key, every write of one version): nothing to do, and nothing paid but this check.
+    fn commit(&mut self) {
+        if self.committed {
+            return;
+        }
+        let mut written = self.guards.iter().filter(|l| l.written());
+        let participants = match (written.next(), written.next()) {
+            (None, _) => return,
+            (Some(l), None) if l.guard.wal.seq - l.seq < 2 => return,
+            (Some(_), None) => 1,
+            (Some(_), Some(_)) => 2 + written.count(),
+        };
+        self.committed = true;
+        let mut payload = Vec::new();
+        txn::begin(&mut payload, participants as u32);
+        let mut most = 0;
+        for l in self.guards.iter().filter(|l| l.written()) {
+            let at = txn::begin_part(&mut payload, l.shard as u32, l.seq + 1);
+            let mut n = 0usize;
+            record::for_each_appended(&l.guard.wal.buf[l.buf_len..], |kind, _, p| {
+                txn::push_record(&mut payload, kind, p);
+                n += 1;
+            });
+            txn::end_part(&mut payload, at, n as u32);
+            most = most.max(n);
+        }
+        if payload.len() > record::MAX_RECORD
+            || participants > txn::MAX_PARTS
+            || most > txn::MAX_PART_RECORDS
+        {
+            // Out of reach of any request the limits admit (it would be near the 2 GiB frame
+            // limit): its records stay each shard's own, atomic on the node but not across a
+            // crash, rather than a record recovery would refuse.
+            warn!(
+                bytes = payload.len(),
+                "multi-shard write too large for one WAL record; logged per shard"
+            );
+            return;
+        }
+        for l in self.guards.iter_mut().filter(|l| l.written()) {
+            l.guard.wal.replace_with_txn(l.buf_len, l.seq, &payload);
+            if participants > 1 {
+                l.guard.wal.txn_seq = l.guard.wal.seq;
+            }
+        }
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        // A command that never asked for its marks still leaves whole transactions behind.
+        self.commit();
     }
 }
 

@@ -3,12 +3,14 @@
 //! - [`record`]: the byte format of records and segment headers, and the scanner that tells
 //!   a torn tail from corruption;
 //! - [`writer`]: the shard's WAL writer thread (group commit, fsync policies, rotation);
-//! - [`replay`]: recovery of a shard from its newest snapshot plus the WAL after it.
+//! - [`replay`]: recovery of a shard from its newest snapshot plus the WAL after it;
+//! - [`resolve`]: completing multi-shard writes (TXN records) some shard lost in a crash.
 
 /// The record format is a leaf module ([`crate::record`]) so the store can append records
 /// without depending on the WAL.
 pub use crate::record;
 pub mod replay;
+pub mod resolve;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::record::{
-    count_recoverable_after, scan, Damage, FORMAT_VERSION, FORMAT_VERSION_V1, SEGMENT_HEADER,
+    count_recoverable_after, scan, txn, Damage, Record, FORMAT_VERSION, FORMAT_VERSION_V1,
+    SEGMENT_HEADER, TXN,
 };
 use super::{parse_segment_name, shard_dir};
 use crate::disk::Fs;
@@ -26,6 +27,9 @@ pub struct Recovered {
     /// `--repair` set something aside (a segment or a snapshot): what is in memory is no
     /// longer what a plain replay of the directory gives, until a new snapshot records it.
     pub repaired: bool,
+    /// Payloads of the TXN records found in this shard's segments (also those the snapshot
+    /// covers): another participant may have lost its copy (see [`super::resolve`]).
+    pub txns: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,28 +127,37 @@ pub fn recover(
     let mut applied = out.snapshot_seq;
     for (i, &first) in segs.iter().enumerate() {
         // Segments wholly covered by the snapshot (left by a crash before their removal).
+        let path = dir.join(super::segment_name(first));
         if segs
             .get(i + 1)
             .is_some_and(|&next| next <= out.snapshot_seq + 1)
         {
+            // Only the transactions in it are read (a crash during recovery's own resolution
+            // may have left another participant needing them); damage here loses nothing.
+            if let Ok(data) = fs.read(&path) {
+                scan(&data, shard_id as u32, |r| collect_txn(&r, &mut out.txns));
+            }
             continue;
         }
-        let path = dir.join(super::segment_name(first));
         let last = i + 1 == segs.len();
         let data = fs.read(&path).map_err(io(&path))?;
         let mut gap = None;
         let mut bad_payload = None;
         let scanned = scan(&data, shard_id as u32, |r| {
             let offset = r.offset;
-            if r.seq <= applied || gap.is_some() || bad_payload.is_some() {
+            if gap.is_some() || bad_payload.is_some() {
+                return;
+            }
+            collect_txn(&r, &mut out.txns);
+            if r.seq <= applied {
                 return;
             }
             if r.seq != applied + 1 && !repair {
                 gap = Some((applied + 1, r.seq));
                 return;
             }
-            if !shard.apply(r.kind, r.payload) {
-                bad_payload = Some(offset);
+            if let Err(why) = apply(shard, shard_id, &r) {
+                bad_payload = Some((offset, why));
                 return;
             }
             applied = r.seq;
@@ -161,13 +174,7 @@ pub fn recover(
         // A record that checks out but does not decode is corruption at that record: what
         // follows it is not applied.
         let (damage, good_len) = match (scanned.damage, bad_payload) {
-            (_, Some(offset)) => (
-                Some(Damage::Corrupt {
-                    offset,
-                    why: "a record's entry does not decode",
-                }),
-                offset,
-            ),
+            (_, Some((offset, why))) => (Some(Damage::Corrupt { offset, why }), offset),
             (d, None) => (d, scanned.good_len),
         };
         match damage {
@@ -233,4 +240,40 @@ pub fn recover(
     }
     out.last_seq = applied;
     Ok(out)
+}
+
+/// Replays one record into the shard: its own part, for a TXN record.
+fn apply(shard: &mut Shard, shard_id: usize, r: &Record<'_>) -> Result<(), &'static str> {
+    if r.kind != TXN {
+        return match shard.apply(r.kind, r.payload) {
+            true => Ok(()),
+            false => Err("a record's entry does not decode"),
+        };
+    }
+    let parts = txn::decode(r.payload)?;
+    let Some(part) = parts.iter().find(|p| p.shard == shard_id as u32) else {
+        return Err("transaction record without a part for its own shard");
+    };
+    if part.seq != r.seq {
+        return Err("transaction record's part is under another sequence number");
+    }
+    apply_part(shard, part)
+}
+
+/// Applies one shard's part of a transaction (at replay, or when recovery completes a
+/// transaction this shard lost).
+pub fn apply_part(shard: &mut Shard, part: &txn::Part<'_>) -> Result<(), &'static str> {
+    for (kind, payload) in part.records() {
+        if !shard.apply(kind, payload) {
+            return Err("a transaction's entry does not decode");
+        }
+    }
+    Ok(())
+}
+
+/// Keeps a copy of a TXN record of several shards (one of one shard concerns no other).
+fn collect_txn(r: &Record<'_>, txns: &mut Vec<Vec<u8>>) {
+    if r.kind == TXN && r.payload.get(..4).is_some_and(|n| n != 1u32.to_le_bytes()) {
+        txns.push(r.payload.to_vec());
+    }
 }

@@ -46,6 +46,9 @@ pub enum Msg {
     /// Rotate to a new segment now and report the last sequence number before it
     /// (a snapshot is about to start).
     Rotate(std::sync::mpsc::Sender<Result<u64, String>>),
+    /// Write and fdatasync everything appended so far (whatever the policy), and report the
+    /// last sequence number synced (a snapshot is about to cover a multi-shard write).
+    Sync(std::sync::mpsc::Sender<Result<u64, String>>),
     /// Write and sync everything, then exit.
     Stop,
 }
@@ -204,6 +207,21 @@ impl Writer {
                     self.round();
                     let r = self.rotate().map_err(|e| e.to_string());
                     let _ = reply.send(r.map(|()| self.written));
+                }
+                Msg::Sync(reply) => {
+                    self.round();
+                    self.sync();
+                    let r = if self.fatal || !self.pending.is_empty() || self.synced != self.written
+                    {
+                        let e = self.log.state.borrow().error.clone();
+                        Err(e
+                            .as_deref()
+                            .unwrap_or("the WAL could not be synced")
+                            .to_string())
+                    } else {
+                        Ok(self.synced)
+                    };
+                    let _ = reply.send(r);
                 }
                 Msg::Stop => {
                     self.round();

@@ -302,7 +302,11 @@ pub fn wal(data: &[u8]) {
             );
             next_offset = start + r.payload.len();
             seqs.push(r.seq);
-            shard.apply(r.kind, r.payload);
+            if r.kind == record::TXN {
+                txn_parts(r.payload, &mut shard);
+            } else {
+                shard.apply(r.kind, r.payload);
+            }
         })
     });
     assert_eq!(scan.records, seqs.len());
@@ -366,6 +370,34 @@ pub fn snapshot_input(data: &[u8]) -> (Vec<u8>, usize) {
     (file, shard)
 }
 
+/// A TXN record's payload: decoded (the caller's allocation bound covers it), every part's
+/// records applied as recovery applies a shard's own part.
+fn txn_parts(payload: &[u8], shard: &mut Shard) {
+    let Ok(parts) = record::txn::decode(payload) else {
+        return;
+    };
+    assert!(!parts.is_empty(), "a transaction of no part decoded");
+    assert!(
+        parts.windows(2).all(|w| w[0].shard < w[1].shard),
+        "parts not in shard order"
+    );
+    for p in &parts {
+        let mut n = 0;
+        for (kind, body) in p.records() {
+            assert!(
+                matches!(kind, record::VERSIONS | record::DEL | record::CLEAR),
+                "a part holds a record of type {kind}"
+            );
+            shard.apply(kind, body);
+            n += 1;
+        }
+        assert_eq!(
+            n, p.count,
+            "a part's record count does not match its records"
+        );
+    }
+}
+
 /// Snapshots: load into an empty shard.
 pub fn snapshot(data: &[u8]) {
     let (file, shard_id) = snapshot_input(data);
@@ -385,5 +417,8 @@ pub fn snapshot(data: &[u8]) {
             assert!(offset <= file.len(), "corruption reported past the end");
         }
         Err(e @ snapshot::SnapshotError::Io { .. }) => panic!("no I/O happens here: {e}"),
+        Err(e @ snapshot::SnapshotError::Settle { .. }) => {
+            panic!("loading settles nothing: {e}")
+        }
     }
 }

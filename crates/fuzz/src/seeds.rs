@@ -379,6 +379,23 @@ pub fn wal() -> Vec<Seed> {
         "bad-entry-payload".into(),
         wal_seed(0, &one(record::VERSIONS, 1, &[0, 200, 1, 0])),
     ));
+    // A multi-shard write as the store logs it: one TXN record holding every shard's part.
+    let mut t = Vec::new();
+    record::txn::begin(&mut t, 2);
+    let at = record::txn::begin_part(&mut t, 1, 9);
+    record::txn::push_record(&mut t, record::DEL, b"src");
+    record::txn::end_part(&mut t, at, 1);
+    let at = record::txn::begin_part(&mut t, shard_id, 1);
+    let e = entry(b"dst", b"moved", None, false, &[7]);
+    record::txn::push_record(&mut t, record::VERSIONS, e.as_bytes());
+    record::txn::end_part(&mut t, at, 1);
+    seeds.push(("txn-record".into(), wal_seed(0, &one(record::TXN, 1, &t))));
+    let mut t_bad = t.clone();
+    t_bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    seeds.push((
+        "txn-parts-max".into(),
+        wal_seed(FIX_CHECKSUMS, &one(record::TXN, 1, &t_bad)),
+    ));
     let mut out_of_order = one(record::DEL, 5, b"a");
     record::append(&mut out_of_order, record::DEL, 5, b"b");
     seeds.push(("seq-repeated".into(), wal_seed(0, &out_of_order)));
