@@ -75,6 +75,8 @@ pub struct Shard {
     purge: VecDeque<Purge>,
     /// Dead keys purged (tombstones and expired values whose grace passed).
     pub purged: u64,
+    /// The last record known durable (from the last `purge_cycle`; u64::MAX with no WAL).
+    durable_seq: u64,
 }
 
 /// A key as Redis commands see it: its entry and the winning version, which is live.
@@ -256,14 +258,13 @@ impl Shard {
         let Some(e) = self.slots[slot as usize].as_ref() else {
             return;
         };
-        let grace = self.policy.tombstone_grace_ms;
-        match e.dead_since(now_ms) {
-            Some(died) if died.saturating_add(grace) <= now_ms => {
+        match self.purgeable(e, now_ms) {
+            true => {
                 let key = e.key().to_vec();
                 self.remove_quiet(key_hash(&key), &key);
                 self.expired_keys += 1;
             }
-            _ => {
+            false => {
                 let key = e.key().to_vec();
                 let mut versions: Versions<'_> = e.versions();
                 for v in versions.values_mut() {
@@ -279,12 +280,25 @@ impl Shard {
         }
     }
 
+    /// Whether a dead key may go: every version dead for the grace, and every dot this node
+    /// minted for it at or below the durable log position. A counter is drawn above the log
+    /// position, which a restart recovers at least up to the durable one, so a dot minted after
+    /// the purge, even after a crash, is never one a context from before it covers. (A
+    /// multi-record TXN rewinds the log position below the counters its writes drew; such a
+    /// key waits until the log has moved past them.)
+    fn purgeable(&self, e: &Entry, now_ms: u64) -> bool {
+        let grace = self.policy.tombstone_grace_ms;
+        e.dead_since(now_ms)
+            .is_some_and(|d| d.saturating_add(grace) <= now_ms)
+            && e.context().get(self.policy.actor) <= self.durable_seq
+    }
+
     /// Purges up to `budget` dead keys whose grace has passed and whose last record is
     /// durable (`durable_seq`). Returns how many.
     pub fn purge_cycle(&mut self, now_ms: u64, durable_seq: u64, budget: usize) -> usize {
-        let grace = self.policy.tombstone_grace_ms;
+        self.durable_seq = durable_seq;
         let mut purged = 0;
-        while purged < budget {
+        for _ in 0..budget {
             match self.purge.front() {
                 Some(p) if p.due_ms <= now_ms && p.seq <= durable_seq => {}
                 _ => break,
@@ -293,11 +307,15 @@ impl Shard {
                 break;
             };
             let key = match &self.slots[p.slot as usize] {
+                Some(e) if self.purgeable(e, now_ms) => e.key().to_vec(),
+                // Dead, but its dots are not below the durable log position yet: later.
                 Some(e)
-                    if e.dead_since(now_ms)
-                        .is_some_and(|d| d.saturating_add(grace) <= now_ms) =>
+                    if e.dead_since(now_ms).is_some_and(|d| {
+                        d.saturating_add(self.policy.tombstone_grace_ms) <= now_ms
+                    }) =>
                 {
-                    e.key().to_vec()
+                    self.purge.push_back(p);
+                    continue;
                 }
                 // Rewritten since, or died again later (a later item covers that).
                 _ => continue,
@@ -381,6 +399,7 @@ impl Shard {
             purged: self.purged,
             policy: self.policy,
             dot_floor: self.dot_floor,
+            durable_seq: self.durable_seq,
             wal,
             ..Shard::default()
         };
@@ -585,5 +604,47 @@ mod tests {
         s.clear();
         assert_eq!(s.len(), 0);
         assert!(s.is_empty());
+    }
+
+    /// A tombstone is purged only once the record that wrote it is durable and every dot this
+    /// node minted for the key is at or below the durable log position.
+    #[test]
+    fn purge_waits_for_durability_and_for_the_dots() {
+        let mut s = Shard::with_policy(VersionPolicy {
+            actor: 9,
+            ..VersionPolicy::default()
+        });
+        s.wal.enabled = true;
+        let h = key_hash(b"k");
+        s.write(
+            h,
+            b"k",
+            Supersede::Local,
+            VersionRef::value(b"v", 1, None),
+            |_| (),
+        )
+        .unwrap();
+        s.write(h, b"k", Supersede::Local, VersionRef::tombstone(2), |_| ())
+            .unwrap();
+        assert_eq!(s.tombstones(), 1);
+        assert_eq!(
+            s.purge_cycle(10, 1, 100),
+            0,
+            "the tombstone's record is not durable"
+        );
+        assert_eq!(s.tombstones(), 1);
+        // A log position rewound below the dots (as a multi-record TXN leaves it): not yet.
+        s.dot_floor = 50;
+        s.write(h, b"k", Supersede::Local, VersionRef::tombstone(3), |_| ())
+            .unwrap();
+        assert_eq!(
+            s.purge_cycle(10, s.wal.seq, 100),
+            0,
+            "dot 51 is above the log"
+        );
+        assert_eq!(s.tombstones(), 1);
+        assert_eq!(s.purge_cycle(10, 51, 100), 1);
+        assert_eq!(s.tombstones(), 0);
+        assert_eq!(s.purged, 1);
     }
 }
