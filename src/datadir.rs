@@ -20,7 +20,15 @@ pub struct DataDir {
     pub node_id: u64,
     /// The format the directory was in when opened (META_FORMAT_V1: convert it).
     pub opened_format: u32,
+    shards: usize,
     _lock: File,
+}
+
+fn write_meta_file(fs: &dyn Fs, meta: &Path, id: u64, shards: usize) -> std::io::Result<()> {
+    let text = format!(
+        "# ringkv data directory; do not edit\nformat = {META_FORMAT}\nnode_id = {id}\nshards = {shards}\n"
+    );
+    write_atomic(fs, meta, text.as_bytes())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +74,7 @@ impl DataDir {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let meta = path.join("meta");
-        let write_meta = |id: u64| {
-            let text = format!(
-                "# ringkv data directory; do not edit\nformat = {META_FORMAT}\nnode_id = {id}\nshards = {shards}\n"
-            );
-            write_atomic(fs, &meta, text.as_bytes()).map_err(io)
-        };
+        let write_meta = |id: u64| write_meta_file(fs, &meta, id, shards).map_err(io);
         let (node_id, opened_format) = match std::fs::read_to_string(&meta) {
             Ok(text) => parse_meta(&text, shards).map_err(|why| DataDirError::Meta {
                 path: meta.clone(),
@@ -83,14 +86,27 @@ impl DataDir {
             }
             Err(e) => return Err(io(e)),
         };
-        if opened_format != META_FORMAT {
-            write_meta(node_id)?;
-        }
         Ok(DataDir {
             path: path.to_path_buf(),
             node_id,
             opened_format,
+            shards,
             _lock: lock,
+        })
+    }
+
+    /// After an older format was read (recovered) without error: mark the directory as this
+    /// build's format before anything new is written, so that the older build, which can't
+    /// read the new records, refuses it instead of misreading it. (A recovery that fails
+    /// leaves the directory to the older build.)
+    pub fn finish_upgrade(&mut self, fs: &dyn Fs) -> Result<(), DataDirError> {
+        if self.opened_format == META_FORMAT {
+            return Ok(());
+        }
+        let meta = self.path.join("meta");
+        write_meta_file(fs, &meta, self.node_id, self.shards).map_err(|source| DataDirError::Io {
+            path: meta.clone(),
+            source,
         })
     }
 }

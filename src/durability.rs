@@ -132,11 +132,7 @@ impl Durability {
                 if r.repaired {
                     repaired.push(i);
                 }
-                {
-                    let mut s = store.lock(i);
-                    s.wal.enabled = true;
-                    s.wal.seq = r.last_seq;
-                }
+                store.lock(i).start_logging(r.last_seq);
                 let (log, h) = writer::start(
                     i,
                     r.last_seq,

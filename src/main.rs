@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     };
     let fs: Arc<dyn Fs> = Arc::new(RealFs);
     // The lock is held until the process exits.
-    let dir = match DataDir::open(fs.as_ref(), &config.data_dir, config.shards, new_node_id()) {
+    let mut dir = match DataDir::open(fs.as_ref(), &config.data_dir, config.shards, new_node_id()) {
         Ok(d) => d,
         Err(e) => {
             error!("{e}");
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
     if config.fsync == FsyncPolicy::Off {
         info!("--fsync off: no WAL and no snapshots; data lives in memory only");
     }
+    let fs_meta = fs.clone();
     let store = Arc::new(Store::with_policy(
         config.shards,
         version_policy(&config, dir.node_id),
@@ -65,7 +66,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if dir.opened_format != ringkv::datadir::META_FORMAT && durability.enabled() {
+    let upgraded = dir.opened_format != ringkv::datadir::META_FORMAT;
+    if let Err(e) = dir.finish_upgrade(fs_meta.as_ref()) {
+        error!("{e}");
+        return ExitCode::from(1);
+    }
+    if upgraded && durability.enabled() {
         // Rewrite everything in the new format now (a snapshot of every shard replaces the
         // old records), rather than carrying the old ones until the next snapshot.
         info!(

@@ -260,7 +260,7 @@ pub(crate) fn write(
     let v = VersionRef::value(value, ctx.now_ms, expires_at_ms);
     shard
         .write(hash, key, Supersede::Local, v, |_| ())
-        .map_err(|e| super::versioned::too_many_siblings(key, e))
+        .map_err(|e| super::versioned::write_error(key, e))
 }
 
 /// Deletes `key`: a tombstone that supersedes every version this node has. It stays (invisible
@@ -269,7 +269,7 @@ pub(crate) fn delete(shard: &mut Shard, hash: u64, key: &[u8], ctx: &Ctx) -> Cmd
     let v = VersionRef::tombstone(ctx.now_ms);
     shard
         .write(hash, key, Supersede::Local, v, |_| ())
-        .map_err(|e| super::versioned::too_many_siblings(key, e))
+        .map_err(|e| super::versioned::write_error(key, e))
 }
 
 /// A new version of the live `key` with the same value and another expiry (EXPIRE, PERSIST,
@@ -351,7 +351,16 @@ pub fn exec(
                 None if s.keep_ttl => old_ttl,
                 None => None,
             };
-            write(shard, h, s.key, s.value, expires, ctx)?;
+            match expires {
+                // An expiry not in the future (SET ... PXAT <past>) leaves no key, as in Redis:
+                // a tombstone, if there was anything to supersede.
+                Some(at) if at <= now => {
+                    if shard.entry(h, s.key).is_some() {
+                        delete(shard, h, s.key, ctx)?;
+                    }
+                }
+                _ => write(shard, h, s.key, s.value, expires, ctx)?,
+            }
             match s.reply {
                 SetReply::Ok => out.simple("OK"),
                 SetReply::Int => out.int(1),

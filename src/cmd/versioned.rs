@@ -3,7 +3,8 @@
 
 use super::{CmdError, CmdResult, Ctx};
 use crate::store::dvv::DecodeError;
-use crate::store::{Entry, Supersede, TooManySiblings, Tx, VersionRef, VersionVector};
+use crate::store::write::WriteError;
+use crate::store::{Entry, Supersede, Tx, VersionRef, VersionVector};
 use ringkv_proto::{key_hash, ReplySink};
 use smallvec::SmallVec;
 
@@ -82,7 +83,7 @@ pub fn delete(
         };
         shard
             .write(h, key, sup, VersionRef::tombstone(ctx.now_ms), |_| ())
-            .map_err(|e| too_many_siblings(key, e))?;
+            .map_err(|e| write_error(key, e))?;
     }
     out.int(live as i64);
     Ok(())
@@ -110,18 +111,25 @@ fn write(
             };
             out.versioned(&e.context_bytes(), &values);
         })
-        .map_err(|e| too_many_siblings(key, e))
+        .map_err(|e| write_error(key, e))
 }
 
-/// A write refused by `--max-siblings`, naming the key.
-pub(crate) fn too_many_siblings(key: &[u8], e: TooManySiblings) -> CmdError {
-    let shown: String = String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned();
-    CmdError::msg(format!(
-        "ERR write to key '{shown}' refused: it would have {} siblings, more than \
-         --max-siblings {}; read the key and write with the context the read returned to \
-         resolve them",
-        e.count, e.max
-    ))
+/// A refused write as the client's error: the sibling bound names the key.
+pub(crate) fn write_error(key: &[u8], e: WriteError) -> CmdError {
+    match e {
+        WriteError::TooManySiblings(e) => {
+            let shown: String = String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned();
+            CmdError::msg(format!(
+                "ERR write to key '{shown}' refused: it would have {} siblings, more than \
+                 --max-siblings {}; read the key and write with the context the read returned \
+                 to resolve them",
+                e.count, e.max
+            ))
+        }
+        WriteError::ForgedContext { .. }
+        | WriteError::ContextTooLarge { .. }
+        | WriteError::CountersExhausted => CmdError::msg(format!("ERR {e}")),
+    }
 }
 
 /// A causal context from a client: empty means none.

@@ -235,7 +235,10 @@ async fn expire(ctx: Rc<LoopCtx>) {
             for shard in (ctx.id..store.len()).step_by(ctx.node.config.threads) {
                 let durable = ctx.node.durability.durable_seq(shard);
                 let mut s = store.lock(shard);
-                if s.expire_cycle(now, 1000) == 1000 || s.purge_cycle(now, durable, 1000) == 1000 {
+                // Both run every round (no short-circuit): a busy expiry must not starve purges.
+                let expired = s.expire_cycle(now, 1000);
+                let purged = s.purge_cycle(now, durable, 1000);
+                if expired == 1000 || purged == 1000 {
                     more = true;
                 }
             }

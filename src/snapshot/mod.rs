@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! header: magic "RKVSNAP1" | format version u32 LE (2; 1 is read) | shard u32 LE | seq u64 LE
+//!         | dot floor u64 LE (format 2)
 //! blocks: len u32 LE | crc32 u32 LE (of the block's bytes) | entries: (len u32 LE, entry)*
 //! footer: 0 u32 LE | crc32 u32 LE (of the count) | entry count u64 LE
 //! ```
@@ -17,7 +18,12 @@ use crate::record::{u32_at, u64_at};
 use crate::store::{Entry, Shard, Store};
 
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
-pub const HEADER: usize = 24;
+pub const HEADER: usize = 32;
+/// How a snapshot's format encodes an entry.
+type DecodeEntry = fn(&[u8]) -> Option<Entry>;
+
+/// Format 1 had no counter floor.
+const HEADER_V1: usize = 24;
 /// The format this build writes: entries in the format-2 layout (store::Entry: every
 /// version with its dot).
 pub const FORMAT_VERSION: u32 = 2;
@@ -99,11 +105,14 @@ pub fn write_settled(
         move |source| SnapshotError::Io { path: p, source }
     };
     let mut f = fs.create(&tmp).map_err(io(&tmp))?;
+    // Read before the copy: every dot minted later is in a record after `seq`, replayed.
+    let dot_floor = store.lock(shard).dot_floor();
     let mut head = Vec::with_capacity(HEADER);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     head.extend_from_slice(&(shard as u32).to_le_bytes());
     head.extend_from_slice(&seq.to_le_bytes());
+    head.extend_from_slice(&dot_floor.to_le_bytes());
     f.write_all(&head).map_err(io(&tmp))?;
     let mut bytes = HEADER as u64;
     let mut block: Vec<u8> = Vec::with_capacity(BLOCK + 8);
@@ -188,11 +197,17 @@ pub fn load_bytes(
     if data.len() < HEADER + 16 || &data[..8] != MAGIC {
         return Err(bad(0, "not a snapshot (bad magic or too short)"));
     }
-    let decode: fn(&[u8]) -> Option<Entry> = match u32_at(data, 8) {
-        FORMAT_VERSION => Entry::from_bytes,
-        FORMAT_VERSION_V1 => crate::store::legacy::entry_from_v1,
+    let (decode, header): (DecodeEntry, usize) = match u32_at(data, 8) {
+        FORMAT_VERSION => (Entry::from_bytes, HEADER),
+        FORMAT_VERSION_V1 => (crate::store::legacy::entry_from_v1, HEADER_V1),
         _ => return Err(bad(8, "unsupported snapshot format version")),
     };
+    if data.len() < header + 16 {
+        return Err(bad(0, "not a snapshot (too short)"));
+    }
+    if header == HEADER {
+        shard.raise_dot_floor(u64_at(data, 24));
+    }
     if u32_at(data, 12) != shard_id as u32 {
         return Err(bad(12, "snapshot belongs to another shard"));
     }
@@ -201,7 +216,7 @@ pub fn load_bytes(
     // hold, so a damaged count can't reserve absurd memory (the footer is verified at the end).
     let claimed = u64_at(data, data.len() - 8) as usize;
     shard.reserve(claimed.min(data.len() / 16));
-    let mut pos = HEADER;
+    let mut pos = header;
     let mut count = 0u64;
     loop {
         if data.len() < pos + 8 {

@@ -33,6 +33,11 @@ impl VectorClock {
         }
     }
 
+    /// (node, counter) pairs, by node.
+    pub fn iter(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.entries.iter().copied()
+    }
+
     pub fn increment(&mut self, node: NodeId) {
         match self.entries.binary_search_by_key(&node, |e| e.0) {
             Ok(i) => self.entries[i].1 += 1,

@@ -248,6 +248,8 @@ impl Entry {
     pub fn versions(&self) -> Versions<'_> {
         let h = self.head();
         let Ok(header) = SiblingsHeader::decode(&self.0[h.header_start..h.header_end]) else {
+            // Built by `new` or checked by `from_bytes`: unreachable unless there is a bug.
+            debug_assert!(false, "an entry's header does not decode: {:?}", self.0);
             return Versions::new();
         };
         let n = header.dots.len();
@@ -325,6 +327,25 @@ impl Entry {
         self.versions()
             .iter()
             .map(|v| v.value.dead_since(now_ms))
+            .try_fold(0, |acc, d| d.map(|d| acc.max(d)))
+    }
+
+    /// When every version will be dead if nothing is written: the latest tombstone timestamp
+    /// or expiry; None while a version lives forever (a value without expiry).
+    pub fn death_at(&self) -> Option<u64> {
+        let at = |v: &VersionRef<'_>| {
+            if v.is_tombstone() {
+                Some(v.timestamp_ms)
+            } else {
+                v.expires_at_ms
+            }
+        };
+        if let Some(v) = self.single() {
+            return at(&v);
+        }
+        self.versions()
+            .iter()
+            .map(|v| at(&v.value))
             .try_fold(0, |acc, d| d.map(|d| acc.max(d)))
     }
 

@@ -11,12 +11,29 @@
 //! the dot of the clock's highest counter (the writer of the latest event, for clocks written by
 //! one node), which the context covers, as a dot must.
 
-use super::clock::{get_varint, put_varint};
-use super::dvv::{Dot, Siblings, VersionVector};
+use super::clock::{get_varint, put_varint, VectorClock};
+use super::dvv::{Dot, Siblings, VersionVector, MAX_COUNTER};
 use super::entry::{Entry, VersionRef};
 
 const TOMBSTONE: u8 = 1;
 const EXPIRES: u8 = 2;
+
+/// A format-1 clock read by format 1's own rules (it accepted client clocks with zero
+/// counters or any u64 and merged them in), made a valid context: zero counters dropped,
+/// counters capped below the decoders' maximum.
+fn lenient_context(clock: &[u8]) -> Option<VersionVector> {
+    let clock = VectorClock::decode(clock).ok()?;
+    let mut context = VersionVector::new();
+    for (actor, counter) in clock.iter() {
+        if counter > 0 {
+            context.add_dot(Dot {
+                actor,
+                counter: counter.min(MAX_COUNTER / 2),
+            });
+        }
+    }
+    Some(context)
+}
 
 /// Converts a format-1 entry; None if the bytes are malformed.
 pub fn entry_from_v1(b: &[u8]) -> Option<Entry> {
@@ -35,7 +52,7 @@ pub fn entry_from_v1(b: &[u8]) -> Option<Entry> {
     } else {
         None
     };
-    let context = VersionVector::decode(rest.get(..clock_len)?).ok()?;
+    let context = lenient_context(rest.get(..clock_len)?)?;
     rest = &rest[clock_len..];
     let key = rest.get(..key_len)?;
     let value = &rest[key_len..];
@@ -86,7 +103,6 @@ pub fn encode_v1(
 
 #[cfg(test)]
 mod tests {
-    use super::super::clock::VectorClock;
     use super::*;
 
     fn v1(key: &[u8], value: &[u8], clock: &VectorClock, exp: Option<u64>, tomb: bool) -> Vec<u8> {
@@ -121,5 +137,25 @@ mod tests {
         for cut in 0..b.len() - 1 {
             assert!(entry_from_v1(&b[..cut]).is_none(), "cut at {cut}");
         }
+    }
+
+    /// Format 1 decoded client contexts with `VectorClock::decode`, which accepts zero
+    /// counters and any u64, and merged them into the stored clock (see bd40a02
+    /// cmd/strings.rs `next_clock`). Such a stored clock is not a canonical VersionVector, so
+    /// conversion refuses the entry and the whole format-1 directory fails to open.
+    #[test]
+    fn review_converts_clocks_that_format1_accepted_from_clients() {
+        // actor 7 counter 1 (the node), actor 9 counter 0 (from a client's context).
+        let zero = [2u8, 7, 1, 9, 0];
+        assert!(
+            entry_from_v1(&encode_v1(b"k", b"v", &zero, 77, None, false)).is_some(),
+            "a format-1 clock with a zero counter does not convert"
+        );
+        let mut big = vec![1u8, 9];
+        put_varint(&mut big, u64::MAX - 1);
+        assert!(
+            entry_from_v1(&encode_v1(b"k", b"v", &big, 77, None, false)).is_some(),
+            "a format-1 clock with a counter above MAX_COUNTER does not convert"
+        );
     }
 }

@@ -12,9 +12,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use hashbrown::HashTable;
 use ringkv_proto::key_hash;
 
-use super::dvv::TooManySiblings;
 use super::entry::{Entry, VersionRef, Versions};
-use super::write::{next_entry, Supersede, VersionPolicy};
+use super::write::{next_entry, Supersede, VersionPolicy, WriteError};
 use crate::record;
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
@@ -102,11 +101,22 @@ impl<'a> Live<'a> {
     }
 }
 
+/// Counters skipped at every start. The records a crash lost carried dots the node may have
+/// handed out (a reply under `--fsync batch` or `never` goes out before its sync), which no
+/// recovered record or snapshot remembers; skipping this many counters puts every new dot
+/// above them, unless more than 16M records were lost. 2^24 per start keeps a dot's counter
+/// within 5 bytes for two thousand restarts.
+pub const DOT_RESTART_MARGIN: u64 = 1 << 24;
+
+/// Stale purge items tolerated before the queue is rebuilt from the dead keys.
+const PURGE_QUEUE_SLACK: usize = 1024;
+
 /// A key that became all tombstones: purge it at `due_ms` if its record `seq` is durable and
 /// it is still dead then.
 struct Purge {
     due_ms: u64,
     seq: u64,
+    hash: u64,
     slot: u32,
 }
 
@@ -146,9 +156,31 @@ impl Shard {
     }
 
     /// Inserts or replaces the entry for its key; returns the previous one.
+    /// Loading (snapshot, replay) goes through here: the shard's counter floor rises to every
+    /// dot of this node it loads.
     pub fn put(&mut self, hash: u64, entry: Entry) -> Option<Entry> {
+        let minted = entry.context().get(self.policy.actor);
+        self.dot_floor = self.dot_floor.max(minted);
         let found = self.find(hash, entry.key());
         self.place(found, hash, entry)
+    }
+
+    /// The highest dot counter this shard has minted or loaded (kept in snapshots).
+    pub fn dot_floor(&self) -> u64 {
+        self.dot_floor
+    }
+
+    /// Raises the counter floor (a snapshot's, at load).
+    pub fn raise_dot_floor(&mut self, floor: u64) {
+        self.dot_floor = self.dot_floor.max(floor);
+    }
+
+    /// Recovery is over: logging starts after record `seq`, and the dots minted from now on
+    /// skip [`DOT_RESTART_MARGIN`] counters, above any a lost log tail may have handed out.
+    pub fn start_logging(&mut self, seq: u64) {
+        self.wal.enabled = true;
+        self.wal.seq = seq;
+        self.dot_floor = self.dot_floor.max(seq).saturating_add(DOT_RESTART_MARGIN);
     }
 
     /// Writes a new version of `key` built from the current one (live, expired or tombstone:
@@ -176,7 +208,7 @@ impl Shard {
         sup: Supersede<'_>,
         v: VersionRef<'_>,
         seen: impl FnOnce(&Entry),
-    ) -> Result<(), TooManySiblings> {
+    ) -> Result<(), WriteError> {
         let found = self.find(hash, key);
         let old = found.and_then(|i| self.slots[i as usize].as_ref());
         let floor = self.dot_floor.max(self.wal.seq);
@@ -198,6 +230,11 @@ impl Shard {
         self.entry_bytes += entry.heap_size();
         let expires = entry.expires_at_ms();
         let dead = entry.dead_since(0);
+        // A key whose winner is a tombstone but whose other versions expire: look again when
+        // the last one does (it is then all dead, to be purged).
+        let all_dead_at = entry
+            .death_at()
+            .filter(|_| dead.is_none() && entry.is_tombstone());
         let (slot, old) = match found {
             Some(i) => (i, self.slots[i as usize].replace(entry)),
             None => {
@@ -218,13 +255,14 @@ impl Shard {
                 (i, None)
             }
         };
-        if let Some(at) = expires {
+        if let Some(at) = expires.or(all_dead_at) {
             self.expiry.push(Reverse((at, slot)));
         }
         if let Some(died) = dead {
             self.purge.push_back(Purge {
                 due_ms: died.saturating_add(self.policy.tombstone_grace_ms),
                 seq: self.wal.seq,
+                hash,
                 slot,
             });
         }
@@ -235,6 +273,9 @@ impl Shard {
         self.tombstones += self.slots[slot as usize]
             .as_ref()
             .is_some_and(Entry::is_tombstone) as usize;
+        if dead.is_some() {
+            self.compact_purge_queue();
+        }
         (slot, old)
     }
 
@@ -280,17 +321,12 @@ impl Shard {
         }
     }
 
-    /// Whether a dead key may go: every version dead for the grace, and every dot this node
-    /// minted for it at or below the durable log position. A counter is drawn above the log
-    /// position, which a restart recovers at least up to the durable one, so a dot minted after
-    /// the purge, even after a crash, is never one a context from before it covers. (A
-    /// multi-record TXN rewinds the log position below the counters its writes drew; such a
-    /// key waits until the log has moved past them.)
+    /// Whether a dead key may go: every version dead for the grace. (Its dots stay taken: the
+    /// shard's counter floor is above them, kept in snapshots and raised at every start.)
     fn purgeable(&self, e: &Entry, now_ms: u64) -> bool {
         let grace = self.policy.tombstone_grace_ms;
         e.dead_since(now_ms)
             .is_some_and(|d| d.saturating_add(grace) <= now_ms)
-            && e.context().get(self.policy.actor) <= self.durable_seq
     }
 
     /// Purges up to `budget` dead keys whose grace has passed and whose last record is
@@ -298,6 +334,7 @@ impl Shard {
     pub fn purge_cycle(&mut self, now_ms: u64, durable_seq: u64, budget: usize) -> usize {
         self.durable_seq = durable_seq;
         let mut purged = 0;
+        // Every item looked at counts against the budget, stale ones too.
         for _ in 0..budget {
             match self.purge.front() {
                 Some(p) if p.due_ms <= now_ms && p.seq <= durable_seq => {}
@@ -307,15 +344,10 @@ impl Shard {
                 break;
             };
             let key = match &self.slots[p.slot as usize] {
-                Some(e) if self.purgeable(e, now_ms) => e.key().to_vec(),
-                // Dead, but its dots are not below the durable log position yet: later.
-                Some(e)
-                    if e.dead_since(now_ms).is_some_and(|d| {
-                        d.saturating_add(self.policy.tombstone_grace_ms) <= now_ms
-                    }) =>
-                {
-                    self.purge.push_back(p);
-                    continue;
+                // The same key (a freed slot may hold another one now, whose own item waits
+                // for its own record to be durable).
+                Some(e) if key_hash(e.key()) == p.hash && self.purgeable(e, now_ms) => {
+                    e.key().to_vec()
                 }
                 // Rewritten since, or died again later (a later item covers that).
                 _ => continue,
@@ -324,7 +356,39 @@ impl Shard {
             self.purged += 1;
             purged += 1;
         }
+        self.compact_purge_queue();
         purged
+    }
+
+    /// Items of keys written again since stay in the purge queue until their time: when they
+    /// dominate, rebuild it from the dead keys (as the expiry heap is rebuilt), so it is bounded
+    /// by the dead keys, not by the deletes made during the grace.
+    fn compact_purge_queue(&mut self) {
+        // Also a quarter of the slots: a rebuild visits every slot, so this keeps its cost at
+        // a few slots per delete.
+        if self.purge.len() <= PURGE_QUEUE_SLACK + 2 * self.tombstones + self.slots.len() / 4 {
+            return;
+        }
+        let grace = self.policy.tombstone_grace_ms;
+        let seq = self.wal.seq;
+        let mut items: Vec<Purge> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let e = e.as_ref()?;
+                let died = e.dead_since(0)?;
+                Some(Purge {
+                    due_ms: died.saturating_add(grace),
+                    // At most the record that wrote it: durable no later than this.
+                    seq,
+                    hash: key_hash(e.key()),
+                    slot: i as u32,
+                })
+            })
+            .collect();
+        items.sort_unstable_by_key(|p| p.due_ms);
+        self.purge = items.into();
     }
 
     /// Removes a key (logged).
@@ -389,6 +453,7 @@ impl Shard {
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.free.capacity() * 4
             + self.expiry.capacity() * 16
+            + self.purge.capacity() * std::mem::size_of::<Purge>()
     }
 
     /// Removes every key (logged).
@@ -506,7 +571,9 @@ impl Shard {
                 break;
             };
             match &self.slots[slot as usize] {
-                Some(e) if e.is_expired(now_ms) => {}
+                // The winner expired, or every version is dead by now (a tombstone winner
+                // whose siblings expired).
+                Some(e) if e.is_expired(now_ms) || e.dead_since(now_ms).is_some() => {}
                 _ => continue,
             }
             self.expire_slot(slot, now_ms);
@@ -606,10 +673,9 @@ mod tests {
         assert!(s.is_empty());
     }
 
-    /// A tombstone is purged only once the record that wrote it is durable and every dot this
-    /// node minted for the key is at or below the durable log position.
+    /// A tombstone is purged only once the record that wrote it is durable.
     #[test]
-    fn purge_waits_for_durability_and_for_the_dots() {
+    fn purge_waits_for_durability() {
         let mut s = Shard::with_policy(VersionPolicy {
             actor: 9,
             ..VersionPolicy::default()
@@ -633,18 +699,238 @@ mod tests {
             "the tombstone's record is not durable"
         );
         assert_eq!(s.tombstones(), 1);
-        // A log position rewound below the dots (as a multi-record TXN leaves it): not yet.
-        s.dot_floor = 50;
-        s.write(h, b"k", Supersede::Local, VersionRef::tombstone(3), |_| ())
-            .unwrap();
-        assert_eq!(
-            s.purge_cycle(10, s.wal.seq, 100),
-            0,
-            "dot 51 is above the log"
-        );
-        assert_eq!(s.tombstones(), 1);
-        assert_eq!(s.purge_cycle(10, 51, 100), 1);
+        assert_eq!(s.purge_cycle(10, s.wal.seq, 100), 1);
         assert_eq!(s.tombstones(), 0);
         assert_eq!(s.purged, 1);
+    }
+
+    // ---- review of issue 9 items 1-4 (branch `review`): each test shows a bug ----
+
+    fn policy(grace_ms: u64) -> VersionPolicy {
+        VersionPolicy {
+            actor: 7,
+            tombstone_grace_ms: grace_ms,
+            ..VersionPolicy::default()
+        }
+    }
+
+    /// A client context may carry any counter up to MAX_COUNTER for this node's actor (the
+    /// decoder accepts it); the dot minted above it is MAX_COUNTER + 1, which no decoder
+    /// accepts: the WAL record and the snapshot entry of the key do not load again, and the
+    /// shard's dot floor is poisoned for every later write.
+    #[test]
+    fn review_forged_context_counter_leaves_an_entry_that_does_not_decode() {
+        use super::super::dvv::{Dot, VersionVector, MAX_COUNTER};
+        let mut s = Shard::with_policy(policy(0));
+        s.wal.enabled = true;
+        let mut ctx = VersionVector::new();
+        ctx.add_dot(Dot {
+            actor: 7,
+            counter: MAX_COUNTER,
+        });
+        let (k, k2) = (&b"k"[..], &b"other"[..]);
+        let v = VersionRef::value(b"x", 1, None);
+        let res = s.write(key_hash(k), k, Supersede::Context(&ctx), v, |_| ());
+        if res.is_ok() {
+            let stored = s.entry(key_hash(k), k).expect("stored").clone();
+            assert!(
+                Entry::from_bytes(stored.as_bytes()).is_some(),
+                "the entry logged for k does not decode: replay fails ({stored:?})"
+            );
+        }
+        // Whatever happened to k, a plain write of another key must stay loadable.
+        let v = VersionRef::value(b"y", 2, None);
+        s.write(key_hash(k2), k2, Supersede::Local, v, |_| ())
+            .expect("a local write is never refused");
+        let stored = s.entry(key_hash(k2), k2).expect("stored").clone();
+        assert!(
+            Entry::from_bytes(stored.as_bytes()).is_some(),
+            "a later write of another key does not decode (dot floor poisoned)"
+        );
+    }
+
+    /// A tombstone that wins over a sibling with a TTL: once the sibling expires the key is all
+    /// dead, but it never enters the purge queue (only the winner's expiry is tracked, and
+    /// place_quiet queues only entries dead at time 0): the tombstone is kept forever.
+    #[test]
+    fn review_tombstone_over_an_expiring_sibling_is_purged() {
+        use super::super::dvv::VersionVector;
+        let mut s = Shard::with_policy(policy(0));
+        let k = &b"k"[..];
+        let h = key_hash(k);
+        s.write(
+            h,
+            k,
+            Supersede::Local,
+            VersionRef::value(b"v", 10, Some(50)),
+            |_| (),
+        )
+        .unwrap();
+        // A delete with a context that did not see the value (a stale read).
+        let stale = VersionVector::new();
+        s.write(
+            h,
+            k,
+            Supersede::Context(&stale),
+            VersionRef::tombstone(20),
+            |_| (),
+        )
+        .unwrap();
+        assert_eq!(s.tombstones(), 1);
+        for now in [100, 1_000, 100_000] {
+            s.expire_cycle(now, 1000);
+            s.purge_cycle(now, u64::MAX, 1000);
+        }
+        assert!(
+            s.entry(h, k).is_none(),
+            "an all-dead key is never purged: {:?}",
+            s.entry(h, k)
+        );
+        assert_eq!(s.tombstones(), 0);
+    }
+
+    /// Every delete queues a purge item, even when the key is written again at once: the queue
+    /// grows with the number of deletes within the grace, not with the number of dead keys.
+    #[test]
+    fn review_purge_queue_is_bounded_by_dead_keys() {
+        let mut s = Shard::with_policy(policy(600_000));
+        let k = &b"k"[..];
+        let h = key_hash(k);
+        for i in 0..10_000u64 {
+            s.write(h, k, Supersede::Local, VersionRef::tombstone(i), |_| ())
+                .unwrap();
+            s.write(
+                h,
+                k,
+                Supersede::Local,
+                VersionRef::value(b"v", i, None),
+                |_| (),
+            )
+            .unwrap();
+        }
+        assert!(
+            s.purge.len() <= PURGE_QUEUE_SLACK + 1,
+            "{} purge items for one live key",
+            s.purge.len()
+        );
+    }
+
+    /// purge_cycle's budget counts purges only: stale items (keys rewritten since) are popped
+    /// without limit in one call, under the shard lock.
+    #[test]
+    fn review_purge_cycle_work_is_bounded_by_its_budget() {
+        let mut s = Shard::with_policy(policy(0));
+        let k = &b"k"[..];
+        let h = key_hash(k);
+        // Stale items first (a key deleted and written again), then many dead keys, enough
+        // that the queue is not rebuilt: one cycle must look at no more than its budget.
+        for i in 0..1_000u64 {
+            s.write(h, k, Supersede::Local, VersionRef::tombstone(i), |_| ())
+                .unwrap();
+            s.write(
+                h,
+                k,
+                Supersede::Local,
+                VersionRef::value(b"v", i, None),
+                |_| (),
+            )
+            .unwrap();
+        }
+        for i in 0..2_000u64 {
+            let key = i.to_be_bytes();
+            s.write(
+                key_hash(&key),
+                &key,
+                Supersede::Local,
+                VersionRef::tombstone(i),
+                |_| (),
+            )
+            .unwrap();
+        }
+        let before = s.purge.len();
+        s.purge_cycle(1_000_000, u64::MAX, 10);
+        let examined = before - s.purge.len();
+        assert!(
+            examined <= 10,
+            "one purge_cycle with budget 10 examined {examined} items"
+        );
+    }
+
+    /// Dots are drawn above max(dot_floor, wal.seq), and dot_floor is not persisted: after a
+    /// crash that loses the log's unsynced tail (fsync batch/never, or a dirty read under
+    /// always), the recovered wal.seq is below counters already handed out in contexts, so a
+    /// counter is minted again and an old context covers (silently supersedes) a new write.
+    #[test]
+    fn review_dot_counters_are_not_reused_after_the_log_tail_is_lost() {
+        let k = &b"k"[..];
+        let h = key_hash(k);
+        let mut a = Shard::with_policy(policy(0));
+        a.wal.enabled = true;
+        a.write(
+            h,
+            k,
+            Supersede::Local,
+            VersionRef::value(b"v1", 1, None),
+            |_| (),
+        )
+        .unwrap();
+        let durable = a.entry(h, k).unwrap().clone(); // record 1 reached the disk
+        a.write(
+            h,
+            k,
+            Supersede::Local,
+            VersionRef::value(b"v2", 2, None),
+            |_| (),
+        )
+        .unwrap();
+        // A client got this context (a PUT reply under batch, or a dirty read).
+        let seen = a.entry(h, k).unwrap().context();
+        // Crash: record 2 is lost. Recovery replays record 1 and sets wal.seq to it.
+        let mut b = Shard::with_policy(policy(0));
+        assert!(b.apply(record::VERSIONS, durable.as_bytes()));
+        // What recovery does once every record is replayed.
+        b.start_logging(1);
+        b.write(
+            h,
+            k,
+            Supersede::Local,
+            VersionRef::value(b"v3", 3, None),
+            |_| (),
+        )
+        .unwrap();
+        let after = b.entry(h, k).unwrap().versions();
+        let dot = after.iter().next().unwrap().dot;
+        assert!(
+            !seen.covers(&dot),
+            "the new write's dot {dot:?} is covered by a context from before the crash \
+             ({seen:?}): a DELETE with it would supersede a write it never saw"
+        );
+    }
+
+    /// A client context is merged into the key's stored context whatever actors it names, and
+    /// nothing bounds its size (max_value bounds only the value): one PUT can pin megabytes on
+    /// a key, which every later write of the key decodes and re-encodes. On one node the only
+    /// actor a genuine context can name is this node (in a cluster: the members).
+    #[test]
+    fn review_client_context_size_is_bounded() {
+        use super::super::dvv::{Dot, VersionVector};
+        let mut s = Shard::with_policy(policy(0));
+        let mut ctx = VersionVector::new();
+        for actor in 1000..101_000u64 {
+            ctx.add_dot(Dot { actor, counter: 1 });
+        }
+        let k = &b"k"[..];
+        let res = s.write(
+            key_hash(k),
+            k,
+            Supersede::Context(&ctx),
+            VersionRef::value(b"v", 1, None),
+            |_| (),
+        );
+        let size = s.entry(key_hash(k), k).map_or(0, Entry::heap_size);
+        assert!(
+            res.is_err() || size < 4096,
+            "a 1-byte value took {size} bytes: the context of 100k foreign actors was stored"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! siblings.
 
 use super::clock::NodeId;
-use super::dvv::{Dot, TooManySiblings, VersionVector};
+use super::dvv::{Dot, TooManySiblings, VersionVector, MAX_COUNTER};
 use super::entry::{resolve_lww, Entry, VersionRef, Versions};
 
 /// What to do with concurrent versions of a key (`--conflicts`).
@@ -44,6 +44,30 @@ impl Default for VersionPolicy {
     }
 }
 
+/// Most actors a client's causal context may name: one per replica that ever accepted a
+/// write of the key, so a handful; a context naming more was not made by ringkv.
+pub const MAX_CONTEXT_ACTORS: usize = 64;
+
+/// A write refused before it changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    TooManySiblings(#[from] TooManySiblings),
+    #[error(
+        "invalid causal context: it claims write {claimed} of this node, which has made only \
+         {made}; pass back a context the server returned (a context from before a crash that \
+         lost the write is refused too: read the key again)"
+    )]
+    ForgedContext { claimed: u64, made: u64 },
+    #[error(
+        "invalid causal context: it names {actors} nodes, more than {max}; pass back a context \
+         the server returned"
+    )]
+    ContextTooLarge { actors: usize, max: usize },
+    #[error("this shard has used up its version counters; please report this bug")]
+    CountersExhausted,
+}
+
 /// Which stored versions a write supersedes.
 #[derive(Debug, Clone, Copy)]
 pub enum Supersede<'c> {
@@ -55,7 +79,9 @@ pub enum Supersede<'c> {
 }
 
 /// The key's next versions after writing `v` over `old`, with the new version's dot. Its
-/// counter is above `floor` (the shard's log position: see [`super::dvv::Siblings::update_from`]).
+/// counter is above `floor`: the highest counter this shard has minted (see
+/// [`super::dvv::Siblings::update_from`]). A context claiming more of this node than that was
+/// not made by it and is refused.
 pub fn next_entry(
     old: Option<&Entry>,
     key: &[u8],
@@ -63,12 +89,31 @@ pub fn next_entry(
     v: VersionRef<'_>,
     floor: u64,
     p: &VersionPolicy,
-) -> Result<(Entry, Dot), TooManySiblings> {
+) -> Result<(Entry, Dot), WriteError> {
+    if floor >= MAX_COUNTER - 1 {
+        return Err(WriteError::CountersExhausted);
+    }
     let mut versions: Versions<'_> = old.map(Entry::versions).unwrap_or_default();
     let dot = match sup {
         Supersede::Local => versions.overwrite_from(p.actor, floor, v),
         Supersede::Context(ctx) => {
-            versions.check_update(ctx, p.max_siblings)?;
+            if ctx.len() > MAX_CONTEXT_ACTORS {
+                return Err(WriteError::ContextTooLarge {
+                    actors: ctx.len(),
+                    max: MAX_CONTEXT_ACTORS,
+                });
+            }
+            let claimed = ctx.get(p.actor);
+            if claimed > floor {
+                return Err(WriteError::ForgedContext {
+                    claimed,
+                    made: floor,
+                });
+            }
+            // Last-write-wins never keeps siblings, so there is nothing to bound.
+            if p.conflicts == Conflicts::Siblings {
+                versions.check_update(ctx, p.max_siblings)?;
+            }
             versions.update_from(ctx, p.actor, floor, v)
         }
     };
