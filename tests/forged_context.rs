@@ -1,7 +1,6 @@
-//! Review of issue 9 (branch `review`): a causal context is client input. One carrying this
-//! node's actor with counter MAX_COUNTER is accepted by the decoder; the dot minted above it
-//! (MAX_COUNTER + 1) is refused by the same decoder at recovery, so a single PUT from any client
-//! makes the node refuse to restart ("a record's entry does not decode").
+//! A causal context is client input. One claiming a write of this node it never made (here
+//! counter MAX_COUNTER, whose next dot no decoder would accept), or naming more nodes than any
+//! real context does, is refused with a clear error and changes nothing; the node restarts.
 
 mod common;
 
@@ -30,8 +29,27 @@ async fn a_forged_context_does_not_stop_the_node_from_restarting() {
             context: Some(Bytes::from(forged.encoded())),
             ttl: None,
         };
-        // Accepted or refused with an error: either is fine, as long as the node restarts.
-        let _ = client.put_with("k", "x", opts).await;
+        let err = client
+            .put_with("k", "x", opts)
+            .await
+            .expect_err("a forged context is refused");
+        assert!(err.to_string().contains("invalid causal context"), "{err}");
+        let mut wide = VersionVector::new();
+        for actor in 1..=65u64 {
+            wide.add_dot(Dot {
+                actor: actor << 40,
+                counter: 1,
+            });
+        }
+        let err = client
+            .delete_with("k", wide.encoded())
+            .await
+            .expect_err("a context naming 65 nodes is refused");
+        assert!(err.to_string().contains("more than 64"), "{err}");
+        assert_eq!(
+            &client.get("k").await.unwrap().expect("k").values[..],
+            ["v"]
+        );
         client.put("other", "y").await.unwrap();
         assert!(server.terminate().success());
     }
