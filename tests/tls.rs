@@ -581,7 +581,13 @@ async fn stalled_handshake_does_not_block_others_and_times_out() {
     );
     assert!(t0.elapsed() < DEADLINE);
     assert_eq!(tls_handshake_failures(&client).await, 2);
-    let log = server.log_text();
+    // The log is read from the server's stderr by another thread: wait for it to catch up.
+    let until = Instant::now() + DEADLINE;
+    let mut log = server.log_text();
+    while log.matches("TLS handshake failed").count() < 2 && Instant::now() < until {
+        std::thread::park_timeout(Duration::from_millis(10));
+        log = server.log_text();
+    }
     assert_eq!(
         log.matches("TLS handshake failed").count(),
         2,
