@@ -152,6 +152,11 @@ pub struct Cli {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_delay_us: u64,
+    /// Testing only (feature `test-hooks`): while this file exists, every fdatasync of the
+    /// WAL and snapshots waits (a disk a test can hold, to keep writes un-acknowledged).
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true)]
+    pub test_hold_syncs_file: Option<PathBuf>,
     /// TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -294,6 +299,9 @@ pub struct Config {
     /// Testing only (see `Cli::test_delay_us`).
     #[cfg(feature = "test-hooks")]
     pub test_delay_us: u64,
+    /// Testing only (see `Cli::test_hold_syncs_file`).
+    #[cfg(feature = "test-hooks")]
+    pub test_hold_syncs_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -411,6 +419,8 @@ impl Config {
             repair: cli.repair || file.repair.unwrap_or(false),
             #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,
+            #[cfg(feature = "test-hooks")]
+            test_hold_syncs_file: cli.test_hold_syncs_file.clone(),
         };
         c.validate()?;
         Ok(c)
