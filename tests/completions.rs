@@ -266,6 +266,18 @@ fn a_write_held_past_its_deadline_gets_a_timeout_error_and_its_late_reply_is_dro
         other => panic!("expected a TIMEOUT error, got {}", other.show()),
     }
 
+    // A read of the held write's shard waits for it too (no dirty reads), and times out.
+    let mut f = BytesMut::new();
+    get(&mut f, 12, wkey);
+    s.write_all(&f).unwrap();
+    let (id, status, payload) = read_frame(&mut s);
+    assert_eq!((id, status), (12, 1), "an error reply for the held GET");
+    let text = String::from_utf8_lossy(&payload).into_owned();
+    assert!(
+        text.contains("TIMEOUT no reply within 300 ms (--request-timeout-ms)"),
+        "read timeout error text: {text}"
+    );
+
     // Released: the late completions are dropped, the connections stay usable.
     drop(held);
     let mut f = BytesMut::new();
