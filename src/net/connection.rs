@@ -169,20 +169,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 dl.parsed(used, rbuf.len());
             }
         }
-        if let Some(e) = st.out.failed.take() {
-            // Nothing pending on this connection is acknowledged: it closes instead.
-            return Err(std::io::Error::other(format!(
-                "closing connection: its writes could not be made durable: {e}"
-            )));
-        }
-        if st.out.overflow {
-            LoopStats::add(&ctx.stats().output_limit_disconnections, 1);
-            warn!(
-                client = %st.session.info.addr,
-                limit = st.out.limit,
-                "closing connection: its replies passed --max-output-buffer-bytes"
-            );
-            return Ok(());
+        if let Some(ended) = must_close(st) {
+            return ended;
         }
         if st.session.close {
             st.out.finish_stream();
@@ -210,20 +198,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let read = room && !st.session.close;
         // Not reading (back-pressure): the clock of a request arriving slowly pauses.
         dl.pause(!read);
-        let deadline = st.out.next_deadline();
-        if deadline != req_armed {
-            if let Some(at) = deadline {
-                req_timer.as_mut().reset(at);
-            }
-            req_armed = deadline;
-        }
+        rearm(&mut req_armed, st.out.next_deadline(), req_timer.as_mut());
         if read {
-            if rbuf.is_empty() && rbuf.capacity() > KEEP_BUF {
-                rbuf = BytesMut::with_capacity(READ_CHUNK);
-            }
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
-            }
+            make_room(&mut rbuf);
         }
         dl.arm(timer.as_mut());
         tokio::select! {
@@ -245,6 +222,51 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Points `timer` at `deadline` if that changed (a timer operation only when the oldest
+/// pending request changes, not per request).
+fn rearm(
+    armed: &mut Option<tokio::time::Instant>,
+    deadline: Option<tokio::time::Instant>,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) {
+    if deadline != *armed {
+        if let Some(at) = deadline {
+            timer.reset(at);
+        }
+        *armed = deadline;
+    }
+}
+
+/// Room for the next read; a big buffer left empty by one large request is released.
+fn make_room(rbuf: &mut BytesMut) {
+    if rbuf.is_empty() && rbuf.capacity() > KEEP_BUF {
+        *rbuf = BytesMut::with_capacity(READ_CHUNK);
+    }
+    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+        rbuf.reserve(READ_CHUNK);
+    }
+}
+
+/// Whether the connection must close now: the disk failed a write it waits for (nothing
+/// pending is acknowledged), or its replies passed --max-output-buffer-bytes.
+fn must_close(st: &mut State) -> Option<std::io::Result<()>> {
+    if let Some(e) = st.out.failed.take() {
+        return Some(Err(std::io::Error::other(format!(
+            "closing connection: its writes could not be made durable: {e}"
+        ))));
+    }
+    if st.out.overflow {
+        LoopStats::add(&st.ctx.stats().output_limit_disconnections, 1);
+        warn!(
+            client = %st.session.info.addr,
+            limit = st.out.limit,
+            "closing connection: its replies passed --max-output-buffer-bytes"
+        );
+        return Some(Ok(()));
+    }
+    None
 }
 
 /// Handles every complete request in `buf` (up to the batch bounds). Returns the bytes
