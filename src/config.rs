@@ -10,6 +10,15 @@ use serde::Deserialize;
 pub const DEFAULT_PORT: u16 = 7379;
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 pub const DEFAULT_REQUEST_READ_TIMEOUT_MS: u64 = 30_000;
+/// A request's deadline: Cassandra's read_request_timeout (5 s); a healthy fdatasync takes
+/// milliseconds, so a write still waiting after this points at a sick disk.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
+/// Pending requests per connection: one full read batch (the connection handles at most
+/// 1,024 requests per read), so a pipelined batch of writes under `--fsync always` is never
+/// cut short; at a few hundred bytes per slot that bounds a connection at well under 1 MiB.
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+pub const MAX_INFLIGHT: usize = 1 << 20;
 pub const DEFAULT_MAX_OUTPUT_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 /// As Redis's client-query-buffer-limit.
 pub const DEFAULT_MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
@@ -64,6 +73,15 @@ pub struct Cli {
     /// 0: never. [default: 30000]
     #[arg(long)]
     pub request_read_timeout_ms: Option<u64>,
+    /// A request not complete this many milliseconds after it was read (run by another
+    /// loop, or its write waiting for fdatasync) gets a TIMEOUT error instead of its reply;
+    /// a write that timed out may or may not have been applied. [default: 5000]
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Most requests of one connection waiting for their replies at once; past it the
+    /// connection is not read until some complete (back-pressure). [default: 1024]
+    #[arg(long)]
+    pub max_inflight: Option<usize>,
     /// Most reply bytes buffered for one connection, counting replies computed by other
     /// loops; a client that pipelines past it without reading is disconnected, as with
     /// Redis's client-output-buffer-limit. [default: 268435456]
@@ -167,6 +185,11 @@ pub struct Cli {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_delay_us: u64,
+    /// Testing only (feature `test-hooks`): while this file exists, every fdatasync of the
+    /// WAL and snapshots waits (a disk a test can hold, to keep writes un-acknowledged).
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true)]
+    pub test_hold_syncs_file: Option<PathBuf>,
     /// TOML file with any of the settings above.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -249,6 +272,10 @@ struct FileConfig {
     timeout: Option<u64>,
     #[serde(alias = "request_read_timeout_ms")]
     request_read_timeout_ms: Option<u64>,
+    #[serde(alias = "request_timeout_ms")]
+    request_timeout_ms: Option<u64>,
+    #[serde(alias = "max_inflight")]
+    max_inflight: Option<usize>,
     #[serde(alias = "max_output_buffer_bytes")]
     max_output_buffer_bytes: Option<usize>,
     #[serde(alias = "max_query_buffer_bytes")]
@@ -319,6 +346,8 @@ pub struct Config {
     /// Idle seconds before a client connection is closed (0: never).
     pub timeout_secs: u64,
     pub request_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_inflight: usize,
     pub max_output_buffer_bytes: usize,
     pub max_query_buffer_bytes: usize,
     pub log_level: String,
@@ -345,6 +374,9 @@ pub struct Config {
     /// Testing only (see `Cli::test_delay_us`).
     #[cfg(feature = "test-hooks")]
     pub test_delay_us: u64,
+    /// Testing only (see `Cli::test_hold_syncs_file`).
+    #[cfg(feature = "test-hooks")]
+    pub test_hold_syncs_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -403,6 +435,14 @@ impl Config {
                 .request_read_timeout_ms
                 .or(file.request_read_timeout_ms)
                 .unwrap_or(DEFAULT_REQUEST_READ_TIMEOUT_MS),
+            request_timeout_ms: cli
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            max_inflight: cli
+                .max_inflight
+                .or(file.max_inflight)
+                .unwrap_or(DEFAULT_MAX_INFLIGHT),
             max_output_buffer_bytes: cli
                 .max_output_buffer_bytes
                 .or(file.max_output_buffer_bytes)
@@ -474,6 +514,8 @@ impl Config {
                 .unwrap_or(0),
             #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,
+            #[cfg(feature = "test-hooks")]
+            test_hold_syncs_file: cli.test_hold_syncs_file.clone(),
         };
         c.validate()?;
         Ok(c)
@@ -511,6 +553,18 @@ impl Config {
                     "{flag} {v} must be at least {MIN_CLIENT_BUFFER_BYTES} bytes"
                 ));
             }
+        }
+        if !(1..=MAX_REQUEST_TIMEOUT_MS).contains(&self.request_timeout_ms) {
+            return bad(format!(
+                "--request-timeout-ms {} must be between 1 and {MAX_REQUEST_TIMEOUT_MS}",
+                self.request_timeout_ms
+            ));
+        }
+        if !(1..=MAX_INFLIGHT).contains(&self.max_inflight) {
+            return bad(format!(
+                "--max-inflight {} must be between 1 and {MAX_INFLIGHT}",
+                self.max_inflight
+            ));
         }
         if self.fsync_interval_ms == 0 || self.fsync_interval_ms > 3_600_000 {
             return bad(format!(
@@ -604,7 +658,10 @@ mod tests {
         let mut checked = 0;
         for arg in cmd.get_arguments() {
             let Some(long) = arg.get_long() else { continue };
-            if matches!(long, "config" | "help" | "version" | "test-delay-us") {
+            if matches!(
+                long,
+                "config" | "help" | "version" | "test-delay-us" | "test-hold-syncs-file"
+            ) {
                 continue;
             }
             for name in [long.to_string(), long.replace('-', "_")] {

@@ -144,3 +144,7 @@ impl Fs for RealFs {
 mod sim;
 #[cfg(any(test, feature = "test-hooks"))]
 pub use sim::SimFs;
+#[cfg(feature = "test-hooks")]
+mod hold;
+#[cfg(feature = "test-hooks")]
+pub use hold::HoldSyncs;

@@ -264,9 +264,11 @@ impl Durability {
     }
 }
 
-/// The reply gate: holds a reply until the writes behind it are durable as `--fsync` requires
-/// (fsynced for `always`, written to the OS otherwise), or fails with the disk's error. The
-/// server's event loops and the tests of the storage layer both wait through it.
+/// The reply gate: holds a reply until the WAL records it made or shows are durable as
+/// `--fsync` requires (fsynced for `always`, written to the OS otherwise), or fails with the
+/// disk's error. Connections check it per request without waiting ([`Gate::poll`]) and wait
+/// for [`Gate::changed`] only while some reply is pending; the tests of the storage layer
+/// wait through [`Gate::wait`].
 ///
 /// One per event loop (it is not `Sync`): it mirrors each shard's published durable state,
 /// with one [`Gate::follow`] task per shard on the loop, and wakes the loop's waiting
@@ -291,23 +293,34 @@ impl Gate {
     /// Resolves once every mark is durable (or with the disk's error).
     pub async fn wait(&self, marks: &[(u32, u64)]) -> Result<(), Arc<str>> {
         loop {
-            let changed = self.changed.notified();
-            let mut pending = false;
-            {
-                let seen = self.seen.borrow();
-                for &(shard, seq) in marks {
-                    match seen.get(shard as usize).and_then(|st| self.check(st, seq)) {
-                        Some(Ok(())) => {}
-                        Some(Err(e)) => return Err(e),
-                        None => pending = true,
-                    }
-                }
-            }
-            if !pending {
-                return Ok(());
+            let changed = self.changed();
+            if let Some(done) = self.poll(marks) {
+                return done;
             }
             changed.await;
         }
+    }
+
+    /// Whether every mark is durable now, without waiting: Some(Ok) if so, Some(Err) with the
+    /// disk's error if one failed, None while some are pending. No allocation, no syscall:
+    /// a reply whose marks are already durable costs this check only.
+    pub fn poll(&self, marks: &[(u32, u64)]) -> Option<Result<(), Arc<str>>> {
+        let seen = self.seen.borrow();
+        let mut pending = false;
+        for &(shard, seq) in marks {
+            match seen.get(shard as usize).and_then(|st| self.check(st, seq)) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Some(Err(e)),
+                None => pending = true,
+            }
+        }
+        (!pending).then_some(Ok(()))
+    }
+
+    /// Completes at the next change of any shard's durable state. Create it before calling
+    /// [`Gate::poll`], so that a change between the two is not missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Whether `seq` is safe in state `d` as the policy requires: Some(Ok) if it is,

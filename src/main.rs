@@ -43,6 +43,11 @@ fn main() -> ExitCode {
         }
     };
     let fs: Arc<dyn Fs> = Arc::new(RealFs);
+    #[cfg(feature = "test-hooks")]
+    let fs: Arc<dyn Fs> = match &config.test_hold_syncs_file {
+        Some(p) => Arc::new(ringkv::disk::HoldSyncs::new(fs, p.clone())),
+        None => fs,
+    };
     // The lock is held until the process exits.
     let mut dir = match DataDir::open(fs.as_ref(), &config.data_dir, config.shards, new_node_id()) {
         Ok(d) => d,

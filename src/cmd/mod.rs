@@ -461,7 +461,8 @@ pub fn eq(arg: &[u8], word: &str) -> bool {
 }
 
 /// Runs a command that touches the keyspace, locking the shards it routes to; returns the
-/// WAL records it produced, which its reply must wait for.
+/// WAL positions its reply must wait for: the records it wrote and, for every shard it read,
+/// that shard's position when read (a reply never shows a write before it is durable).
 /// Used alike by the loop that received the command and by the loop it was handed to.
 pub fn run_keyed(
     cmd: &Command<'_>,
@@ -476,7 +477,13 @@ pub fn run_keyed(
         Route::Keys(ks) => Tx::for_hashes(store, ks.iter().map(|k| key_hash(k))),
         Route::Pairs(ps) => Tx::for_hashes(store, ps.iter().map(|(k, _)| key_hash(k))),
         Route::Rename(a, b) => Tx::for_hashes(store, [key_hash(a), key_hash(b)]),
-        Route::All => return keys::exec_all(cmd, store, ctx, out),
+        Route::All => {
+            let mut marks = keys::exec_all(cmd, store, ctx, out);
+            for (s, q) in current_marks(store) {
+                crate::store::add_mark(&mut marks, s, q);
+            }
+            return marks;
+        }
         Route::None => {
             out.error("ERR internal: command has no keys");
             return Default::default();
@@ -492,7 +499,19 @@ pub fn run_keyed(
     if let Err(e) = done {
         out.error(&e.0);
     }
-    tx.marks()
+    // Read or written, every shard the command saw: its reply may expose what they hold.
+    tx.read_marks()
+}
+
+/// The WAL position of every shard now, for a reply computed from the whole keyspace (DBSIZE,
+/// RANDOMKEY, KEYS, SCAN): taken after the command ran, so it covers whatever it saw.
+pub fn current_marks(store: &crate::store::Store) -> crate::store::Marks {
+    (0..store.len())
+        .filter_map(|i| {
+            let s = store.lock(i);
+            s.wal.enabled.then_some((i as u32, s.wal.seq))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -34,8 +34,8 @@ pub struct LoopCtx {
     /// writes of every connection served in the tick go into one round).
     dirty: RefCell<Vec<u32>>,
     flush: Notify,
-    /// Holds replies until their writes are durable (one follower task per shard mirrors the
-    /// writers' state into it).
+    /// Holds replies until what they made or show is durable (one follower task per shard
+    /// mirrors the writers' state into it).
     gate: Gate,
 }
 
@@ -52,9 +52,18 @@ impl LoopCtx {
         self.flush.notify_one();
     }
 
-    /// Resolves once every mark is durable (or with the disk's error).
-    pub async fn wait_durable(&self, marks: &[(u32, u64)]) -> Result<(), Arc<str>> {
-        self.gate.wait(marks).await
+    /// Whether every mark is durable now (see [`Gate::poll`]).
+    #[inline]
+    pub fn durable_now(&self, marks: &[(u32, u64)]) -> Option<Result<(), Arc<str>>> {
+        if marks.is_empty() {
+            return Some(Ok(()));
+        }
+        self.gate.poll(marks)
+    }
+
+    /// Completes at the next change of any shard's durable state (see [`Gate::changed`]).
+    pub fn durable_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.gate.changed()
     }
 }
 

@@ -1,8 +1,10 @@
 //! Handing commands to the loop that owns their shard.
 //!
 //! A connection collects the commands of one read for each other loop into one
-//! [`RemoteBatch`] (arguments copied into one buffer), sends it, and gets back the encoded
-//! replies in order. The owner runs the batch in one go between its own reads.
+//! [`RemoteBatch`] (arguments copied into one buffer), sends it, and goes on serving; the
+//! owner runs the batch in one go between its own reads and sends back the encoded replies,
+//! each tagged with the slot of its request in the connection's reply queue
+//! (`net::replies`) and with its own durability marks, so each completes on its own.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,11 +12,11 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use ringkv_proto::{FrameWriter, ReplySink, RespWriter};
 use smallvec::SmallVec;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::event_loop::LoopCtx;
 use crate::cmd::{self, Ctx};
-use crate::durability::{add_mark, Marks};
+use crate::durability::Marks;
 use crate::node::ClientInfo;
 use crate::stats::Track;
 use crate::util::{lock, now_ms};
@@ -25,12 +27,15 @@ pub type ReplyTo = Option<(u64, u8)>;
 pub struct Item {
     args: SmallVec<[(u32, u32); 6]>,
     reply_to: ReplyTo,
+    /// The request's slot in the connection's reply queue.
+    slot: u64,
 }
 
 pub struct RemoteBatch {
     data: Bytes,
     items: Vec<Item>,
-    reply: oneshot::Sender<RemoteReply>,
+    /// The connection's channel for completed batches.
+    reply: mpsc::UnboundedSender<RemoteReply>,
     /// The client that sent the batch (for SLOWLOG entries).
     client: Arc<ClientInfo>,
     /// Reply bytes the client's output buffer can still take; past it the rest of the batch
@@ -38,14 +43,29 @@ pub struct RemoteBatch {
     budget: usize,
 }
 
-/// Encoded replies of a batch, back to back; `ends[i]` is where reply i ends.
+impl RemoteBatch {
+    /// The reply-queue slots of its commands (to fail them if the batch can't be sent).
+    pub fn slots(&self) -> impl Iterator<Item = u64> + '_ {
+        self.items.iter().map(|i| i.slot)
+    }
+}
+
+/// Encoded replies of a batch, back to back.
 pub struct RemoteReply {
     pub out: BytesMut,
-    pub ends: Vec<u32>,
-    /// WAL records the batch produced: the replies wait for them at the origin.
-    pub marks: Marks,
+    /// One per command run, in batch order.
+    pub done: Vec<Done>,
     /// The replies passed the budget; the commands after that were not run.
     pub overflow: bool,
+}
+
+/// One command of a batch, run.
+pub struct Done {
+    pub slot: u64,
+    /// Where its reply ends in `out` (it starts where the previous one ends).
+    pub end: u32,
+    /// WAL positions its reply depends on: it waits for them at the origin.
+    pub marks: Marks,
 }
 
 /// Collects the commands for one other loop.
@@ -56,8 +76,8 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// Adds a command; returns its index in the batch.
-    pub fn push(&mut self, args: &[&[u8]], reply_to: ReplyTo) -> usize {
+    /// Adds a command whose reply completes slot `slot`.
+    pub fn push(&mut self, args: &[&[u8]], reply_to: ReplyTo, slot: u64) {
         let mut ranges = SmallVec::with_capacity(args.len());
         for a in args {
             let start = self.data.len() as u32;
@@ -67,8 +87,8 @@ impl BatchBuilder {
         self.items.push(Item {
             args: ranges,
             reply_to,
+            slot,
         });
-        self.items.len() - 1
     }
 
     pub fn is_empty(&self) -> bool {
@@ -79,18 +99,15 @@ impl BatchBuilder {
         self,
         client: Arc<ClientInfo>,
         budget: usize,
-    ) -> (RemoteBatch, oneshot::Receiver<RemoteReply>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            RemoteBatch {
-                data: self.data.freeze(),
-                items: self.items,
-                reply: tx,
-                client,
-                budget,
-            },
-            rx,
-        )
+        reply: mpsc::UnboundedSender<RemoteReply>,
+    ) -> RemoteBatch {
+        RemoteBatch {
+            data: self.data.freeze(),
+            items: self.items,
+            reply,
+            client,
+            budget,
+        }
     }
 }
 
@@ -117,8 +134,7 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
         max_reply: node.config.max_output_buffer_bytes,
     };
     let mut out = BytesMut::with_capacity(batch.items.len() * 16);
-    let mut ends = Vec::with_capacity(batch.items.len());
-    let mut marks = Marks::new();
+    let mut done = Vec::with_capacity(batch.items.len());
     let mut overflow = false;
     for item in &batch.items {
         if out.len() > batch.budget {
@@ -133,16 +149,13 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
         let t0 = Instant::now();
         let mut failed = false;
         let mut slot = None;
+        let mut marks = Marks::new();
         reply_into(&mut out, item.reply_to, |sink| {
             let mut sink = Track::new(sink);
             let (s, parsed) = cmd::parse_slot(&args, true);
             slot = s;
             match parsed {
-                Ok(command) => {
-                    for (s, q) in cmd::run_keyed(&command, &node.store, &c, &mut sink) {
-                        add_mark(&mut marks, s, q);
-                    }
-                }
+                Ok(command) => marks = cmd::run_keyed(&command, &node.store, &c, &mut sink),
                 Err(e) => sink.error(&e.0),
             }
             failed = sink.failed;
@@ -155,13 +168,16 @@ pub fn execute(ctx: &LoopCtx, batch: RemoteBatch) {
                 node.slowlog.push(&args, us, batch.client.addr, name);
             }
         }
-        ends.push(out.len() as u32);
+        done.push(Done {
+            slot: item.slot,
+            end: out.len() as u32,
+            marks,
+        });
     }
     // The requester may have gone (connection closed): nothing to do then.
     let _ = batch.reply.send(RemoteReply {
         out,
-        ends,
-        marks,
+        done,
         overflow,
     });
 }

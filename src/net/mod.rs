@@ -4,13 +4,16 @@
 //! ```text
 //! socket ─▶ connection (codec) ─▶ Command ─▶ route by key ─▶ owner loop of the shard
 //!                                               local: run now   other loop: one batch message
-//!        ◀─ replies in request order ◀──────────────────────────┘
+//!        ◀─ replies (RESP: in request order; binary: each when ready) ◀┘
 //! ```
 
 pub mod connection;
+mod deadlines;
 pub mod event_loop;
 pub mod forward;
 pub mod listener;
+mod replies;
+mod request;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -162,6 +162,19 @@ impl Drop for Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    /// The WAL position of every locked shard, read or written: a reply that shows what these
+    /// shards hold waits until it is durable (no dirty reads, `net::replies`). Where nothing
+    /// is pending the wait is free (the position is already durable).
+    pub fn read_marks(&self) -> Marks {
+        self.guards
+            .iter()
+            .filter(|(_, g, _)| g.wal.enabled)
+            .map(|(i, g, _)| (*i as u32, g.wal.seq))
+            .collect()
+    }
+}
+
 /// Writes a command made: (shard, sequence number of its last record there).
 pub type Marks = SmallVec<[(u32, u64); 2]>;
 
