@@ -166,11 +166,14 @@ impl Tx<'_> {
     /// The WAL position of every locked shard, read or written: a reply that shows what these
     /// shards hold waits until it is durable (no dirty reads, `net::replies`). Where nothing
     /// is pending the wait is free (the position is already durable).
-    pub fn read_marks(&self) -> Marks {
+    /// Commits first, like [`Tx::marks`]: a multi-record command's records become one TXN
+    /// record, and its position is the one to wait for.
+    pub fn read_marks(&mut self) -> Marks {
+        self.commit();
         self.guards
             .iter()
-            .filter(|(_, g, _)| g.wal.enabled)
-            .map(|(i, g, _)| (*i as u32, g.wal.seq))
+            .filter(|l| l.guard.wal.enabled)
+            .map(|l| (l.shard as u32, l.guard.wal.seq))
             .collect()
     }
 }
