@@ -406,6 +406,9 @@ impl ReplySink for Track<'_> {
     fn array(&mut self, len: usize) {
         self.inner.array(len)
     }
+    fn wants_context(&self) -> bool {
+        self.inner.wants_context()
+    }
     fn versioned(&mut self, context: &[u8], values: &[&[u8]]) {
         self.inner.versioned(context, values)
     }

@@ -187,11 +187,21 @@ fn run_case(ops: &[Op], cuts: &[(usize, usize)]) -> Result<(), TestCaseError> {
         let refs: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
         let c = cmd::parse(&refs, false).expect("command parses");
         let before = dump(&store);
+        let seqs =
+            |store: &Store| -> Vec<u64> { (0..SHARDS).map(|i| store.lock(i).wal.seq).collect() };
+        let seq_before = seqs(&store);
         let mut out = BytesMut::new();
+        // run_keyed's marks cover every shard the command locked, read or written (no dirty
+        // reads); the model needs the shards it wrote, where its records are.
         let marks = cmd::run_keyed(&c, &store, &ctx, &mut RespWriter::new(&mut out));
         common::gate::wait(&rt, &d, &marks).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let written = seqs(&store)
+            .into_iter()
+            .enumerate()
+            .filter(|&(i, q)| q > seq_before[i])
+            .collect();
         done.push(Done {
-            marks: marks.iter().map(|&(s, q)| (s as usize, q)).collect(),
+            marks: written,
             effect: diff(&before, &dump(&store)),
         });
     }

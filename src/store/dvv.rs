@@ -499,10 +499,26 @@ impl<V> Siblings<V> {
         }
     }
 
+    /// Bytes [`encode_header`](Self::encode_header) appends (the same code, counting).
+    pub fn header_len(&self) -> usize {
+        let mut n = CountBytes(0);
+        self.encode_header(&mut n);
+        n.0
+    }
+
     pub fn encoded_header(&self) -> Vec<u8> {
         let mut v = Vec::new();
         self.encode_header(&mut v);
         v
+    }
+}
+
+/// Counts the bytes an encoder appends, without storing them.
+struct CountBytes(usize);
+
+impl Extend<u8> for CountBytes {
+    fn extend<T: IntoIterator<Item = u8>>(&mut self, bytes: T) {
+        self.0 += bytes.into_iter().count();
     }
 }
 

@@ -170,6 +170,15 @@ impl<'a> VersionRef<'a> {
     }
 }
 
+/// See [`Entry::fate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fate {
+    pub expires_at_ms: Option<u64>,
+    pub tombstone: bool,
+    pub all_tombstones_since: Option<u64>,
+    pub death_at: Option<u64>,
+}
+
 /// The versions of one key, decoded (borrowing the entry's bytes).
 pub type Versions<'a> = Siblings<VersionRef<'a>>;
 
@@ -188,22 +197,21 @@ struct Head {
 impl Entry {
     /// Encodes a key's versions (at least one).
     pub fn new(key: &[u8], versions: &Versions<'_>) -> Entry {
-        let mut header: SmallVec<[u8; 32]> = SmallVec::new();
-        versions.encode_header(&mut header);
+        let header_len = versions.header_len();
         let n = versions.len();
-        let hdr = (header.len() as u64) << 1 | u64::from(n > 1);
+        let hdr = (header_len as u64) << 1 | u64::from(n > 1);
         let body: usize = versions
             .iter()
             .enumerate()
             .map(|(i, v)| v.value.encoded_len(i + 1 == n))
             .sum();
         // Exact size: into_boxed_slice must not reallocate.
-        let size = varint_len(key.len() as u64) + key.len() + varint_len(hdr) + header.len() + body;
+        let size = varint_len(key.len() as u64) + key.len() + varint_len(hdr) + header_len + body;
         let mut buf = Vec::with_capacity(size);
         put_varint(&mut buf, key.len() as u64);
         buf.extend_from_slice(key);
         put_varint(&mut buf, hdr);
-        buf.extend_from_slice(&header);
+        versions.encode_header(&mut buf);
         for (i, v) in versions.iter().enumerate() {
             v.value.encode(i + 1 == n, &mut buf);
         }
@@ -351,14 +359,36 @@ impl Entry {
 
     /// The key's causal context (every write it has seen), as clients get it.
     pub fn context(&self) -> VersionVector {
-        self.versions().context()
+        let h = self.head();
+        SiblingsHeader::decode(&self.0[h.header_start..h.header_end])
+            .map(|h| h.context)
+            .unwrap_or_default()
     }
 
     /// The causal context's encoding (the opaque token of protocol.md §2.4).
     pub fn context_bytes(&self) -> ClockBytes {
         let mut b = ClockBytes::new();
-        self.versions().context_ref().encode(&mut b);
+        self.context().encode(&mut b);
         b
+    }
+
+    /// What the shard tracks of an entry, found with one decoding: the winner's expiry and
+    /// whether it is a tombstone, when every version is a tombstone (`dead_since(0)`), and
+    /// [`death_at`](Self::death_at).
+    pub fn fate(&self) -> Fate {
+        let of = |w: VersionRef<'_>, all_tombstones: Option<u64>, death_at: Option<u64>| Fate {
+            expires_at_ms: w.expires_at_ms,
+            tombstone: w.is_tombstone(),
+            all_tombstones_since: all_tombstones,
+            death_at,
+        };
+        match self.single() {
+            Some(v) => {
+                let dead = v.is_tombstone().then_some(v.timestamp_ms);
+                of(v, dead, dead.or(v.expires_at_ms))
+            }
+            None => of(self.winner(), self.dead_since(0), self.death_at()),
+        }
     }
 
     /// The encoding, as written to the WAL and snapshots.

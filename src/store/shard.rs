@@ -228,13 +228,12 @@ impl Shard {
     /// Stores `entry` in `found`'s slot (or a new one) without logging it.
     fn place_quiet(&mut self, found: Option<u32>, hash: u64, entry: Entry) -> (u32, Option<Entry>) {
         self.entry_bytes += entry.heap_size();
-        let expires = entry.expires_at_ms();
-        let dead = entry.dead_since(0);
+        let fate = entry.fate();
+        let expires = fate.expires_at_ms;
+        let dead = fate.all_tombstones_since;
         // A key whose winner is a tombstone but whose other versions expire: look again when
         // the last one does (it is then all dead, to be purged).
-        let all_dead_at = entry
-            .death_at()
-            .filter(|_| dead.is_none() && entry.is_tombstone());
+        let all_dead_at = fate.death_at.filter(|_| dead.is_none() && fate.tombstone);
         let (slot, old) = match found {
             Some(i) => (i, self.slots[i as usize].replace(entry)),
             None => {
@@ -270,9 +269,7 @@ impl Shard {
             self.entry_bytes -= old.heap_size();
             self.tombstones -= old.is_tombstone() as usize;
         }
-        self.tombstones += self.slots[slot as usize]
-            .as_ref()
-            .is_some_and(Entry::is_tombstone) as usize;
+        self.tombstones += fate.tombstone as usize;
         if dead.is_some() {
             self.compact_purge_queue();
         }

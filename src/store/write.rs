@@ -93,7 +93,14 @@ pub fn next_entry(
     if floor >= MAX_COUNTER - 1 {
         return Err(WriteError::CountersExhausted);
     }
-    let mut versions: Versions<'_> = old.map(Entry::versions).unwrap_or_default();
+    let mut versions: Versions<'_> = match sup {
+        // Supersedes every version: only the old context is needed, not the values.
+        Supersede::Local => old
+            .map(|e| Versions::from_parts(e.context(), []))
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        Supersede::Context(_) => old.map(Entry::versions).unwrap_or_default(),
+    };
     let dot = match sup {
         Supersede::Local => versions.overwrite_from(p.actor, floor, v),
         Supersede::Context(ctx) => {

@@ -24,10 +24,8 @@ pub trait ReplySink {
     /// string (an array of bulk strings if there are siblings); binary clients get both.
     fn versioned(&mut self, context: &[u8], values: &[&[u8]]);
     /// Whether `versioned` shows the context (binary) or drops it (RESP): a caller may skip
-    /// building a context nobody reads.
-    fn wants_context(&self) -> bool {
-        true
-    }
+    /// building a context nobody reads. (No default: a wrapper must pass it on.)
+    fn wants_context(&self) -> bool;
 }
 
 /// Encodes replies as RESP2.
@@ -160,6 +158,9 @@ impl ReplySink for FrameWriter<'_> {
         self.top(false);
         self.out.put_u8(TAG_ARRAY);
         self.out.put_u32(len as u32);
+    }
+    fn wants_context(&self) -> bool {
+        true
     }
     fn versioned(&mut self, context: &[u8], values: &[&[u8]]) {
         self.top(false);
