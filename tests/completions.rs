@@ -137,12 +137,8 @@ fn calls(c: &mut Conn, name: &str) -> u64 {
         .map_or(0, |n| n.parse().expect("calls is a number"))
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_until(what, DEADLINE, cond);
 }
 
 /// Nothing to read on `s` right now (the server has sent no reply).

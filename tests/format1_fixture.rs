@@ -117,26 +117,22 @@ fn check_contents(server: &Server, what: &str) {
 fn assert_converted(dir: &Path) {
     let meta = std::fs::read_to_string(dir.join("meta")).unwrap();
     assert!(meta.contains("format = 2"), "meta not converted:\n{meta}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     for shard in ["shard-0000", "shard-0001"] {
-        loop {
-            let converted = std::fs::read_dir(dir.join(shard))
+        let has_format_2_snapshot = || {
+            std::fs::read_dir(dir.join(shard))
                 .unwrap()
                 .filter_map(Result::ok)
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".rks"))
                 .any(|e| {
                     std::fs::read(e.path())
                         .is_ok_and(|b| b.len() > 12 && b[8..12] == 2u32.to_le_bytes())
-                });
-            if converted {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{shard} has no format-2 snapshot after 30 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+                })
+        };
+        wait_until(
+            &format!("a format-2 snapshot of {shard}"),
+            std::time::Duration::from_secs(30),
+            has_format_2_snapshot,
+        );
     }
 }
 

@@ -45,18 +45,10 @@ async fn info_field(client: &Client, field: &str) -> u64 {
 }
 
 async fn wait_for_tombstones(client: &Client, want: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let n = info_field(client, "tombstones").await;
-        if n == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tombstones stayed {n}, want {want} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async(&format!("{want} tombstones"), within, || async {
+        info_field(client, "tombstones").await == want
+    })
+    .await;
 }
 
 /// Two clients read the same context and both write: both versions stay, as siblings, with
@@ -348,11 +340,10 @@ async fn an_expired_key_is_a_tombstone_for_the_grace() {
         .command(&["SET", "e", "v", "PX", "50"])
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while info_field(&client, "expired_keys").await == 0 {
-        assert!(Instant::now() < deadline, "the key never expired");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async("the key to expire", Duration::from_secs(20), || async {
+        info_field(&client, "expired_keys").await > 0
+    })
+    .await;
     assert_eq!(info_field(&client, "tombstones").await, 0);
     assert_eq!(client.dbsize().await.unwrap(), 0);
 }

@@ -290,6 +290,38 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
     }
 }
 
+/// How often a condition wait polls (bounded by its deadline; never a sleep standing in for
+/// the condition).
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `cond` holds, failing the test with `what` if it does not within `within`.
+pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::park_timeout(POLL);
+    }
+}
+
+/// [`wait_until`] for a condition that needs the async runtime (a client call).
+pub async fn wait_until_async<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !cond().await {
+        assert!(
+            t.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// PING over a fresh connection answers PONG: the server is up and serving.
 pub fn assert_serving(server: &Server) {
     let mut s = server.tcp();
