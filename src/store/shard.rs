@@ -786,25 +786,24 @@ mod tests {
         assert_eq!(s.tombstones(), 0);
     }
 
+    /// Deletes `key` and writes it again, `n` times: each delete queues a purge item that is
+    /// stale by the time it is looked at.
+    fn delete_and_rewrite(s: &mut Shard, key: &[u8], n: u64) {
+        let h = key_hash(key);
+        for i in 0..n {
+            s.write(h, key, Supersede::Local, VersionRef::tombstone(i), |_| ())
+                .unwrap();
+            let v = VersionRef::value(b"v", i, None);
+            s.write(h, key, Supersede::Local, v, |_| ()).unwrap();
+        }
+    }
+
     /// Every delete queues a purge item, even when the key is written again at once: the queue
     /// grows with the number of deletes within the grace, not with the number of dead keys.
     #[test]
     fn review_purge_queue_is_bounded_by_dead_keys() {
         let mut s = Shard::with_policy(policy(600_000));
-        let k = &b"k"[..];
-        let h = key_hash(k);
-        for i in 0..10_000u64 {
-            s.write(h, k, Supersede::Local, VersionRef::tombstone(i), |_| ())
-                .unwrap();
-            s.write(
-                h,
-                k,
-                Supersede::Local,
-                VersionRef::value(b"v", i, None),
-                |_| (),
-            )
-            .unwrap();
-        }
+        delete_and_rewrite(&mut s, b"k", 10_000);
         assert!(
             s.purge.len() <= PURGE_QUEUE_SLACK + 1,
             "{} purge items for one live key",
@@ -817,22 +816,9 @@ mod tests {
     #[test]
     fn review_purge_cycle_work_is_bounded_by_its_budget() {
         let mut s = Shard::with_policy(policy(0));
-        let k = &b"k"[..];
-        let h = key_hash(k);
         // Stale items first (a key deleted and written again), then many dead keys, enough
         // that the queue is not rebuilt: one cycle must look at no more than its budget.
-        for i in 0..1_000u64 {
-            s.write(h, k, Supersede::Local, VersionRef::tombstone(i), |_| ())
-                .unwrap();
-            s.write(
-                h,
-                k,
-                Supersede::Local,
-                VersionRef::value(b"v", i, None),
-                |_| (),
-            )
-            .unwrap();
-        }
+        delete_and_rewrite(&mut s, b"k", 1_000);
         for i in 0..2_000u64 {
             let key = i.to_be_bytes();
             s.write(
