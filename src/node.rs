@@ -176,3 +176,19 @@ impl Node {
         self.stats.iter().map(|s| f(s).get()).sum()
     }
 }
+
+/// The HELLO client name a ringkv node gives when it connects to another node (the cluster's
+/// peer links): this prefix and its node id in 16 hex digits.
+pub const PEER_NAME_PREFIX: &str = "ringkv-node/";
+
+/// A HELLO client name, read as a peer's: None if it is not one (an ordinary client), Some(Err)
+/// if it claims to be a node without a valid id.
+pub fn peer_node_id(name: &[u8]) -> Option<Result<NodeId, ()>> {
+    let hex = name.strip_prefix(PEER_NAME_PREFIX.as_bytes())?;
+    let id = std::str::from_utf8(hex)
+        .ok()
+        .filter(|h| h.len() == 16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .filter(|&id| id != 0);
+    Some(id.ok_or(()))
+}

@@ -213,6 +213,27 @@ pub(super) fn hello(st: &mut State, h: HelloReq<'_>, reply_to: ReplyTo) {
             return st.out.reply(reply_to, |s| s.error(&e.0));
         }
     }
+    // Node ids must be unique (they are the actors of every dot): a node that meets another
+    // with its own id refuses it (two copies of one data directory, say).
+    match crate::node::peer_node_id(h.name) {
+        None => {}
+        Some(Ok(id)) if id == node.node_id => {
+            let msg = format!(
+                "ERR node id collision: the connecting node has this node's id {id:016x}; node \
+                 ids must be unique (start one of them on a new data directory)"
+            );
+            return fatal(st, reply_to, &msg);
+        }
+        Some(Ok(_)) => {}
+        Some(Err(())) => {
+            let msg = format!(
+                "ERR malformed node name: a client name starting with {:?} must end with the \
+                 node's id in 16 hex digits",
+                crate::node::PEER_NAME_PREFIX
+            );
+            return st.out.reply(reply_to, |s| s.error(&msg));
+        }
+    }
     if !h.name.is_empty() {
         if let Err(e) = st.session.set_name(h.name) {
             return st.out.reply(reply_to, |s| s.error(&e.0));
