@@ -28,6 +28,8 @@ pub struct LoopStats {
     pub query_limit_disconnections: Counter,
     /// Connections closed for passing --max-output-buffer-bytes.
     pub output_limit_disconnections: Counter,
+    /// Requests answered with the TIMEOUT error (--request-timeout-ms).
+    pub request_timeouts: Counter,
     /// Per-command calls, time, failures and latency histogram.
     pub cmds: CmdStats,
 }
@@ -52,6 +54,7 @@ impl LoopStats {
             &self.protocol_errors,
             &self.query_limit_disconnections,
             &self.output_limit_disconnections,
+            &self.request_timeouts,
         ] {
             c.reset();
         }

@@ -286,6 +286,17 @@ fn a_write_held_past_its_deadline_gets_a_timeout_error_and_its_late_reply_is_dro
         "the next reply is the GET's, not the late PUT's"
     );
     assert_eq!(c.call_str(&["PING"]), Reply::Simple("PONG".into()));
+    // INFO counts them.
+    let Reply::Bulk(Some(info)) = c.call_str(&["INFO", "stats"]) else {
+        panic!("INFO is not a bulk string")
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    let n: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("request_timeouts:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request_timeouts in INFO stats:\n{info}"));
+    assert_eq!(n, 3, "the held PUT, the RESP write and the GET timed out");
 }
 
 #[test]

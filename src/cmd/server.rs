@@ -263,7 +263,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
              tombstones:{tombstones}\r\ntombstones_purged:{purged}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
              forwarded_requests:{}\r\nprotocol_errors:{}\r\ntls_handshake_failures:{}\r\n\
              client_query_buffer_limit_disconnections:{}\r\n\
-             client_output_buffer_limit_disconnections:{}\r\n\r\n",
+             client_output_buffer_limit_disconnections:{}\r\nrequest_timeouts:{}\r\n\r\n",
             t(|x| &x.connections_received),
             t(|x| &x.commands),
             t(|x| &x.rejected_connections),
@@ -274,6 +274,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             node.tls.as_ref().map_or(0, |t| t.handshake_failures()),
             t(|x| &x.query_limit_disconnections),
             t(|x| &x.output_limit_disconnections),
+            t(|x| &x.request_timeouts),
         );
     }
     if want("replication") {

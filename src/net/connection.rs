@@ -218,7 +218,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             r = st.out.recv_remote(), if st.out.batches_out() => st.out.on_remote(&ctx, r),
             _ = &mut changed, if st.out.durable_waiting() => {}
             _ = &mut req_timer, if req_armed.is_some() => {
-                st.out.expire(tokio::time::Instant::now());
+                let n = st.out.expire(tokio::time::Instant::now());
+                LoopStats::add(&ctx.stats().request_timeouts, n);
             }
         }
     }

@@ -428,9 +428,11 @@ impl Replies {
             .map(|s| s.deadline)
     }
 
-    /// Slots past their deadline get the timeout error in place of their reply.
-    pub fn expire(&mut self, now: Instant) {
+    /// Slots past their deadline get the timeout error in place of their reply. Returns how
+    /// many.
+    pub fn expire(&mut self, now: Instant) -> u64 {
         let ms = self.timeout.as_millis();
+        let mut expired = 0;
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
             // Deadlines ascend with the request order.
@@ -451,8 +453,10 @@ impl Replies {
                 format!("TIMEOUT no reply within {ms} ms (--request-timeout-ms)")
             };
             self.error_into(i, &msg);
+            expired += 1;
         }
         self.release();
+        expired
     }
 
     /// Writes the ready slots at the front (RESP order) and drops finished ones.
