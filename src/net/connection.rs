@@ -469,13 +469,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
         Route::Key(k) => {
             let owner = ctx.owner(node.store.shard_of(key_hash(k)));
             if owner == ctx.id {
-                st.out
-                    .reply_marked(&ctx, reply_to, command.is_write(), |s| {
-                        let mut s = Track::new(s);
-                        let marks = cmd::run_keyed(&command, &node.store, c, &mut s);
-                        failed = s.failed;
-                        marks
-                    });
+                failed = run_here(st, &ctx, &command, c, reply_to);
             } else {
                 // Timed and counted by the loop that runs it.
                 st.out.forward(owner, args, reply_to, command.is_write());
@@ -491,16 +485,29 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                 st.commands -= 1;
                 return Handled::Barrier;
             }
-            st.out
-                .reply_marked(&ctx, reply_to, command.is_write(), |s| {
-                    let mut s = Track::new(s);
-                    let marks = cmd::run_keyed(&command, &node.store, c, &mut s);
-                    failed = s.failed;
-                    marks
-                });
+            failed = run_here(st, &ctx, &command, c, reply_to);
         }
     }
     let secret = matches!(command, Command::Auth(..) | Command::Hello(_));
     record(st, slot, args, t0, failed, secret);
     Handled::Done
+}
+
+/// Runs a keyed command on this loop, its reply waiting for the WAL positions it read or
+/// wrote; whether it failed.
+fn run_here(
+    st: &mut State,
+    ctx: &LoopCtx,
+    command: &Command<'_>,
+    c: &Ctx,
+    reply_to: ReplyTo,
+) -> bool {
+    let mut failed = false;
+    st.out.reply_marked(ctx, reply_to, command.is_write(), |s| {
+        let mut s = Track::new(s);
+        let marks = cmd::run_keyed(command, &ctx.node.store, c, &mut s);
+        failed = s.failed;
+        marks
+    });
+    failed
 }
