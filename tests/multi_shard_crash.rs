@@ -89,17 +89,7 @@ fn run(store: &Store, args: &[&[u8]]) -> (Marks, Vec<u8>) {
 }
 
 fn dump(store: &Store) -> State {
-    let mut m = State::new();
-    for i in 0..store.len() {
-        let shard = store.lock(i);
-        let mut pos = Some(0);
-        while let Some(p) = pos {
-            pos = shard.scan(p, 1024, NOW, |e| {
-                m.insert(e.key().to_vec(), e.value().to_vec());
-            });
-        }
-    }
-    m
+    common::live_keys(store, NOW)
 }
 
 /// A key named `prefix`-n that lands on `shard`.

@@ -290,6 +290,25 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
     }
 }
 
+/// Every live key of a store and its value (as Redis commands see them at `now_ms`), for
+/// tests that compare a store with a model.
+pub fn live_keys(
+    store: &ringkv::store::Store,
+    now_ms: u64,
+) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    for i in 0..store.len() {
+        let shard = store.lock(i);
+        let mut pos = Some(0);
+        while let Some(p) = pos {
+            pos = shard.scan(p, 1024, now_ms, |e| {
+                m.insert(e.key().to_vec(), e.value().to_vec());
+            });
+        }
+    }
+    m
+}
+
 /// How often a condition wait polls (bounded by its deadline; never a sleep standing in for
 /// the condition).
 pub const POLL: Duration = Duration::from_millis(10);
