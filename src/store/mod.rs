@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use clock::{NodeId, VectorClock, MAX_NODE_ID};
 pub use dvv::{TooManySiblings, VersionVector};
 pub use entry::{Entry, VersionRef};
-pub use shard::{Live, Shard};
+pub use shard::{Live, Merged, Shard};
 pub use tx::{add_mark, Marks, Tx};
 pub use write::{Conflicts, Supersede, VersionPolicy};
 

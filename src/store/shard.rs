@@ -16,6 +16,9 @@ use super::entry::{Entry, VersionRef, Versions};
 use super::write::{next_entry, Supersede, VersionPolicy, WriteError};
 use crate::record;
 
+mod merge;
+pub use merge::Merged;
+
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
 /// here under the shard lock, in the order it was applied; the writer takes the buffer as a
 /// whole (group commit). Expiry removes nothing from it: an expired key replayed from the

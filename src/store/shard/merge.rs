@@ -1,0 +1,154 @@
+//! Merging a key's versions from another replica (replication, read repair, hints): the DVV
+//! sync of what this shard holds with what arrives, logged like any write.
+
+use super::Shard;
+use crate::record;
+use crate::store::entry::{resolve_lww, Entry};
+use crate::store::write::Conflicts;
+
+/// What a merge did to the stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merged {
+    /// The shard already held everything the incoming entry has (equal or newer): nothing was
+    /// written. For the sender this is as good as applied: the replica is up to date.
+    Unchanged,
+    /// The stored entry changed (new versions, or a joined context); a record was logged.
+    Changed,
+}
+
+impl Shard {
+    /// Merges `incoming` (another replica's entry for its key, hashing to `hash`) into this
+    /// shard: versions either side has not seen are kept as siblings, versions the other's
+    /// context covers are dropped (DVV sync, commutative and idempotent); under
+    /// `--conflicts lww` only the newest survives. Replication never refuses a merge for
+    /// --max-siblings: that bound applies to client writes, and refusing here would leave the
+    /// replicas apart.
+    ///
+    /// Dots of this node that come back (a replica returning a write this node made before it
+    /// lost its log tail) raise the counter floor, so no dot is ever minted twice.
+    pub fn merge(&mut self, hash: u64, incoming: &Entry) -> Merged {
+        let minted = incoming.context().get(self.policy.actor);
+        self.dot_floor = self.dot_floor.max(minted);
+        let key = incoming.key();
+        let found = self.find(hash, key);
+        let Some(old) = found.and_then(|i| self.slots[i as usize].as_ref()) else {
+            self.wal.log(record::VERSIONS, incoming.as_bytes());
+            self.place_quiet(None, hash, incoming.clone());
+            return Merged::Changed;
+        };
+        if old == incoming {
+            return Merged::Unchanged;
+        }
+        let merged = {
+            let mut versions = old.versions();
+            versions.sync(&incoming.versions());
+            if self.policy.conflicts == Conflicts::Lww {
+                resolve_lww(&mut versions);
+            }
+            if versions.is_empty() {
+                // Only a contradictory pair (each side's context covering the other's
+                // versions) could leave nothing; keep what is stored rather than lose the key.
+                return Merged::Unchanged;
+            }
+            let merged = Entry::new(key, &versions);
+            if &merged == old {
+                return Merged::Unchanged;
+            }
+            merged
+        };
+        self.wal.log(record::VERSIONS, merged.as_bytes());
+        self.place_quiet(found, hash, merged);
+        Merged::Changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::write::{Supersede, VersionPolicy};
+    use crate::store::VersionRef;
+    use ringkv_proto::key_hash;
+
+    fn shard(actor: u64, conflicts: Conflicts) -> Shard {
+        Shard::with_policy(VersionPolicy {
+            actor,
+            conflicts,
+            ..VersionPolicy::default()
+        })
+    }
+
+    fn put(s: &mut Shard, key: &[u8], v: &[u8], ts: u64) -> Entry {
+        let mut seen = None;
+        s.write(
+            key_hash(key),
+            key,
+            Supersede::Local,
+            VersionRef::value(v, ts, None),
+            |e| seen = Some(e.clone()),
+        )
+        .expect("write");
+        seen.expect("seen")
+    }
+
+    fn values(s: &Shard, key: &[u8]) -> Vec<Vec<u8>> {
+        let e = s.entry(key_hash(key), key).expect("entry");
+        let mut v: Vec<Vec<u8>> = e.versions().iter().map(|v| v.value.value.to_vec()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn newer_replaces_older_and_equal_is_unchanged() {
+        let (mut a, mut b) = (shard(1, Conflicts::Siblings), shard(2, Conflicts::Siblings));
+        let v1 = put(&mut a, b"k", b"one", 1);
+        assert_eq!(b.merge(key_hash(b"k"), &v1), Merged::Changed);
+        assert_eq!(b.merge(key_hash(b"k"), &v1), Merged::Unchanged);
+        let v2 = put(&mut b, b"k", b"two", 2);
+        assert_eq!(a.merge(key_hash(b"k"), &v2), Merged::Changed);
+        assert_eq!(values(&a, b"k"), vec![b"two".to_vec()]);
+        // The older entry arriving late changes nothing (it is covered).
+        assert_eq!(a.merge(key_hash(b"k"), &v1), Merged::Unchanged);
+        assert_eq!(values(&a, b"k"), vec![b"two".to_vec()]);
+    }
+
+    #[test]
+    fn concurrent_writes_become_siblings_or_lww_winner() {
+        for (mode, want) in [(Conflicts::Siblings, 2), (Conflicts::Lww, 1)] {
+            let (mut a, mut b) = (shard(1, mode), shard(2, mode));
+            let x = put(&mut a, b"k", b"x", 10);
+            let y = put(&mut b, b"k", b"y", 20);
+            a.merge(key_hash(b"k"), &y);
+            b.merge(key_hash(b"k"), &x);
+            assert_eq!(values(&a, b"k").len(), want, "{mode:?}");
+            assert_eq!(values(&a, b"k"), values(&b, b"k"), "replicas agree ({mode:?})");
+            if mode == Conflicts::Lww {
+                assert_eq!(values(&a, b"k"), vec![b"y".to_vec()]);
+            }
+        }
+    }
+
+    #[test]
+    fn own_dot_coming_back_raises_the_floor() {
+        let mut a = shard(1, Conflicts::Siblings);
+        let mut far = shard(1, Conflicts::Siblings);
+        far.raise_dot_floor(1000);
+        let e = put(&mut far, b"k", b"v", 1);
+        a.merge(key_hash(b"k"), &e);
+        assert!(a.dot_floor() >= 1001, "floor {}", a.dot_floor());
+        let e2 = put(&mut a, b"k", b"w", 2);
+        assert!(e2.context().get(1) > 1001);
+    }
+
+    #[test]
+    fn merge_is_logged_when_changed_only() {
+        let mut a = shard(1, Conflicts::Siblings);
+        a.start_logging(0);
+        let mut b = shard(2, Conflicts::Siblings);
+        let e = put(&mut b, b"k", b"v", 1);
+        let s0 = a.wal.seq;
+        a.merge(key_hash(b"k"), &e);
+        assert_eq!(a.wal.seq, s0 + 1);
+        a.merge(key_hash(b"k"), &e);
+        assert_eq!(a.wal.seq, s0 + 1);
+    }
+}
