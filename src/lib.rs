@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod record;
+pub mod ring;
 pub mod snapshot;
 pub mod stats;
 pub mod store;
