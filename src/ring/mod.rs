@@ -1,0 +1,14 @@
+//! The cluster's pure logic: where a key lives, who is alive, when a quorum is met.
+//!
+//! Nothing here touches sockets, timers or the store: every function is a deterministic
+//! computation over its arguments (time comes in as `now_ms`), so each node computes the same
+//! answers from the same membership and the tests can script every input.
+//! - [`partition`]: the token ring, partitions and their preference lists and fallbacks.
+
+pub mod partition;
+
+pub use partition::{partition_of, token, Ring, RingError, RingNode};
+
+/// A node's identity in the cluster (the same number as the store's `NodeId`, the actor of
+/// its dots); a plain alias so that the ring depends on nothing above it.
+pub type NodeId = u64;
