@@ -3,10 +3,13 @@
 //! Nothing here touches sockets, timers or the store: every function is a deterministic
 //! computation over its arguments (time comes in as `now_ms`), so each node computes the same
 //! answers from the same membership and the tests can script every input.
-//! - [`partition`]: the token ring, partitions and their preference lists and fallbacks.
+//! - [`partition`]: the token ring, partitions and their preference lists and fallbacks;
+//! - [`detector`]: the phi-accrual failure detector (local liveness, never ownership).
 
+pub mod detector;
 pub mod partition;
 
+pub use detector::{classify, Liveness, PhiDetector, DEFAULT_PHI_CONVICT_THRESHOLD};
 pub use partition::{partition_of, token, Ring, RingError, RingNode};
 
 /// A node's identity in the cluster (the same number as the store's `NodeId`, the actor of
