@@ -4,13 +4,16 @@
 //! computation over its arguments (time comes in as `now_ms`), so each node computes the same
 //! answers from the same membership and the tests can script every input.
 //! - [`partition`]: the token ring, partitions and their preference lists and fallbacks;
-//! - [`detector`]: the phi-accrual failure detector (local liveness, never ownership).
+//! - [`detector`]: the phi-accrual failure detector (local liveness, never ownership);
+//! - [`quorum`]: counting replica answers toward W (writes) and R (reads).
 
 pub mod detector;
 pub mod partition;
+pub mod quorum;
 
 pub use detector::{classify, Liveness, PhiDetector, DEFAULT_PHI_CONVICT_THRESHOLD};
 pub use partition::{partition_of, token, Ring, RingError, RingNode};
+pub use quorum::{Progress, ReadAnswer, ReadQuorum, WriteAnswer, WriteQuorum};
 
 /// A node's identity in the cluster (the same number as the store's `NodeId`, the actor of
 /// its dots); a plain alias so that the ring depends on nothing above it.
