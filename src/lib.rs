@@ -8,6 +8,8 @@
 //! - [`wal`] / [`snapshot`]: durability, through the narrow file layer [`disk`];
 //!   [`durability`] ties recovery, WAL writers and snapshots together for a node;
 //! - [`node`]: what the loops share (config, store, counters, client list, shutdown);
+//! - [`ring`]: the cluster's pure logic: partitions and preference lists, failure detection,
+//!   quorum counting (no sockets, no store);
 //! - [`config`]: flags, config file, defaults; [`tls`]: certificates and the TLS handshake;
 //! - [`record`]: the WAL record format (a leaf, so the store can log without the WAL);
 //! - [`util`]: the wall clock and the mutex helper every layer uses.

@@ -1,6 +1,7 @@
 //! The module layering of the server crate: dependencies between the top-level modules of
 //! `src/` point one way (the graph has no cycle), and the store, at the bottom, imports
-//! nothing from the layers above it (no sockets, peers or durability policy).
+//! nothing from the layers above it (no sockets, peers or durability policy); the ring
+//! (cluster placement, liveness, quorums) imports nothing but `util`.
 //!
 //! Edges are read from the source: every `crate::<module>` path (in `use` lines or inline,
 //! including `use crate::{a, b}` groups) outside comments, in every file of `src/` except the
@@ -22,6 +23,7 @@ const ABOVE_STORE: &[&str] = &[
     "stats",
     "metrics",
     "datadir",
+    "ring",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -203,6 +205,18 @@ fn the_leaf_modules_import_nothing_from_the_crate() {
             "src/{leaf} must be a leaf but imports {deps:?}"
         );
     }
+}
+
+#[test]
+fn the_ring_imports_nothing_but_util() {
+    // The cluster's placement, liveness and quorum logic stays pure: no store, no sockets.
+    let graph = module_graph();
+    let ring = graph.get("ring").expect("src/ring is scanned");
+    let bad: Vec<&String> = ring.iter().filter(|d| d.as_str() != "util").collect();
+    assert!(
+        bad.is_empty(),
+        "src/ring imports {bad:?}; it may use only crate::util (keep it pure and below node)"
+    );
 }
 
 #[test]

@@ -1,8 +1,23 @@
-//! Placement and membership logic of the cluster, without sockets: the ring of partitions and
-//! their preference lists, the layout (members and their states), the failure detector, and
-//! quorum counting. Pure, so that it is tested alone and runs the same in a simulation.
+//! The cluster's pure logic: where a key lives, who is alive, when a quorum is met, who is a
+//! member.
+//!
+//! Nothing here touches sockets or the store: every function is a deterministic computation
+//! over its arguments (time comes in as `now_ms`), so each node computes the same answers from
+//! the same membership and the tests can script every input.
+//! - [`partition`]: the token ring, partitions and their preference lists and fallbacks;
+//! - [`detector`]: the phi-accrual failure detector (local liveness, never ownership);
+//! - [`quorum`]: counting replica answers toward W (writes) and R (reads);
+//! - [`layout`]: the members and their states, merged by gossip;
 
+pub mod detector;
 pub mod layout;
+pub mod partition;
+pub mod quorum;
 
-/// A node's id: the actor of the dots it mints (`store::NodeId` is the same type).
+pub use detector::{classify, Liveness, PhiDetector, DEFAULT_PHI_CONVICT_THRESHOLD};
+pub use partition::{partition_of, token, Ring, RingError, RingNode};
+pub use quorum::{Progress, ReadAnswer, ReadQuorum, WriteAnswer, WriteQuorum};
+
+/// A node's identity in the cluster (the same number as the store's `NodeId`, the actor of
+/// its dots); a plain alias so that the ring depends on nothing above it.
 pub type NodeId = u64;
