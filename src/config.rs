@@ -7,6 +7,15 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
+mod cluster;
+
+pub use cluster::{
+    ClusterArgs, ClusterConfig, OnOff, PeerAddr, Secret, DEFAULT_N, DEFAULT_PARTITIONS,
+    DEFAULT_PEER_TIMEOUT_MS, DEFAULT_PHI_CONVICT_THRESHOLD, DEFAULT_R, DEFAULT_VNODES, DEFAULT_W,
+    MAX_N, MAX_PARTITIONS, MAX_PEER_ADDR_BYTES, MAX_PHI_CONVICT_THRESHOLD, MAX_VNODES,
+    MAX_ZONE_BYTES, MIN_CLUSTER_SECRET_BYTES,
+};
+
 pub const DEFAULT_PORT: u16 = 7379;
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 pub const DEFAULT_REQUEST_READ_TIMEOUT_MS: u64 = 30_000;
@@ -190,9 +199,11 @@ pub struct Cli {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub test_hold_syncs_file: Option<PathBuf>,
-    /// TOML file with any of the settings above.
+    /// TOML file with any of these settings (the cluster ones included).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -322,6 +333,23 @@ struct FileConfig {
         alias = "tombstone_grace"
     )]
     tombstone_grace_secs: Option<u64>,
+    // Cluster settings (see `cluster::ClusterArgs`).
+    peers: Option<cluster::PeerList>,
+    #[serde(alias = "cluster_secret")]
+    cluster_secret: Option<Secret>,
+    advertise: Option<String>,
+    zone: Option<String>,
+    partitions: Option<u32>,
+    vnodes: Option<u32>,
+    n: Option<u32>,
+    w: Option<u32>,
+    r: Option<u32>,
+    #[serde(alias = "hinted_handoff")]
+    hinted_handoff: Option<OnOff>,
+    #[serde(alias = "phi_convict_threshold")]
+    phi_convict_threshold: Option<f64>,
+    #[serde(alias = "peer_timeout_ms")]
+    peer_timeout_ms: Option<u64>,
 }
 
 /// Riak refuses writes past 100 siblings (and warns at 25).
@@ -371,6 +399,7 @@ pub struct Config {
     pub conflicts: ConflictMode,
     pub max_siblings: usize,
     pub tombstone_grace_secs: u64,
+    pub cluster: ClusterConfig,
     /// Testing only (see `Cli::test_delay_us`).
     #[cfg(feature = "test-hooks")]
     pub test_delay_us: u64,
@@ -396,8 +425,8 @@ pub enum ConfigError {
 }
 
 impl Config {
-    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let file = match &cli.config {
+    pub fn from_cli(mut cli: Cli) -> Result<Config, ConfigError> {
+        let mut file = match &cli.config {
             None => FileConfig::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -410,6 +439,8 @@ impl Config {
                 })?
             }
         };
+        let cluster = ClusterConfig::resolve(std::mem::take(&mut cli.cluster), &mut file)
+            .map_err(ConfigError::Invalid)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = cli.threads.or(file.threads).unwrap_or(cores);
         let c = Config {
@@ -512,6 +543,7 @@ impl Config {
                 .tombstone_grace_secs
                 .or(file.tombstone_grace_secs)
                 .unwrap_or(0),
+            cluster,
             #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,
             #[cfg(feature = "test-hooks")]
@@ -606,6 +638,9 @@ impl Config {
                 ));
             }
         }
+        self.cluster
+            .validate(self.shards, self.bind, MAX_REQUEST_TIMEOUT_MS)
+            .map_err(ConfigError::Invalid)?;
         self.validate_tls()
     }
 
@@ -637,6 +672,27 @@ impl Config {
             return bad("--tls-handshake-timeout-ms must be between 1 and 3600000");
         }
         Ok(())
+    }
+
+    /// Cluster mode: a cluster secret is set (with or without --peers: a node started alone
+    /// can be joined later with CLUSTER JOIN).
+    pub fn clustered(&self) -> bool {
+        self.cluster.secret.is_some()
+    }
+
+    /// Whether a read sees the last acknowledged write: the read and write quorums overlap
+    /// (W + R > N). W + R <= N is allowed, and reported as not read-your-writes.
+    pub fn read_your_writes(&self) -> bool {
+        self.cluster.w + self.cluster.r > self.cluster.n
+    }
+
+    /// The address peers dial: --advertise, else the bind address and `bound_port` (the port
+    /// actually listened on, which differs from --port 0).
+    pub fn advertise(&self, bound_port: u16) -> PeerAddr {
+        self.cluster.advertise.clone().unwrap_or_else(|| PeerAddr {
+            host: self.bind.to_string(),
+            port: bound_port,
+        })
     }
 
     /// Largest value a command may store: one frame minus room for its header and key.

@@ -11,7 +11,7 @@ use ringkv::durability::Durability;
 use ringkv::metrics::Metrics;
 use ringkv::net::Server;
 use ringkv::node::Node;
-use ringkv::store::{Conflicts, Store, VersionPolicy};
+use ringkv::store::{Conflicts, Placement, Store, VersionPolicy};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
@@ -49,19 +49,35 @@ fn main() -> ExitCode {
         None => fs,
     };
     // The lock is held until the process exits.
-    let mut dir = match DataDir::open(fs.as_ref(), &config.data_dir, config.shards, new_node_id()) {
+    let opened = DataDir::open(
+        fs.as_ref(),
+        &config.data_dir,
+        config.shards,
+        config.cluster.partitions,
+        new_node_id(),
+    );
+    // A cluster node needs partition placement; an older directory is refused, never moved.
+    let opened = opened.and_then(|d| match config.clustered() {
+        true => d.require_partitioned().map(|()| d),
+        false => Ok(d),
+    });
+    let mut dir = match opened {
         Ok(d) => d,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(1);
         }
     };
+    if dir.placement == Placement::Legacy {
+        info!("the data directory predates partitions: its keys keep the legacy shard placement");
+    }
     if config.fsync == FsyncPolicy::Off {
         info!("--fsync off: no WAL and no snapshots; data lives in memory only");
     }
     let fs_meta = fs.clone();
     let store = Arc::new(Store::with_policy(
         config.shards,
+        dir.placement,
         version_policy(&config, dir.node_id),
     ));
     let durability = match Durability::start(&config, store.clone(), fs) {

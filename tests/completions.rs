@@ -60,8 +60,12 @@ fn held_server(extra: &[&str]) -> (Server, HoldPath) {
     (server, HoldPath { _dir: dir, path })
 }
 
+/// The shard of `key` on a server with a new data directory (placement by the default
+/// partitions), as `Store::shard_of`.
 fn shard_of(key: &str) -> u64 {
-    (ringkv_proto::key_hash(key.as_bytes()) >> 40) % SHARDS
+    let placement = ringkv::store::Placement::partitioned(ringkv::config::DEFAULT_PARTITIONS)
+        .expect("a power of two");
+    placement.shard(ringkv_proto::key_hash(key.as_bytes()), SHARDS as usize) as u64
 }
 
 /// Two keys in different shards: the GETs must not read the shard the held write is in

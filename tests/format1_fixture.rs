@@ -49,19 +49,6 @@ fn expected() -> Vec<Expected> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -117,6 +104,11 @@ fn check_contents(server: &Server, what: &str) {
 fn assert_converted(dir: &Path) {
     let meta = std::fs::read_to_string(dir.join("meta")).unwrap();
     assert!(meta.contains("format = 2"), "meta not converted:\n{meta}");
+    // The keys keep the placement they were written with (docs/storage.md, "Placement").
+    assert!(
+        !meta.contains("partitions"),
+        "meta gained partitions:\n{meta}"
+    );
     for shard in ["shard-0000", "shard-0001"] {
         let has_format_2_snapshot = || {
             std::fs::read_dir(dir.join(shard))

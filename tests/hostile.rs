@@ -211,11 +211,14 @@ fn idle_connections_are_closed_by_timeout() {
     );
 }
 
-/// Keys whose shard (of 2) is `shard`, as the server places them.
+/// Keys whose shard (of 2) is `shard`, as the server places them (a new data directory:
+/// placement by the default partitions).
 fn keys_of_shard(shard: u64, n: usize) -> Vec<String> {
+    let placement = ringkv::store::Placement::partitioned(ringkv::config::DEFAULT_PARTITIONS)
+        .expect("a power of two");
     (0..)
         .map(|i| format!("big{i}"))
-        .filter(|k| (ringkv_proto::key_hash(k.as_bytes()) >> 40) % 2 == shard)
+        .filter(|k| placement.shard(ringkv_proto::key_hash(k.as_bytes()), 2) as u64 == shard)
         .take(n)
         .collect()
 }

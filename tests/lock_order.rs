@@ -19,8 +19,12 @@ const SHARED_KEYS: usize = 16;
 const SHARDS: u64 = 16;
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The shard of `key` on a server with a new data directory (placement by the default
+/// partitions), as `Store::shard_of`.
 fn shard_of(key: &str) -> u64 {
-    (ringkv_proto::key_hash(key.as_bytes()) >> 40) % SHARDS
+    let placement = ringkv::store::Placement::partitioned(ringkv::config::DEFAULT_PARTITIONS)
+        .expect("a power of two");
+    placement.shard(ringkv_proto::key_hash(key.as_bytes()), SHARDS as usize) as u64
 }
 
 /// Two key names of client `c` that live on different shards.

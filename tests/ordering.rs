@@ -23,11 +23,13 @@ const FLAGS: &[&str] = &["--threads", "2", "--shards", "16"];
 const THREADS: u64 = 2;
 const SHARDS: u64 = 16;
 
-/// The loop that owns `key` on a `--threads 2 --shards 16` server. Mirrors `Store::shard_of`
-/// and `LoopCtx::owner`; used only to pick keys that span both loops, the assertions hold
-/// whatever the placement.
+/// The loop that owns `key` on a `--threads 2 --shards 16` server (a new data directory:
+/// placement by the default partitions). Mirrors `LoopCtx::owner`; used only to pick keys that
+/// span both loops, the assertions hold whatever the placement.
 fn owner_loop(key: &[u8]) -> u64 {
-    ((ringkv_proto::key_hash(key) >> 40) % SHARDS) % THREADS
+    let placement = ringkv::store::Placement::partitioned(ringkv::config::DEFAULT_PARTITIONS)
+        .expect("a power of two");
+    placement.shard(ringkv_proto::key_hash(key), SHARDS as usize) as u64 % THREADS
 }
 
 // ----- requests and replies (over the shared RESP2 client) -----

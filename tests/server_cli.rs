@@ -148,10 +148,28 @@ fn help_lists_every_flag_and_default() {
         "--conflicts",
         "--max-siblings",
         "--tombstone-grace-secs",
+        "--peers",
+        "--cluster-secret",
+        "--advertise",
+        "--zone",
+        "--partitions",
+        "--vnodes",
+        "--n",
+        "--w",
+        "--r",
+        "--hinted-handoff",
+        "--phi-convict-threshold",
+        "--peer-timeout-ms",
     ] {
         assert!(out.contains(flag), "--help does not mention {flag}:\n{out}");
     }
-    for default in ["7379", "./data"] {
+    for default in [
+        "7379",
+        "./data",
+        "[default: 1024]",
+        "[default: 256]",
+        "[default: 2000]",
+    ] {
         assert!(
             out.contains(default),
             "--help does not mention {default}:\n{out}"
@@ -299,6 +317,16 @@ fn shards_must_be_a_multiple_of_threads() {
         &["--max-siblings", "1001"],
         &["--conflicts", "newest"],
         &["--tombstone-grace-secs", "99999999999"],
+        &["--partitions", "1000"],
+        &["--vnodes", "0"],
+        &["--n", "17"],
+        &["--w", "4"],
+        &["--zone", "rack 1"],
+        &["--cluster-secret", "too-short"],
+        &["--hinted-handoff", "maybe"],
+        &["--phi-convict-threshold", "0"],
+        &["--peer-timeout-ms", "0"],
+        &["--advertise", "nohost"],
     ] {
         let mut args = bad.to_vec();
         args.extend_from_slice(&["--data-dir", data]);
@@ -460,4 +488,114 @@ fn handoff_accept_mode_serves_every_loop() {
     drop(conns);
     let status = server.terminate();
     assert!(status.success(), "{status}");
+}
+
+/// The cluster flags' rules reach the user as they are written, from the real binary.
+#[test]
+fn cluster_flag_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (args, says) in [
+        (
+            &["--peers", "127.0.0.1:7380"][..],
+            "--peers needs --cluster-secret: peers authenticate each other with it",
+        ),
+        (
+            &["--cluster-secret", "short"],
+            "--cluster-secret must be at least 16 bytes",
+        ),
+        (
+            &["--threads", "1", "--shards", "8", "--partitions", "4"],
+            "--partitions 4 must be at least --shards 8",
+        ),
+        (
+            &["--partitions", "96"],
+            "--partitions 96 must be a power of two",
+        ),
+        (
+            &["--n", "2", "--r", "3"],
+            "--r 3 must be between 1 and --n 2",
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--port", "0", "--data-dir", data]);
+        let (status, _, err) = run_to_exit(&all);
+        assert!(!status.success(), "{args:?} accepted");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+/// CONFIG GET shows the cluster settings (read-only), and never the cluster secret, whether
+/// asked by name or by pattern.
+#[test]
+fn cluster_settings_in_config_get_but_not_the_secret() {
+    const SECRET: &str = "s3cret-value-of-the-cluster";
+    let server = Server::start(&[
+        "--cluster-secret",
+        SECRET,
+        "--peers",
+        "127.0.0.1:1,node-b:7379",
+        "--zone",
+        "zone-a",
+        "--partitions",
+        "256",
+        "--vnodes",
+        "16",
+        "--w",
+        "1",
+        "--r",
+        "1",
+        "--hinted-handoff",
+        "off",
+        "--phi-convict-threshold",
+        "12.5",
+        "--peer-timeout-ms",
+        "700",
+    ]);
+    let mut s = server.tcp();
+    let port = server.addr.port().to_string();
+    for (param, want) in [
+        ("peers", "127.0.0.1:1,node-b:7379"),
+        ("advertise", &format!("127.0.0.1:{port}")),
+        ("zone", "zone-a"),
+        ("partitions", "256"),
+        ("vnodes", "16"),
+        ("n", "3"),
+        ("w", "1"),
+        ("r", "1"),
+        ("hinted-handoff", "off"),
+        ("phi-convict-threshold", "12.5"),
+        ("peer-timeout-ms", "700"),
+    ] {
+        let cmd = format!("CONFIG GET {param}\r\n");
+        let reply = format!(
+            "*2\r\n${}\r\n{param}\r\n${}\r\n{want}\r\n",
+            param.len(),
+            want.len()
+        );
+        send_expect(&mut s, cmd.as_bytes(), reply.as_bytes());
+    }
+    send_expect(&mut s, b"CONFIG GET cluster-secret\r\n", b"*0\r\n");
+    let mut c = common::resp::Conn::connect(server.addr);
+    let all = c.call(&[b"CONFIG", b"GET", b"*"]);
+    let common::resp::Reply::Array(Some(items)) = &all else {
+        panic!("CONFIG GET *: {all:?}")
+    };
+    let texts: Vec<String> = items.iter().map(|r| r.show()).collect();
+    assert!(texts.iter().any(|t| t.contains("partitions")), "{texts:?}");
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains(SECRET) || t.contains("secret")),
+        "CONFIG GET * shows the secret: {texts:?}"
+    );
+    send_expect(
+        &mut s,
+        b"CONFIG SET partitions 8\r\n",
+        b"-ERR CONFIG SET failed (possibly related to argument 'partitions') - can't set immutable config\r\n",
+    );
+    assert!(
+        !server.log_text().contains(SECRET),
+        "the log shows the secret"
+    );
 }

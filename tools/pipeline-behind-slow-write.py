@@ -60,9 +60,9 @@ def main():
     ap.add_argument("--hold-ms", type=float, default=100.0)
     ap.add_argument("--gets", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5)
-    # Two keys in different shards with --shards 2 (shard = (xxh3(key) >> 40) % shards), so
-    # the GETs don't read the shard the held write is pending in (they would wait for it: no
-    # dirty reads).
+    # Two keys in different shards with --shards 2 (shard = partition % shards, partition =
+    # xxh3(key) >> 54 with the default 1024 partitions), so the GETs don't read the shard the
+    # held write is pending in (they would wait for it: no dirty reads).
     ap.add_argument("--write-key", default="slow-write")
     ap.add_argument("--read-key", default="get-key")
     a = ap.parse_args()

@@ -10,6 +10,7 @@ use super::table::{lookup, TABLE};
 use super::{eq, int, CmdError, CmdResult, Command};
 use crate::node::{LoopStats, Node};
 use crate::store::glob::glob_match;
+use crate::store::Placement;
 use crate::util::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,17 +79,17 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
 /// Parameters CONFIG GET knows, with their current values.
 fn config_params(node: &Node) -> Vec<(&'static str, String)> {
     let c = &node.config;
+    let port = node
+        .bound
+        .lock()
+        .ok()
+        .and_then(|b| *b)
+        .map_or(c.port, |a| a.port());
+    let cl = &c.cluster;
+    let peers: Vec<String> = cl.peers.iter().map(|p| p.to_string()).collect();
     vec![
         ("bind", c.bind.to_string()),
-        (
-            "port",
-            node.bound
-                .lock()
-                .ok()
-                .and_then(|b| *b)
-                .map_or(c.port, |a| a.port())
-                .to_string(),
-        ),
+        ("port", port.to_string()),
         ("dir", c.data_dir.display().to_string()),
         ("maxclients", node.max_clients.load(Relaxed).to_string()),
         ("max-frame-bytes", c.max_frame_bytes.to_string()),
@@ -144,6 +145,24 @@ fn config_params(node: &Node) -> Vec<(&'static str, String)> {
             "slowlog-max-len",
             node.slowlog.max_len.load(Relaxed).to_string(),
         ),
+        // Cluster settings, read-only. The cluster secret is never shown.
+        ("peers", peers.join(",")),
+        ("advertise", c.advertise(port).to_string()),
+        ("zone", cl.zone.clone()),
+        ("partitions", cl.partitions.to_string()),
+        ("vnodes", cl.vnodes.to_string()),
+        ("n", cl.n.to_string()),
+        ("w", cl.w.to_string()),
+        ("r", cl.r.to_string()),
+        (
+            "hinted-handoff",
+            if cl.hinted_handoff { "on" } else { "off" }.into(),
+        ),
+        (
+            "phi-convict-threshold",
+            cl.phi_convict_threshold.to_string(),
+        ),
+        ("peer-timeout-ms", cl.peer_timeout_ms.to_string()),
     ]
 }
 
@@ -163,7 +182,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             "# Server\r\nringkv_version:{v}\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n\
              os:{os} {arch}\r\narch_bits:64\r\nprocess_id:{pid}\r\nnode_id:{node:016x}\r\n\
              tcp_port:{port}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{days}\r\n\
-             event_loops:{threads}\r\nshards:{shards}\r\n\r\n",
+             event_loops:{threads}\r\nshards:{shards}\r\nshard_placement:{placement}\r\n\r\n",
             v = env!("CARGO_PKG_VERSION"),
             os = std::env::consts::OS,
             arch = std::env::consts::ARCH,
@@ -173,6 +192,11 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             days = uptime / 86400,
             threads = node.config.threads,
             shards = node.config.shards,
+            // Legacy: a data directory from before partitions (docs/storage.md).
+            placement = match node.store.placement() {
+                Placement::Partitioned { .. } => "partitions",
+                Placement::Legacy => "legacy",
+            },
         );
     }
     if want("clients") {

@@ -9,6 +9,7 @@ pub mod dvv;
 pub mod entry;
 pub mod glob;
 pub mod legacy;
+pub mod placement;
 pub mod shard;
 pub mod tx;
 pub mod write;
@@ -18,27 +19,42 @@ use std::sync::{Mutex, MutexGuard};
 pub use clock::{NodeId, VectorClock, MAX_NODE_ID};
 pub use dvv::{TooManySiblings, VersionVector};
 pub use entry::{Entry, VersionRef};
+pub use placement::{partition_of, Placement};
 pub use shard::{Live, Merged, Shard};
 pub use tx::{add_mark, Marks, Tx};
 pub use write::{Conflicts, Supersede, VersionPolicy};
 
+/// Partitions of a store made by [`Store::new`] (tests): the server's default, `--partitions`.
+pub const TEST_PARTITIONS: u32 = 1024;
+
 /// All shards of a node.
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
+    placement: Placement,
 }
 
 impl Store {
-    /// A store with the default version policy (tests; the server passes its own).
+    /// A store placing keys by [`TEST_PARTITIONS`] partitions, with the default version policy
+    /// (tests; the server passes its own).
     pub fn new(nshards: usize) -> Store {
-        Self::with_policy(nshards, VersionPolicy::default())
+        let placement = Placement::Partitioned {
+            bits: TEST_PARTITIONS.trailing_zeros() as u8,
+        };
+        Self::with_policy(nshards, placement, VersionPolicy::default())
     }
 
-    pub fn with_policy(nshards: usize, policy: VersionPolicy) -> Store {
+    pub fn with_policy(nshards: usize, placement: Placement, policy: VersionPolicy) -> Store {
         Store {
             shards: (0..nshards)
                 .map(|_| Mutex::new(Shard::with_policy(policy)))
                 .collect(),
+            placement,
         }
+    }
+
+    /// How keys are spread over the shards (fixed by the data directory).
+    pub fn placement(&self) -> Placement {
+        self.placement
     }
 
     pub fn len(&self) -> usize {
@@ -49,12 +65,12 @@ impl Store {
         self.shards.is_empty()
     }
 
-    /// Which shard a key hash belongs to. Uses bits 40.. of the hash, so the shard choice is
-    /// independent of the bits the shard's own table uses (low bits for the bucket, top 7 for
-    /// the tag).
+    /// Which shard a key hash belongs to: its partition's (or, in a legacy directory, by bits
+    /// 40.. of the hash). The shard's own table doesn't use these bits (see
+    /// `shard::table_hash`).
     #[inline]
     pub fn shard_of(&self, hash: u64) -> usize {
-        ((hash >> 40) % self.shards.len() as u64) as usize
+        self.placement.shard(hash, self.shards.len())
     }
 
     /// Locks every shard, in ascending index order (the order every multi-shard lock takes,

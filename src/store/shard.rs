@@ -111,6 +111,19 @@ impl<'a> Live<'a> {
 /// within 5 bytes for two thousand restarts.
 pub const DOT_RESTART_MARGIN: u64 = 1 << 24;
 
+/// The hash a shard's index sees for a key hash. hashbrown picks the bucket from the low bits
+/// and the 7-bit tag (its per-slot filter) from the top 7; but the top bits of a key hash also
+/// choose the partition, hence the shard (`store::placement`), so within one shard they are
+/// partly fixed: with 1,024 partitions over 16 shards one tag bit is constant (half the tags
+/// go unused, twice the false tag matches); with 128 partitions all 7 are. The tag is taken
+/// from bits 33..40 instead, which neither placement uses (partitions: the top 16 bits at most;
+/// legacy: bits 40..) and the buckets never reach (u32 slots: at most 2^33 buckets).
+#[inline]
+fn table_hash(hash: u64) -> u64 {
+    const TAG_BITS: u64 = 0x7f << 57;
+    (hash & !TAG_BITS) | ((hash << 24) & TAG_BITS)
+}
+
 /// Stale purge items tolerated before the queue is rebuilt from the dead keys.
 const PURGE_QUEUE_SLACK: usize = 1024;
 
@@ -135,7 +148,7 @@ impl Shard {
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
         self.index
-            .find(hash, |&i| {
+            .find(table_hash(hash), |&i| {
                 slots[i as usize].as_ref().is_some_and(|e| e.key() == key)
             })
             .copied()
@@ -251,8 +264,10 @@ impl Shard {
                     }
                 };
                 let slots = &self.slots;
-                self.index.insert_unique(hash, i, |&j| {
-                    slots[j as usize].as_ref().map_or(0, |e| key_hash(e.key()))
+                self.index.insert_unique(table_hash(hash), i, |&j| {
+                    slots[j as usize]
+                        .as_ref()
+                        .map_or(0, |e| table_hash(key_hash(e.key())))
                 });
                 (i, None)
             }
@@ -403,7 +418,7 @@ impl Shard {
     /// Removes a key without logging it (expiry, which replay repeats by itself).
     fn remove_quiet(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
         let slots = &self.slots;
-        let found = self.index.find_entry(hash, |&i| {
+        let found = self.index.find_entry(table_hash(hash), |&i| {
             slots[i as usize].as_ref().is_some_and(|e| e.key() == key)
         });
         let (i, _) = found.ok()?.remove();
@@ -428,7 +443,9 @@ impl Shard {
         self.slots.reserve(n);
         let slots = &self.slots;
         self.index.reserve(n, |&j| {
-            slots[j as usize].as_ref().map_or(0, |e| key_hash(e.key()))
+            slots[j as usize]
+                .as_ref()
+                .map_or(0, |e| table_hash(key_hash(e.key())))
         });
     }
 

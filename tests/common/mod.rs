@@ -290,6 +290,20 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
     }
 }
 
+/// Copies a directory tree (a data directory fixture into a test's temporary directory).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Every live key of a store and its value (as Redis commands see them at `now_ms`), for
 /// tests that compare a store with a model.
 pub fn live_keys(
