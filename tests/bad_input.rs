@@ -427,16 +427,27 @@ fn binary_unknown_opcode_keeps_connection() {
     let server = Server::start(&[]);
     let mut w = witness(&server);
     let mut s = binary(&server, b"");
-    s.write_all(&raw_frame(42, 0x7e, b"ignored payload"))
+    s.write_all(&raw_frame(42, 0x8e, b"ignored payload"))
         .unwrap();
     let f = read_frame(&mut s).expect("an Error frame");
     assert_eq!(
         (f.id, f.opcode, f.flags, f.status),
-        (42, 0x7e, 1, 1),
+        (42, 0x8e, 1, 1),
         "{f:?}"
     );
-    assert_eq!(f.error_text(), "ERR unknown opcode 0x7e");
+    assert_eq!(f.error_text(), "ERR unknown opcode 0x8e");
     assert_binary_ping(&mut s, 43);
+    // A peer opcode on a client connection (protocol.md §6.4): its own Error, still usable.
+    for op in [0x40, 0x43, 0x7e] {
+        s.write_all(&raw_frame(46, op, b"ignored payload")).unwrap();
+        let f = read_frame(&mut s).expect("an Error frame");
+        assert_eq!((f.id, f.opcode, f.status), (46, op, 1), "{f:?}");
+        assert_eq!(
+            f.error_text(),
+            format!("ERR peer opcode 0x{op:02x} is only accepted on an authenticated peer link")
+        );
+    }
+    assert_binary_ping(&mut s, 47);
     // A malformed payload is skipped whole, too.
     s.write_all(&raw_frame(44, 0x10, b"\x00\x00\x00\x09ab"))
         .unwrap();

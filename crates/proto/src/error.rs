@@ -10,6 +10,9 @@ pub enum ProtoError {
     FrameTooShort(u32),
     #[error("unknown opcode 0x{0:02x}")]
     UnknownOpcode(u8),
+    /// An opcode of the peer range (0x40–0x7f, protocol.md §6) on a client connection.
+    #[error("peer opcode 0x{0:02x} is only accepted on an authenticated peer link")]
+    PeerOpcode(u8),
     #[error("malformed {what} payload: {why}")]
     Malformed {
         what: &'static str,

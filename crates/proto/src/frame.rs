@@ -1,4 +1,4 @@
-//! Binary frames: the protocol of `ringkv-client`, `kvsh`, and (later) peer replication.
+//! Binary frames: the protocol of `ringkv-client`, `kvsh`, and of peer links ([`crate::peer`]).
 //!
 //! ```text
 //! offset size field
@@ -187,9 +187,17 @@ pub enum Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Parses a request payload. `max_args` bounds the argument count of `Command`.
+    /// Parses a request payload. `max_args` bounds the argument count of `Command`. An opcode
+    /// of the peer range 0x40–0x7f is [`ProtoError::PeerOpcode`] (a client connection must not
+    /// send one; peer links parse with [`crate::peer::PeerRequest::parse`]).
     pub fn parse(opcode: u8, payload: &'a [u8], max_args: usize) -> Result<Self, ProtoError> {
-        let op = Opcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
+        let op = match Opcode::from_u8(opcode) {
+            Some(op) => op,
+            None if crate::peer::is_peer_opcode(opcode) => {
+                return Err(ProtoError::PeerOpcode(opcode))
+            }
+            None => return Err(ProtoError::UnknownOpcode(opcode)),
+        };
         let what = match op {
             Opcode::Hello => "HELLO",
             Opcode::Ping => "PING",

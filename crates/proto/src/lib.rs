@@ -6,13 +6,15 @@
 //! - **RESP2** ([`resp`]): multibulk and inline commands, as Redis speaks them.
 //!
 //! Replies are written through one [`ReplySink`] interface with an encoder per protocol, so
-//! command code never knows which protocol a client speaks. This crate knows nothing of
-//! sockets, stores or peers: it turns bytes into typed requests and replies into bytes.
+//! command code never knows which protocol a client speaks. Peer links of a cluster speak the
+//! binary frames too, with their own opcodes ([`peer`]). This crate knows nothing of sockets
+//! or stores: it turns bytes into typed requests and replies into bytes.
 //! Every decoder checks lengths against limits before allocating and never panics.
 
 pub mod commands;
 pub mod error;
 pub mod frame;
+pub mod peer;
 pub mod reply;
 pub mod resp;
 pub mod value;
@@ -20,6 +22,7 @@ mod wire;
 
 pub use error::ProtoError;
 pub use frame::{FrameHeader, Opcode, Request, Status, HEADER_LEN, PROTOCOL_VERSION};
+pub use peer::{PeerOpcode, PeerRequest};
 pub use reply::{FrameWriter, ReplySink, RespWriter};
 pub use resp::{Parsed, RespLimits, RespRequest};
 pub use value::Value;

@@ -13,6 +13,11 @@ impl<'a> Reader<'a> {
         Reader { buf, what }
     }
 
+    /// A malformed-payload error naming this reader's message, for checks on a field's value.
+    pub(crate) fn error(&self, why: &'static str) -> ProtoError {
+        ProtoError::malformed(self.what, why)
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len()
     }

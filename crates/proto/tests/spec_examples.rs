@@ -13,23 +13,12 @@ use ringkv_proto::{
 };
 use smallvec::smallvec;
 
-/// Parses hex with any whitespace and `|` separators in it (as laid out in protocol.md).
-fn hex(s: &str) -> Vec<u8> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace() && *b != b'|')
-        .collect();
-    assert_eq!(digits.len() % 2, 0, "odd number of hex digits");
-    digits
-        .chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-        .collect()
-}
+mod common;
 
-/// protocol.md, as built into this test.
-const SPEC: &str = include_str!("../../../protocol.md");
+use common::{example, hex, hex_line, spec_examples};
 
-/// Every example this file checks; protocol.md must have exactly these.
+/// Every example of protocol.md: the client ones are checked in this file, the peer ones (§6)
+/// in peer_spec_examples.rs. protocol.md must have exactly these.
 const EXAMPLES: &[&str] = &[
     "hello-request",
     "hello-reply",
@@ -41,90 +30,19 @@ const EXAMPLES: &[&str] = &[
     "unknown-opcode-reply",
     "command-error-reply",
     "ping-request",
+    "peer-hello-request",
+    "peer-hello-reply",
+    "peer-auth-request",
+    "peer-auth-reply",
+    "peer-auth-failed-reply",
+    "gossip-request",
+    "gossip-reply",
+    "replicate-request",
+    "fetch-request",
+    "forward-request",
+    "forward-reply",
+    "peer-ping-request",
 ];
-
-/// The labelled hex blocks of protocol.md: (name, bytes, byte count its prose announces).
-fn spec_examples() -> Vec<(String, Vec<u8>, Option<usize>)> {
-    let lines: Vec<&str> = SPEC.lines().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let Some(name) = lines[i].strip_prefix("```hex") else {
-            i += 1;
-            continue;
-        };
-        let name = name.trim().to_string();
-        assert!(
-            !name.is_empty(),
-            "a ```hex block without a name at line {}",
-            i + 1
-        );
-        // "(N bytes" in the prose just above the block.
-        let announced = lines[..i]
-            .iter()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .and_then(|l| {
-                let at = l.rfind(" bytes")?;
-                let digits = l[..at].rsplit('(').next()?;
-                digits.parse().ok()
-            });
-        let mut bytes = Vec::new();
-        i += 1;
-        while i < lines.len() && lines[i] != "```" {
-            bytes.extend(hex_line(lines[i], &name));
-            i += 1;
-        }
-        assert!(i < lines.len(), "example {name} is not closed");
-        out.push((name, bytes, announced));
-        i += 1;
-    }
-    out
-}
-
-/// One line of an example: hex bytes separated by single spaces, then (after two or more
-/// spaces) a comment. Anything else in the bytes part is an error, not the end of the bytes.
-fn hex_line(line: &str, name: &str) -> Vec<u8> {
-    let bytes = match line.find("  ") {
-        Some(at) => &line[..at],
-        None => line,
-    };
-    bytes
-        .split(' ')
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            assert!(
-                t.len() == 2 && t.bytes().all(|b| b.is_ascii_hexdigit()),
-                "example {name}: {t:?} is not a hex byte in line {line:?}"
-            );
-            u8::from_str_radix(t, 16).expect("checked hex")
-        })
-        .collect()
-}
-
-/// The bytes of the example `name` in protocol.md.
-fn example(name: &str) -> Vec<u8> {
-    let mut found = spec_examples().into_iter().filter(|(n, _, _)| n == name);
-    let (_, bytes, announced) = found
-        .next()
-        .unwrap_or_else(|| panic!("protocol.md has no ```hex {name} example"));
-    assert!(found.next().is_none(), "two ```hex {name} examples");
-    assert_eq!(
-        announced,
-        Some(bytes.len()),
-        "the prose before example {name} must say \"({} bytes\"",
-        bytes.len()
-    );
-    // The length field counts what follows it.
-    assert!(bytes.len() >= 16, "example {name} is shorter than a header");
-    let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    assert_eq!(
-        len + 4,
-        bytes.len(),
-        "example {name}: length field vs bytes"
-    );
-    bytes
-}
 
 #[test]
 fn protocol_md_has_exactly_the_checked_examples() {
@@ -367,6 +285,15 @@ fn error_texts() {
         e(0x01, &hex("0001 0001 00000000"), 16),
         "ERR malformed HELLO payload: truncated"
     );
+    // Peer opcodes on a client connection (§2.4, §6.5): the whole range, assigned or not.
+    for op in [0x40, 0x46, 0x47, 0x7f] {
+        assert_eq!(
+            e(op, &[], 16),
+            format!("ERR peer opcode 0x{op:02x} is only accepted on an authenticated peer link")
+        );
+    }
+    assert_eq!(e(0x3f, &[], 16), "ERR unknown opcode 0x3f");
+    assert_eq!(e(0x80, &[], 16), "ERR unknown opcode 0x80");
 }
 
 #[test]
