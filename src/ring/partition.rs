@@ -265,20 +265,23 @@ impl Ring {
     /// Partition `p`'s preference list, first replica first: `min(n, nodes)` distinct nodes.
     /// Empty for a partition beyond the ring (a caller's bug, not worth a panic).
     pub fn preference(&self, p: u32) -> &[NodeId] {
-        debug_assert!(p < self.partitions(), "partition {p} beyond the ring");
         let from = p as usize * self.width;
         self.prefs.get(from..from + self.width).unwrap_or(&[])
     }
 
     /// Partition `p`'s fallbacks: every node not in its preference list, in the clockwise
     /// order of the same walk. Computed on demand (it allocates a bitmap of the members): only
-    /// a request that found a replica down asks.
+    /// a request that found a replica down asks. None for a partition beyond the ring.
     pub fn fallbacks(&self, p: u32) -> impl Iterator<Item = NodeId> + '_ {
         let pref = self.preference(p);
         let len = self.tokens.len();
         let start = if len == 0 { 0 } else { self.walk_start(p) };
         let mut seen = vec![false; self.nodes.len()];
-        let mut left = self.nodes.len() - pref.len();
+        let mut left = if p < self.partitions() {
+            self.nodes.len() - pref.len()
+        } else {
+            0
+        };
         let mut step = 0;
         std::iter::from_fn(move || {
             while left > 0 && step < len {
@@ -431,6 +434,10 @@ mod tests {
                 assert!(fb.iter().all(|id| !list.contains(id)));
             }
         }
+        let r = ring(&[1, 2, 3, 4]);
+        assert!(r.preference(1024).is_empty(), "beyond the ring");
+        assert_eq!(r.fallbacks(1024).count(), 0);
+        assert_eq!(r.owned(77), 0, "not a member");
         let empty = ring(&[]);
         assert!(empty.preference(0).is_empty());
         assert_eq!(empty.fallbacks(0).count(), 0);
