@@ -27,6 +27,10 @@ pub const ACCEPTABLE_PAUSE_MS: f64 = 1000.0;
 /// back is judged by its usual rhythm, not by the length of its outage.
 pub const MAX_SAMPLE_INTERVAL_MULTIPLE: u64 = 4;
 
+/// Intervals (and the expected interval) are clamped to this (about 49 days), so that the
+/// sums of a full window cannot overflow.
+const MAX_INTERVAL_MS: u64 = u32::MAX as u64;
+
 /// A peer's liveness as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Liveness {
@@ -64,12 +68,12 @@ pub struct PhiDetector {
 }
 
 impl PhiDetector {
-    /// A detector for heartbeats sent every `expected_interval_ms` (at least 1). The expected
+    /// A detector for heartbeats sent every `expected_interval_ms` (at least 1 ms). The expected
     /// interval is the first sample, so phi is meaningful from the first heartbeat on. Before
     /// any heartbeat phi is 0: nothing is known yet (see [`PhiDetector::watching_from`] for a
     /// peer that must prove itself alive).
     pub fn new(expected_interval_ms: u64) -> PhiDetector {
-        let expected = expected_interval_ms.max(1);
+        let expected = expected_interval_ms.clamp(1, MAX_INTERVAL_MS);
         let mut d = PhiDetector {
             expected_interval_ms: expected,
             intervals: VecDeque::with_capacity(SAMPLE_WINDOW_INTERVALS),
@@ -97,7 +101,11 @@ impl PhiDetector {
             Some(last) if now_ms <= last => return,
             Some(last) => {
                 let interval = now_ms - last;
-                if interval <= self.expected_interval_ms * MAX_SAMPLE_INTERVAL_MULTIPLE {
+                if interval
+                    <= self
+                        .expected_interval_ms
+                        .saturating_mul(MAX_SAMPLE_INTERVAL_MULTIPLE)
+                {
                     self.push(interval);
                 }
             }
@@ -107,6 +115,7 @@ impl PhiDetector {
     }
 
     fn push(&mut self, interval: u64) {
+        let interval = interval.min(MAX_INTERVAL_MS);
         if self.intervals.len() == SAMPLE_WINDOW_INTERVALS {
             if let Some(old) = self.intervals.pop_front() {
                 self.sum_ms -= u128::from(old);
@@ -315,6 +324,20 @@ mod tests {
         d.heartbeat(1_000);
         d.heartbeat(900);
         assert_eq!(d.last_heartbeat_ms(), Some(1_000));
+    }
+
+    #[test]
+    fn extreme_intervals_and_times_do_not_panic() {
+        for expected in [0, 1, u64::MAX] {
+            let mut d = PhiDetector::new(expected);
+            for t in [0, 1, u64::MAX / 2, u64::MAX] {
+                d.heartbeat(t);
+                for probe in [0, t, u64::MAX] {
+                    let phi = d.phi(probe);
+                    assert!(phi.is_finite() && phi >= 0.0, "phi {phi}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod partition;
 pub mod quorum;
 
 pub use detector::{classify, Liveness, PhiDetector, DEFAULT_PHI_CONVICT_THRESHOLD};
-pub use partition::{partition_of, token, Ring, RingError, RingNode};
+pub use partition::{partition_of, partition_start, token, Ring, RingError, RingNode};
 pub use quorum::{Progress, ReadAnswer, ReadQuorum, WriteAnswer, WriteQuorum};
 
 /// A node's identity in the cluster (the same number as the store's `NodeId`, the actor of
