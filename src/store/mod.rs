@@ -20,7 +20,7 @@ pub use clock::{NodeId, VectorClock, MAX_NODE_ID};
 pub use dvv::{TooManySiblings, VersionVector};
 pub use entry::{Entry, VersionRef};
 pub use placement::{partition_of, Placement};
-pub use shard::{Live, Merged, Shard};
+pub use shard::{sync_entries, Live, Merged, Shard};
 pub use tx::{add_mark, Marks, Tx};
 pub use write::{Conflicts, Supersede, VersionPolicy};
 

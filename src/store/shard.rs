@@ -17,7 +17,7 @@ use super::write::{next_entry, Supersede, VersionPolicy, WriteError};
 use crate::record;
 
 mod merge;
-pub use merge::Merged;
+pub use merge::{sync_entries, Merged};
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
 /// here under the shard lock, in the order it was applied; the writer takes the buffer as a

@@ -16,6 +16,26 @@ pub enum Merged {
     Changed,
 }
 
+/// The DVV sync of two entries of one key (see [`Shard::merge`]); None when `b` adds nothing
+/// to `a` (so `a` stands).
+pub fn sync_entries(a: &Entry, b: &Entry, conflicts: Conflicts) -> Option<Entry> {
+    if a == b {
+        return None;
+    }
+    let mut versions = a.versions();
+    versions.sync(&b.versions());
+    if conflicts == Conflicts::Lww {
+        resolve_lww(&mut versions);
+    }
+    if versions.is_empty() {
+        // Only a contradictory pair (each side's context covering the other's versions)
+        // could leave nothing; keep `a` rather than lose the key.
+        return None;
+    }
+    let merged = Entry::new(a.key(), &versions);
+    (&merged != a).then_some(merged)
+}
+
 impl Shard {
     /// Merges `incoming` (another replica's entry for its key, hashing to `hash`) into this
     /// shard: versions either side has not seen are kept as siblings, versions the other's
@@ -36,25 +56,8 @@ impl Shard {
             self.place_quiet(None, hash, incoming.clone());
             return Merged::Changed;
         };
-        if old == incoming {
+        let Some(merged) = sync_entries(old, incoming, self.policy.conflicts) else {
             return Merged::Unchanged;
-        }
-        let merged = {
-            let mut versions = old.versions();
-            versions.sync(&incoming.versions());
-            if self.policy.conflicts == Conflicts::Lww {
-                resolve_lww(&mut versions);
-            }
-            if versions.is_empty() {
-                // Only a contradictory pair (each side's context covering the other's
-                // versions) could leave nothing; keep what is stored rather than lose the key.
-                return Merged::Unchanged;
-            }
-            let merged = Entry::new(key, &versions);
-            if &merged == old {
-                return Merged::Unchanged;
-            }
-            merged
         };
         self.wal.log(record::VERSIONS, merged.as_bytes());
         self.place_quiet(found, hash, merged);
@@ -92,7 +95,11 @@ mod tests {
 
     fn values(s: &Shard, key: &[u8]) -> Vec<Vec<u8>> {
         let e = s.entry(key_hash(key), key).expect("entry");
-        let mut v: Vec<Vec<u8>> = e.versions().iter().map(|v| v.value.value.to_vec()).collect();
+        let mut v: Vec<Vec<u8>> = e
+            .versions()
+            .iter()
+            .map(|v| v.value.value.to_vec())
+            .collect();
         v.sort();
         v
     }
@@ -120,7 +127,11 @@ mod tests {
             a.merge(key_hash(b"k"), &y);
             b.merge(key_hash(b"k"), &x);
             assert_eq!(values(&a, b"k").len(), want, "{mode:?}");
-            assert_eq!(values(&a, b"k"), values(&b, b"k"), "replicas agree ({mode:?})");
+            assert_eq!(
+                values(&a, b"k"),
+                values(&b, b"k"),
+                "replicas agree ({mode:?})"
+            );
             if mode == Conflicts::Lww {
                 assert_eq!(values(&a, b"k"), vec![b"y".to_vec()]);
             }
