@@ -8,9 +8,12 @@
 //! - [`detector`]: the phi-accrual failure detector (local liveness, never ownership);
 //! - [`quorum`]: counting replica answers toward W (writes) and R (reads);
 //! - [`layout`]: the members and their states, merged by gossip;
+//! - [`membership`]: what a node knows of its cluster, shared by its loops (layout, ring,
+//!   liveness), as immutable views.
 
 pub mod detector;
 pub mod layout;
+pub mod membership;
 pub mod partition;
 pub mod quorum;
 

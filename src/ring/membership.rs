@@ -1,0 +1,361 @@
+//! What a node knows of its cluster, shared by its loops: the layout (spread by gossip), the
+//! ring built from it, and each peer's liveness (local: phi-accrual over heartbeats). Requests
+//! read an immutable [`View`], rebuilt only when the layout or a liveness changes; the loops
+//! notice by [`Membership::generation`] and keep their own copy of the `Arc` meanwhile.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::{info, warn};
+
+use super::detector::{Liveness, PhiDetector};
+use super::layout::{Layout, Member, MemberState};
+use super::partition::{Ring, RingError, RingNode};
+use super::NodeId;
+
+/// How often a node sends each peer a heartbeat (its gossip message).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
+
+/// The replication settings every node of a cluster must share (checked at the handshake),
+/// and this node's defaults for requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub partitions: u32,
+    pub vnodes: u32,
+    pub n: usize,
+    pub w: usize,
+    pub r: usize,
+    pub lww: bool,
+    pub hinted_handoff: bool,
+    pub phi_convict_threshold: f64,
+}
+
+/// One immutable picture of the cluster, for routing requests.
+pub struct View {
+    pub layout: Layout,
+    pub ring: Ring,
+    liveness: HashMap<NodeId, Liveness>,
+    pub me: NodeId,
+}
+
+impl View {
+    pub fn layout_version(&self) -> u64 {
+        self.layout.version()
+    }
+
+    /// Where peers reach `id`.
+    pub fn addr(&self, id: NodeId) -> Option<&str> {
+        self.layout.get(id).map(|m| m.addr.as_str())
+    }
+
+    /// This node's view of `id`'s liveness (itself: up). A peer never heard from is down.
+    pub fn liveness(&self, id: NodeId) -> Liveness {
+        if id == self.me {
+            return Liveness::Up;
+        }
+        self.liveness.get(&id).copied().unwrap_or(Liveness::Down)
+    }
+
+    /// Whether requests should be sent to `id` (suspects still are: only a conviction routes
+    /// around a node).
+    pub fn reachable(&self, id: NodeId) -> bool {
+        match self.liveness(id) {
+            Liveness::Up | Liveness::Suspect => true,
+            Liveness::Down => false,
+        }
+    }
+}
+
+/// Counters of the cluster layer (INFO cluster, metrics), from any loop.
+#[derive(Default)]
+pub struct ClusterStats {
+    pub write_quorum_failures: AtomicU64,
+    pub read_quorum_failures: AtomicU64,
+    pub read_repairs: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub hints_stored: AtomicU64,
+    pub hints_delivered: AtomicU64,
+    pub peer_calls: AtomicU64,
+    pub peer_call_failures: AtomicU64,
+    /// Sum of peer call round trips, microseconds (mean = sum / calls).
+    pub peer_call_us: AtomicU64,
+    /// Hints this node holds, per owner: (owner, count, age of the oldest in ms), refreshed
+    /// by the cluster layer each heartbeat.
+    hints_pending: Mutex<Vec<(NodeId, u64, u64)>>,
+    /// Calls to each peer: (calls, failures, microseconds in total).
+    per_peer: Mutex<HashMap<NodeId, (u64, u64, u64)>>,
+}
+
+impl ClusterStats {
+    /// Counts one finished call to `peer` (INFO cluster, per-peer metrics).
+    pub fn record_call(&self, peer: Option<NodeId>, us: u64, ok: bool) {
+        self.peer_calls.fetch_add(1, Relaxed);
+        self.peer_call_us.fetch_add(us, Relaxed);
+        if !ok {
+            self.peer_call_failures.fetch_add(1, Relaxed);
+        }
+        if let Some(p) = peer {
+            let mut m = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+            let e = m.entry(p).or_default();
+            e.0 += 1;
+            e.1 += u64::from(!ok);
+            e.2 += us;
+        }
+    }
+
+    /// Per-peer (id, calls, failures, total microseconds), by id.
+    pub fn per_peer(&self) -> Vec<(NodeId, u64, u64, u64)> {
+        let m = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = m.iter().map(|(id, s)| (*id, s.0, s.1, s.2)).collect();
+        v.sort();
+        v
+    }
+}
+
+struct Inner {
+    layout: Layout,
+    detectors: HashMap<NodeId, PhiDetector>,
+    liveness: HashMap<NodeId, Liveness>,
+    /// Addresses to dial whose node is not known yet (--peers, CLUSTER JOIN).
+    seeds: Vec<String>,
+}
+
+pub struct Membership {
+    pub me: NodeId,
+    pub settings: Settings,
+    inner: Mutex<Inner>,
+    view: Mutex<Arc<View>>,
+    /// Bumped whenever the view changes.
+    generation: AtomicU64,
+    pub stats: ClusterStats,
+}
+
+impl Membership {
+    /// This node, alone in its layout as an active member, with `seeds` to contact.
+    pub fn new(
+        me: NodeId,
+        settings: Settings,
+        addr: &str,
+        zone: &str,
+        seeds: Vec<String>,
+    ) -> Result<Membership, RingError> {
+        let mut layout = Layout::new();
+        layout.set(me, addr, zone, MemberState::Active);
+        let view = build_view(me, &settings, layout.clone(), HashMap::new())?;
+        Ok(Membership {
+            me,
+            settings,
+            inner: Mutex::new(Inner {
+                layout,
+                detectors: HashMap::new(),
+                liveness: HashMap::new(),
+                seeds,
+            }),
+            view: Mutex::new(Arc::new(view)),
+            generation: AtomicU64::new(1),
+            stats: ClusterStats::default(),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes whenever [`Membership::view`] does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// The layout, for gossip.
+    pub fn layout(&self) -> Layout {
+        self.inner().layout.clone()
+    }
+
+    fn publish(&self, inner: &Inner) {
+        match build_view(
+            self.me,
+            &self.settings,
+            inner.layout.clone(),
+            inner.liveness.clone(),
+        ) {
+            Ok(v) => {
+                *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+                self.generation.fetch_add(1, Relaxed);
+            }
+            // Settings were validated at start-up, so the ring always builds.
+            Err(e) => warn!(error = %e, "can't build the ring for the new layout"),
+        }
+    }
+
+    /// Merges members heard from a peer; whether the layout changed. Each change is logged
+    /// once, here.
+    pub fn merge(&self, members: Vec<Member>) -> bool {
+        let mut inner = self.inner();
+        let mut changed = false;
+        for m in members {
+            let before = inner.layout.get(m.id).map(|o| (o.state, o.addr.clone()));
+            let (id, state, addr) = (m.id, m.state, m.addr.clone());
+            if inner.layout.merge_member(m) {
+                changed = true;
+                match before {
+                    None => {
+                        info!(node = %format_id(id), %addr, state = state.name(), "node joined the layout")
+                    }
+                    Some((s, a)) if s != state || a != addr => {
+                        info!(node = %format_id(id), %addr, from = s.name(), to = state.name(), "node changed in the layout")
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if changed {
+            self.publish(&inner);
+        }
+        changed
+    }
+
+    /// Sets this node's own entry (its address, zone, state), bumping its version.
+    pub fn set_self(&self, addr: &str, zone: &str, state: MemberState) -> bool {
+        let mut inner = self.inner();
+        let changed = inner.layout.set(self.me, addr, zone, state);
+        if changed {
+            info!(node = %format_id(self.me), state = state.name(), "this node changed its layout entry");
+            self.publish(&inner);
+        }
+        changed
+    }
+
+    /// An operator action on a member (CLUSTER LEAVE <id>): whether it is known.
+    pub fn set_state(&self, id: NodeId, state: MemberState) -> bool {
+        let mut inner = self.inner();
+        if inner.layout.get(id).is_none() {
+            return false;
+        }
+        if inner.layout.set_state(id, state) {
+            info!(node = %format_id(id), state = state.name(), "operator changed a node's state");
+            self.publish(&inner);
+        }
+        true
+    }
+
+    /// A heartbeat from `id` arrived now.
+    pub fn heartbeat(&self, id: NodeId, now_ms: u64) {
+        let mut inner = self.inner();
+        inner
+            .detectors
+            .entry(id)
+            .or_insert_with(|| PhiDetector::watching_from(HEARTBEAT_INTERVAL_MS, now_ms))
+            .heartbeat(now_ms);
+        drop(inner);
+        self.check_liveness(now_ms);
+    }
+
+    /// Re-evaluates every peer's liveness; logs and publishes changes.
+    pub fn check_liveness(&self, now_ms: u64) {
+        let mut inner = self.inner();
+        let threshold = self.settings.phi_convict_threshold;
+        let mut changes = Vec::new();
+        let ids: Vec<NodeId> = inner
+            .layout
+            .members()
+            .map(|m| m.id)
+            .filter(|&id| id != self.me)
+            .collect();
+        for id in ids {
+            let now = match inner.detectors.get(&id) {
+                Some(d) => d.liveness(now_ms, threshold),
+                None => Liveness::Down,
+            };
+            let before = inner.liveness.insert(id, now);
+            if before != Some(now) {
+                changes.push((id, before, now));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        for (id, before, now) in &changes {
+            let from = before.map_or("unknown", liveness_name);
+            info!(node = %format_id(*id), from, to = liveness_name(*now), "peer liveness changed");
+        }
+        self.publish(&inner);
+    }
+
+    pub fn add_seed(&self, addr: String) {
+        let mut inner = self.inner();
+        if !inner.seeds.contains(&addr) {
+            inner.seeds.push(addr);
+        }
+    }
+
+    /// Addresses to dial that no known member has.
+    pub fn seeds(&self) -> Vec<String> {
+        let inner = self.inner();
+        inner
+            .seeds
+            .iter()
+            .filter(|s| !inner.layout.members().any(|m| &m.addr == *s))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Membership {
+    pub fn set_hints_pending(&self, v: Vec<(NodeId, u64, u64)>) {
+        *self
+            .stats
+            .hints_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    pub fn hints_pending(&self) -> Vec<(NodeId, u64, u64)> {
+        self.stats
+            .hints_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A node id as CLUSTER NODES and the logs show it: 16 hex digits.
+pub fn format_id(id: NodeId) -> String {
+    format!("{id:016x}")
+}
+
+fn build_view(
+    me: NodeId,
+    s: &Settings,
+    layout: Layout,
+    liveness: HashMap<NodeId, Liveness>,
+) -> Result<View, RingError> {
+    let nodes: Vec<RingNode> = layout
+        .owners()
+        .map(|m| RingNode {
+            id: m.id,
+            zone: m.zone.clone(),
+        })
+        .collect();
+    let ring = Ring::build(s.partitions, s.vnodes, s.n, &nodes)?;
+    Ok(View {
+        layout,
+        ring,
+        liveness,
+        me,
+    })
+}
+
+/// A liveness as CLUSTER NODES and the logs show it.
+pub fn liveness_name(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Up => "up",
+        Liveness::Suspect => "suspect",
+        Liveness::Down => "down",
+    }
+}
