@@ -7,6 +7,8 @@
 //! - [`store`]: shards of keys' versions (dotted version vectors, siblings, tombstones, TTL);
 //! - [`wal`] / [`snapshot`]: durability, through the narrow file layer [`disk`];
 //!   [`durability`] ties recovery, WAL writers and snapshots together for a node;
+//! - [`cluster`]: peer links, gossip, the quorum coordinator, read repair, hinted handoff;
+//!   [`ring`]: partitions, preference lists, the layout, failure detection, quorum counting;
 //! - [`node`]: what the loops share (config, store, counters, client list, shutdown);
 //! - [`ring`]: the cluster's pure logic: partitions and preference lists, failure detection,
 //!   quorum counting (no sockets, no store);
@@ -14,10 +16,11 @@
 //! - [`record`]: the WAL record format (a leaf, so the store can log without the WAL);
 //! - [`util`]: the wall clock and the mutex helper every layer uses.
 //!
-//! Dependencies point one way, top to bottom: net, metrics → cmd → node → stats, durability →
+//! Dependencies point one way, top to bottom: net, metrics → cluster → cmd → node → ring, stats, durability →
 //! wal → snapshot → store → record, util, config, disk. `tests/layering.rs` checks that the
 //! module graph has no cycle and that the store imports nothing above it.
 
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod datadir;

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use ringkv::cluster::hints::Hints;
+use ringkv::cluster::Cluster;
 use ringkv::config::{Cli, Config, ConflictMode, FsyncPolicy, LogFormat};
 use ringkv::datadir::DataDir;
 use ringkv::disk::{Fs, RealFs};
@@ -11,8 +13,45 @@ use ringkv::durability::Durability;
 use ringkv::metrics::Metrics;
 use ringkv::net::Server;
 use ringkv::node::Node;
+use ringkv::ring::membership::{Membership, Settings};
 use ringkv::store::{Conflicts, Placement, Store, VersionPolicy};
 use tracing::{error, info};
+
+/// The cluster layer, in cluster mode (--cluster-secret).
+fn cluster(config: &Config, node_id: u64) -> Result<Option<Arc<Cluster>>, String> {
+    let cc = &config.cluster;
+    let Some(secret) = &cc.secret else {
+        return Ok(None);
+    };
+    let settings = Settings {
+        partitions: cc.partitions,
+        vnodes: cc.vnodes,
+        n: cc.n as usize,
+        w: cc.w as usize,
+        r: cc.r as usize,
+        lww: config.conflicts == ConflictMode::Lww,
+        hinted_handoff: cc.hinted_handoff,
+        phi_convict_threshold: cc.phi_convict_threshold,
+    };
+    let advertise = cc.advertise.as_ref().map(|a| a.to_string());
+    let membership = Membership::new(
+        node_id,
+        settings,
+        advertise.as_deref().unwrap_or(""),
+        &cc.zone,
+        cc.peers.iter().map(|p| p.to_string()).collect(),
+    )
+    .map_err(|e| format!("invalid cluster settings: {e}"))?;
+    let hints = Hints::open(config.data_dir.join("hints"))
+        .map_err(|e| format!("can't open the hint directory: {e}"))?;
+    Ok(Some(Arc::new(Cluster::new(
+        Arc::new(membership),
+        secret.as_bytes().to_vec(),
+        advertise,
+        cc.zone.clone(),
+        hints,
+    ))))
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -102,14 +141,35 @@ fn main() -> ExitCode {
         );
         durability.bgsave();
     }
-    let node = Arc::new(Node::new(config, dir.node_id, store, durability).with_tls(tls));
-    let server = match Server::start(node.clone()) {
+    let cluster = match cluster(&config, dir.node_id) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let node = Node::new(config, dir.node_id, store, durability)
+        .with_tls(tls)
+        .with_membership(cluster.as_ref().map(|c| c.membership.clone()));
+    let node = Arc::new(node);
+    let server = match Server::start(node.clone(), cluster.clone()) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(1);
         }
     };
+    if let Some(c) = &cluster {
+        c.bound(server.addr);
+        info!(
+            advertise = c.advertise(),
+            peers = ?node.config.cluster.peers,
+            "cluster mode: N={} W={} R={}",
+            node.config.cluster.n,
+            node.config.cluster.w,
+            node.config.cluster.r
+        );
+    }
     let metrics = match node.config.metrics_addr {
         None => None,
         Some(addr) => match Metrics::start(node.clone(), addr) {

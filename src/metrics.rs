@@ -293,6 +293,9 @@ pub fn render(node: &Node) -> String {
         "Deleted keys kept as tombstones until their grace passes (not counted in keys).",
     );
     sample(&mut s, "tombstones", tombstones);
+    if let Some(m) = node.membership.as_deref() {
+        cluster_metrics(&mut s, m);
+    }
     family(
         &mut s,
         "tombstones_purged_total",
@@ -366,4 +369,131 @@ pub fn render(node: &Node) -> String {
         st.recovery_ms.load(Relaxed) as f64 / 1e3,
     );
     s
+}
+
+/// The cluster layer's metrics: peers by liveness, per-peer calls and latency, quorum
+/// failures, read repairs and hints.
+fn cluster_metrics(s: &mut String, m: &crate::ring::membership::Membership) {
+    use crate::ring::layout::MemberState;
+    use crate::ring::membership::{format_id, liveness_name};
+    let view = m.view();
+    family(
+        s,
+        "cluster_peers",
+        "gauge",
+        "Cluster members by this node's view of their liveness.",
+    );
+    for state in ["up", "suspect", "down"] {
+        let n = view
+            .layout
+            .members()
+            .filter(|x| x.state != MemberState::Removed)
+            .filter(|x| liveness_name(view.liveness(x.id)) == state)
+            .count();
+        let _ = writeln!(s, "ringkv_cluster_peers{{state=\"{state}\"}} {n}");
+    }
+    let st = &m.stats;
+    let peers = st.per_peer();
+    family(
+        s,
+        "cluster_peer_calls_total",
+        "counter",
+        "Calls to each peer (replica writes, reads, gossip, forwards).",
+    );
+    for (id, calls, _, _) in &peers {
+        let _ = writeln!(
+            s,
+            "ringkv_cluster_peer_calls_total{{peer=\"{}\"}} {calls}",
+            format_id(*id)
+        );
+    }
+    family(
+        s,
+        "cluster_peer_call_failures_total",
+        "counter",
+        "Calls to each peer that failed or timed out.",
+    );
+    for (id, _, failed, _) in &peers {
+        let _ = writeln!(
+            s,
+            "ringkv_cluster_peer_call_failures_total{{peer=\"{}\"}} {failed}",
+            format_id(*id)
+        );
+    }
+    family(
+        s,
+        "cluster_peer_call_seconds_sum",
+        "counter",
+        "Time spent waiting for each peer's answers (divide by calls for the mean latency).",
+    );
+    for (id, _, _, us) in &peers {
+        let _ = writeln!(
+            s,
+            "ringkv_cluster_peer_call_seconds_sum{{peer=\"{}\"}} {}",
+            format_id(*id),
+            *us as f64 / 1e6
+        );
+    }
+    family(
+        s,
+        "cluster_quorum_failures_total",
+        "counter",
+        "Requests that did not reach their quorum, by kind.",
+    );
+    let _ = writeln!(
+        s,
+        "ringkv_cluster_quorum_failures_total{{kind=\"read\"}} {}",
+        st.read_quorum_failures.load(Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "ringkv_cluster_quorum_failures_total{{kind=\"write\"}} {}",
+        st.write_quorum_failures.load(Relaxed)
+    );
+    family(
+        s,
+        "cluster_read_repairs_total",
+        "counter",
+        "Replicas sent a newer copy after a read.",
+    );
+    sample(
+        s,
+        "cluster_read_repairs_total",
+        st.read_repairs.load(Relaxed),
+    );
+    family(
+        s,
+        "cluster_hints_stored_total",
+        "counter",
+        "Writes this node sent to a stand-in because a replica was down.",
+    );
+    sample(
+        s,
+        "cluster_hints_stored_total",
+        st.hints_stored.load(Relaxed),
+    );
+    family(
+        s,
+        "cluster_hints_delivered_total",
+        "counter",
+        "Hints this node held and delivered to their owner.",
+    );
+    sample(
+        s,
+        "cluster_hints_delivered_total",
+        st.hints_delivered.load(Relaxed),
+    );
+    family(
+        s,
+        "cluster_hints_pending",
+        "gauge",
+        "Hints this node holds, by the node they are for.",
+    );
+    for (target, count, _) in m.hints_pending() {
+        let _ = writeln!(
+            s,
+            "ringkv_cluster_hints_pending{{target=\"{}\"}} {count}",
+            format_id(target)
+        );
+    }
 }

@@ -91,6 +91,8 @@ pub struct Node {
     pub slowlog: SlowLog,
     /// TLS settings (`--tls-cert`); `None` serves plaintext only.
     pub tls: Option<crate::tls::TlsServer>,
+    /// The cluster this node belongs to (`--cluster-secret`); `None` standalone.
+    pub membership: Option<Arc<crate::ring::membership::Membership>>,
 }
 
 impl Node {
@@ -113,7 +115,16 @@ impl Node {
             node_id,
             config,
             tls: None,
+            membership: None,
         }
+    }
+
+    /// The same node, in this cluster.
+    pub fn with_membership(
+        self,
+        membership: Option<Arc<crate::ring::membership::Membership>>,
+    ) -> Node {
+        Node { membership, ..self }
     }
 
     /// The same node, serving TLS with these settings.

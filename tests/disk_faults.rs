@@ -54,7 +54,7 @@ impl SimNode {
         let d = Durability::start(&cfg, store.clone(), Arc::new(fs.clone()))
             .unwrap_or_else(|e| panic!("recovery failed: {e}"));
         let node = Arc::new(Node::new(cfg, 1, store, d));
-        let server = Server::start(node.clone()).expect("serve");
+        let server = Server::start(node.clone(), None).expect("serve");
         let addr = server.addr;
         SimNode {
             node,

@@ -72,9 +72,11 @@ macro_rules! server_commands {
             | $crate::cmd::Command::BgSave
             | $crate::cmd::Command::LastSave
             | $crate::cmd::Command::SlowLog(_)
+            | $crate::cmd::Command::Cluster(_)
     };
 }
 
+pub mod cluster;
 pub mod connection;
 pub mod keys;
 pub mod ldouble;
@@ -246,6 +248,7 @@ pub enum Command<'a> {
     BgSave,
     LastSave,
     SlowLog(slowlog::SlowLogSub),
+    Cluster(cluster::ClusterSub<'a>),
 }
 
 /// Which file executes a command.
@@ -312,7 +315,7 @@ impl<'a> Command<'a> {
             Keys(_) | Scan(_) | RandomKey | DbSize | Flush => Route::All,
             Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Info(_)
             | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time | Shutdown
-            | BgSave | LastSave | SlowLog(_) => Route::None,
+            | BgSave | LastSave | SlowLog(_) | Cluster(_) => Route::None,
         }
     }
 
@@ -362,7 +365,7 @@ impl<'a> Command<'a> {
             | DbSize => false,
             Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Info(_)
             | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time | Shutdown
-            | BgSave | LastSave | SlowLog(_) => false,
+            | BgSave | LastSave | SlowLog(_) | Cluster(_) => false,
         }
     }
 }
@@ -419,6 +422,7 @@ fn parse_spec<'a>(spec: &'static table::Spec, args: &[&'a [u8]]) -> CmdResult<Co
             connection::parse(spec.name, a)
         }
         "slowlog" => slowlog::parse(a),
+        "cluster" => cluster::parse(a),
         _ => server::parse(spec.name, a),
     }
 }
@@ -531,6 +535,7 @@ mod tests {
             vec![name, "setname", "n"],
             vec![name, "default", "pw"],
             vec![name, "0"],
+            vec![name, "nodes"],
         ]
     }
 

@@ -304,6 +304,16 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
     if want("replication") {
         s.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     }
+    if want("cluster") {
+        match node.membership.as_deref() {
+            Some(m) => {
+                s.push_str("# Cluster\r\n");
+                s.push_str(&super::cluster::info(m));
+                s.push_str("\r\n");
+            }
+            None => s.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n"),
+        }
+    }
     // Not part of the default set, as in Redis: only by name, or with "all"/"everything".
     let want_extra = |name: &str| {
         sections
@@ -390,6 +400,7 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
     match *cmd {
         Command::Info(ref sections) => out.bulk(write_info(node, sections).as_bytes()),
         Command::SlowLog(sub) => super::slowlog::exec(sub, node, out),
+        Command::Cluster(ref sub) => super::cluster::exec(sub, node, out),
         Command::Time => {
             let us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -61,10 +61,26 @@ enum Handled {
     /// KEYS or SCAN: wait for forwarded commands, then walk the keyspace slice by slice
     /// ([`walk`]).
     Walk,
+    /// A cluster command the connection must see finish before its next one (a
+    /// read-modify-write: it reads the replicas first).
+    Inline(
+        futures::future::LocalBoxFuture<'static, BytesMut>,
+        ReplyTo,
+        bool,
+    ),
 }
 
 pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
     let node = ctx.node.clone();
+    // A peer node's link (first frame PEER_HELLO) is not a client: it does not count against
+    // --max-clients and is served by the cluster layer. (Peer links are plaintext: with
+    // --tls-cert every connection is a client.)
+    if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&stream, &node).await {
+        let _ = stream.set_nodelay(true);
+        let lp: Rc<dyn crate::cluster::LocalLoop> = ctx.clone();
+        crate::cluster::handshake::accept(lp, stream, BytesMut::new()).await;
+        return;
+    }
     if !node.admit() {
         LoopStats::add(&ctx.stats().rejected_connections, 1);
         let _ = stream
@@ -122,6 +138,27 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
         debug!(client = id, error = %e, "connection ended");
     }
     node.unregister(id);
+}
+
+/// Whether the connection's first frame is a PEER_HELLO (binary frame, opcode 0x40), looking
+/// at its first 13 bytes without consuming them (bounded by --request-read-timeout-ms).
+async fn is_peer(stream: &TcpStream, node: &crate::node::Node) -> bool {
+    let mut b = [0u8; 13];
+    let limit = Duration::from_millis(node.config.request_read_timeout_ms.max(1));
+    let look = async {
+        loop {
+            match stream.peek(&mut b).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if Protocol::detect(b[0]) != Protocol::Binary => return n == 0,
+                Ok(n) if n >= b.len() => {
+                    return b[12] == ringkv_proto::peer::PeerOpcode::PeerHello as u8
+                }
+                // Part of the header so far: look again shortly.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, look).await.unwrap_or(false)
 }
 
 /// The connection's loop: handle what was read, write what is ready, then wait for more
@@ -348,6 +385,14 @@ async fn handle_all(
             walk(st, args, internal, reply_to).await;
             c.now_ms = now_ms();
         }
+        Handled::Inline(fut, reply_to, write) => {
+            let ctx = st.ctx.clone();
+            st.out.drain_remote(&ctx).await;
+            let tx = st.out.later(reply_to, write);
+            tx.complete(fut.await);
+            st.out.drain_remote(&ctx).await;
+            c.now_ms = now_ms();
+        }
     }
 }
 
@@ -449,6 +494,12 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
             return Handled::Done;
         }
     }
+    if ctx.cluster.is_some() {
+        if let Some(h) = cluster_route(st, &command, args, internal, reply_to) {
+            record(st, slot, args, t0, false, false);
+            return h;
+        }
+    }
     let mut failed = false;
     match command.route() {
         Route::None => {
@@ -490,6 +541,65 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
     }
     let secret = matches!(command, Command::Auth(..) | Command::Hello(_));
     record(st, slot, args, t0, failed, secret);
+    Handled::Done
+}
+
+/// In cluster mode, a keyed command goes to the coordinator (None: not a keyed command, run
+/// here as usual).
+fn cluster_route(
+    st: &mut State,
+    command: &Command<'_>,
+    args: &[&[u8]],
+    internal: bool,
+    reply_to: ReplyTo,
+) -> Option<Handled> {
+    use crate::cluster::coordinator::{coordinate, Coordinated, Quorum};
+    let ctx = st.ctx.clone();
+    let cfg = &ctx.node.config;
+    let q = Quorum {
+        r: cfg.cluster.r as usize,
+        w: cfg.cluster.w as usize,
+    };
+    let lp: Rc<dyn crate::cluster::LocalLoop> = ctx.clone();
+    let write = command.is_write();
+    let coordinated = match command.route() {
+        Route::None => return None,
+        Route::Key(_) => {
+            let owned: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+            coordinate(&lp, owned, internal, reply_to, q, true)
+        }
+        Route::Keys(_) | Route::Pairs(_) => {
+            match crate::cluster::multi::split(&lp, command, reply_to, q) {
+                Some(c) => c,
+                None => return Some(unsupported(st, args, reply_to)),
+            }
+        }
+        Route::Rename(..) | Route::All => return Some(unsupported(st, args, reply_to)),
+    };
+    match coordinated {
+        Coordinated::Ready(b) => st.out.later(reply_to, write).complete(b),
+        Coordinated::Pending(fut) => {
+            let tx = st.out.later(reply_to, write);
+            tokio::task::spawn_local(async move { tx.complete(fut.await) });
+        }
+        Coordinated::Inline(fut) => {
+            st.commands -= 1;
+            return Some(Handled::Inline(fut, reply_to, write));
+        }
+    }
+    Some(Handled::Done)
+}
+
+/// A command the cluster does not run yet: a clear error, nothing done.
+fn unsupported(st: &mut State, args: &[&[u8]], reply_to: ReplyTo) -> Handled {
+    let name = String::from_utf8_lossy(args[0]).to_uppercase();
+    st.out.reply(reply_to, |s| {
+        s.error(&format!(
+            "ERR {name} is not supported in cluster mode yet (it needs several keys at once, \
+             or the whole keyspace); GET, SET, DEL, EXISTS, MGET, MSET and the other \
+             single-key commands are"
+        ))
+    });
     Handled::Done
 }
 

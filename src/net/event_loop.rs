@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::forward::RemoteBatch;
 use super::{connection, forward, Loops};
+use crate::cluster::{LocalLoop, LoopCluster};
 use crate::durability::Gate;
 use crate::node::{LoopStats, Node};
 use crate::util::now_ms;
@@ -37,6 +38,34 @@ pub struct LoopCtx {
     /// Holds replies until what they made or show is durable (one follower task per shard
     /// mirrors the writers' state into it).
     gate: Gate,
+    /// This loop's peer links and cluster view (cluster mode).
+    pub cluster: Option<Rc<LoopCluster>>,
+}
+
+impl LocalLoop for LoopCtx {
+    fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    fn loop_id(&self) -> usize {
+        self.id
+    }
+
+    fn wake_writers(&self, marks: &[(u32, u64)]) {
+        LoopCtx::wake_writers(self, marks)
+    }
+
+    fn durable_now(&self, marks: &[(u32, u64)]) -> Option<Result<(), Arc<str>>> {
+        LoopCtx::durable_now(self, marks)
+    }
+
+    fn durable_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        LoopCtx::durable_changed(self)
+    }
+
+    fn cluster(&self) -> Option<&Rc<LoopCluster>> {
+        self.cluster.as_ref()
+    }
 }
 
 impl LoopCtx {
@@ -99,6 +128,10 @@ pub fn run(
     };
     let local = tokio::task::LocalSet::new();
     let gate = Gate::new(&node.durability);
+    let cluster = loops
+        .cluster
+        .as_ref()
+        .map(|c| Rc::new(LoopCluster::new(c.clone())));
     let ctx = Rc::new(LoopCtx {
         id,
         node,
@@ -106,12 +139,20 @@ pub fn run(
         dirty: RefCell::new(Vec::new()),
         flush: Notify::new(),
         gate,
+        cluster,
     });
     local.block_on(&rt, async move {
         let mut shutdown = ctx.node.shutdown_signal();
         tokio::task::spawn_local(inbox(ctx.clone(), rx));
         tokio::task::spawn_local(expire(ctx.clone()));
         tokio::task::spawn_local(wake_writers(ctx.clone()));
+        if ctx.cluster.is_some() {
+            let lp: Rc<dyn LocalLoop> = ctx.clone();
+            tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
+            if id == 0 {
+                tokio::task::spawn_local(crate::cluster::gossip::run(lp));
+            }
+        }
         for shard in 0..ctx.node.durability.logs.len() {
             let ctx = ctx.clone();
             tokio::task::spawn_local(async move {

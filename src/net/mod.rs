@@ -32,6 +32,8 @@ const INBOX: usize = 4096;
 /// The inboxes of all loops, indexed by loop id.
 pub struct Loops {
     pub inbox: Vec<mpsc::Sender<LoopMsg>>,
+    /// The node's cluster (`--cluster-secret`), shared by every loop.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A running server.
@@ -53,7 +55,10 @@ pub enum ServeError {
 
 impl Server {
     /// Binds the listening sockets and starts the event loops.
-    pub fn start(node: Arc<Node>) -> Result<Server, ServeError> {
+    pub fn start(
+        node: Arc<Node>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Result<Server, ServeError> {
         let cfg = &node.config;
         let t = cfg.threads;
         let want = SocketAddr::new(cfg.bind, cfg.port);
@@ -77,7 +82,10 @@ impl Server {
             *b = Some(addr);
         }
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..t).map(|_| mpsc::channel(INBOX)).unzip();
-        let loops = Arc::new(Loops { inbox: senders });
+        let loops = Arc::new(Loops {
+            inbox: senders,
+            cluster,
+        });
         let mut threads = Vec::with_capacity(t);
         for (id, (rx, l)) in receivers.into_iter().zip(listeners).enumerate() {
             let node = node.clone();

@@ -70,6 +70,28 @@ fn released(ctx: &LoopCtx, marks: &Marks, write: bool) -> Option<Result<(), Arc<
     }
 }
 
+/// Completes one slot made by [`Replies::later`].
+pub struct Later {
+    seq: u64,
+    tx: mpsc::UnboundedSender<RemoteReply>,
+}
+
+impl Later {
+    /// The slot's reply, already encoded for the connection's protocol.
+    pub fn complete(self, out: BytesMut) {
+        let end = out.len() as u32;
+        let _ = self.tx.send(RemoteReply {
+            out,
+            done: vec![super::forward::Done {
+                slot: self.seq,
+                end,
+                marks: Marks::new(),
+            }],
+            overflow: false,
+        });
+    }
+}
+
 pub struct Replies {
     /// Replies ready to be written, in write order.
     pub wbuf: BytesMut,
@@ -255,6 +277,19 @@ impl Replies {
     pub fn forward(&mut self, owner: usize, args: &[&[u8]], reply_to: ReplyTo, write: bool) {
         let seq = self.push_slot(reply_to, write, State::Remote, SmallVec::new());
         self.batches[owner].push(args, reply_to, seq);
+    }
+
+    /// A slot completed later by a task of this loop (the cluster coordinator), through the
+    /// same channel as other loops' batches.
+    pub fn later(&mut self, reply_to: ReplyTo, write: bool) -> Later {
+        let seq = self.push_slot(reply_to, write, State::Remote, SmallVec::new());
+        self.batches_out += 1;
+        let tx = self
+            .channel
+            .get_or_insert_with(mpsc::unbounded_channel)
+            .0
+            .clone();
+        Later { seq, tx }
     }
 
     /// Sends the collected batches to their loops (without waiting for the replies).

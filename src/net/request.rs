@@ -135,6 +135,16 @@ pub(super) fn next_binary<'a>(
         });
         return Some((Next::Skip, used));
     }
+    if !st.hello_done && hdr.opcode == ringkv_proto::peer::PeerOpcode::PeerHello as u8 {
+        // Cluster nodes take peer links before this point (net::connection::is_peer).
+        fatal(
+            st,
+            reply_to,
+            "ERR this node does not accept peer links: it is not in cluster mode (start it \
+             with --cluster-secret), or it serves TLS",
+        );
+        return Some((Next::Skip, buf.len()));
+    }
     if !st.hello_done && hdr.opcode != Opcode::Hello as u8 {
         fatal(
             st,

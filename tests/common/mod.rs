@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod gate;
 pub mod resp;
 
@@ -65,7 +66,11 @@ impl Server {
 
     fn spawn(dir: DataDir, extra: &[&str]) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringkv"));
-        cmd.args(["--port", "0", "--bind", "127.0.0.1"]);
+        // A test that names the port (cluster nodes whose peers must know it) passes --port.
+        if !extra.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(["--bind", "127.0.0.1"]);
         // The ready line is logged at info: the default, unless the test picks a level.
         if !extra.contains(&"--log-level") {
             cmd.args(["--log-level", "info"]);

@@ -519,6 +519,16 @@ pub static TABLE: &[Spec] = &[
     ),
     spec!("time", 1, F, 0, 0, 0, "TIME", "the server's clock"),
     spec!(
+        "cluster",
+        -2,
+        A,
+        0,
+        0,
+        0,
+        "CLUSTER NODES | CLUSTER INFO | CLUSTER MYID | CLUSTER JOIN host:port | CLUSTER LEAVE [id] | CLUSTER MAP | CLUSTER GETLOCAL key",
+        "the cluster's members, settings and partition map; join or leave"
+    ),
+    spec!(
         "bgsave",
         -1,
         A,

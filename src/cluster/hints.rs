@@ -1,0 +1,228 @@
+//! Durable hinted handoff. A node standing in for a replica that is down stores the write as a
+//! hint, in one append-only log per intended owner (`<data dir>/hints/<owner id>.log`), and
+//! acknowledges only once the hint is synced to disk, so a stand-in's ack is as durable as the
+//! owner's would have been. When the owner is reachable again the log is replayed to it, and
+//! deleted only after the owner acknowledged every hint in it.
+//!
+//! Record: `u32` BE length of the rest, `u32` BE CRC-32C... (crc32fast: CRC-32/ISO-HDLC) of
+//! the rest, `u64` BE time stored (ms), then the entry bytes. A torn tail (a crash while
+//! appending, never acknowledged) ends the log.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+
+use crate::ring::NodeId;
+use crate::store::Entry;
+use crate::util::{lock, now_ms};
+
+/// Largest hint record accepted when reading a log back (an entry is bounded by the frame).
+const MAX_HINT_RECORD_BYTES: usize = 1 << 30;
+
+#[derive(Default)]
+struct Target {
+    /// Records in `<id>.log` and `<id>.sending`.
+    pending: u64,
+    /// When the oldest pending hint was stored.
+    oldest_ms: Option<u64>,
+    /// A replay is running.
+    replaying: bool,
+}
+
+pub struct Hints {
+    dir: PathBuf,
+    targets: Arc<Mutex<HashMap<NodeId, Target>>>,
+}
+
+/// Pending hints for one owner, for INFO.
+pub struct Pending {
+    pub target: NodeId,
+    pub count: u64,
+    pub oldest_age_ms: u64,
+}
+
+fn log_path(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("{id:016x}.log"))
+}
+
+fn sending_path(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("{id:016x}.sending"))
+}
+
+/// Reads every whole record of a hint log: (stored_ms, entry).
+fn read_log(path: &Path) -> std::io::Result<Vec<(u64, Entry)>> {
+    Ok(read_log_len(path)?.0)
+}
+
+/// The records of a hint log and the length of its valid prefix.
+fn read_log_len(path: &Path) -> std::io::Result<(Vec<(u64, Entry)>, u64)> {
+    let mut buf = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f.read_to_end(&mut buf)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    let mut rest = &buf[..];
+    while rest.len() >= 8 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if !(8..=MAX_HINT_RECORD_BYTES).contains(&len) || rest.len() < 8 + len {
+            break;
+        }
+        let body = &rest[8..8 + len];
+        if crc32fast::hash(body) != crc {
+            warn!(log = %path.display(), "hint log has a torn or corrupt record; ignoring the rest");
+            break;
+        }
+        let stored = u64::from_be_bytes(body[..8].try_into().unwrap_or_default());
+        match Entry::from_bytes(&body[8..]) {
+            Some(e) => out.push((stored, e)),
+            None => warn!(log = %path.display(), "hint record with a malformed entry skipped"),
+        }
+        rest = &rest[8 + len..];
+    }
+    Ok((out, (buf.len() - rest.len()) as u64))
+}
+
+impl Hints {
+    /// Opens (creating) the hint directory and counts what is pending there.
+    pub fn open(dir: PathBuf) -> std::io::Result<Hints> {
+        std::fs::create_dir_all(&dir)?;
+        let mut targets: HashMap<NodeId, Target> = HashMap::new();
+        for ent in std::fs::read_dir(&dir)? {
+            let path = ent?.path();
+            let Some(id) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+            else {
+                continue;
+            };
+            let (recs, valid) = read_log_len(&path)?;
+            // Cut a torn tail (a crash mid-append, never acknowledged), so hints appended
+            // after it are not hidden behind it.
+            if std::fs::metadata(&path)?.len() > valid {
+                OpenOptions::new().write(true).open(&path)?.set_len(valid)?;
+            }
+            let t = targets.entry(id).or_default();
+            t.pending += recs.len() as u64;
+            if let Some(min) = recs.iter().map(|r| r.0).min() {
+                t.oldest_ms = Some(t.oldest_ms.map_or(min, |o| o.min(min)));
+            }
+        }
+        let total: u64 = targets.values().map(|t| t.pending).sum();
+        if total > 0 {
+            info!(
+                hints = total,
+                owners = targets.len(),
+                "pending hints found at start"
+            );
+        }
+        Ok(Hints {
+            dir,
+            targets: Arc::new(Mutex::new(targets)),
+        })
+    }
+
+    /// Stores a hint for `target` durably (appended and synced before this returns).
+    pub async fn store(&self, target: NodeId, entry: Entry) -> Result<(), String> {
+        let path = log_path(&self.dir, target);
+        let targets = self.targets.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut rec = Vec::with_capacity(16 + entry.as_bytes().len());
+            let now = now_ms();
+            let mut body = Vec::with_capacity(8 + entry.as_bytes().len());
+            body.extend_from_slice(&now.to_be_bytes());
+            body.extend_from_slice(entry.as_bytes());
+            rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            rec.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+            rec.extend_from_slice(&body);
+            // The map's lock also orders appends with a replay's rename of the log.
+            let mut t = lock(&targets);
+            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+            f.write_all(&rec)?;
+            f.sync_data()?;
+            let e = t.entry(target).or_default();
+            e.pending += 1;
+            e.oldest_ms.get_or_insert(now);
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+
+    /// Owners with pending hints and no replay running.
+    pub fn waiting(&self) -> Vec<NodeId> {
+        lock(&self.targets)
+            .iter()
+            .filter(|(_, t)| t.pending > 0 && !t.replaying)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn pending(&self) -> Vec<Pending> {
+        let now = now_ms();
+        let mut v: Vec<Pending> = lock(&self.targets)
+            .iter()
+            .filter(|(_, t)| t.pending > 0)
+            .map(|(id, t)| Pending {
+                target: *id,
+                count: t.pending,
+                oldest_age_ms: t.oldest_ms.map_or(0, |o| now.saturating_sub(o)),
+            })
+            .collect();
+        v.sort_by_key(|p| p.target);
+        v
+    }
+
+    pub fn total_pending(&self) -> u64 {
+        lock(&self.targets).values().map(|t| t.pending).sum()
+    }
+
+    /// Takes `target`'s hints for delivery: the log becomes the `.sending` file (new hints go
+    /// to a fresh log meanwhile), which is returned, with a previous unfinished one first.
+    pub fn begin_replay(&self, target: NodeId) -> std::io::Result<Vec<Entry>> {
+        let mut t = lock(&self.targets);
+        let (log, sending) = (log_path(&self.dir, target), sending_path(&self.dir, target));
+        let mut recs = read_log(&sending)?;
+        let fresh = read_log(&log)?;
+        if !fresh.is_empty() {
+            // Append the log to the sending file, synced, then remove the log.
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&sending)?;
+            let mut raw = Vec::new();
+            File::open(&log)?.read_to_end(&mut raw)?;
+            f.write_all(&raw)?;
+            f.sync_data()?;
+            std::fs::remove_file(&log)?;
+            recs.extend(fresh);
+        }
+        t.entry(target).or_default().replaying = true;
+        Ok(recs.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// Ends a replay: on success the delivered hints are deleted.
+    pub fn end_replay(&self, target: NodeId, delivered: Option<u64>) {
+        let mut t = lock(&self.targets);
+        let e = t.entry(target).or_default();
+        e.replaying = false;
+        if let Some(n) = delivered {
+            if let Err(err) = std::fs::remove_file(sending_path(&self.dir, target)) {
+                warn!(error = %err, "can't remove a delivered hint log; its hints will be sent again");
+                return;
+            }
+            e.pending = e.pending.saturating_sub(n);
+            if e.pending == 0 {
+                e.oldest_ms = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! A peer link: one long-lived TCP connection to another node, multiplexed. Many calls are in
+//! flight at once, matched by request id; requests may arrive on it too (either side serves
+//! the other's requests). A link dialed by this node reconnects with capped exponential
+//! backoff and jitter; calls made while it is down fail at once (the coordinator then picks a
+//! stand-in) rather than queue.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ringkv_proto::frame::{decode_frame, Status};
+use ringkv_proto::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+use tracing::{debug, info, warn};
+
+use super::{handshake, serve, LocalLoop};
+use crate::ring::NodeId;
+
+/// Calls in flight on one link; past it a call fails at once with [`CallError::Busy`].
+pub const MAX_INFLIGHT_CALLS: usize = 8192;
+/// Bytes of frames queued for writing past which calls fail with Busy (a stalled peer).
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Reconnection backoff: first wait, cap.
+const BACKOFF_MIN_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 5_000;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a call to a peer got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("peer {0} is not connected")]
+    Unreachable(String),
+    #[error("peer {0} did not answer within the deadline (--peer-timeout-ms)")]
+    Timeout(String),
+    #[error("the link to peer {0} closed before it answered")]
+    Disconnected(String),
+    #[error("too many calls in flight to peer {0}")]
+    Busy(String),
+    #[error("peer {peer} refused: {msg}")]
+    Remote { peer: String, msg: String },
+    #[error("peer {peer} sent a malformed reply: {msg}")]
+    Protocol { peer: String, msg: String },
+}
+
+type Pending = oneshot::Sender<Result<Value, CallError>>;
+
+pub struct Link {
+    pub addr: String,
+    /// The peer's node id, known once a handshake succeeded.
+    pub peer: Cell<Option<NodeId>>,
+    up: Cell<bool>,
+    out: RefCell<BytesMut>,
+    wake: Notify,
+    pending: RefCell<HashMap<u64, Pending>>,
+    next_id: Cell<u64>,
+}
+
+impl Link {
+    pub fn new(addr: String) -> Link {
+        Link {
+            addr,
+            peer: Cell::new(None),
+            up: Cell::new(false),
+            out: RefCell::new(BytesMut::new()),
+            wake: Notify::new(),
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.get()
+    }
+
+    /// An accepted link is up from the start (it is never redialed).
+    pub fn mark_up(&self) {
+        self.up.set(true);
+    }
+
+    /// Sends one request (encoded by `encode` with the id it is given) and waits for its reply
+    /// until `timeout`.
+    pub async fn call(
+        &self,
+        timeout: Duration,
+        encode: impl FnOnce(u64, &mut BytesMut),
+    ) -> Result<Value, CallError> {
+        if !self.up.get() {
+            return Err(CallError::Unreachable(self.addr.clone()));
+        }
+        if self.pending.borrow().len() >= MAX_INFLIGHT_CALLS
+            || self.out.borrow().len() >= MAX_QUEUED_BYTES
+        {
+            return Err(CallError::Busy(self.addr.clone()));
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1).max(1));
+        encode(id, &mut self.out.borrow_mut());
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        self.wake.notify_one();
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(CallError::Disconnected(self.addr.clone())),
+            Err(_) => {
+                self.pending.borrow_mut().remove(&id);
+                Err(CallError::Timeout(self.addr.clone()))
+            }
+        }
+    }
+
+    /// Queues a reply frame (built by `f`) to a request the peer sent.
+    pub fn send_reply(&self, f: impl FnOnce(&mut BytesMut)) {
+        f(&mut self.out.borrow_mut());
+        self.wake.notify_one();
+    }
+
+    fn fail_pending(&self) {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for (_, tx) in pending {
+            let _ = tx.send(Err(CallError::Disconnected(self.addr.clone())));
+        }
+        self.out.borrow_mut().clear();
+    }
+
+    fn on_reply(&self, id: u64, status: u8, payload: &[u8]) {
+        let Some(tx) = self.pending.borrow_mut().remove(&id) else {
+            return; // timed out meanwhile
+        };
+        let r = match Value::decode(&Bytes::copy_from_slice(payload)) {
+            Err(e) => Err(CallError::Protocol {
+                peer: self.addr.clone(),
+                msg: e.to_string(),
+            }),
+            Ok(v) => match (Status::from_u8(status), v) {
+                (Some(Status::Ok), v) => Ok(v),
+                (_, Value::Error(m)) => Err(CallError::Remote {
+                    peer: self.addr.clone(),
+                    msg: String::from_utf8_lossy(&m).into_owned(),
+                }),
+                (_, v) => Err(CallError::Protocol {
+                    peer: self.addr.clone(),
+                    msg: format!("error status with a non-error value {v:?}"),
+                }),
+            },
+        };
+        let _ = tx.send(r);
+    }
+}
+
+/// Keeps a dialed link connected until the node shuts down.
+pub async fn dial_forever(lp: Rc<dyn LocalLoop>, link: Rc<Link>) {
+    let node = lp.node().clone();
+    let mut shutdown = node.shutdown_signal();
+    let mut backoff = BACKOFF_MIN_MS;
+    let mut last_err = String::new();
+    loop {
+        if node.is_shutting_down() {
+            return;
+        }
+        match handshake::dial(&*lp, &link.addr).await {
+            Ok((stream, rest, peer)) => {
+                link.peer.set(Some(peer));
+                info!(peer = %link.addr, loop_id = lp.loop_id(), "peer link up");
+                last_err.clear();
+                backoff = BACKOFF_MIN_MS;
+                link.up.set(true);
+                let r = run(lp.clone(), link.clone(), stream, rest).await;
+                link.up.set(false);
+                link.fail_pending();
+                debug!(peer = %link.addr, result = ?r, "peer link down");
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if msg != last_err {
+                    warn!(peer = %link.addr, error = %msg, "can't link to peer; retrying with backoff");
+                    last_err = msg;
+                }
+            }
+        }
+        // Capped exponential backoff with jitter, so restarting nodes don't redial in step.
+        let jitter = crate::util::now_ms() % (backoff / 2 + 1);
+        let wait = Duration::from_millis(backoff / 2 + jitter);
+        backoff = (backoff * 2).min(BACKOFF_MAX_MS);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Serves one established link: writes queued frames, reads replies (completing calls) and
+/// requests (served by [`serve::handle`]), until the connection or the node ends.
+pub async fn run(
+    lp: Rc<dyn LocalLoop>,
+    link: Rc<Link>,
+    mut stream: TcpStream,
+    mut rbuf: BytesMut,
+) -> std::io::Result<()> {
+    let node = lp.node().clone();
+    let max_frame = node.config.max_frame_bytes;
+    let mut shutdown = node.shutdown_signal();
+    let (mut rd, mut wr) = stream.split();
+    let mut wbuf = BytesMut::new();
+    loop {
+        // Complete frames first: they may queue replies.
+        loop {
+            match decode_frame(&rbuf, max_frame) {
+                Ok(Some((hdr, payload, used))) => {
+                    if hdr.is_reply() {
+                        link.on_reply(hdr.request_id, hdr.status, payload);
+                    } else {
+                        serve::handle(&lp, &link, hdr.request_id, hdr.opcode, payload);
+                    }
+                    bytes::Buf::advance(&mut rbuf, used);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(std::io::Error::other(format!("peer sent a bad frame: {e}")));
+                }
+            }
+        }
+        if !link.out.borrow().is_empty() {
+            std::mem::swap(&mut wbuf, &mut *link.out.borrow_mut());
+            wr.write_all(&wbuf).await?;
+            wbuf.clear();
+            continue;
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        let wake = link.wake.notified();
+        tokio::select! {
+            r = rd.read_buf(&mut rbuf) => {
+                if r? == 0 {
+                    return Ok(());
+                }
+            }
+            _ = wake => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
+/// Counts one finished call to `link`'s peer in the cluster statistics.
+pub fn count_call(lp: &dyn LocalLoop, link: &Link, started: tokio::time::Instant, ok: bool) {
+    if let Some(c) = lp.cluster() {
+        let us = started.elapsed().as_micros() as u64;
+        c.shared
+            .membership
+            .stats
+            .record_call(link.peer.get(), us, ok);
+    }
+}

@@ -1,0 +1,151 @@
+//! Multi-key commands on a cluster: MGET, MSET, DEL/UNLINK and EXISTS are split into one
+//! single-key command per key, each coordinated on its own (the keys may live on different
+//! nodes), and their replies combined as Redis would reply to the whole. Per-key semantics:
+//! MSET is not atomic across keys on a cluster (a failure may leave some keys written; the
+//! reply is then the first error), DEL and EXISTS count per key.
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures::future::join_all;
+use ringkv_proto::ReplySink;
+
+use super::coordinator::{coordinate, encode, Coordinated, Quorum, ReplyTo};
+use super::LocalLoop;
+use crate::cmd::Command;
+
+/// How the per-key replies combine.
+enum Combine {
+    /// MGET: an array of the values.
+    Array,
+    /// DEL, UNLINK, EXISTS: the sum of the integers.
+    Sum,
+    /// MSET: OK if every SET answered OK.
+    AllOk,
+}
+
+/// One RESP reply, as the combination needs it.
+enum Part {
+    Nil,
+    Bulk(Vec<u8>),
+    Int(i64),
+    Ok,
+    Error(String),
+}
+
+/// Reads the single RESP reply a sub-command produced.
+fn part(b: &[u8]) -> Part {
+    let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap_or(b.len());
+    let (tag, rest) = match b.first() {
+        Some(t) => (*t, &b[1..line_end.max(1)]),
+        None => return Part::Error("ERR internal: empty reply".into()),
+    };
+    let text = String::from_utf8_lossy(rest);
+    match tag {
+        b'+' => Part::Ok,
+        b'-' => Part::Error(text.into_owned()),
+        b':' => text
+            .parse()
+            .map(Part::Int)
+            .unwrap_or_else(|_| Part::Error("ERR internal: bad integer reply".into())),
+        b'$' if text == "-1" => Part::Nil,
+        b'$' => {
+            let start = line_end + 2;
+            let len: usize = text.parse().unwrap_or(0);
+            match b.get(start..start + len) {
+                Some(v) => Part::Bulk(v.to_vec()),
+                None => Part::Error("ERR internal: truncated reply".into()),
+            }
+        }
+        _ => Part::Error("ERR internal: unexpected reply".into()),
+    }
+}
+
+/// Splits a multi-key command; None if it is not one this module splits.
+pub fn split(
+    lp: &Rc<dyn LocalLoop>,
+    command: &Command<'_>,
+    reply_to: ReplyTo,
+    q: Quorum,
+) -> Option<Coordinated> {
+    let (subs, how): (Vec<Vec<Vec<u8>>>, Combine) = match command {
+        Command::MGet(keys) => (
+            keys.iter()
+                .map(|k| vec![b"GET".to_vec(), k.to_vec()])
+                .collect(),
+            Combine::Array,
+        ),
+        Command::Del(keys) => (
+            keys.iter()
+                .map(|k| vec![b"DEL".to_vec(), k.to_vec()])
+                .collect(),
+            Combine::Sum,
+        ),
+        Command::Exists(keys) => (
+            keys.iter()
+                .map(|k| vec![b"EXISTS".to_vec(), k.to_vec()])
+                .collect(),
+            Combine::Sum,
+        ),
+        Command::MSet(pairs, false) => (
+            pairs
+                .iter()
+                .map(|(k, v)| vec![b"SET".to_vec(), k.to_vec(), v.to_vec()])
+                .collect(),
+            Combine::AllOk,
+        ),
+        _ => return None,
+    };
+    let mut inline = false;
+    let mut futs = Vec::with_capacity(subs.len());
+    // Each key is started now, in order (blind writes apply at once, as for single keys).
+    for args in subs {
+        match coordinate(lp, args, false, None, q, true) {
+            Coordinated::Ready(b) => futs.push(Box::pin(async move { b }) as _),
+            Coordinated::Pending(f) => futs.push(f),
+            Coordinated::Inline(f) => {
+                inline = true;
+                futs.push(f)
+            }
+        }
+    }
+    let fut = Box::pin(async move {
+        let parts: Vec<Part> = join_all(futs).await.iter().map(|b| part(b)).collect();
+        combine(parts, how, reply_to)
+    });
+    Some(if inline {
+        Coordinated::Inline(fut)
+    } else {
+        Coordinated::Pending(fut)
+    })
+}
+
+fn combine(parts: Vec<Part>, how: Combine, reply_to: ReplyTo) -> BytesMut {
+    if let Some(e) = parts.iter().find_map(|p| match p {
+        Part::Error(e) => Some(e.clone()),
+        _ => None,
+    }) {
+        return encode(reply_to, |s| s.error(&e));
+    }
+    encode(reply_to, |s: &mut dyn ReplySink| match how {
+        Combine::Array => {
+            s.array(parts.len());
+            for p in &parts {
+                match p {
+                    Part::Bulk(v) => s.bulk(v),
+                    Part::Nil | Part::Int(_) | Part::Ok | Part::Error(_) => s.nil(),
+                }
+            }
+        }
+        Combine::Sum => s.int(
+            parts
+                .iter()
+                .map(|p| match p {
+                    Part::Int(n) => *n,
+                    Part::Nil | Part::Bulk(_) | Part::Ok | Part::Error(_) => 0,
+                })
+                .sum(),
+        ),
+        Combine::AllOk => s.simple("OK"),
+    })
+}

@@ -1,0 +1,295 @@
+//! A cluster of real nodes on loopback (issue "Cluster"): membership and failure detection,
+//! quorum writes that survive a killed node, hinted handoff, the Go prototype's stale-read
+//! failure, read repair, siblings across coordinators, and peer authentication.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{Cluster, CONVERGE};
+use common::resp::{Conn, Reply};
+use common::*;
+use ringkv_client::{Bytes, Client, ClientConfig, PutOptions};
+
+fn ok(r: Reply, what: &str) {
+    assert_eq!(r, Reply::Simple("OK".into()), "{what}");
+}
+
+fn bulk(v: &str) -> Reply {
+    Reply::Bulk(Some(v.as_bytes().to_vec()))
+}
+
+/// Three nodes started as in the quick start agree on CLUSTER NODES; a killed node is seen
+/// down by the others, and up again after its restart.
+#[test]
+fn three_nodes_agree_and_detect_a_dead_node() {
+    let mut c = Cluster::start(3, &[]);
+    c.wait_converged();
+    for i in 0..3 {
+        let lines = c.nodes_of(i);
+        assert_eq!(lines.len(), 3, "node {i}: {lines:?}");
+        assert!(
+            lines.iter().all(|l| l.contains(" active up ")),
+            "node {i}: {lines:?}"
+        );
+        assert_eq!(lines.iter().filter(|l| l.ends_with(" myself")).count(), 1);
+    }
+    c.kill(2);
+    c.wait_converged();
+    assert_eq!(c.liveness_seen(0, c.ports[2]).as_deref(), Some("down"));
+    c.restart(2);
+    c.wait_converged();
+    assert_eq!(c.liveness_seen(0, c.ports[2]).as_deref(), Some("up"));
+    let log = c.node(0).log_text();
+    assert!(
+        log.contains("peer liveness changed"),
+        "liveness changes are logged:\n{log}"
+    );
+}
+
+/// N=3 W=2 R=2: every write acknowledged while a node is SIGKILLed is readable afterwards, and
+/// the killed node, restarted, gets every key it missed from hints, without any read.
+#[test]
+fn acknowledged_writes_survive_a_killed_node_and_hints_catch_it_up() {
+    let mut c = Cluster::start(3, &["--fsync", "always"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    for i in 0..100 {
+        ok(
+            a.call_str(&["SET", &format!("before{i}"), "v"]),
+            "write with all nodes up",
+        );
+    }
+    c.kill(2);
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        let k = format!("during{i}");
+        if a.call_str(&["SET", &k, &format!("v{i}")]) == Reply::Simple("OK".into()) {
+            acked.push(k);
+        }
+    }
+    assert!(
+        acked.len() >= 290,
+        "W=2 of 3 keeps accepting writes: {}",
+        acked.len()
+    );
+    for (i, k) in acked.iter().enumerate() {
+        let want = format!("v{}", k.trim_start_matches("during"));
+        assert_eq!(
+            a.call_str(&["GET", k]),
+            bulk(&want),
+            "read {i} after the kill"
+        );
+    }
+    c.wait_converged();
+    c.restart(2);
+    // No reads from here on: only hints can bring the keys to node 2.
+    wait_until("node 2 to hold every key it missed", CONVERGE, || {
+        acked.iter().all(|k| c.local(2, k.as_bytes()).is_some())
+    });
+    let info = c.conn(0).call_str(&["INFO", "cluster"]);
+    let Reply::Bulk(Some(text)) = info else {
+        panic!("INFO cluster: {info:?}")
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    assert!(
+        text.contains("cluster_hints_pending:0") || text.contains("cluster_hints_delivered"),
+        "{text}"
+    );
+}
+
+/// The prototype's failure: write 1,000 keys, stop a node, overwrite all, restart it, stop
+/// another: every quorum read returns the new value.
+#[test]
+fn overwrites_missed_by_a_node_are_never_read_back_stale() {
+    let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
+    c.wait_converged();
+    let keys: Vec<String> = (0..1000).map(|i| format!("key{i}")).collect();
+    let set_all = |conn: &mut Conn, v: &str| {
+        let cmds: Vec<Vec<String>> = keys
+            .iter()
+            .map(|k| vec!["SET".into(), k.clone(), v.into()])
+            .collect();
+        conn.send_pipeline(&cmds).unwrap();
+        for k in &keys {
+            ok(conn.recv(), &format!("SET {k} {v}"));
+        }
+    };
+    set_all(&mut c.conn(0), "old");
+    c.kill(2);
+    set_all(&mut c.conn(0), "new");
+    c.restart(2);
+    c.wait_converged();
+    c.kill(1);
+    c.wait_converged();
+    let mut conn = c.conn(2);
+    let mut stale = 0;
+    for k in &keys {
+        match conn.call_str(&["GET", k]) {
+            r if r == bulk("new") => {}
+            r => {
+                stale += 1;
+                eprintln!("{k}: {r:?}");
+            }
+        }
+    }
+    assert_eq!(
+        stale, 0,
+        "quorum reads that returned something else than the new value"
+    );
+}
+
+/// With hinted handoff off, one read repairs a stale replica.
+#[test]
+fn one_read_repairs_a_stale_replica() {
+    let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
+    c.wait_converged();
+    ok(c.conn(0).call_str(&["SET", "k", "old"]), "first write");
+    c.kill(2);
+    c.wait_converged();
+    ok(
+        c.conn(0).call_str(&["SET", "k", "new"]),
+        "write node 2 misses",
+    );
+    c.restart(2);
+    c.wait_converged();
+    assert_eq!(
+        c.local(2, b"k"),
+        Some(b"old".to_vec()),
+        "node 2 is stale before the read"
+    );
+    assert_eq!(c.conn(2).call_str(&["GET", "k"]), bulk("new"));
+    wait_until(
+        "read repair to reach node 2",
+        Duration::from_secs(10),
+        || c.local(2, b"k") == Some(b"new".to_vec()),
+    );
+}
+
+async fn client(c: &Cluster, i: usize) -> Client {
+    Client::connect(c.node(i).addr, ClientConfig::default())
+        .await
+        .expect("connect")
+}
+
+fn with(ctx: &Bytes) -> PutOptions {
+    PutOptions {
+        context: Some(ctx.clone()),
+        ttl: None,
+    }
+}
+
+/// Two writes with the same context through two coordinators are both siblings on a quorum
+/// read; a write with the returned context resolves them. With --conflicts lww the newest
+/// wins.
+#[tokio::test(flavor = "current_thread")]
+async fn siblings_across_coordinators() {
+    for (mode, want) in [("siblings", 2usize), ("lww", 1)] {
+        let c = Cluster::start(3, &["--conflicts", mode]);
+        c.wait_converged();
+        let (a, b) = (client(&c, 0).await, client(&c, 1).await);
+        let ctx = a.put("s", "base").await.unwrap();
+        a.put_with("s", "from-a", with(&ctx)).await.unwrap();
+        b.put_with("s", "from-b", with(&ctx)).await.unwrap();
+        let read = client(&c, 2)
+            .await
+            .get("s")
+            .await
+            .unwrap()
+            .expect("the key exists");
+        let mut values = read.values.clone();
+        values.sort();
+        assert_eq!(values.len(), want, "{mode}: {values:?}");
+        if mode == "lww" {
+            assert_eq!(values, vec![Bytes::from_static(b"from-b")]);
+            continue;
+        }
+        assert_eq!(
+            values,
+            vec![Bytes::from_static(b"from-a"), Bytes::from_static(b"from-b")]
+        );
+        a.put_with("s", "resolved", with(&read.context))
+            .await
+            .unwrap();
+        let after = b.get("s").await.unwrap().expect("exists");
+        assert_eq!(after.values, vec![Bytes::from_static(b"resolved")]);
+    }
+}
+
+/// A node with the wrong secret does not join, and its log says why; a client connection
+/// that sends a peer opcode gets an error and nothing is applied.
+#[test]
+fn wrong_secret_is_refused_and_clients_cannot_speak_peer() {
+    let c = Cluster::start(2, &[]);
+    c.wait_converged();
+    let intruder = Server::start(&[
+        "--cluster-secret",
+        "not-the-cluster-secret-at-all",
+        "--peers",
+        &format!("127.0.0.1:{}", c.ports[0]),
+    ]);
+    wait_until(
+        "the intruder to log the refusal",
+        Duration::from_secs(10),
+        || {
+            intruder.log_text().contains("failed authentication")
+                || intruder.log_text().contains("cluster secrets differ")
+        },
+    );
+    wait_until("node 0 to log the refusal", Duration::from_secs(10), || {
+        c.node(0).log_text().contains("failed peer authentication")
+    });
+    assert_eq!(
+        c.nodes_of(0).len(),
+        2,
+        "the intruder is not a member: {:?}",
+        c.nodes_of(0)
+    );
+    // A client: HELLO, then a REPLICATE (opcode 0x43) carrying a well-formed entry for "x".
+    let entry = ringkv::store::Entry::with_one(
+        b"x",
+        42,
+        ringkv::store::VersionRef::value(b"injected", 1, None),
+    );
+    let mut payload = 0u64.to_be_bytes().to_vec();
+    payload.extend_from_slice(&(entry.as_bytes().len() as u32).to_be_bytes());
+    payload.extend_from_slice(entry.as_bytes());
+    let frame = |id: u64, op: u8, payload: &[u8]| {
+        let mut f = ((12 + payload.len()) as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[op, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    };
+    let hello = [0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut s = c.node(0).tcp();
+    std::io::Write::write_all(&mut s, &frame(1, 0x01, &hello)).unwrap();
+    std::io::Write::write_all(&mut s, &frame(2, 0x43, &payload)).unwrap();
+    let read_frame = |s: &mut std::net::TcpStream| {
+        let mut len = [0u8; 4];
+        std::io::Read::read_exact(s, &mut len).expect("a reply frame");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        std::io::Read::read_exact(s, &mut body).expect("a reply frame");
+        body
+    };
+    let hello_reply = read_frame(&mut s);
+    assert_eq!(hello_reply[10], 0, "HELLO succeeds: {hello_reply:?}");
+    let reply = read_frame(&mut s);
+    assert_eq!(reply[8], 0x43, "the reply echoes the opcode");
+    assert_eq!(reply[10], 1, "status Error");
+    let text = String::from_utf8_lossy(&reply[12..]).into_owned();
+    assert!(
+        text.contains("only accepted on an authenticated peer link"),
+        "{text}"
+    );
+    assert_eq!(
+        c.conn(0).call_str(&["GET", "x"]),
+        Reply::Bulk(None),
+        "nothing was applied"
+    );
+    assert_eq!(
+        c.conn(1).call_str(&["GET", "x"]),
+        Reply::Bulk(None),
+        "nothing was applied"
+    );
+}

@@ -1,0 +1,246 @@
+//! Cluster behaviour an operator or a Redis user meets (issue "Cluster"): forwarding by a
+//! node that is not a replica, multi-key commands split per key, the quorum error, commands
+//! not supported in cluster mode yet, settings mismatches, INFO and metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{Cluster, SECRET};
+use common::resp::Reply;
+use common::*;
+
+fn bulk(v: &str) -> Reply {
+    Reply::Bulk(Some(v.as_bytes().to_vec()))
+}
+
+/// With N=1 on two nodes each key lives on exactly one: a node that is not its replica
+/// forwards (one hop), and both nodes answer every key.
+#[test]
+fn a_node_that_is_not_a_replica_forwards() {
+    let c = Cluster::start(2, &["--n", "1", "--w", "1", "--r", "1"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    for i in 0..100 {
+        assert_eq!(
+            a.call_str(&["SET", &format!("f{i}"), &format!("v{i}")]),
+            Reply::Simple("OK".into())
+        );
+    }
+    let mut b = c.conn(1);
+    let (mut on0, mut on1) = (0, 0);
+    for i in 0..100 {
+        let k = format!("f{i}");
+        assert_eq!(
+            b.call_str(&["GET", &k]),
+            bulk(&format!("v{i}")),
+            "{k} through node 1"
+        );
+        let (l0, l1) = (c.local(0, k.as_bytes()), c.local(1, k.as_bytes()));
+        assert!(
+            l0.is_some() != l1.is_some(),
+            "{k} lives on exactly one node: {l0:?} {l1:?}"
+        );
+        on0 += l0.is_some() as usize;
+        on1 += l1.is_some() as usize;
+    }
+    assert!(on0 > 20 && on1 > 20, "both nodes own keys: {on0} / {on1}");
+    let info = c.conn(1).call_str(&["INFO", "cluster"]);
+    let Reply::Bulk(Some(text)) = info else {
+        panic!("{info:?}")
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    assert!(
+        !text.contains("cluster_forwarded:0\r\n"),
+        "node 0 forwarded to node 1:\n{text}"
+    );
+}
+
+/// MGET, MSET, DEL and EXISTS over keys on different nodes answer as Redis does.
+#[test]
+fn multi_key_commands_are_split_per_key() {
+    let c = Cluster::start(2, &["--n", "1", "--w", "1", "--r", "1"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    let keys: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.push(k.clone());
+        mset.push(format!("{k}-v"));
+    }
+    let mset: Vec<&str> = mset.iter().map(|s| s.as_str()).collect();
+    assert_eq!(a.call_str(&mset), Reply::Simple("OK".into()));
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(|s| s.as_str()));
+    mget.push("missing");
+    let Reply::Array(Some(items)) = c.conn(1).call_str(&mget) else {
+        panic!("MGET is an array")
+    };
+    assert_eq!(items.len(), 21);
+    for (k, v) in keys.iter().zip(&items) {
+        assert_eq!(v, &bulk(&format!("{k}-v")));
+    }
+    assert_eq!(items[20], Reply::Bulk(None));
+    assert_eq!(
+        a.call_str(&["EXISTS", "m0", "m1", "missing", "m0"]),
+        Reply::Int(3)
+    );
+    assert_eq!(a.call_str(&["DEL", "m0", "m1", "missing"]), Reply::Int(2));
+    assert_eq!(
+        c.conn(1).call_str(&["EXISTS", "m0", "m1", "m2"]),
+        Reply::Int(1)
+    );
+}
+
+/// Without W reachable replicas (and no hinted handoff), a write fails with NOQUORUM naming
+/// the acks it got; commands the cluster does not run yet say so.
+#[test]
+fn quorum_errors_and_unsupported_commands_are_clear() {
+    let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    match a.call_str(&["KEYS", "*"]) {
+        Reply::Error(e) => assert!(e.contains("not supported in cluster mode yet"), "{e}"),
+        r => panic!("KEYS: {r:?}"),
+    }
+    c.kill(1);
+    c.kill(2);
+    c.wait_converged();
+    match a.call_str(&["SET", "k", "v"]) {
+        Reply::Error(e) => assert!(e.starts_with("NOQUORUM") && e.contains("1 of the 2"), "{e}"),
+        r => panic!("SET without a quorum: {r:?}"),
+    }
+    match a.call_str(&["GET", "k"]) {
+        Reply::Error(e) => assert!(e.starts_with("NOQUORUM"), "{e}"),
+        r => panic!("GET without a quorum: {r:?}"),
+    }
+    let metrics_info = a.call_str(&["INFO", "cluster"]);
+    let Reply::Bulk(Some(text)) = metrics_info else {
+        panic!()
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    assert!(text.contains("cluster_write_quorum_failures:1"), "{text}");
+    assert!(text.contains("cluster_read_quorum_failures:1"), "{text}");
+    assert!(text.contains("cluster_nodes_down:2"), "{text}");
+}
+
+/// A node whose N differs refuses to link, naming both values, and does not join.
+#[test]
+fn different_settings_refuse_to_join() {
+    let c = Cluster::start(1, &[]);
+    let other = Server::start(&[
+        "--cluster-secret",
+        SECRET,
+        "--n",
+        "2",
+        "--w",
+        "1",
+        "--r",
+        "1",
+        "--peers",
+        &format!("127.0.0.1:{}", c.ports[0]),
+    ]);
+    let want = "cluster settings differ: this node has --n 3, the connecting node --n 2";
+    wait_until("the refusal in both logs", Duration::from_secs(10), || {
+        other.log_text().contains(want) && c.node(0).log_text().contains(want)
+    });
+    assert_eq!(c.nodes_of(0).len(), 1);
+}
+
+/// W+R ≤ N is allowed and reported as not read-your-writes; Prometheus shows the cluster.
+#[test]
+fn info_and_metrics_describe_the_cluster() {
+    let metrics_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let c = Cluster::start_each(2, &["--w", "1", "--r", "1"], |i| {
+        if i == 0 {
+            vec!["--metrics-addr".into(), addr.clone()]
+        } else {
+            Vec::new()
+        }
+    });
+    c.wait_converged();
+    let Reply::Bulk(Some(text)) = c.conn(0).call_str(&["CLUSTER", "INFO"]) else {
+        panic!()
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    for want in [
+        "cluster_n:3",
+        "cluster_w:1",
+        "cluster_r:1",
+        "cluster_read_your_writes:no",
+        "cluster_conflicts:siblings",
+        "cluster_partitions:1024",
+        "cluster_hints_pending:0",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+    c.conn(0).call_str(&["SET", "k", "v"]);
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+    for want in [
+        "ringkv_cluster_peers{state=\"up\"} 2",
+        "ringkv_cluster_peer_calls_total{peer=",
+        "ringkv_cluster_quorum_failures_total{kind=\"write\"} 0",
+        "ringkv_cluster_read_repairs_total",
+    ] {
+        assert!(body.contains(want), "{want} in metrics:\n{body}");
+    }
+}
+
+/// A running node joins with CLUSTER JOIN; CLUSTER LEAVE <id> sent to another node removes
+/// one, and every node's view says so (it owns no partition any more).
+#[test]
+fn join_and_leave_change_every_nodes_layout() {
+    let c = Cluster::start(2, &[]);
+    let late = Server::start(&["--cluster-secret", SECRET, "--threads", "1"]);
+    let mut l = resp::Conn::connect(late.addr);
+    assert_eq!(
+        l.call_str(&["CLUSTER", "JOIN", &format!("127.0.0.1:{}", c.ports[0])]),
+        Reply::Simple("OK".into())
+    );
+    let count = |addr| match resp::Conn::connect(addr).call_str(&["CLUSTER", "NODES"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+            .lines()
+            .filter(|l| l.contains(" active up "))
+            .count(),
+        r => panic!("{r:?}"),
+    };
+    wait_until(
+        "three active nodes everywhere",
+        Duration::from_secs(20),
+        || count(late.addr) == 3 && count(c.node(0).addr) == 3 && count(c.node(1).addr) == 3,
+    );
+    let Reply::Bulk(Some(id)) = l.call_str(&["CLUSTER", "MYID"]) else {
+        panic!()
+    };
+    let id = String::from_utf8(id).unwrap();
+    assert_eq!(
+        c.conn(0).call_str(&["CLUSTER", "LEAVE", &id]),
+        Reply::Simple("OK".into())
+    );
+    wait_until("the removal to spread", Duration::from_secs(20), || {
+        [c.node(1).addr, late.addr].iter().all(|a| {
+            match resp::Conn::connect(*a).call_str(&["CLUSTER", "NODES"]) {
+                Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).lines().any(|line| {
+                    line.starts_with(&id)
+                        && line.contains(" removed ")
+                        && line.split(' ').nth(5) == Some("0")
+                }),
+                _ => false,
+            }
+        })
+    });
+    match c
+        .conn(0)
+        .call_str(&["CLUSTER", "LEAVE", "00000000000000ff"])
+    {
+        Reply::Error(e) => assert!(e.contains("unknown node"), "{e}"),
+        r => panic!("{r:?}"),
+    }
+}

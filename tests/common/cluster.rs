@@ -1,0 +1,175 @@
+//! Several real ringkv nodes on loopback forming one cluster, started as the prototype's
+//! quick start did: each names the others with --peers (ports are reserved first, so every
+//! node knows them before any starts). Nodes can be killed and restarted on their data.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::resp::{Conn, Reply};
+use super::{wait_until, Server};
+
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+/// How long a cluster may take to agree on its members and their liveness.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    pub nodes: Vec<Option<Server>>,
+    pub ports: Vec<u16>,
+    dirs: Vec<tempfile::TempDir>,
+    extra: Vec<String>,
+    /// Flags for one node only, by index.
+    own: Vec<Vec<String>>,
+}
+
+/// Ports free now (bound then released) for nodes that must know each other's ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+impl Cluster {
+    /// Starts `n` nodes, each with `--peers` naming the others, plus `extra` flags.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Self::start_each(n, extra, |_| Vec::new())
+    }
+
+    /// [`Cluster::start`], with flags for each node from `own(i)` too.
+    pub fn start_each(n: usize, extra: &[&str], own: impl Fn(usize) -> Vec<String>) -> Cluster {
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            ports: free_ports(n),
+            dirs: (0..n)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            own: (0..n).map(own).collect(),
+        };
+        for i in 0..n {
+            let s = c.spawn(i);
+            c.nodes.push(Some(s));
+        }
+        c
+    }
+
+    pub fn dir(&self, i: usize) -> PathBuf {
+        self.dirs[i].path().to_path_buf()
+    }
+
+    fn args(&self, i: usize) -> Vec<String> {
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut a = vec![
+            "--port".to_string(),
+            self.ports[i].to_string(),
+            "--cluster-secret".into(),
+            SECRET.into(),
+            "--threads".into(),
+            "1".into(),
+        ];
+        if !peers.is_empty() {
+            a.push("--peers".into());
+            a.push(peers.join(","));
+        }
+        a.extend(self.extra.iter().cloned());
+        a.extend(self.own[i].iter().cloned());
+        a
+    }
+
+    fn spawn(&self, i: usize) -> Server {
+        let args = self.args(i);
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Server::start_in(self.dirs[i].path(), &refs)
+    }
+
+    pub fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn conn(&self, i: usize) -> Conn {
+        Conn::connect(self.node(i).addr)
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(s) = self.nodes[i].take() {
+            s.kill();
+        }
+    }
+
+    /// Restarts node `i` on its data directory and port.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is running");
+        let s = self.spawn(i);
+        self.nodes[i] = Some(s);
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect()
+    }
+
+    /// CLUSTER NODES of node `i`, one line per member.
+    pub fn nodes_of(&self, i: usize) -> Vec<String> {
+        let reply = Conn::try_connect(self.node(i).addr)
+            .ok()
+            .and_then(|mut c| c.try_call(&[b"CLUSTER", b"NODES"]).ok());
+        match reply {
+            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Liveness node `i` shows for the member listening on `port`.
+    pub fn liveness_seen(&self, i: usize, port: u16) -> Option<String> {
+        let suffix = format!(":{port}");
+        self.nodes_of(i).iter().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() >= 6 && f[1].ends_with(&suffix)).then(|| f[4].to_string())
+        })
+    }
+
+    /// Waits until every running node lists every node, running ones up and the others down.
+    pub fn wait_converged(&self) {
+        let n = self.nodes.len();
+        wait_until(
+            "the cluster to agree on its members and liveness",
+            CONVERGE,
+            || {
+                self.running().into_iter().all(|i| {
+                    let lines = self.nodes_of(i);
+                    lines.len() == n
+                        && (0..n).all(|j| {
+                            let want = if self.nodes[j].is_some() {
+                                "up"
+                            } else {
+                                "down"
+                            };
+                            self.liveness_seen(i, self.ports[j]).as_deref() == Some(want)
+                        })
+                })
+            },
+        );
+    }
+
+    /// Node `i`'s own copy of `key` (CLUSTER GETLOCAL: no coordinator, no read repair).
+    pub fn local(&self, i: usize, key: &[u8]) -> Option<Vec<u8>> {
+        match self.conn(i).call(&[b"CLUSTER", b"GETLOCAL", key]) {
+            Reply::Bulk(b) => b,
+            other => panic!("CLUSTER GETLOCAL on node {i}: {other:?}"),
+        }
+    }
+}
