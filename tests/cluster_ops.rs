@@ -244,3 +244,159 @@ fn join_and_leave_change_every_nodes_layout() {
         r => panic!("{r:?}"),
     }
 }
+
+/// One connection's pipelined commands take effect in order, read-modify-write ones included.
+#[test]
+fn a_connections_pipeline_keeps_its_order() {
+    let c = Cluster::start(3, &[]);
+    c.wait_converged();
+    let mut a = c.conn(1);
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["SET", "p", "1"],
+        vec!["INCR", "p"],
+        vec!["GET", "p"],
+        vec!["APPEND", "p", "x"],
+        vec!["DEL", "p"],
+        vec!["GET", "p"],
+        vec!["SET", "p", "last"],
+        vec!["GET", "p"],
+    ];
+    a.send_pipeline(&cmds).unwrap();
+    let want = [
+        Reply::Simple("OK".into()),
+        Reply::Int(2),
+        bulk("2"),
+        Reply::Int(2),
+        Reply::Int(1),
+        Reply::Bulk(None),
+        Reply::Simple("OK".into()),
+        bulk("last"),
+    ];
+    a.expect_all(&want, "pipelined commands on a cluster");
+}
+
+/// Every command that needs the whole keyspace or several keys at once says it is not
+/// supported yet, and changes nothing; CLUSTER on a standalone node says cluster support is off;
+/// a key whose only replica is down gets CLUSTERDOWN from another node.
+#[test]
+fn unsupported_commands_and_unreachable_keys() {
+    let mut c = Cluster::start(2, &["--n", "1", "--w", "1", "--r", "1"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    assert_eq!(a.call_str(&["SET", "a", "1"]), Reply::Simple("OK".into()));
+    for cmd in [
+        vec!["KEYS", "*"],
+        vec!["SCAN", "0"],
+        vec!["DBSIZE"],
+        vec!["RANDOMKEY"],
+        vec!["FLUSHDB"],
+        vec!["FLUSHALL"],
+        vec!["RENAME", "a", "b"],
+        vec!["RENAMENX", "a", "b"],
+        vec!["MSETNX", "x", "1", "y", "2"],
+    ] {
+        match a.call_str(&cmd) {
+            Reply::Error(e) => assert!(
+                e.contains("not supported in cluster mode yet"),
+                "{cmd:?}: {e}"
+            ),
+            r => panic!("{cmd:?}: {r:?}"),
+        }
+    }
+    assert_eq!(a.call_str(&["GET", "a"]), bulk("1"), "nothing changed");
+    assert_eq!(a.call_str(&["EXISTS", "b", "x", "y"]), Reply::Int(0));
+    // A key owned by node 1 only, asked of node 0 once node 1 is down.
+    let key = (0..1000)
+        .map(|i| format!("owned{i}"))
+        .find(|k| {
+            a.call_str(&["SET", k, "v"]);
+            c.local(1, k.as_bytes()).is_some()
+        })
+        .expect("node 1 owns some key");
+    c.kill(1);
+    c.wait_converged();
+    match c.conn(0).call_str(&["GET", &key]) {
+        Reply::Error(e) => assert!(e.starts_with("CLUSTERDOWN"), "{e}"),
+        r => panic!("GET {key} with its only replica down: {r:?}"),
+    }
+    let standalone = Server::start(&[]);
+    match resp::Conn::connect(standalone.addr).call_str(&["CLUSTER", "NODES"]) {
+        Reply::Error(e) => assert!(e.contains("cluster support disabled"), "{e}"),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Quorums per connection (CLUSTER QUORUM, for RESP) and per request (binary header byte 15):
+/// with two of three nodes down, W=1 and R=1 still work where the defaults (2) fail.
+#[test]
+fn quorum_per_connection_and_per_request() {
+    let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    assert_eq!(
+        a.call_str(&["CLUSTER", "QUORUM"]),
+        Reply::Array(Some(vec![Reply::Int(2), Reply::Int(2)]))
+    );
+    match a.call_str(&["CLUSTER", "QUORUM", "4", "1"]) {
+        Reply::Error(e) => assert!(e.contains("at most N (3)"), "{e}"),
+        r => panic!("{r:?}"),
+    }
+    c.kill(1);
+    c.kill(2);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    assert!(matches!(a.call_str(&["SET", "q", "1"]), Reply::Error(e) if e.starts_with("NOQUORUM")));
+    assert_eq!(
+        a.call_str(&["CLUSTER", "QUORUM", "1", "1"]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(a.call_str(&["SET", "q", "2"]), Reply::Simple("OK".into()));
+    assert_eq!(a.call_str(&["GET", "q"]), bulk("2"));
+    // Binary: HELLO, then COMMAND SET with quorum byte 0x11 (R=1, W=1), then without (0).
+    let frame = |id: u64, op: u8, quorum: u8, payload: &[u8]| {
+        let mut f = ((12 + payload.len()) as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[op, 0, 0, quorum]);
+        f.extend_from_slice(payload);
+        f
+    };
+    let command = |args: &[&[u8]]| {
+        let mut p = (args.len() as u32).to_be_bytes().to_vec();
+        for a in args {
+            p.extend_from_slice(&(a.len() as u32).to_be_bytes());
+            p.extend_from_slice(a);
+        }
+        p
+    };
+    let mut s = c.node(0).tcp();
+    for f in [
+        frame(1, 0x01, 0, &[0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+        frame(2, 0x20, 0x11, &command(&[b"SET", b"b", b"1"])),
+        frame(3, 0x20, 0x00, &command(&[b"SET", b"b", b"2"])),
+    ] {
+        std::io::Write::write_all(&mut s, &f).unwrap();
+    }
+    let mut replies = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let mut len = [0u8; 4];
+        std::io::Read::read_exact(&mut s, &mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        std::io::Read::read_exact(&mut s, &mut body).unwrap();
+        let id = u64::from_be_bytes(body[..8].try_into().unwrap());
+        replies.insert(
+            id,
+            (body[10], String::from_utf8_lossy(&body[12..]).into_owned()),
+        );
+    }
+    assert_eq!(
+        replies[&2].0, 0,
+        "W=1 in the header: the write succeeds: {:?}",
+        replies[&2]
+    );
+    assert_eq!(
+        replies[&3].0, 1,
+        "the node's W=2: NOQUORUM: {:?}",
+        replies[&3]
+    );
+    assert!(replies[&3].1.contains("NOQUORUM"), "{:?}", replies[&3]);
+}

@@ -22,7 +22,23 @@ pub enum ClusterSub<'a> {
     /// This node's own copy of a key (its winner, or nil), bypassing the coordinator: for
     /// operators and tests checking what one replica holds.
     GetLocal(&'a [u8]),
+    /// This connection's read and write quorums: show them (None), or set them (0: default).
+    /// Run by the connection (it changes the session).
+    Quorum(Option<(u8, u8)>),
 }
+
+/// Parses a quorum argument: 0 (the default) to `MAX_QUORUM`.
+fn quorum_arg(b: &[u8]) -> CmdResult<u8> {
+    match super::int(b) {
+        Ok(n) if (0..=MAX_QUORUM as i64).contains(&n) => Ok(n as u8),
+        _ => Err(CmdError::msg(format!(
+            "ERR CLUSTER QUORUM takes R and W from 0 (the node's default) to {MAX_QUORUM}"
+        ))),
+    }
+}
+
+/// Largest R or W a request may ask for (4 bits of the binary frame header; --n is at most 16).
+pub const MAX_QUORUM: u8 = 15;
 
 pub fn parse<'a>(a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
     let sub = match a {
@@ -34,10 +50,12 @@ pub fn parse<'a>(a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         [s] if eq(s, "leave") => ClusterSub::Leave(None),
         [s, id] if eq(s, "leave") => ClusterSub::Leave(Some(id)),
         [s, key] if eq(s, "getlocal") => ClusterSub::GetLocal(key),
+        [s] if eq(s, "quorum") => ClusterSub::Quorum(None),
+        [s, r, w] if eq(s, "quorum") => ClusterSub::Quorum(Some((quorum_arg(r)?, quorum_arg(w)?))),
         [s, ..] => {
             return Err(CmdError::msg(format!(
                 "ERR unknown subcommand or wrong number of arguments for 'CLUSTER|{}'. Try \
-                 CLUSTER NODES, INFO, MYID, MAP, JOIN host:port, LEAVE [id], GETLOCAL key",
+                 CLUSTER NODES, INFO, MYID, MAP, JOIN host:port, LEAVE [id], GETLOCAL key, QUORUM [r w]",
                 String::from_utf8_lossy(s)
             )))
         }
@@ -57,6 +75,7 @@ pub fn exec(sub: &ClusterSub<'_>, node: &Node, out: &mut dyn ReplySink) {
         ClusterSub::Info => out.bulk(info(m).as_bytes()),
         ClusterSub::MyId => out.bulk(format_id(m.me).as_bytes()),
         ClusterSub::Map => map(m, out),
+        ClusterSub::Quorum(_) => out.error("ERR internal: CLUSTER QUORUM is run by the connection"),
         ClusterSub::GetLocal(key) => {
             let hash = ringkv_proto::key_hash(key);
             let mut s = node.store.lock(node.store.shard_of(hash));
@@ -204,4 +223,27 @@ fn map(m: &Membership, out: &mut dyn ReplySink) {
             out.int(i as i64);
         }
     }
+}
+
+/// CLUSTER QUORUM on a connection: validates against N, sets `quorum`, answers.
+pub fn quorum(node: &Node, set: Option<(u8, u8)>, quorum: &mut (u8, u8), out: &mut dyn ReplySink) {
+    let Some(m) = node.membership.as_deref() else {
+        return out.error(
+            "ERR This instance has cluster support disabled (start it with --cluster-secret)",
+        );
+    };
+    if let Some((r, w)) = set {
+        let n = m.settings.n as u8;
+        if r > n || w > n {
+            return out.error(&format!(
+                "ERR CLUSTER QUORUM {r} {w}: R and W can be at most N ({n})"
+            ));
+        }
+        *quorum = (r, w);
+        return out.simple("OK");
+    }
+    let eff = |v: u8, d: usize| if v == 0 { d as i64 } else { v as i64 };
+    out.array(2);
+    out.int(eff(quorum.0, m.settings.r));
+    out.int(eff(quorum.1, m.settings.w));
 }

@@ -17,6 +17,8 @@ pub struct Session {
     pub authenticated: bool,
     /// Set by QUIT (and fatal errors): close once the pending replies are written.
     pub close: bool,
+    /// CLUSTER QUORUM: this connection's read and write quorums (0: the node's --r / --w).
+    pub quorum: (u8, u8),
 }
 
 impl Session {
@@ -26,6 +28,7 @@ impl Session {
             authenticated: node.config.password.is_none(),
             info,
             close: false,
+            quorum: (0, 0),
         }
     }
 

@@ -51,6 +51,8 @@ pub(super) struct State {
     /// Bytes the request at the front of the read buffer needs at least before parsing it
     /// again is worth it (RESP; see `ringkv_proto::Parsed::Incomplete`).
     pub(super) need: usize,
+    /// The (R, W) the binary request being handled asks for (frame header byte 15; 0 = none).
+    pub(super) req_quorum: (u8, u8),
 }
 
 enum Handled {
@@ -116,6 +118,7 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
         hello_done: false,
         commands: 0,
         need: 0,
+        req_quorum: (0, 0),
     };
     // Plaintext without TLS configured goes straight to `run`; each stream type gets its own
     // copy of `run`, so TLS costs a plaintext connection nothing per request.
@@ -508,7 +511,12 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                 let mut s = Track::new(s);
                 match command.family() {
                     Family::Connection => conncmd::exec(&command, session, node, &mut s),
-                    Family::Server => servercmd::exec(&command, node, &mut s),
+                    Family::Server => match command {
+                        Command::Cluster(cmd::cluster::ClusterSub::Quorum(set)) => {
+                            cmd::cluster::quorum(node, set, &mut session.quorum, &mut s)
+                        }
+                        _ => servercmd::exec(&command, node, &mut s),
+                    },
                     Family::Strings | Family::Keys | Family::Keyspace => {
                         let msg = "ERR internal: a keyed command routed without keys";
                         ringkv_proto::ReplySink::error(&mut s, msg)
@@ -556,10 +564,25 @@ fn cluster_route(
     use crate::cluster::coordinator::{coordinate, Coordinated, Quorum};
     let ctx = st.ctx.clone();
     let cfg = &ctx.node.config;
-    let q = Quorum {
-        r: cfg.cluster.r as usize,
-        w: cfg.cluster.w as usize,
+    // This request's quorums (binary header), else the connection's (CLUSTER QUORUM), else
+    // the node's.
+    let pick = |req: u8, conn: u8, node: u32| match (req, conn) {
+        (0, 0) => node as usize,
+        (0, c) => c as usize,
+        (r, _) => r as usize,
     };
+    let q = Quorum {
+        r: pick(st.req_quorum.0, st.session.quorum.0, cfg.cluster.r),
+        w: pick(st.req_quorum.1, st.session.quorum.1, cfg.cluster.w),
+    };
+    if q.r > cfg.cluster.n as usize || q.w > cfg.cluster.n as usize {
+        let msg = format!(
+            "ERR this request asks for R={} W={}, but keys have only N={} replicas",
+            q.r, q.w, cfg.cluster.n
+        );
+        st.out.reply(reply_to, |s| s.error(&msg));
+        return Some(Handled::Done);
+    }
     let lp: Rc<dyn crate::cluster::LocalLoop> = ctx.clone();
     let write = command.is_write();
     let coordinated = match command.route() {

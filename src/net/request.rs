@@ -129,6 +129,7 @@ pub(super) fn next_binary<'a>(
         }
     };
     let reply_to = Some((hdr.request_id, hdr.opcode));
+    st.req_quorum = hdr.quorum();
     if hdr.is_reply() {
         st.out.reply(reply_to, |s| {
             s.error("ERR unexpected reply frame from a client")

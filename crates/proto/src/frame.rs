@@ -7,7 +7,7 @@
 //! 12     1    opcode      see [`Opcode`]; replies echo the request's opcode
 //! 13     1    flags       bit 0: this frame is a reply; other bits 0
 //! 14     1    status      replies: see [`Status`]; requests: 0
-//! 15     1    reserved    0
+//! 15     1    quorum      requests: R << 4 | W asked of a cluster (0: default); replies: 0
 //! 16     ..   payload     opcode-specific (requests), an encoded [`crate::Value`] (replies)
 //! ```
 //! The full byte-by-byte specification, with examples, is in protocol.md.
@@ -86,11 +86,19 @@ pub struct FrameHeader {
     pub opcode: u8,
     pub flags: u8,
     pub status: u8,
+    /// Byte 15. In a request to a cluster node: the read quorum R in the high 4 bits and the
+    /// write quorum W in the low 4 bits for this request, 0 for the default (protocol.md §7).
+    pub quorum: u8,
 }
 
 impl FrameHeader {
     pub fn is_reply(&self) -> bool {
         self.flags & FLAG_REPLY != 0
+    }
+
+    /// The (R, W) this request asks for; 0 = the default.
+    pub fn quorum(&self) -> (u8, u8) {
+        (self.quorum >> 4, self.quorum & 0x0f)
     }
 }
 
@@ -128,6 +136,7 @@ pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<Option<SplitFrame<'_
         opcode: buf[12],
         flags: buf[13],
         status: buf[14],
+        quorum: buf[15],
     };
     Ok(Some((header, &buf[HEADER_LEN..total], total)))
 }
