@@ -400,3 +400,31 @@ fn quorum_per_connection_and_per_request() {
     );
     assert!(replies[&3].1.contains("NOQUORUM"), "{:?}", replies[&3]);
 }
+
+/// WAIT numreplicas timeout counts the replicas that durably hold the connection's last write:
+/// all three once they acknowledged it; with one node down, two after the timeout.
+#[test]
+fn wait_counts_replicas_holding_the_last_write() {
+    let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    assert_eq!(
+        a.call_str(&["WAIT", "1", "100"]),
+        Reply::Int(0),
+        "no write yet"
+    );
+    assert_eq!(a.call_str(&["SET", "w", "1"]), Reply::Simple("OK".into()));
+    assert_eq!(a.call_str(&["WAIT", "3", "5000"]), Reply::Int(3));
+    c.kill(2);
+    c.wait_converged();
+    assert_eq!(a.call_str(&["SET", "w", "2"]), Reply::Simple("OK".into()));
+    assert_eq!(
+        a.call_str(&["WAIT", "3", "300"]),
+        Reply::Int(2),
+        "the third is down"
+    );
+    match a.call_str(&["WAIT", "1", "-1"]) {
+        Reply::Error(e) => assert_eq!(e, "ERR timeout is negative"),
+        r => panic!("{r:?}"),
+    }
+}

@@ -47,6 +47,46 @@ pub struct Quorum {
     pub w: usize,
 }
 
+/// How many replicas durably hold one write (WAIT): counted as their acknowledgements come in,
+/// also after the reply went out.
+#[derive(Default)]
+pub struct AckWatch {
+    count: std::cell::Cell<usize>,
+    changed: tokio::sync::Notify,
+}
+
+impl AckWatch {
+    pub fn count(&self) -> usize {
+        self.count.get()
+    }
+
+    fn add(&self) {
+        self.count.set(self.count.get() + 1);
+        self.changed.notify_waiters();
+    }
+
+    fn at_least(&self, n: usize) {
+        if self.count.get() < n {
+            self.count.set(n);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Waits until at least `n` replicas hold the write, or `timeout` passes.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            loop {
+                let changed = self.changed.notified();
+                if self.count.get() >= n {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+    }
+}
+
 /// A coordinated command's reply: ready now, later, or later and the connection must wait for
 /// it before running its next command.
 pub enum Coordinated {
@@ -97,6 +137,8 @@ struct Req {
     internal: bool,
     reply_to: ReplyTo,
     q: Quorum,
+    /// Counts the replicas that hold this write (for WAIT).
+    watch: Option<Rc<AckWatch>>,
 }
 
 impl Req {
@@ -157,6 +199,7 @@ pub fn coordinate(
     reply_to: ReplyTo,
     q: Quorum,
     may_forward: bool,
+    watch: Option<Rc<AckWatch>>,
 ) -> Coordinated {
     let Some(cl) = lp.cluster().cloned() else {
         return Coordinated::Ready(error(reply_to, "ERR this node is not in cluster mode"));
@@ -166,6 +209,7 @@ pub fn coordinate(
         internal,
         reply_to,
         q,
+        watch,
     };
     let (key, k) = {
         let argv = req.argv();
@@ -247,6 +291,7 @@ fn write_now(
     let lp = lp.clone();
     let reply_to = req.reply_to;
     let w = req.q.w;
+    let watch = req.watch.clone();
     // The shard minted a version (this write; another loop's write to the same shard in
     // between only makes this replicate the key once more, which is harmless).
     match entry.filter(|_| after > before) {
@@ -258,7 +303,7 @@ fn write_now(
             }
         })),
         Some(entry) => Coordinated::Pending(Box::pin(async move {
-            match replicate(lp, cl, view, p, entry, w, marks).await {
+            match replicate(lp, cl, view, p, entry, w, marks, watch).await {
                 Ok(()) => out,
                 Err(msg) => error(reply_to, &msg),
             }
@@ -299,7 +344,13 @@ async fn forward(
             })
             .await;
         match r {
-            Ok(Value::Bulk(b)) => return BytesMut::from(&b[..]),
+            Ok(Value::Bulk(b)) => {
+                // The coordinator answered after W acks; later ones are not visible here.
+                if let Some(watch) = &req.watch {
+                    watch.at_least(req.q.w);
+                }
+                return BytesMut::from(&b[..]);
+            }
             Ok(v) => last = format!("unexpected FORWARD reply {v:?}"),
             Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {
                 last = e.to_string();
@@ -607,6 +658,7 @@ fn send_replica(
 /// Sends the entry to the other replicas (stand-ins for those down), counts durable acks;
 /// Ok once W have it. Keeps going in the background after that, so every replica (or a
 /// stand-in's hint) gets the write.
+#[allow(clippy::too_many_arguments)]
 async fn replicate(
     lp: Rc<dyn LocalLoop>,
     cl: Rc<LoopCluster>,
@@ -615,6 +667,7 @@ async fn replicate(
     entry: Entry,
     w: usize,
     local_marks: Marks,
+    watch: Option<Rc<AckWatch>>,
 ) -> Result<(), String> {
     let (tx, rx) = oneshot::channel::<Result<(), String>>();
     let me = lp.node().node_id;
@@ -690,6 +743,10 @@ async fn replicate(
         report(&q, &mut tx);
         while let Some((from, hint_for, r)) = futs.next().await {
             let ok = r.is_ok();
+            // WAIT counts replicas that hold the write itself, not stand-ins' hints.
+            if let (true, None, Some(watch)) = (ok, hint_for, &watch) {
+                watch.add();
+            }
             q.answer(
                 from,
                 if ok {
@@ -751,7 +808,7 @@ pub async fn run_forwarded(
         args.first().map(|a| a.as_slice()),
         Some(b"VGET" | b"VPUT" | b"VDEL")
     );
-    match coordinate(lp, args, internal, reply_to, q, false) {
+    match coordinate(lp, args, internal, reply_to, q, false, None) {
         Coordinated::Ready(b) => b,
         Coordinated::Pending(f) | Coordinated::Inline(f) => f.await,
     }

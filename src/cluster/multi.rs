@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use futures::future::join_all;
 use ringkv_proto::ReplySink;
 
-use super::coordinator::{coordinate, encode, Coordinated, Quorum, ReplyTo};
+use super::coordinator::{coordinate, encode, AckWatch, Coordinated, Quorum, ReplyTo};
 use super::LocalLoop;
 use crate::cmd::Command;
 
@@ -67,6 +67,7 @@ pub fn split(
     command: &Command<'_>,
     reply_to: ReplyTo,
     q: Quorum,
+    watches: &mut Vec<Rc<AckWatch>>,
 ) -> Option<Coordinated> {
     let (subs, how): (Vec<Vec<Vec<u8>>>, Combine) = match command {
         Command::MGet(keys) => (
@@ -99,8 +100,11 @@ pub fn split(
     let mut inline = false;
     let mut futs = Vec::with_capacity(subs.len());
     // Each key is started now, in order (blind writes apply at once, as for single keys).
+    let write = command.is_write();
     for args in subs {
-        match coordinate(lp, args, false, None, q, true) {
+        let watch = write.then(|| Rc::new(AckWatch::default()));
+        watches.extend(watch.clone());
+        match coordinate(lp, args, false, None, q, true, watch) {
             Coordinated::Ready(b) => futs.push(Box::pin(async move { b }) as _),
             Coordinated::Pending(f) => futs.push(f),
             Coordinated::Inline(f) => {

@@ -87,6 +87,14 @@ pub fn parse<'a>(name: &'static str, a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         },
         "echo" => Command::Echo(a[0]),
         "quit" => Command::Quit,
+        "wait" => {
+            let n = int(a[0])?;
+            let timeout = int(a[1])?;
+            if timeout < 0 {
+                return Err(CmdError::msg("ERR timeout is negative"));
+            }
+            Command::Wait(n, timeout)
+        }
         // As Redis's getIntFromObjectOrReply: an integer, then within a C int.
         "select" => Command::Select(
             Some(int(a[0])?)
@@ -209,6 +217,9 @@ fn try_exec(
             s.close = true;
             out.simple("OK");
         }
+        // A single node has no replicas: nothing to wait for (a cluster node runs WAIT in the
+        // connection, net::connection).
+        Command::Wait(..) => out.int(0),
         Command::Select(0) => out.simple("OK"),
         Command::Select(_) => return Err(CmdError::msg("ERR DB index is out of range")),
         // `AUTH default <any>` without a configured password succeeds, as Redis's "nopass"

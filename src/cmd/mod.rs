@@ -58,6 +58,7 @@ macro_rules! connection_commands {
             | $crate::cmd::Command::Select(_)
             | $crate::cmd::Command::Client(_)
             | $crate::cmd::Command::Quit
+            | $crate::cmd::Command::Wait(..)
     };
 }
 macro_rules! server_commands {
@@ -237,6 +238,8 @@ pub enum Command<'a> {
     Select(i64),
     Client(connection::ClientCmd<'a>),
     Quit,
+    /// WAIT numreplicas timeout_ms.
+    Wait(i64, i64),
     // server
     Info(SmallVec<[&'a [u8]; 2]>),
     ConfigGet(SmallVec<[&'a [u8]; 2]>),
@@ -313,9 +316,9 @@ impl<'a> Command<'a> {
             },
             Rename(a, b, _) => Route::Rename(a, b),
             Keys(_) | Scan(_) | RandomKey | DbSize | Flush => Route::All,
-            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Info(_)
-            | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time | Shutdown
-            | BgSave | LastSave | SlowLog(_) | Cluster(_) => Route::None,
+            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Wait(..)
+            | Info(_) | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time
+            | Shutdown | BgSave | LastSave | SlowLog(_) | Cluster(_) => Route::None,
         }
     }
 
@@ -363,9 +366,9 @@ impl<'a> Command<'a> {
             | Scan(_)
             | RandomKey
             | DbSize => false,
-            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Info(_)
-            | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time | Shutdown
-            | BgSave | LastSave | SlowLog(_) | Cluster(_) => false,
+            Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Wait(..)
+            | Info(_) | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time
+            | Shutdown | BgSave | LastSave | SlowLog(_) | Cluster(_) => false,
         }
     }
 }
@@ -418,7 +421,7 @@ fn parse_spec<'a>(spec: &'static table::Spec, args: &[&'a [u8]]) -> CmdResult<Co
         | "pexpiretime" | "ttl" | "pttl" | "persist" | "dbsize" | "flushdb" | "flushall" => {
             keys::parse(spec.name, a)
         }
-        "ping" | "echo" | "hello" | "auth" | "select" | "client" | "quit" => {
+        "ping" | "echo" | "hello" | "auth" | "select" | "client" | "quit" | "wait" => {
             connection::parse(spec.name, a)
         }
         "slowlog" => slowlog::parse(a),
@@ -536,6 +539,7 @@ mod tests {
             vec![name, "default", "pw"],
             vec![name, "0"],
             vec![name, "nodes"],
+            vec![name, "1", "0"],
         ]
     }
 

@@ -53,6 +53,8 @@ pub(super) struct State {
     pub(super) need: usize,
     /// The (R, W) the binary request being handled asks for (frame header byte 15; 0 = none).
     pub(super) req_quorum: (u8, u8),
+    /// How many replicas hold each write of the connection's last write command (WAIT).
+    last_writes: Vec<Rc<crate::cluster::coordinator::AckWatch>>,
 }
 
 enum Handled {
@@ -119,6 +121,7 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
         commands: 0,
         need: 0,
         req_quorum: (0, 0),
+        last_writes: Vec::new(),
     };
     // Plaintext without TLS configured goes straight to `run`; each stream type gets its own
     // copy of `run`, so TLS costs a plaintext connection nothing per request.
@@ -561,7 +564,10 @@ fn cluster_route(
     internal: bool,
     reply_to: ReplyTo,
 ) -> Option<Handled> {
-    use crate::cluster::coordinator::{coordinate, Coordinated, Quorum};
+    use crate::cluster::coordinator::{coordinate, AckWatch, Coordinated, Quorum};
+    if let Command::Wait(n, timeout_ms) = *command {
+        return Some(wait(st, n, timeout_ms, reply_to));
+    }
     let ctx = st.ctx.clone();
     let cfg = &ctx.node.config;
     // This request's quorums (binary header), else the connection's (CLUSTER QUORUM), else
@@ -585,20 +591,26 @@ fn cluster_route(
     }
     let lp: Rc<dyn crate::cluster::LocalLoop> = ctx.clone();
     let write = command.is_write();
+    let mut watches = Vec::new();
     let coordinated = match command.route() {
         Route::None => return None,
         Route::Key(_) => {
             let owned: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
-            coordinate(&lp, owned, internal, reply_to, q, true)
+            let watch = write.then(|| Rc::new(AckWatch::default()));
+            watches.extend(watch.clone());
+            coordinate(&lp, owned, internal, reply_to, q, true, watch)
         }
         Route::Keys(_) | Route::Pairs(_) => {
-            match crate::cluster::multi::split(&lp, command, reply_to, q) {
+            match crate::cluster::multi::split(&lp, command, reply_to, q, &mut watches) {
                 Some(c) => c,
                 None => return Some(unsupported(st, args, reply_to)),
             }
         }
         Route::Rename(..) | Route::All => return Some(unsupported(st, args, reply_to)),
     };
+    if write {
+        st.last_writes = watches;
+    }
     match coordinated {
         Coordinated::Ready(b) => st.out.later(reply_to, write).complete(b),
         Coordinated::Pending(fut) => {
@@ -611,6 +623,28 @@ fn cluster_route(
         }
     }
     Some(Handled::Done)
+}
+
+/// WAIT numreplicas timeout on a cluster: the number of replicas that durably hold the
+/// connection's last write (the fewest, for a multi-key write), once at least `n` do or the
+/// timeout passes (0: --request-timeout-ms, so that the connection never waits unbounded).
+fn wait(st: &mut State, n: i64, timeout_ms: i64, reply_to: ReplyTo) -> Handled {
+    let watches = st.last_writes.clone();
+    let cap = st.ctx.node.config.request_timeout_ms;
+    let ms = if timeout_ms == 0 {
+        cap
+    } else {
+        (timeout_ms as u64).min(cap)
+    };
+    let fut = async move {
+        let want = usize::try_from(n).unwrap_or(0);
+        for w in &watches {
+            w.wait_for(want, Duration::from_millis(ms)).await;
+        }
+        let held = watches.iter().map(|w| w.count()).min().unwrap_or(0);
+        crate::cluster::coordinator::encode(reply_to, |s| s.int(held as i64))
+    };
+    Handled::Inline(Box::pin(fut), reply_to, false)
 }
 
 /// A command the cluster does not run yet: a clear error, nothing done.

@@ -519,6 +519,16 @@ pub static TABLE: &[Spec] = &[
     ),
     spec!("time", 1, F, 0, 0, 0, "TIME", "the server's clock"),
     spec!(
+        "wait",
+        3,
+        &[],
+        0,
+        0,
+        0,
+        "WAIT numreplicas timeout",
+        "wait until this connection's last write is durable on numreplicas replicas (cluster)"
+    ),
+    spec!(
         "cluster",
         -2,
         A,
