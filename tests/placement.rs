@@ -139,6 +139,19 @@ fn refused(dir: &Path, extra: &[&str]) -> String {
     }
 }
 
+/// The store's own constants (it can't import the configuration) agree with the flags'.
+#[test]
+fn the_store_and_the_flags_agree_on_partition_limits() {
+    assert_eq!(
+        ringkv::store::TEST_PARTITIONS,
+        ringkv::config::DEFAULT_PARTITIONS
+    );
+    assert_eq!(
+        ringkv::store::placement::MAX_PARTITIONS,
+        ringkv::config::MAX_PARTITIONS
+    );
+}
+
 #[test]
 fn a_new_directory_records_its_partitions_and_places_keys_by_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -271,4 +284,52 @@ fn run_with_secret_env(dir: &Path) -> String {
         ran.stderr
     );
     ran.stderr
+}
+
+/// Lookup cost in one shard's table for keys of one shard under partition placement (the top
+/// hash bits fixed) against keys of no particular shard: equal when the table's tag bits
+/// don't correlate with the placement (store::shard::table_hash). A measurement, not a check:
+/// `cargo test --release --test placement -- --ignored --nocapture lookups`.
+#[test]
+#[ignore]
+fn lookups_do_not_depend_on_the_shard() {
+    use ringkv::store::Shard;
+    use std::time::Instant;
+    const N: usize = 400_000;
+    let cases: [(&str, Option<(u32, usize)>); 4] = [
+        ("any key", None),
+        ("shard 0 of P=1024 S=16", Some((1024, 16))),
+        ("shard 0 of P=128 S=16", Some((128, 16))),
+        ("shard 0 of P=128 S=3", Some((128, 3))),
+    ];
+    for (name, of) in cases {
+        let in_shard =
+            |h: u64| of.is_none_or(|(p, s)| Placement::partitioned(p).unwrap().shard(h, s) == 0);
+        let mut keys = (0u64..)
+            .map(|i| format!("bench:{i}").into_bytes())
+            .filter(|k| in_shard(key_hash(k)));
+        let present: Vec<(u64, Vec<u8>)> =
+            keys.by_ref().take(N).map(|k| (key_hash(&k), k)).collect();
+        let absent: Vec<(u64, Vec<u8>)> = keys.take(N).map(|k| (key_hash(&k), k)).collect();
+        let mut shard = Shard::with_policy(VersionPolicy::default());
+        for (h, k) in &present {
+            shard.put(*h, Entry::with_one(k, 1, VersionRef::value(b"v", 1, None)));
+        }
+        let mut time = |set: &[(u64, Vec<u8>)], want: bool| {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                let mut hits = 0usize;
+                for (h, k) in set {
+                    hits += shard.get(*h, k, 2).is_some() as usize;
+                }
+                best = best.min(t.elapsed().as_nanos() as f64 / set.len() as f64);
+                assert_eq!(hits, if want { set.len() } else { 0 });
+            }
+            best
+        };
+        let hit = time(&present, true);
+        let miss = time(&absent, false);
+        println!("{name:24} hit {hit:6.1} ns  miss {miss:6.1} ns  ({N} keys)");
+    }
 }

@@ -613,6 +613,31 @@ impl Shard {
 mod tests {
     use super::*;
 
+    /// The table's tag comes from hash bits 33..39 (docs/storage.md, "Placement"): the keys of
+    /// one shard, whose top hash bits their partition partly fixes, still use every tag.
+    #[test]
+    fn keys_of_one_shard_use_every_tag() {
+        let h = 0xfedc_ba98_7654_3210u64;
+        assert_eq!(table_hash(h) >> 57, (h >> 33) & 0x7f);
+        assert_eq!(table_hash(h) & ((1 << 57) - 1), h & ((1 << 57) - 1));
+        let placement = crate::store::Placement::partitioned(128).unwrap();
+        let (mut top, mut tags) = ([false; 128], [false; 128]);
+        for i in 0..40_000 {
+            let h = key_hash(format!("k{i}").as_bytes());
+            if placement.shard(h, 16) == 0 {
+                top[(h >> 57) as usize] = true;
+                tags[(table_hash(h) >> 57) as usize] = true;
+            }
+        }
+        let used = |t: &[bool]| t.iter().filter(|u| **u).count();
+        assert_eq!(
+            used(&top),
+            8,
+            "the top 7 bits: only partitions 0, 16, ... of shard 0"
+        );
+        assert_eq!(used(&tags), 128);
+    }
+
     fn one(key: &[u8], v: VersionRef<'_>) -> Entry {
         let mut s = Versions::new();
         s.overwrite(1, v);
