@@ -22,6 +22,8 @@ pub const DEFAULT_REQUEST_READ_TIMEOUT_MS: u64 = 30_000;
 /// A request's deadline: Cassandra's read_request_timeout (5 s); a healthy fdatasync takes
 /// milliseconds, so a write still waiting after this points at a sick disk.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// A tombstone's grace in cluster mode: Cassandra's gc_grace_seconds default (10 days).
+pub const DEFAULT_CLUSTER_TOMBSTONE_GRACE_SECS: u64 = 10 * 24 * 3600;
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
 /// Pending requests per connection: one full read batch (the connection handles at most
 /// 1,024 requests per read), so a pipelined batch of writes under `--fsync always` is never
@@ -185,8 +187,8 @@ pub struct Cli {
     pub max_siblings: Option<usize>,
     /// Seconds a deleted key's tombstone (and an expired key) is kept before it is purged, so
     /// that replicas that missed the delete learn of it rather than resurrect the value
-    /// (Cassandra's gc_grace_seconds). [default: 0: a node without peers purges a tombstone as
-    /// soon as it is durable]
+    /// (Cassandra's gc_grace_seconds). [default: 0 for a single node, which purges a tombstone
+    /// as soon as it is durable; 864000 (10 days) in cluster mode]
     #[arg(long, alias = "tombstone-grace")]
     pub tombstone_grace_secs: Option<u64>,
     /// Testing only (feature `test-hooks`, absent from release builds): every command takes this many extra microseconds on its event loop (a
@@ -539,10 +541,16 @@ impl Config {
                 .max_siblings
                 .or(file.max_siblings)
                 .unwrap_or(DEFAULT_MAX_SIBLINGS),
+            // In a cluster a tombstone must outlive any replica's absence, or a replica that
+            // missed the delete brings the value back (Cassandra's gc_grace_seconds, 10 days).
             tombstone_grace_secs: cli
                 .tombstone_grace_secs
                 .or(file.tombstone_grace_secs)
-                .unwrap_or(0),
+                .unwrap_or(if cluster.secret.is_some() {
+                    DEFAULT_CLUSTER_TOMBSTONE_GRACE_SECS
+                } else {
+                    0
+                }),
             cluster,
             #[cfg(feature = "test-hooks")]
             test_delay_us: cli.test_delay_us,

@@ -293,3 +293,46 @@ fn wrong_secret_is_refused_and_clients_cannot_speak_peer() {
         "nothing was applied"
     );
 }
+
+/// A delete a replica missed is not undone when that replica returns: in cluster mode a
+/// tombstone outlives the replica's absence (the 10-day default grace), so a quorum read of
+/// the tombstone and the stale value answers nil, and read repair spreads the tombstone.
+#[test]
+fn a_delete_missed_by_a_replica_does_not_come_back() {
+    let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
+    c.wait_converged();
+    ok(c.conn(0).call_str(&["SET", "gone", "v"]), "first write");
+    wait_until(
+        "every replica to hold the first write",
+        Duration::from_secs(5),
+        || (0..3).all(|i| c.local(i, b"gone").is_some()),
+    );
+    c.kill(2);
+    c.wait_converged();
+    assert_eq!(c.conn(0).call_str(&["DEL", "gone"]), Reply::Int(1));
+    // Long enough for a tombstone to be purged if it had no grace (purges run every 100 ms).
+    let info = |i: usize| match c.conn(i).call_str(&["INFO", "stats"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        r => panic!("{r:?}"),
+    };
+    wait_until(
+        "the tombstone to be durable and counted",
+        Duration::from_secs(5),
+        || info(0).contains("tombstones:1"),
+    );
+    c.restart(2);
+    c.kill(1);
+    c.wait_converged();
+    assert_eq!(
+        c.local(2, b"gone"),
+        Some(b"v".to_vec()),
+        "node 2 still has the old value"
+    );
+    assert_eq!(c.conn(2).call_str(&["GET", "gone"]), Reply::Bulk(None));
+    assert_eq!(c.conn(0).call_str(&["EXISTS", "gone"]), Reply::Int(0));
+    wait_until(
+        "read repair to delete it on node 2",
+        Duration::from_secs(10),
+        || c.local(2, b"gone").is_none(),
+    );
+}
