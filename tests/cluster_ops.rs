@@ -428,3 +428,43 @@ fn wait_counts_replicas_holding_the_last_write() {
         r => panic!("{r:?}"),
     }
 }
+
+/// Replica writes take no hop between event loops: with two loops and two shards per node, a
+/// peer's REPLICATE (and a coordinated command) runs on the loop that received it, which
+/// locks the key's shard directly, so INFO's forwarded_requests (batches handed to another
+/// loop) stays 0 on every node while a standalone node with the same loops hands off about
+/// half its keys.
+#[test]
+fn replica_writes_take_no_cross_loop_hop() {
+    let c = Cluster::start(3, &["--threads", "2", "--shards", "2"]);
+    c.wait_converged();
+    let forwarded = |addr| match resp::Conn::connect(addr).call_str(&["INFO", "stats"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("forwarded_requests:")
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap(),
+        r => panic!("{r:?}"),
+    };
+    let mut a = c.conn(0);
+    for i in 0..200 {
+        assert_eq!(
+            a.call_str(&["SET", &format!("h{i}"), "v"]),
+            Reply::Simple("OK".into())
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(forwarded(c.node(i).addr), 0, "node {i}");
+    }
+    let standalone = Server::start(&["--threads", "2", "--shards", "2"]);
+    let mut s = resp::Conn::connect(standalone.addr);
+    for i in 0..200 {
+        s.call_str(&["SET", &format!("h{i}"), "v"]);
+    }
+    assert!(
+        forwarded(standalone.addr) > 0,
+        "the standalone path hands keys to their loop"
+    );
+}

@@ -627,10 +627,9 @@ fn send_replica(
     if !view.reachable(to) {
         return None;
     }
+    // A reachable node whose link on this loop is still being dialed gets a bounded wait in
+    // the call (Link::call), not a stand-in at once.
     let link = cl.link(lp, addr);
-    if !link.is_up() {
-        return None;
-    }
     if let Some(c) = lp.cluster() {
         if hint_for.is_some() {
             c.shared.membership.stats.hints_stored.fetch_add(1, Relaxed);

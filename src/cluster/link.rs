@@ -57,6 +57,8 @@ pub struct Link {
     wake: Notify,
     pending: RefCell<HashMap<u64, Pending>>,
     next_id: Cell<u64>,
+    /// Woken when the link comes up.
+    up_changed: Notify,
 }
 
 impl Link {
@@ -69,6 +71,7 @@ impl Link {
             wake: Notify::new(),
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
+            up_changed: Notify::new(),
         }
     }
 
@@ -78,7 +81,29 @@ impl Link {
 
     /// An accepted link is up from the start (it is never redialed).
     pub fn mark_up(&self) {
-        self.up.set(true);
+        self.set_up(true);
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.set(up);
+        if up {
+            self.up_changed.notify_waiters();
+        }
+    }
+
+    /// Waits (at most `timeout`) for the link to be up: a link being dialed (just created, or
+    /// reconnecting) is worth a short wait rather than failing a call at once.
+    async fn wait_up(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let changed = self.up_changed.notified();
+                if self.up.get() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
     /// Sends one request (encoded by `encode` with the id it is given) and waits for its reply
@@ -88,9 +113,11 @@ impl Link {
         timeout: Duration,
         encode: impl FnOnce(u64, &mut BytesMut),
     ) -> Result<Value, CallError> {
-        if !self.up.get() {
+        let started = tokio::time::Instant::now();
+        if !self.up.get() && !self.wait_up(timeout).await {
             return Err(CallError::Unreachable(self.addr.clone()));
         }
+        let timeout = timeout.saturating_sub(started.elapsed());
         if self.pending.borrow().len() >= MAX_INFLIGHT_CALLS
             || self.out.borrow().len() >= MAX_QUEUED_BYTES
         {
@@ -167,9 +194,9 @@ pub async fn dial_forever(lp: Rc<dyn LocalLoop>, link: Rc<Link>) {
                 info!(peer = %link.addr, loop_id = lp.loop_id(), "peer link up");
                 last_err.clear();
                 backoff = BACKOFF_MIN_MS;
-                link.up.set(true);
+                link.set_up(true);
                 let r = run(lp.clone(), link.clone(), stream, rest).await;
-                link.up.set(false);
+                link.set_up(false);
                 link.fail_pending();
                 debug!(peer = %link.addr, result = ?r, "peer link down");
             }

@@ -73,9 +73,11 @@ impl Cluster {
             self.ports[i].to_string(),
             "--cluster-secret".into(),
             SECRET.into(),
-            "--threads".into(),
-            "1".into(),
         ];
+        // One loop per node unless the test asks for more (several nodes share 2 cores).
+        if !self.extra.iter().any(|a| a == "--threads") {
+            a.extend(["--threads".into(), "1".into()]);
+        }
         if !peers.is_empty() {
             a.push("--peers".into());
             a.push(peers.join(","));
