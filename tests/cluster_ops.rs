@@ -179,10 +179,20 @@ fn info_and_metrics_describe_the_cluster() {
         assert!(text.contains(want), "{want} in\n{text}");
     }
     c.conn(0).call_str(&["SET", "k", "v"]);
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+    let metrics = || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+        body
+    };
+    // With W=1 the reply may come before the other replica answered the REPLICATE.
+    wait_until(
+        "the REPLICATE to the peer to be counted",
+        Duration::from_secs(5),
+        || metrics().contains("ringkv_cluster_peer_calls_total{peer="),
+    );
+    let body = metrics();
     for want in [
         "ringkv_cluster_peers{state=\"up\"} 2",
         "ringkv_cluster_peer_calls_total{peer=",

@@ -13,7 +13,6 @@
 //!   others hold into this replica, so they act on the key's latest state, then write as
 //!   above. A connection waits for such a command before running its next one.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -21,20 +20,19 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::future::LocalBoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use ringkv_proto::peer::{self, ForwardHead};
 use ringkv_proto::{key_hash, FrameWriter, Protocol, ReplySink, RespWriter, Value};
 use smallvec::SmallVec;
-use tokio::sync::oneshot;
 
 use super::link::CallError;
-use super::{serve, wait_durable, LocalLoop, LoopCluster};
+use super::read::{gather, read};
+use super::replicate::replicate;
+use super::{LocalLoop, LoopCluster};
 use crate::cmd::{self, strings::Cond, strings::SetReply, Command, Ctx, Route};
 use crate::durability::Marks;
 use crate::ring::membership::View;
-use crate::ring::quorum::{Progress, ReadAnswer, ReadQuorum, WriteAnswer, WriteQuorum};
 use crate::ring::NodeId;
-use crate::store::{sync_entries, Conflicts, Entry, Placement, Store, VersionPolicy};
+use crate::store::{Conflicts, Entry, Store};
 use crate::util::now_ms;
 
 /// How a reply is encoded: RESP, or a binary frame answering (request id, opcode).
@@ -60,7 +58,7 @@ impl AckWatch {
         self.count.get()
     }
 
-    fn add(&self) {
+    pub(super) fn add(&self) {
         self.count.set(self.count.get() + 1);
         self.changed.notify_waiters();
     }
@@ -87,12 +85,27 @@ impl AckWatch {
     }
 }
 
+/// A reply, encoded for the client, and the WAL positions of this node it must wait for
+/// (what it wrote or showed): the connection holds it until they are durable, as it holds any
+/// reply (so a coordinator never waits for its own fsync in a task of its own).
+pub type Reply = (BytesMut, Marks);
+
 /// A coordinated command's reply: ready now, later, or later and the connection must wait for
 /// it before running its next command.
 pub enum Coordinated {
-    Ready(BytesMut),
-    Pending(LocalBoxFuture<'static, BytesMut>),
-    Inline(LocalBoxFuture<'static, BytesMut>),
+    Ready(Reply),
+    Pending(LocalBoxFuture<'static, Reply>),
+    Inline(LocalBoxFuture<'static, Reply>),
+}
+
+impl Coordinated {
+    /// The reply, whichever way it comes.
+    pub async fn reply(self) -> Reply {
+        match self {
+            Coordinated::Ready(r) => r,
+            Coordinated::Pending(f) | Coordinated::Inline(f) => f.await,
+        }
+    }
 }
 
 /// Encodes one reply in the client's protocol.
@@ -109,8 +122,8 @@ pub fn encode(reply_to: ReplyTo, f: impl FnOnce(&mut dyn ReplySink)) -> BytesMut
     out
 }
 
-fn error(reply_to: ReplyTo, msg: &str) -> BytesMut {
-    encode(reply_to, |s| s.error(msg))
+pub(super) fn error(reply_to: ReplyTo, msg: &str) -> Reply {
+    (encode(reply_to, |s| s.error(msg)), Marks::new())
 }
 
 enum Kind {
@@ -132,17 +145,17 @@ fn kind(c: &Command<'_>) -> Kind {
 }
 
 /// What a keyed command needs, owned (it outlives the request buffer).
-struct Req {
-    args: Vec<Vec<u8>>,
-    internal: bool,
-    reply_to: ReplyTo,
-    q: Quorum,
+pub(super) struct Req {
+    pub(super) args: Vec<Vec<u8>>,
+    pub(super) internal: bool,
+    pub(super) reply_to: ReplyTo,
+    pub(super) q: Quorum,
     /// Counts the replicas that hold this write (for WAIT).
-    watch: Option<Rc<AckWatch>>,
+    pub(super) watch: Option<Rc<AckWatch>>,
 }
 
 impl Req {
-    fn argv(&self) -> SmallVec<[&[u8]; 6]> {
+    pub(super) fn argv(&self) -> SmallVec<[&[u8]; 6]> {
         self.args.iter().map(|a| a.as_slice()).collect()
     }
 }
@@ -158,7 +171,7 @@ fn ctx_of(lp: &dyn LocalLoop) -> Ctx {
 }
 
 /// Runs the command on `store`; its reply and the WAL positions it depends on.
-fn run_on(lp: &dyn LocalLoop, store: &Store, req: &Req) -> (BytesMut, Marks) {
+pub(super) fn run_on(lp: &dyn LocalLoop, store: &Store, req: &Req) -> Reply {
     let argv = req.argv();
     let c = ctx_of(lp);
     let mut marks = Marks::new();
@@ -173,7 +186,7 @@ fn run_on(lp: &dyn LocalLoop, store: &Store, req: &Req) -> (BytesMut, Marks) {
 
 /// The local shard's copy of `key`, the WAL position it shows, and the shard's dot counter
 /// floor (it rises with every version the shard mints, WAL or not: how a write is noticed).
-fn local_copy(lp: &dyn LocalLoop, key: &[u8]) -> (Option<Entry>, Marks, u64) {
+pub(super) fn local_copy(lp: &dyn LocalLoop, key: &[u8]) -> (Option<Entry>, Marks, u64) {
     let store = &lp.node().store;
     let hash = key_hash(key);
     let shard = store.shard_of(hash);
@@ -187,8 +200,11 @@ fn local_copy(lp: &dyn LocalLoop, key: &[u8]) -> (Option<Entry>, Marks, u64) {
     (e, marks, s.dot_floor())
 }
 
-fn conflicts(lp: &dyn LocalLoop) -> Conflicts {
-    lp.node().store.lock(0).policy.conflicts
+pub(super) fn conflicts(lp: &dyn LocalLoop) -> Conflicts {
+    match lp.node().config.conflicts {
+        crate::config::ConflictMode::Siblings => Conflicts::Siblings,
+        crate::config::ConflictMode::Lww => Conflicts::Lww,
+    }
 }
 
 /// Coordinates one keyed command (see the module doc).
@@ -267,10 +283,7 @@ pub fn coordinate(
                 if let Err(e) = gather(&lp, &cl, &view, &prefs, &key, req.q.r).await {
                     return error(reply_to, &e);
                 }
-                match write_now(&lp, cl, view, p, req, &key) {
-                    Coordinated::Ready(b) => b,
-                    Coordinated::Pending(f) | Coordinated::Inline(f) => f.await,
-                }
+                write_now(&lp, cl, view, p, req, &key).reply().await
             }))
         }
     }
@@ -296,15 +309,12 @@ fn write_now(
     // between only makes this replicate the key once more, which is harmless).
     match entry.filter(|_| after > before) {
         // Nothing written (a failed command): the reply waits only for what it showed.
-        None => Coordinated::Pending(Box::pin(async move {
-            match wait_durable(&*lp, &marks).await {
-                Ok(()) => out,
-                Err(e) => error(reply_to, &format!("ERR the disk failed: {e}")),
-            }
-        })),
+        None => Coordinated::Ready((out, marks)),
+        // This replica counts toward W: its ack is the durability of `marks`, which the
+        // connection waits for before the reply goes out.
         Some(entry) => Coordinated::Pending(Box::pin(async move {
-            match replicate(lp, cl, view, p, entry, w, marks, watch).await {
-                Ok(()) => out,
+            match replicate(lp, cl, view, p, entry, w, watch).await {
+                Ok(()) => (out, marks),
                 Err(msg) => error(reply_to, &msg),
             }
         })),
@@ -318,7 +328,7 @@ async fn forward(
     view: Arc<View>,
     prefs: SmallVec<[NodeId; 4]>,
     req: Req,
-) -> BytesMut {
+) -> Reply {
     let (proto, id, op) = match req.reply_to {
         None => (Protocol::Resp, 0, 0),
         Some((id, op)) => (Protocol::Binary, id, op),
@@ -349,7 +359,7 @@ async fn forward(
                 if let Some(watch) = &req.watch {
                     watch.at_least(req.q.w);
                 }
-                return BytesMut::from(&b[..]);
+                return (BytesMut::from(&b[..]), Marks::new());
             }
             Ok(v) => last = format!("unexpected FORWARD reply {v:?}"),
             Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {
@@ -371,86 +381,8 @@ async fn forward(
     )
 }
 
-type Fetched = (NodeId, Result<Option<Entry>, CallError>);
-
-/// FETCH from every other reachable replica.
-fn fetch_all(
-    lp: &Rc<dyn LocalLoop>,
-    cl: &Rc<LoopCluster>,
-    view: &View,
-    prefs: &[NodeId],
-    key: &[u8],
-) -> FuturesUnordered<LocalBoxFuture<'static, Fetched>> {
-    let me = lp.node().node_id;
-    let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
-    let futs = FuturesUnordered::new();
-    for &t in prefs.iter().filter(|&&t| t != me) {
-        let Some(addr) = view.addr(t) else { continue };
-        if !view.reachable(t) {
-            continue;
-        }
-        let link = cl.link(lp, addr);
-        let key = key.to_vec();
-        let lp = lp.clone();
-        futs.push(Box::pin(async move {
-            let t0 = tokio::time::Instant::now();
-            let r = link
-                .call(timeout, |id, out| peer::encode_fetch(id, &key, out))
-                .await;
-            super::link::count_call(&*lp, &link, t0, r.is_ok());
-            let r = match r {
-                Ok(Value::Nil) => Ok(None),
-                Ok(Value::Bulk(b)) => Entry::from_bytes(&b).map(Some).ok_or(CallError::Protocol {
-                    peer: link.addr.clone(),
-                    msg: "malformed entry".into(),
-                }),
-                Ok(v) => Err(CallError::Protocol {
-                    peer: link.addr.clone(),
-                    msg: format!("unexpected FETCH reply {v:?}"),
-                }),
-                Err(e) => Err(e),
-            };
-            (t, r)
-        }) as LocalBoxFuture<'static, Fetched>);
-    }
-    futs
-}
-
-fn read_answer(r: &Result<Option<Entry>, CallError>) -> ReadAnswer {
-    match r {
-        Ok(Some(_)) => ReadAnswer::Found,
-        Ok(None) => ReadAnswer::Missing,
-        Err(_) => ReadAnswer::Failed,
-    }
-}
-
-/// What the replicas answered to a read.
-struct Answers {
-    quorum: ReadQuorum,
-    need: usize,
-    /// Each answering replica's copy (None: it has nothing).
-    copies: Vec<(NodeId, Option<Entry>)>,
-    merged: Option<Entry>,
-    lww: Conflicts,
-}
-
-impl Answers {
-    fn add(&mut self, from: NodeId, r: Result<Option<Entry>, CallError>) -> Progress {
-        let p = self.quorum.answer(from, read_answer(&r));
-        if let Ok(copy) = r {
-            if let Some(e) = &copy {
-                self.merged = match self.merged.take() {
-                    None => Some(e.clone()),
-                    Some(m) => Some(sync_entries(&m, e, self.lww).unwrap_or(m)),
-                };
-            }
-            self.copies.push((from, copy));
-        }
-        p
-    }
-}
-
-fn quorum_error(lp: &dyn LocalLoop, what: &str, got: usize, need: usize) -> String {
+/// The NOQUORUM error, counted in the cluster statistics.
+pub(super) fn quorum_error(lp: &dyn LocalLoop, what: &str, got: usize, need: usize) -> String {
     if let Some(c) = lp.cluster() {
         let s = &c.shared.membership.stats;
         match what {
@@ -470,322 +402,8 @@ fn quorum_error(lp: &dyn LocalLoop, what: &str, got: usize, need: usize) -> Stri
     }
 }
 
-/// Collects answers until the quorum is reached or can't be, or the deadline passes.
-async fn until_quorum(
-    lp: &dyn LocalLoop,
-    answers: &mut Answers,
-    futs: &mut FuturesUnordered<LocalBoxFuture<'static, Fetched>>,
-) -> Result<(), String> {
-    let deadline = Duration::from_millis(lp.node().config.request_timeout_ms);
-    let need = answers.need;
-    let wait = async {
-        loop {
-            match answers.quorum.progress() {
-                Progress::Reached => return Ok(()),
-                Progress::Impossible => return Err(()),
-                Progress::Pending => {}
-            }
-            match futs.next().await {
-                Some((from, r)) => {
-                    answers.add(from, r);
-                }
-                None => return Err(()),
-            }
-        }
-    };
-    match tokio::time::timeout(deadline, wait).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(())) | Err(_) => Err(quorum_error(lp, "read", answers.quorum.answers(), need)),
-    }
-}
-
-/// Reads at R before a read-modify-write: what the others hold is merged into this replica.
-async fn gather(
-    lp: &Rc<dyn LocalLoop>,
-    cl: &Rc<LoopCluster>,
-    view: &View,
-    prefs: &[NodeId],
-    key: &[u8],
-    r: usize,
-) -> Result<(), String> {
-    let me = lp.node().node_id;
-    let (local, marks, _) = local_copy(&**lp, key);
-    let mut answers = Answers {
-        quorum: ReadQuorum::new(r, prefs),
-        need: r,
-        copies: Vec::new(),
-        merged: None,
-        lww: conflicts(&**lp),
-    };
-    answers.add(me, Ok(local));
-    let mut futs = fetch_all(lp, cl, view, prefs, key);
-    until_quorum(&**lp, &mut answers, &mut futs).await?;
-    if let Some(m) = &answers.merged {
-        serve::apply(&**lp, m);
-    }
-    wait_durable(&**lp, &marks)
-        .await
-        .map_err(|e| format!("ERR the disk failed: {e}"))?;
-    spawn_repair(lp.clone(), cl.clone(), answers, futs);
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn read(
-    lp: Rc<dyn LocalLoop>,
-    cl: Rc<LoopCluster>,
-    view: Arc<View>,
-    key: Vec<u8>,
-    prefs: SmallVec<[NodeId; 4]>,
-    req: Req,
-    local: Option<Entry>,
-    marks: Marks,
-) -> BytesMut {
-    let me = lp.node().node_id;
-    let mut answers = Answers {
-        quorum: ReadQuorum::new(req.q.r, &prefs),
-        need: req.q.r,
-        copies: Vec::new(),
-        merged: None,
-        lww: conflicts(&*lp),
-    };
-    answers.add(me, Ok(local));
-    let mut futs = fetch_all(&lp, &cl, &view, &prefs, &key);
-    if let Err(e) = until_quorum(&*lp, &mut answers, &mut futs).await {
-        return error(req.reply_to, &e);
-    }
-    // The reply is computed from the merged copy alone, in a one-key scratch store.
-    let scratch = Store::with_policy(1, Placement::Legacy, VersionPolicy::default());
-    if let Some(m) = &answers.merged {
-        scratch.lock(0).put(key_hash(&key), m.clone());
-    }
-    let (out, _) = run_on(&*lp, &scratch, &req);
-    if let Err(e) = wait_durable(&*lp, &marks).await {
-        return error(req.reply_to, &format!("ERR the disk failed: {e}"));
-    }
-    spawn_repair(lp, cl, answers, futs);
-    out
-}
-
-/// In the background: waits for the remaining answers, then sends the merged copy to every
-/// replica that answered with less (or nothing), this one included.
-fn spawn_repair(
-    lp: Rc<dyn LocalLoop>,
-    cl: Rc<LoopCluster>,
-    mut answers: Answers,
-    mut futs: FuturesUnordered<LocalBoxFuture<'static, Fetched>>,
-) {
-    tokio::task::spawn_local(async move {
-        while let Some((from, r)) = futs.next().await {
-            answers.add(from, r);
-        }
-        let Some(merged) = answers.merged else { return };
-        let me = lp.node().node_id;
-        let view = cl.view();
-        let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
-        for (node, copy) in answers.copies {
-            if copy.as_ref() == Some(&merged) {
-                continue;
-            }
-            cl.shared
-                .membership
-                .stats
-                .read_repairs
-                .fetch_add(1, Relaxed);
-            if node == me {
-                serve::apply(&*lp, &merged);
-                continue;
-            }
-            let Some(addr) = view.addr(node) else {
-                continue;
-            };
-            let link = cl.link(&lp, addr);
-            let bytes = merged.as_bytes().to_vec();
-            tokio::task::spawn_local(async move {
-                let _ = link
-                    .call(timeout, |id, out| {
-                        peer::encode_replicate(id, 0, &bytes, out)
-                    })
-                    .await;
-            });
-        }
-    });
-}
-
-type Acked = (NodeId, Option<NodeId>, Result<(), String>);
-
-/// REPLICATE to one node (`hint_for`: the owner it stands in for).
-fn send_replica(
-    lp: &Rc<dyn LocalLoop>,
-    cl: &Rc<LoopCluster>,
-    view: &View,
-    to: NodeId,
-    hint_for: Option<NodeId>,
-    entry: Rc<Entry>,
-) -> Option<LocalBoxFuture<'static, Acked>> {
-    let addr = view.addr(to)?;
-    if !view.reachable(to) {
-        return None;
-    }
-    // A reachable node whose link on this loop is still being dialed gets a bounded wait in
-    // the call (Link::call), not a stand-in at once.
-    let link = cl.link(lp, addr);
-    if let Some(c) = lp.cluster() {
-        if hint_for.is_some() {
-            c.shared.membership.stats.hints_stored.fetch_add(1, Relaxed);
-        }
-    }
-    let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
-    let lp = lp.clone();
-    Some(Box::pin(async move {
-        let t0 = tokio::time::Instant::now();
-        let r = link
-            .call(timeout, |id, out| {
-                peer::encode_replicate(id, hint_for.unwrap_or(0), entry.as_bytes(), out)
-            })
-            .await;
-        super::link::count_call(&*lp, &link, t0, r.is_ok());
-        let r = match r {
-            Ok(Value::Simple(_)) => Ok(()),
-            Ok(v) => Err(format!("unexpected REPLICATE reply {v:?}")),
-            Err(e) => Err(e.to_string()),
-        };
-        (to, hint_for, r)
-    }))
-}
-
-/// Sends the entry to the other replicas (stand-ins for those down), counts durable acks;
-/// Ok once W have it. Keeps going in the background after that, so every replica (or a
-/// stand-in's hint) gets the write.
-#[allow(clippy::too_many_arguments)]
-async fn replicate(
-    lp: Rc<dyn LocalLoop>,
-    cl: Rc<LoopCluster>,
-    view: Arc<View>,
-    p: u32,
-    entry: Entry,
-    w: usize,
-    local_marks: Marks,
-    watch: Option<Rc<AckWatch>>,
-) -> Result<(), String> {
-    let (tx, rx) = oneshot::channel::<Result<(), String>>();
-    let me = lp.node().node_id;
-    let prefs: Vec<NodeId> = view.ring.preference(p).to_vec();
-    let hinted = lp.node().config.cluster.hinted_handoff;
-    let timeout_ms = lp.node().config.request_timeout_ms;
-    let entry = Rc::new(entry);
-    tokio::task::spawn_local(async move {
-        let mut q = WriteQuorum::new(w, &prefs);
-        let mut futs: FuturesUnordered<LocalBoxFuture<'static, Acked>> = FuturesUnordered::new();
-        {
-            let lp = lp.clone();
-            futs.push(Box::pin(async move {
-                let r = wait_durable(&*lp, &local_marks)
-                    .await
-                    .map_err(|e| e.to_string());
-                (me, None, r)
-            }));
-        }
-        let used = RefCell::new(prefs.clone());
-        // A stand-in for `owner`: the next reachable node past the preference list.
-        let stand_in = |owner: NodeId, q: &mut WriteQuorum| {
-            if !hinted {
-                return None;
-            }
-            let pick = view
-                .ring
-                .fallbacks(p)
-                .find(|f| !used.borrow().contains(f) && view.reachable(*f))?;
-            used.borrow_mut().push(pick);
-            q.add_target(pick);
-            send_replica(&lp, &cl, &view, pick, Some(owner), entry.clone())
-        };
-        // No stand-in past the preference list (a cluster of N nodes, or all down): this
-        // node keeps the hint itself, as Cassandra's coordinators do. It catches the owner
-        // up but never counts toward W: this node already counts once, as a replica.
-        let keep_hint = |owner: NodeId| {
-            if !hinted {
-                return;
-            }
-            let (cl, entry) = (cl.clone(), Entry::clone(&entry));
-            tokio::task::spawn_local(async move {
-                cl.shared
-                    .membership
-                    .stats
-                    .hints_stored
-                    .fetch_add(1, Relaxed);
-                if let Err(e) = cl.shared.hints.store(owner, entry).await {
-                    tracing::warn!(error = %e, "can't store a hint for a replica that is down");
-                }
-            });
-        };
-        for &t in prefs.iter().filter(|&&t| t != me) {
-            match send_replica(&lp, &cl, &view, t, None, entry.clone()) {
-                Some(f) => futs.push(f),
-                None => match stand_in(t, &mut q) {
-                    Some(f) => futs.push(f),
-                    None => keep_hint(t),
-                },
-            }
-        }
-        let mut tx = Some(tx);
-        let report = |q: &WriteQuorum, tx: &mut Option<oneshot::Sender<_>>| {
-            let out = match q.progress() {
-                Progress::Reached => Ok(()),
-                Progress::Impossible => Err(quorum_error(&*lp, "write", q.acks(), w)),
-                Progress::Pending => return,
-            };
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(out);
-            }
-        };
-        report(&q, &mut tx);
-        while let Some((from, hint_for, r)) = futs.next().await {
-            let ok = r.is_ok();
-            // WAIT counts replicas that hold the write itself, not stand-ins' hints.
-            if let (true, None, Some(watch)) = (ok, hint_for, &watch) {
-                watch.add();
-            }
-            q.answer(
-                from,
-                if ok {
-                    WriteAnswer::Applied
-                } else {
-                    WriteAnswer::Failed
-                },
-            );
-            // A replica that failed (not a stand-in) gets a stand-in now.
-            if !ok && from != me {
-                // The owner: `from` itself, or the one a failed stand-in stood in for.
-                let owner = hint_for.unwrap_or(from);
-                match stand_in(owner, &mut q) {
-                    Some(f) => futs.push(f),
-                    None => keep_hint(owner),
-                }
-            }
-            report(&q, &mut tx);
-        }
-        if let Some(tx) = tx.take() {
-            let _ = tx.send(Err(quorum_error(&*lp, "write", q.acks(), w)));
-        }
-    });
-    let deadline = Duration::from_millis(timeout_ms);
-    match tokio::time::timeout(deadline, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err("NOQUORUM the write's replication ended without an answer".into()),
-        Err(_) => Err(format!(
-            "NOQUORUM fewer than {w} replicas acknowledged the write within the deadline; it may \
-             have been applied on some replicas"
-        )),
-    }
-}
-
 /// Runs a command a peer forwarded (this node is, for the peer, a replica of its key).
-pub async fn run_forwarded(
-    lp: &Rc<dyn LocalLoop>,
-    head: ForwardHead,
-    args: Vec<Vec<u8>>,
-) -> BytesMut {
+pub async fn run_forwarded(lp: &Rc<dyn LocalLoop>, head: ForwardHead, args: Vec<Vec<u8>>) -> Reply {
     let reply_to = match head.proto {
         Protocol::Resp => None,
         Protocol::Binary => Some((head.client_request_id, head.client_opcode)),
@@ -807,8 +425,7 @@ pub async fn run_forwarded(
         args.first().map(|a| a.as_slice()),
         Some(b"VGET" | b"VPUT" | b"VDEL")
     );
-    match coordinate(lp, args, internal, reply_to, q, false, None) {
-        Coordinated::Ready(b) => b,
-        Coordinated::Pending(f) | Coordinated::Inline(f) => f.await,
-    }
+    coordinate(lp, args, internal, reply_to, q, false, None)
+        .reply()
+        .await
 }

@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
 
 use super::{handshake, serve, LocalLoop};
+use crate::durability::Marks;
 use crate::ring::NodeId;
 
 /// Calls in flight on one link; past it a call fails at once with [`CallError::Busy`].
@@ -59,6 +60,17 @@ pub struct Link {
     next_id: Cell<u64>,
     /// Woken when the link comes up.
     up_changed: Notify,
+    /// Replies to the peer that show or acknowledge writes of this node not yet durable; the
+    /// link's task releases them as the WAL catches up (one wait for all, not a task each).
+    held: RefCell<Vec<Held>>,
+}
+
+/// A reply frame waiting for WAL positions.
+struct Held {
+    marks: Marks,
+    id: u64,
+    op: u8,
+    frame: BytesMut,
 }
 
 impl Link {
@@ -72,6 +84,7 @@ impl Link {
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             up_changed: Notify::new(),
+            held: RefCell::new(Vec::new()),
         }
     }
 
@@ -145,7 +158,53 @@ impl Link {
         self.wake.notify_one();
     }
 
+    /// Queues a reply frame (to request `id`, opcode `op`) to go out once `marks` are durable;
+    /// if the disk fails them, an error goes out instead.
+    pub fn reply_when_durable(
+        &self,
+        lp: &dyn LocalLoop,
+        marks: Marks,
+        id: u64,
+        op: u8,
+        frame: BytesMut,
+    ) {
+        match lp.durable_now(&marks) {
+            Some(Ok(())) => self.send_reply(|out| out.extend_from_slice(&frame)),
+            Some(Err(e)) => self.send_reply(|out| disk_failed(out, id, op, &e)),
+            None => {
+                lp.wake_writers(&marks);
+                self.held.borrow_mut().push(Held {
+                    marks,
+                    id,
+                    op,
+                    frame,
+                });
+            }
+        }
+    }
+
+    /// Sends the held replies whose WAL positions are durable now.
+    fn release_held(&self, lp: &dyn LocalLoop) {
+        let mut held = self.held.borrow_mut();
+        if held.is_empty() {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        held.retain(|h| match lp.durable_now(&h.marks) {
+            Some(Ok(())) => {
+                out.extend_from_slice(&h.frame);
+                false
+            }
+            Some(Err(e)) => {
+                disk_failed(&mut out, h.id, h.op, &e);
+                false
+            }
+            None => true,
+        });
+    }
+
     fn fail_pending(&self) {
+        self.held.borrow_mut().clear();
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         for (_, tx) in pending {
             let _ = tx.send(Err(CallError::Disconnected(self.addr.clone())));
@@ -233,6 +292,10 @@ pub async fn run(
     let (mut rd, mut wr) = stream.split();
     let mut wbuf = BytesMut::new();
     loop {
+        // Before looking at the durable state, so that no change after the look is missed.
+        let changed = lp.durable_changed();
+        tokio::pin!(changed);
+        link.release_held(&*lp);
         // Complete frames first: they may queue replies.
         loop {
             match decode_frame(&rbuf, max_frame) {
@@ -267,9 +330,20 @@ pub async fn run(
                 }
             }
             _ = wake => {}
+            _ = &mut changed, if !link.held.borrow().is_empty() => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
     }
+}
+
+/// An error reply frame: the disk failed the write a reply depended on.
+fn disk_failed(out: &mut BytesMut, id: u64, op: u8, e: &str) {
+    let mut w = ringkv_proto::FrameWriter::new(out, id, op);
+    ringkv_proto::ReplySink::error(
+        &mut w,
+        &format!("ERR the replica's disk failed the write: {e}"),
+    );
+    w.finish();
 }
 
 /// Counts one finished call to `link`'s peer in the cluster statistics.

@@ -16,6 +16,8 @@ pub mod handshake;
 pub mod hints;
 pub mod link;
 pub mod multi;
+mod read;
+mod replicate;
 pub mod serve;
 
 use std::cell::RefCell;
@@ -23,7 +25,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::durability::Marks;
 use crate::node::Node;
 use crate::ring::membership::{Membership, View};
 
@@ -40,21 +41,6 @@ pub trait LocalLoop {
     fn durable_changed(&self) -> tokio::sync::futures::Notified<'_>;
     /// The cluster state of this loop.
     fn cluster(&self) -> Option<&Rc<LoopCluster>>;
-}
-
-/// Waits until `marks` are durable (or the disk failed them).
-pub async fn wait_durable(lp: &dyn LocalLoop, marks: &Marks) -> Result<(), Arc<str>> {
-    if marks.is_empty() {
-        return Ok(());
-    }
-    lp.wake_writers(marks);
-    loop {
-        let changed = lp.durable_changed();
-        if let Some(r) = lp.durable_now(marks) {
-            return r;
-        }
-        changed.await;
-    }
 }
 
 /// What every loop of a node shares about its cluster.

@@ -13,6 +13,7 @@ use ringkv_proto::ReplySink;
 use super::coordinator::{coordinate, encode, AckWatch, Coordinated, Quorum, ReplyTo};
 use super::LocalLoop;
 use crate::cmd::Command;
+use crate::durability::Marks;
 
 /// How the per-key replies combine.
 enum Combine {
@@ -105,7 +106,7 @@ pub fn split(
         let watch = write.then(|| Rc::new(AckWatch::default()));
         watches.extend(watch.clone());
         match coordinate(lp, args, false, None, q, true, watch) {
-            Coordinated::Ready(b) => futs.push(Box::pin(async move { b }) as _),
+            Coordinated::Ready(r) => futs.push(Box::pin(async move { r }) as _),
             Coordinated::Pending(f) => futs.push(f),
             Coordinated::Inline(f) => {
                 inline = true;
@@ -114,8 +115,15 @@ pub fn split(
         }
     }
     let fut = Box::pin(async move {
-        let parts: Vec<Part> = join_all(futs).await.iter().map(|b| part(b)).collect();
-        combine(parts, how, reply_to)
+        let replies = join_all(futs).await;
+        let mut marks = Marks::new();
+        for (_, m) in &replies {
+            for &(shard, seq) in m {
+                crate::store::add_mark(&mut marks, shard, seq);
+            }
+        }
+        let parts: Vec<Part> = replies.iter().map(|(b, _)| part(b)).collect();
+        (combine(parts, how, reply_to), marks)
     });
     Some(if inline {
         Coordinated::Inline(fut)

@@ -10,7 +10,7 @@ use ringkv_proto::peer::{GossipBody, PeerRequest};
 use ringkv_proto::{FrameWriter, ReplySink};
 
 use super::link::Link;
-use super::{gossip, wait_durable, LocalLoop};
+use super::{gossip, LocalLoop};
 use crate::durability::Marks;
 use crate::store::Entry;
 use crate::util::now_ms;
@@ -116,8 +116,8 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
                 .forwarded
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::task::spawn_local(async move {
-                let out = super::coordinator::run_forwarded(&lp, head, args).await;
-                reply(&link, id, op, |s| s.bulk(&out));
+                let (out, marks) = super::coordinator::run_forwarded(&lp, head, args).await;
+                answer_when_durable(&lp, &link, id, op, marks, |s| s.bulk(&out));
             });
         }
     }
@@ -143,18 +143,11 @@ fn answer_when_durable(
     id: u64,
     op: u8,
     marks: Marks,
-    f: impl FnOnce(&mut dyn ReplySink) + 'static,
+    f: impl FnOnce(&mut dyn ReplySink),
 ) {
-    if marks.is_empty() || lp.durable_now(&marks) == Some(Ok(())) {
-        return reply(link, id, op, f);
-    }
-    let (lp, link) = (lp.clone(), link.clone());
-    tokio::task::spawn_local(async move {
-        match wait_durable(&*lp, &marks).await {
-            Ok(()) => reply(&link, id, op, f),
-            Err(e) => reply(&link, id, op, |s| {
-                s.error(&format!("ERR the replica's disk failed the write: {e}"))
-            }),
-        }
-    });
+    let mut frame = BytesMut::new();
+    let mut w = FrameWriter::new(&mut frame, id, op);
+    f(&mut w);
+    w.finish();
+    link.reply_when_durable(&**lp, marks, id, op, frame);
 }

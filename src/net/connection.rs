@@ -68,7 +68,7 @@ enum Handled {
     /// A cluster command the connection must see finish before its next one (a
     /// read-modify-write: it reads the replicas first).
     Inline(
-        futures::future::LocalBoxFuture<'static, BytesMut>,
+        futures::future::LocalBoxFuture<'static, crate::cluster::coordinator::Reply>,
         ReplyTo,
         bool,
     ),
@@ -642,7 +642,8 @@ fn wait(st: &mut State, n: i64, timeout_ms: i64, reply_to: ReplyTo) -> Handled {
             w.wait_for(want, Duration::from_millis(ms)).await;
         }
         let held = watches.iter().map(|w| w.count()).min().unwrap_or(0);
-        crate::cluster::coordinator::encode(reply_to, |s| s.int(held as i64))
+        let out = crate::cluster::coordinator::encode(reply_to, |s| s.int(held as i64));
+        (out, crate::durability::Marks::new())
     };
     Handled::Inline(Box::pin(fut), reply_to, false)
 }

@@ -77,15 +77,16 @@ pub struct Later {
 }
 
 impl Later {
-    /// The slot's reply, already encoded for the connection's protocol.
-    pub fn complete(self, out: BytesMut) {
+    /// The slot's reply, already encoded for the connection's protocol, and the WAL positions
+    /// it must wait for.
+    pub fn complete(self, (out, marks): (BytesMut, Marks)) {
         let end = out.len() as u32;
         let _ = self.tx.send(RemoteReply {
             out,
             done: vec![super::forward::Done {
                 slot: self.seq,
                 end,
-                marks: Marks::new(),
+                marks,
             }],
             overflow: false,
         });
