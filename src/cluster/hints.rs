@@ -4,9 +4,13 @@
 //! owner's would have been. When the owner is reachable again the log is replayed to it, and
 //! deleted only after the owner acknowledged every hint in it.
 //!
-//! Record: `u32` BE length of the rest, `u32` BE CRC-32C... (crc32fast: CRC-32/ISO-HDLC) of
-//! the rest, `u64` BE time stored (ms), then the entry bytes. A torn tail (a crash while
-//! appending, never acknowledged) ends the log.
+//! Record: `u32` BE length of the rest, `u32` BE CRC-32 (crc32fast, ISO-HDLC) of the rest,
+//! `u64` BE time stored (ms), then the entry bytes. A torn tail (a crash while appending, never
+//! acknowledged) is cut at start.
+//!
+//! Appends go through one writer thread that takes every hint queued meanwhile, appends each
+//! owner's to its log and syncs each log once (group commit, as the WAL does); the queue is
+//! bounded, and a hint that finds it full is refused (a stand-in then does not acknowledge).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -22,6 +26,15 @@ use crate::util::{lock, now_ms};
 
 /// Largest hint record accepted when reading a log back (an entry is bounded by the frame).
 const MAX_HINT_RECORD_BYTES: usize = 1 << 30;
+/// Hints waiting for the writer thread; past it new hints are refused.
+const MAX_QUEUED_HINTS: usize = 65_536;
+
+/// One hint for the writer thread: owner, record bytes, and where to say it is durable.
+type Queued = (
+    NodeId,
+    Vec<u8>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
 
 #[derive(Default)]
 struct Target {
@@ -36,6 +49,7 @@ struct Target {
 pub struct Hints {
     dir: PathBuf,
     targets: Arc<Mutex<HashMap<NodeId, Target>>>,
+    queue: std::sync::mpsc::SyncSender<Queued>,
 }
 
 /// Pending hints for one owner, for INFO.
@@ -123,38 +137,34 @@ impl Hints {
                 "pending hints found at start"
             );
         }
+        let targets = Arc::new(Mutex::new(targets));
+        let (queue, rx) = std::sync::mpsc::sync_channel(MAX_QUEUED_HINTS);
+        let (d, t) = (dir.clone(), targets.clone());
+        std::thread::Builder::new()
+            .name("ringkv-hints".into())
+            .spawn(move || write_hints(&d, &t, rx))?;
         Ok(Hints {
             dir,
-            targets: Arc::new(Mutex::new(targets)),
+            targets,
+            queue,
         })
     }
 
     /// Stores a hint for `target` durably (appended and synced before this returns).
     pub async fn store(&self, target: NodeId, entry: Entry) -> Result<(), String> {
-        let path = log_path(&self.dir, target);
-        let targets = self.targets.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut rec = Vec::with_capacity(16 + entry.as_bytes().len());
-            let now = now_ms();
-            let mut body = Vec::with_capacity(8 + entry.as_bytes().len());
-            body.extend_from_slice(&now.to_be_bytes());
-            body.extend_from_slice(entry.as_bytes());
-            rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            rec.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-            rec.extend_from_slice(&body);
-            // The map's lock also orders appends with a replay's rename of the log.
-            let mut t = lock(&targets);
-            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
-            f.write_all(&rec)?;
-            f.sync_data()?;
-            let e = t.entry(target).or_default();
-            e.pending += 1;
-            e.oldest_ms.get_or_insert(now);
-            Ok::<(), std::io::Error>(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        let mut body = Vec::with_capacity(8 + entry.as_bytes().len());
+        body.extend_from_slice(&now_ms().to_be_bytes());
+        body.extend_from_slice(entry.as_bytes());
+        let mut rec = Vec::with_capacity(8 + body.len());
+        rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        rec.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        rec.extend_from_slice(&body);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue
+            .try_send((target, rec, tx))
+            .map_err(|_| format!("more than {MAX_QUEUED_HINTS} hints are waiting for the disk"))?;
+        rx.await
+            .map_err(|_| "the hint writer stopped".to_string())?
     }
 
     /// Owners with pending hints and no replay running.
@@ -225,4 +235,45 @@ impl Hints {
             }
         }
     }
+}
+
+/// The writer thread: takes every queued hint, appends each owner's records to its log, syncs
+/// each log once, then acknowledges them all. The targets' lock is held while a log is written,
+/// so a replay never takes a log mid-append.
+fn write_hints(
+    dir: &Path,
+    targets: &Mutex<HashMap<NodeId, Target>>,
+    rx: std::sync::mpsc::Receiver<Queued>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut by_target: HashMap<NodeId, Vec<Queued>> = HashMap::new();
+        for q in batch {
+            by_target.entry(q.0).or_default().push(q);
+        }
+        for (target, hints) in by_target {
+            let mut t = lock(targets);
+            let r = append_synced(&log_path(dir, target), hints.iter().map(|h| &h.1[..]));
+            if r.is_ok() {
+                let e = t.entry(target).or_default();
+                e.pending += hints.len() as u64;
+                e.oldest_ms.get_or_insert(now_ms());
+            }
+            drop(t);
+            for (_, _, tx) in hints {
+                let _ = tx.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            }
+        }
+    }
+}
+
+fn append_synced<'a>(path: &Path, recs: impl Iterator<Item = &'a [u8]>) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    for r in recs {
+        f.write_all(r)?;
+    }
+    f.sync_data()
 }

@@ -60,6 +60,8 @@ pub struct Link {
     next_id: Cell<u64>,
     /// Woken when the link comes up.
     up_changed: Notify,
+    /// Cuts a reconnection backoff short (the peer was heard from: it is back).
+    redial: Notify,
     /// Replies to the peer that show or acknowledge writes of this node not yet durable; the
     /// link's task releases them as the WAL catches up (one wait for all, not a task each).
     held: RefCell<Vec<Held>>,
@@ -84,6 +86,7 @@ impl Link {
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             up_changed: Notify::new(),
+            redial: Notify::new(),
             held: RefCell::new(Vec::new()),
         }
     }
@@ -95,6 +98,13 @@ impl Link {
     /// An accepted link is up from the start (it is never redialed).
     pub fn mark_up(&self) {
         self.set_up(true);
+    }
+
+    /// The peer is known to be up (it reached this node): retry now if waiting to redial.
+    pub fn redial_now(&self) {
+        if !self.up.get() {
+            self.redial.notify_one();
+        }
     }
 
     fn set_up(&self, up: bool) {
@@ -273,6 +283,7 @@ pub async fn dial_forever(lp: Rc<dyn LocalLoop>, link: Rc<Link>) {
         backoff = (backoff * 2).min(BACKOFF_MAX_MS);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = link.redial.notified() => backoff = BACKOFF_MIN_MS,
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }

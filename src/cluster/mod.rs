@@ -151,7 +151,11 @@ pub async fn keep_links(lp: Rc<dyn LocalLoop>) {
                 && m.state != crate::ring::layout::MemberState::Removed
                 && !m.addr.is_empty()
             {
-                cl.link(&lp, &m.addr);
+                let link = cl.link(&lp, &m.addr);
+                // Heard from (on its own link to this node) while ours waits to redial.
+                if view.reachable(m.id) {
+                    link.redial_now();
+                }
             }
         }
     }
