@@ -72,7 +72,7 @@ impl AckWatch {
 
     /// Waits until at least `n` replicas hold the write, or `timeout` passes.
     pub async fn wait_for(&self, n: usize, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, async {
+        let _ = super::sys::timeout(timeout, async {
             loop {
                 let changed = self.changed.notified();
                 if self.count.get() >= n {

@@ -65,8 +65,8 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
         return;
     };
     let m = cl.shared.membership.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = super::sys::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    tick.set_missed_tick_behavior(super::sys::MissedTickBehavior::Delay);
     // The digest each peer last sent: the layout goes along only when it differs.
     let heard: Rc<std::cell::RefCell<HashMap<String, u64>>> = Default::default();
     let mut shutdown = lp.node().shutdown_signal();

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::sys::TcpStream;
 use bytes::{Bytes, BytesMut};
 use ringkv_proto::frame::{decode_frame, Status};
 use ringkv_proto::peer::{
@@ -15,7 +16,6 @@ use ringkv_proto::peer::{
 };
 use ringkv_proto::{FrameWriter, ReplySink, Value, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::link::{self, Link};
@@ -107,7 +107,7 @@ pub async fn dial(
     addr: &str,
 ) -> Result<(TcpStream, BytesMut, NodeId), HandshakeError> {
     let timeout_ms = lp.node().config.cluster.peer_timeout_ms;
-    tokio::time::timeout(Duration::from_millis(timeout_ms), dial_inner(lp, addr))
+    super::sys::timeout(Duration::from_millis(timeout_ms), dial_inner(lp, addr))
         .await
         .map_err(|_| HandshakeError::Timeout(timeout_ms))?
 }
@@ -187,7 +187,7 @@ pub async fn accept(lp: Rc<dyn LocalLoop>, mut stream: TcpStream, mut rbuf: Byte
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let timeout_ms = lp.node().config.cluster.peer_timeout_ms;
-    let r = tokio::time::timeout(
+    let r = super::sys::timeout(
         Duration::from_millis(timeout_ms),
         accept_inner(&*lp, &mut stream, &mut rbuf, &remote),
     )

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::sys::TcpStream;
 use bytes::{Bytes, BytesMut};
 use ringkv_proto::frame::{decode_frame, Status};
 use ringkv_proto::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
 
@@ -126,7 +126,7 @@ impl Link {
                 changed.await;
             }
         };
-        tokio::time::timeout(timeout, wait).await.is_ok()
+        super::sys::timeout(timeout, wait).await.is_ok()
     }
 
     /// Sends one request (encoded by `encode` with the id it is given) and waits for its reply
@@ -136,7 +136,7 @@ impl Link {
         timeout: Duration,
         encode: impl FnOnce(u64, &mut BytesMut),
     ) -> Result<Value, CallError> {
-        let started = tokio::time::Instant::now();
+        let started = super::sys::Instant::now();
         if !self.up.get() && !self.wait_up(timeout).await {
             return Err(CallError::Unreachable(self.addr.clone()));
         }
@@ -152,7 +152,7 @@ impl Link {
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
         self.wake.notify_one();
-        match tokio::time::timeout(timeout, rx).await {
+        match super::sys::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(CallError::Disconnected(self.addr.clone())),
             Err(_) => {
@@ -282,7 +282,7 @@ pub async fn dial_forever(lp: Rc<dyn LocalLoop>, link: Rc<Link>) {
         let wait = Duration::from_millis(backoff / 2 + jitter);
         backoff = (backoff * 2).min(BACKOFF_MAX_MS);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = super::sys::sleep(wait) => {}
             _ = link.redial.notified() => backoff = BACKOFF_MIN_MS,
             _ = shutdown.wait_for(|s| *s) => return,
         }
@@ -358,7 +358,7 @@ fn disk_failed(out: &mut BytesMut, id: u64, op: u8, e: &str) {
 }
 
 /// Counts one finished call to `link`'s peer in the cluster statistics.
-pub fn count_call(lp: &dyn LocalLoop, link: &Link, started: tokio::time::Instant, ok: bool) {
+pub fn count_call(lp: &dyn LocalLoop, link: &Link, started: super::sys::Instant, ok: bool) {
     if let Some(c) = lp.cluster() {
         let us = started.elapsed().as_micros() as u64;
         c.shared

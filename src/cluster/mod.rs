@@ -19,6 +19,7 @@ pub mod multi;
 mod read;
 mod replicate;
 pub mod serve;
+pub mod sys;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -137,7 +138,7 @@ pub async fn keep_links(lp: Rc<dyn LocalLoop>) {
         return;
     };
     let mut shutdown = lp.node().shutdown_signal();
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+    let mut tick = sys::interval(std::time::Duration::from_millis(
         crate::ring::membership::HEARTBEAT_INTERVAL_MS,
     ));
     loop {

@@ -43,7 +43,7 @@ fn fetch_all(
         let key = key.to_vec();
         let lp = lp.clone();
         futs.push(Box::pin(async move {
-            let t0 = tokio::time::Instant::now();
+            let t0 = super::sys::Instant::now();
             let r = link
                 .call(timeout, |id, out| peer::encode_fetch(id, &key, out))
                 .await;
@@ -123,7 +123,7 @@ async fn until_quorum(
             }
         }
     };
-    match tokio::time::timeout(deadline, wait).await {
+    match super::sys::timeout(deadline, wait).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(())) | Err(_) => Err(quorum_error(lp, "read", answers.quorum.answers(), need)),
     }

@@ -47,7 +47,7 @@ fn send_replica(
     let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
     let lp = lp.clone();
     Some(Box::pin(async move {
-        let t0 = tokio::time::Instant::now();
+        let t0 = super::sys::Instant::now();
         let r = link
             .call(timeout, |id, out| {
                 peer::encode_replicate(id, hint_for.unwrap_or(0), entry.as_bytes(), out)
@@ -174,7 +174,7 @@ pub(super) async fn replicate(
         }
     });
     let deadline = Duration::from_millis(timeout_ms);
-    match tokio::time::timeout(deadline, rx).await {
+    match super::sys::timeout(deadline, rx).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err("NOQUORUM the write's replication ended without an answer".into()),
         Err(_) => Err(format!(
