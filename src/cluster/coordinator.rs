@@ -247,6 +247,23 @@ pub fn coordinate(
             "CLUSTERDOWN no active node owns this key's partition",
         ));
     }
+    // Fewer nodes own the key than the quorum needs (a cluster still smaller than N): say so
+    // rather than time out.
+    let need = match k {
+        Kind::Read => req.q.r,
+        Kind::Blind | Kind::Rmw => req.q.w.max(req.q.r),
+    };
+    if prefs.len() < need {
+        return Coordinated::Ready(error(
+            reply_to,
+            &format!(
+                "NOQUORUM this key has {} replica(s) in the cluster now (N={}, fewer nodes than \
+                 N), and the request needs {need}; add nodes, or lower --w/--r (CLUSTER QUORUM)",
+                prefs.len(),
+                view.ring.n()
+            ),
+        ));
+    }
     let me = lp.node().node_id;
     if !prefs.contains(&me) {
         if !may_forward {
