@@ -479,7 +479,10 @@ impl ClusterClient {
                     })),
                 });
             }
-            self.lock_map().stale = true;
+            // The node knows a newer layout: fetch it now, not after MIN_REFRESH_GAP.
+            if let Err(e) = self.refresh().await {
+                tracing::debug!(error = %e, "partition map refresh after TRYAGAIN failed");
+            }
         }
         Err(ClusterError::LayoutChanging {
             attempts: MAX_TRYAGAIN + 1,
@@ -619,4 +622,68 @@ async fn fetch_first(
             last.unwrap_or_else(|| ClientError::Server("ERR no address to ask for the map".into())),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, addr: &str) -> Value {
+        Value::Array(vec![
+            Value::Bulk(id.as_bytes().to_vec().into()),
+            Value::Bulk(addr.as_bytes().to_vec().into()),
+        ])
+    }
+
+    fn map(version: i64, partitions: i64, nodes: Vec<Value>, prefs: Vec<Vec<i64>>) -> Value {
+        Value::Array(vec![
+            Value::Int(version),
+            Value::Int(partitions),
+            Value::Array(nodes),
+            Value::Array(
+                prefs
+                    .into_iter()
+                    .map(|p| Value::Array(p.into_iter().map(Value::Int).collect()))
+                    .collect(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn a_key_maps_to_the_top_bits_of_its_hash() {
+        let nodes = vec![
+            node("00000000000000aa", "a:1"),
+            node("00000000000000bb", "b:1"),
+        ];
+        let prefs = (0..4).map(|p| vec![p % 2, 1 - p % 2]).collect();
+        let m = PartitionMap::parse(map(3, 4, nodes, prefs)).expect("a valid map");
+        assert_eq!((m.version, m.bits, m.nodes[1].id), (3, 2, 0xbb));
+        for key in [&b"a"[..], b"b", b"key:17", b""] {
+            let p = (key_hash(key) >> 62) as usize;
+            assert_eq!(m.partition_of(key), p);
+            assert_eq!(m.preference(key), [p as u32 % 2, 1 - p as u32 % 2]);
+        }
+        let one = PartitionMap::parse(map(1, 1, vec![node("1", "a:1")], vec![vec![0]])).unwrap();
+        assert_eq!(one.partition_of(b"anything"), 0);
+    }
+
+    #[test]
+    fn unreadable_maps_are_refused() {
+        let a = || vec![node("01", "a:1")];
+        for (bad, why) in [
+            (Value::Nil, "expected an array"),
+            (map(-1, 1, a(), vec![vec![0]]), "negative layout version"),
+            (map(1, 3, a(), vec![vec![0]; 3]), "not a power of two"),
+            (map(1, 1 << 17, a(), vec![]), "not a power of two"),
+            (map(1, 2, a(), vec![vec![0]]), "1 preference lists for 2"),
+            (map(1, 1, a(), vec![vec![1]]), "names no node"),
+            (
+                map(1, 1, vec![node("xyz", "a:1")], vec![vec![0]]),
+                "not hex",
+            ),
+        ] {
+            let err = PartitionMap::parse(bad).expect_err(why);
+            assert!(err.contains(why), "{err} / {why}");
+        }
+    }
 }
