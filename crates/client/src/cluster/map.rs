@@ -1,5 +1,7 @@
 //! The partition map of `CLUSTER MAP`, and which replicas a key has in it.
 
+use std::sync::Arc;
+
 use ringkv_proto::{key_hash, Value};
 
 /// The most partitions a map may have (the server's limit).
@@ -9,7 +11,8 @@ const MAX_PARTITIONS: i64 = 65536;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct MapNode {
     pub(super) id: u64,
-    pub(super) addr: String,
+    /// `"host:port"`; shared, so routing a request clones no string.
+    pub(super) addr: Arc<str>,
 }
 
 /// The partition map as `CLUSTER MAP` sends it.
@@ -52,7 +55,7 @@ impl PartitionMap {
                             .ok_or("a node id is not hex")?;
                         let addr = std::str::from_utf8(addr)
                             .map_err(|_| "a node address is not UTF-8")?
-                            .to_owned();
+                            .into();
                         Ok(MapNode { id, addr })
                     }
                     _ => Err("a node is not [id, address]"),

@@ -182,7 +182,7 @@ impl ClusterClient {
         st.map
             .nodes
             .iter()
-            .map(|n| (n.id, n.addr.clone()))
+            .map(|n| (n.id, n.addr.to_string()))
             .collect()
     }
 
@@ -192,14 +192,18 @@ impl ClusterClient {
         let map = &st.map;
         map.preference(key.as_ref())
             .iter()
-            .map(|&i| map.nodes[i as usize].addr.clone())
+            .map(|&i| map.nodes[i as usize].addr.to_string())
             .collect()
     }
 
     /// Fetches the partition map now (from the map's nodes, then the seeds).
     pub async fn refresh(&self) -> ClusterResult<()> {
         let _one = self.shared.refreshing.lock().await;
-        let mut candidates = self.ordered(|map| (0..map.nodes.len() as u32).collect());
+        let mut candidates: Vec<String> = self
+            .ordered(|map| (0..map.nodes.len() as u32).collect())
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         for s in &self.shared.seeds {
             if !candidates.contains(s) {
                 candidates.push(s.clone());
@@ -332,7 +336,7 @@ impl ClusterClient {
                     Ok(c) => c,
                     Err(e) => {
                         self.node_failed(&addr);
-                        tried.push(addr);
+                        tried.push(addr.to_string());
                         last = Some(e);
                         continue;
                     }
@@ -353,11 +357,11 @@ impl ClusterClient {
                         self.node_failed(&addr);
                         if sent && !retry_sent {
                             return Err(ClusterError::OutcomeUnknown {
-                                addr,
+                                addr: addr.to_string(),
                                 source: error,
                             });
                         }
-                        tried.push(addr);
+                        tried.push(addr.to_string());
                         last = Some(error);
                     }
                     Err(CallFailure { error, .. }) => return Err(error.into()),
@@ -401,16 +405,16 @@ impl ClusterClient {
 
     /// The addresses of the nodes `pick` chooses from the map, nodes that failed within
     /// [`NODE_BACKOFF`] moved to the end.
-    fn ordered(&self, pick: impl FnOnce(&PartitionMap) -> Vec<u32>) -> Vec<String> {
+    fn ordered(&self, pick: impl FnOnce(&PartitionMap) -> Vec<u32>) -> Vec<Arc<str>> {
         let map = self.lock_map().map.clone();
-        let mut addrs: Vec<String> = pick(&map)
+        let mut addrs: Vec<Arc<str>> = pick(&map)
             .into_iter()
             .map(|i| map.nodes[i as usize].addr.clone())
             .collect();
         let nodes = self.lock_nodes();
-        let backing_off = |a: &String| {
+        let backing_off = |a: &Arc<str>| {
             nodes
-                .get(a)
+                .get(&**a)
                 .and_then(|s| s.failed_at)
                 .is_some_and(|t| t.elapsed() < NODE_BACKOFF)
         };
