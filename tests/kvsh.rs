@@ -294,3 +294,126 @@ fn usage_errors_exit_1() {
     assert!(o.stderr.contains("line 1"), "{o:?}");
     assert_eq!(o.stdout, "OK\n2\n", "{o:?}");
 }
+
+// ----- cluster nodes|info|join|leave -----
+
+/// A cluster node with no peers yet (it forms a cluster of one).
+fn lone_node() -> Server {
+    Server::start(&[
+        "--cluster-secret",
+        common::cluster::SECRET,
+        "--threads",
+        "1",
+    ])
+}
+
+/// The CLUSTER NODES lines of `server` (through the RESP helper, not kvsh).
+fn nodes_of(server: &Server) -> Vec<String> {
+    match common::resp::Conn::connect(server.addr).call_str(&["CLUSTER", "NODES"]) {
+        common::resp::Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        other => panic!("CLUSTER NODES: {other:?}"),
+    }
+}
+
+#[test]
+fn cluster_nodes_and_info_are_readable() {
+    let c = common::cluster::Cluster::start(2, &[]);
+    c.wait_converged();
+    let port = c.ports[0].to_string();
+    let o = kvsh(&["-p", &port, "--no-raw", "-c", "cluster nodes"], None);
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one line per node: {o:?}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("ADDRESS") && lines[0].contains("LIVENESS"),
+        "{o:?}"
+    );
+    let col = lines[0].find("ADDRESS").unwrap();
+    for p in &c.ports {
+        let row = lines
+            .iter()
+            .find(|l| l.contains(&format!("127.0.0.1:{p}")))
+            .unwrap_or_else(|| panic!("a row for port {p}: {o:?}"));
+        assert_eq!(row.find("127.0.0.1:"), Some(col), "aligned: {o:?}");
+        assert!(row.contains(" up "), "{o:?}");
+    }
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with("myself")).count(),
+        1,
+        "{o:?}"
+    );
+
+    // Raw (piped, the default off a terminal): the server's lines, for scripts.
+    let o = kvsh(&["-p", &port, "cluster", "nodes"], None);
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    assert_eq!(o.stdout.lines().count(), 2, "{o:?}");
+
+    let o = kvsh(&["-p", &port, "-c", "CLUSTER INFO"], None);
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    assert!(o.stdout.contains("cluster_enabled:1\n"), "{o:?}");
+    assert!(o.stdout.contains("cluster_known_nodes:2\n"), "{o:?}");
+    assert!(!o.stdout.contains('\r'), "{o:?}");
+
+    // The same commands from a script (the interactive shell runs them the same way).
+    let o = kvsh(&["-p", &port], Some("cluster nodes\ncluster info\n"));
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    assert!(o.stdout.contains("cluster_nodes_up:2\n"), "{o:?}");
+
+    let o = kvsh(&["-p", &port, "-c", "cluster join"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stdout.contains("usage: cluster nodes"), "{o:?}");
+}
+
+#[test]
+fn cluster_join_waits_until_the_node_is_listed_and_leave_removes_it() {
+    let a = lone_node();
+    let b = lone_node();
+    let (pa, b_addr) = (a.port().to_string(), b.addr.to_string());
+    let o = kvsh(&["-p", &pa, "-c", &format!("cluster join {b_addr}")], None);
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    assert!(
+        o.stdout.starts_with("joined: node ") && o.stdout.contains(&format!(" at {b_addr} ")),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("waiting up to 10s"), "{o:?}");
+    // When kvsh said so, the node was listed.
+    let nodes = nodes_of(&a);
+    let b_line = nodes
+        .iter()
+        .find(|l| l.contains(&b_addr))
+        .unwrap_or_else(|| panic!("{b_addr} in {nodes:?}"));
+    let b_id = b_line.split(' ').next().unwrap().to_string();
+
+    let o = kvsh(&["-p", &pa, "-c", &format!("cluster leave {b_id}")], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+    let nodes = nodes_of(&a);
+    assert!(
+        nodes
+            .iter()
+            .any(|l| l.starts_with(&b_id) && l.contains(" removed ")),
+        "{nodes:?}"
+    );
+    let o = kvsh(&["-p", &pa, "-c", "cluster leave 123x"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stdout.contains("16 hex digits"), "{o:?}");
+}
+
+#[test]
+fn cluster_join_of_nothing_gives_up_after_10s() {
+    let a = lone_node();
+    let pa = a.port().to_string();
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let t = std::time::Instant::now();
+    let o = kvsh(&["-p", &pa, "-c", &format!("cluster join {dead}")], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(
+        o.stdout
+            .contains("did not appear in CLUSTER NODES within 10s"),
+        "{o:?}"
+    );
+    assert!(t.elapsed() >= Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(nodes_of(&a).len(), 1);
+}

@@ -24,6 +24,14 @@ const READ_CHUNK: usize = 64 * 1024;
 
 type Reply = Result<Value>;
 
+/// A failed call, and whether its request was handed to the connection's writer (if so the
+/// server may have applied it).
+#[derive(Debug)]
+pub(crate) struct CallFailure {
+    pub(crate) error: ClientError,
+    pub(crate) sent: bool,
+}
+
 /// State shared by the connection handle, its reader and its writer.
 struct Shared {
     state: Mutex<State>,
@@ -292,23 +300,37 @@ impl Connection {
         deadline: Instant,
         during: &'static str,
     ) -> Result<Value> {
+        self.call_tracked(req, deadline, during)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// [`Connection::call`], saying on failure whether the request may have reached the
+    /// server (the cluster client retries elsewhere only what surely did not).
+    pub(crate) async fn call_tracked(
+        &self,
+        req: &Request<'_>,
+        deadline: Instant,
+        during: &'static str,
+    ) -> std::result::Result<Value, CallFailure> {
+        let unsent = |error| CallFailure { error, sent: false };
         let started = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = BytesMut::new();
         req.encode(id, &mut buf);
         // The length field is a u32: a frame that does not fit would be encoded wrong.
         if buf.len() - 4 > u32::MAX as usize {
-            return Err(ClientError::Protocol(ProtoError::FrameTooLarge {
+            return Err(unsent(ClientError::Protocol(ProtoError::FrameTooLarge {
                 len: buf.len() as u64,
                 max: u32::MAX as u64 + 4,
-            }));
+            })));
         }
 
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.shared.lock();
             if let Some(reason) = &st.closed {
-                return Err(ClientError::ConnectionLost(reason.clone()));
+                return Err(unsent(ClientError::ConnectionLost(reason.clone())));
             }
             st.pending.insert(id, tx);
         }
@@ -318,23 +340,24 @@ impl Connection {
             armed: true,
         };
         if self.tx.send(buf.freeze()).is_err() {
-            return Err(ClientError::ConnectionLost(
+            return Err(unsent(ClientError::ConnectionLost(
                 "the connection's writer has stopped".into(),
-            ));
+            )));
         }
+        let sent = |error| CallFailure { error, sent: true };
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => {
                 guard.armed = false;
-                reply
+                reply.map_err(sent)
             }
             // The sender was dropped without an answer: only happens if the tasks are gone.
-            Ok(Err(_)) => Err(ClientError::ConnectionLost(
+            Ok(Err(_)) => Err(sent(ClientError::ConnectionLost(
                 "the connection closed before the reply arrived".into(),
-            )),
-            Err(_) => Err(ClientError::Timeout {
+            ))),
+            Err(_) => Err(sent(ClientError::Timeout {
                 during,
                 after: started.elapsed(),
-            }),
+            })),
         }
     }
 }

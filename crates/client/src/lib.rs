@@ -36,6 +36,27 @@
 //! [`ClientError::ConnectionLost`] (they may or may not have been applied) and the next request
 //! reconnects, repeating the handshake. Nothing is retried automatically.
 //!
+//! **Clusters.** [`ClusterClient`] talks to a ringkv cluster: it fetches the partition map
+//! (`CLUSTER MAP`) from any seed node, keeps one [`Client`] per node (connected on first use)
+//! and sends each keyed request straight to a replica of its key, so no node has to forward it.
+//! When a replica is down it uses the next one in the key's preference list; a write whose
+//! connection broke after it was sent is not retried ([`ClusterError::OutcomeUnknown`]). The map
+//! is fetched again every [`MAP_REFRESH_INTERVAL`], after a connection failure and after a
+//! `TRYAGAIN` reply, so nodes that join or leave are picked up.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ringkv_client::ClusterError> {
+//! let cluster = ringkv_client::ClusterClient::connect(
+//!     ["127.0.0.1:7001", "127.0.0.1:7002"],
+//!     ringkv_client::ClientConfig::default(),
+//! )
+//! .await?;
+//! cluster.put("k", "v").await?;
+//! let v = cluster.get("k").await?;
+//! println!("{:?} lives on {:?}", v, cluster.replicas_of("k"));
+//! # Ok(()) }
+//! ```
+//!
 //! **Limits.** At most [`ClientConfig::max_in_flight`] requests wait for replies at once
 //! (beyond that calls fail fast with [`ClientError::TooManyInFlight`]); reply frames larger than
 //! [`ClientConfig::max_frame_bytes`] close the connection.
@@ -49,16 +70,18 @@ use ringkv_proto::Request;
 use tokio::net::ToSocketAddrs;
 use tokio::sync::Semaphore;
 
+mod cluster;
 mod conn;
 mod error;
 mod tls;
 
 pub use bytes::Bytes;
+pub use cluster::{ClusterClient, ClusterError, ClusterResult, MAP_REFRESH_INTERVAL};
 pub use error::{ClientError, Result};
 pub use ringkv_proto::Value;
 pub use tls::{TlsConfig, TlsOptions};
 
-use conn::{deadline_after, Connection};
+use conn::{deadline_after, CallFailure, Connection};
 
 /// The server's default port.
 pub const DEFAULT_PORT: u16 = 7379;
@@ -276,32 +299,31 @@ impl Client {
     }
 
     async fn request(&self, req: Request<'_>) -> Result<Value> {
-        let _permit =
-            self.inner
-                .in_flight
-                .try_acquire()
-                .map_err(|_| ClientError::TooManyInFlight {
-                    max: self.inner.config.max_in_flight,
-                })?;
-        let conn = self.connection().await?;
+        self.request_tracked(&req).await.map_err(|f| f.error)
+    }
+
+    /// Sends one request; on failure also says whether it may have reached the server.
+    /// Failing to (re)connect means it surely did not.
+    pub(crate) async fn request_tracked(
+        &self,
+        req: &Request<'_>,
+    ) -> std::result::Result<Value, CallFailure> {
+        let unsent = |error| CallFailure { error, sent: false };
+        let _permit = self.inner.in_flight.try_acquire().map_err(|_| {
+            unsent(ClientError::TooManyInFlight {
+                max: self.inner.config.max_in_flight,
+            })
+        })?;
+        let conn = self.connection().await.map_err(unsent)?;
         let deadline = deadline_after(self.inner.config.request_timeout);
-        conn.call(&req, deadline, "request").await
+        conn.call_tracked(req, deadline, "request").await
     }
 
     // ----- binary operations -----
 
     /// Reads a key. `None` if it does not exist.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Versioned>> {
-        let reply = self.request(Request::Get { key: key.as_ref() }).await?;
-        match reply {
-            Value::Nil => Ok(None),
-            Value::Versioned { context, values } => Ok(Some(Versioned { context, values })),
-            Value::Bulk(b) => Ok(Some(Versioned {
-                context: Bytes::new(),
-                values: vec![b],
-            })),
-            other => Err(unexpected("GET", &other)),
-        }
+        get_reply(self.request(Request::Get { key: key.as_ref() }).await?)
     }
 
     /// Writes a key without a context or TTL. Returns the new context.
@@ -330,26 +352,15 @@ impl Client {
         value: impl AsRef<[u8]>,
         opts: PutOptions,
     ) -> Result<Versioned> {
-        let ttl_ms = match opts.ttl {
-            None => 0,
-            Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
-        };
         let reply = self
             .request(Request::Put {
                 key: key.as_ref(),
                 value: value.as_ref(),
                 context: opts.context.as_deref().unwrap_or(&[]),
-                ttl_ms,
+                ttl_ms: ttl_ms(&opts),
             })
             .await?;
-        match reply {
-            Value::Versioned { context, values } => Ok(Versioned { context, values }),
-            Value::Simple(_) => Ok(Versioned {
-                context: Bytes::new(),
-                values: Vec::new(),
-            }),
-            other => Err(unexpected("PUT", &other)),
-        }
+        put_reply(reply)
     }
 
     /// Deletes a key. `true` if it existed.
@@ -369,10 +380,7 @@ impl Client {
                 context: context.as_ref(),
             })
             .await?;
-        match reply {
-            Value::Int(n) => Ok(n > 0),
-            other => Err(unexpected("DELETE", &other)),
-        }
+        delete_reply(reply)
     }
 
     /// Round trip to the server.
@@ -389,9 +397,7 @@ impl Client {
     /// returns its reply as is. An error reply is `Err(ClientError::Server(..))`.
     pub async fn command<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value> {
         if args.is_empty() {
-            return Err(ClientError::Server(
-                "ERR empty command (give at least the command name)".into(),
-            ));
+            return Err(empty_command());
         }
         self.request(Request::Command {
             args: args.iter().map(|a| a.as_ref()).collect(),
@@ -490,6 +496,48 @@ impl Client {
     /// `DBSIZE`: the number of keys on the node.
     pub async fn dbsize(&self) -> Result<u64> {
         count_reply("DBSIZE", self.command(&["DBSIZE"]).await?)
+    }
+}
+
+fn empty_command() -> ClientError {
+    ClientError::Server("ERR empty command (give at least the command name)".into())
+}
+
+/// The TTL field of a binary PUT: 0 for none, else milliseconds (at least 1).
+fn ttl_ms(opts: &PutOptions) -> u64 {
+    match opts.ttl {
+        None => 0,
+        Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+    }
+}
+
+fn get_reply(reply: Value) -> Result<Option<Versioned>> {
+    match reply {
+        Value::Nil => Ok(None),
+        Value::Versioned { context, values } => Ok(Some(Versioned { context, values })),
+        Value::Bulk(b) => Ok(Some(Versioned {
+            context: Bytes::new(),
+            values: vec![b],
+        })),
+        other => Err(unexpected("GET", &other)),
+    }
+}
+
+fn put_reply(reply: Value) -> Result<Versioned> {
+    match reply {
+        Value::Versioned { context, values } => Ok(Versioned { context, values }),
+        Value::Simple(_) => Ok(Versioned {
+            context: Bytes::new(),
+            values: Vec::new(),
+        }),
+        other => Err(unexpected("PUT", &other)),
+    }
+}
+
+fn delete_reply(reply: Value) -> Result<bool> {
+    match reply {
+        Value::Int(n) => Ok(n > 0),
+        other => Err(unexpected("DELETE", &other)),
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cluster;
 mod output;
 mod shell;
 
@@ -34,6 +35,13 @@ ALIASES (binary protocol, with causal contexts)
   get KEY                read a value; siblings (concurrent versions) are printed numbered
   delete KEY             delete a key; prints (integer) 1 if it existed
   --show-context also prints the causal context (hex) of get and put replies.
+
+CLUSTER
+  cluster nodes          the nodes as a table: id, address, zone, state, liveness, partitions
+  cluster info           the cluster's settings and counters (CLUSTER INFO), one per line
+  cluster join HOST:PORT ask the node to join HOST:PORT's cluster; waits up to 10 s until it
+                         is listed by CLUSTER NODES (exit status 1 if not)
+  cluster leave [ID]     remove this node (or node ID, 16 hex digits) from the cluster
   Everything else is sent to the server as a command, e.g. SET, MGET, INCR, TTL, INFO.
 
 OUTPUT
@@ -271,6 +279,10 @@ async fn execute(client: &Client, words: &[Vec<u8>], printer: &Printer) -> Outco
                 String::from_utf8_lossy(name)
             )))
         }
+        (b"cluster", n) if n >= 2 => match cluster::run(client, &words[1..], printer.raw).await {
+            Some(result) => result.map(Shown::Text),
+            None => client.command(words).await.map(Shown::Value),
+        },
         _ => client.command(words).await.map(Shown::Value),
     };
 
@@ -279,6 +291,7 @@ async fn execute(client: &Client, words: &[Vec<u8>], printer: &Printer) -> Outco
             let mut out = Vec::new();
             match shown {
                 Shown::Value(v) => printer.print(&v, &mut out),
+                Shown::Text(text) => out.extend_from_slice(text.as_bytes()),
                 Shown::Written(context) => {
                     out.extend_from_slice(b"OK\n");
                     if printer.show_context {
@@ -309,6 +322,8 @@ enum Shown {
     Value(Value),
     /// A `put`: its new causal context.
     Written(Bytes),
+    /// Text kvsh formatted itself (`cluster nodes` ...), printed as is.
+    Text(String),
 }
 
 /// Writes to stdout, ignoring errors (a closed pipe just ends the output).

@@ -27,6 +27,11 @@ const SHELL_COMMANDS: &[(&str, &str, &str)] = &[
         "binary DELETE: (integer) 1 if the key existed",
     ),
     (
+        "cluster",
+        "cluster nodes|info|join host:port|leave [id]",
+        "the cluster: its nodes (a table), settings, join a node (waits until listed), leave",
+    ),
+    (
         "help",
         "help [command]",
         "list commands, or show one command's syntax",
@@ -105,33 +110,48 @@ impl Completer for ShellHelper {
             .rfind(|c: char| c.is_ascii_whitespace())
             .map_or(0, |i| i + 1);
         let earlier: Vec<&str> = before[..start].split_ascii_whitespace().collect();
+        if let [first] = earlier.as_slice() {
+            if first.eq_ignore_ascii_case("cluster") {
+                return Ok((
+                    start,
+                    complete_from(crate::cluster::SUBCOMMANDS, &before[start..], true),
+                ));
+            }
+        }
         let completing_name =
             earlier.is_empty() || (earlier.len() == 1 && earlier[0].eq_ignore_ascii_case("help"));
         if !completing_name {
             return Ok((start, Vec::new()));
         }
-        let prefix = &before[start..];
-        let lower = prefix
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase());
-        let mut out: Vec<String> = command_names()
-            .filter(|name| {
-                name.len() >= prefix.len()
-                    && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-            })
-            .map(|name| {
-                if lower {
-                    name.to_ascii_lowercase()
-                } else {
-                    name.to_ascii_uppercase()
-                }
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok((start, out))
+        let names: Vec<&str> = command_names().collect();
+        Ok((start, complete_from(&names, &before[start..], false)))
     }
+}
+
+/// The words of `words` that start with `prefix` (ignoring case), in the case of the prefix's
+/// first letter (`empty_lower` for an empty prefix), sorted, without duplicates.
+fn complete_from(words: &[&str], prefix: &str, empty_lower: bool) -> Vec<String> {
+    let lower = prefix
+        .chars()
+        .next()
+        .map_or(empty_lower, |c| c.is_ascii_lowercase());
+    let mut out: Vec<String> = words
+        .iter()
+        .filter(|name| {
+            name.len() >= prefix.len()
+                && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        })
+        .map(|name| {
+            if lower {
+                name.to_ascii_lowercase()
+            } else {
+                name.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl Hinter for ShellHelper {
@@ -162,3 +182,33 @@ impl Highlighter for ShellHelper {
 impl Validator for ShellHelper {}
 
 impl Helper for ShellHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustyline::history::DefaultHistory;
+
+    fn complete(line: &str) -> Vec<String> {
+        let history = DefaultHistory::new();
+        let ctx = Context::new(&history);
+        ShellHelper
+            .complete(line, line.len(), &ctx)
+            .expect("complete")
+            .1
+    }
+
+    #[test]
+    fn cluster_is_completed_and_documented() {
+        assert!(complete("clu").contains(&"cluster".to_string()));
+        assert_eq!(complete("cluster "), ["info", "join", "leave", "nodes"]);
+        assert_eq!(complete("CLUSTER j"), ["join"]);
+        assert_eq!(complete("cluster N"), ["NODES"]);
+        let help = help_text(None);
+        assert!(
+            help.contains("cluster nodes|info|join host:port|leave [id]"),
+            "{help}"
+        );
+        let one = help_text(Some(b"cluster"));
+        assert!(one.contains("join host:port"), "{one}");
+    }
+}
