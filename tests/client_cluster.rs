@@ -238,3 +238,33 @@ async fn a_standalone_seed_is_a_clear_error() {
         Err(ClusterError::NoSeeds)
     ));
 }
+
+/// kvbench --cluster routes through the cluster client: on N=1 nodes nothing is forwarded,
+/// while the same run without --cluster (everything sent to one node) forwards what the other
+/// nodes own.
+#[test]
+fn kvbench_cluster_routes_without_forwarding() {
+    let c = Cluster::start(3, &["--n", "1", "--w", "1", "--r", "1"]);
+    c.wait_converged();
+    let addr = c.node(0).addr.to_string();
+    let run = |cluster: bool| {
+        let mut cmd = std::process::Command::new(kvbench_binary());
+        cmd.args([
+            "--addr", &addr, "--proto", "binary", "-c", "2", "-P", "8", "-n", "2000",
+        ]);
+        cmd.args(["--keys", "1000", "--quiet"]);
+        if cluster {
+            cmd.arg("--cluster");
+        }
+        let ran = run_bounded(&mut cmd, Duration::from_secs(60));
+        assert!(ran.status.success(), "kvbench (cluster {cluster}): {ran:?}");
+    };
+    let total = |c: &Cluster| (0..3).map(|i| forwarded(&mut c.conn(i))).sum::<u64>();
+    run(true);
+    assert_eq!(total(&c), 0, "kvbench --cluster sent each key to its owner");
+    run(false);
+    assert!(
+        total(&c) > 100,
+        "without --cluster node 0 forwards the keys it does not own"
+    );
+}

@@ -145,6 +145,11 @@ fn different_settings_refuse_to_join() {
         other.log_text().contains(want) && c.node(0).log_text().contains(want)
     });
     assert_eq!(c.nodes_of(0).len(), 1);
+    // Alone, with N=3 and W=2: writes say why they can't be acknowledged.
+    match c.conn(0).call_str(&["SET", "k", "v"]) {
+        Reply::Error(e) => assert!(e.contains("fewer nodes than N"), "{e}"),
+        r => panic!("{r:?}"),
+    }
 }
 
 /// W+R ≤ N is allowed and reported as not read-your-writes; Prometheus shows the cluster.

@@ -74,7 +74,7 @@ echo "== servers on cpu $SERVER_CPU, redis-benchmark on cpu $CLIENT_CPU, -c 50 -
 declare -A results
 bench() { # port pipeline test -> "rps p50 p99"
   taskset -c "$CLIENT_CPU" redis-benchmark -p "$1" -t "$3" -c 50 -n "$N" -P "$2" -r 100000 --csv 2>/dev/null |
-    awk -F'","' 'NR > 1 { gsub(/"/, ""); print $2, $5, $7 }'
+    awk -F'","' 'NR > 1 { print $2, $5, $7 }'
 }
 for P in 1 16; do
   for op in set get; do

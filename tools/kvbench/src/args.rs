@@ -23,6 +23,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Proto::Binary)]
     pub proto: Proto,
 
+    /// Binary protocol: a ringkv cluster, --addr being any of its nodes. Each request goes
+    /// straight to a replica of its key (ringkv-client's ClusterClient, which reads the
+    /// partition map) instead of to --addr, which would forward it.
+    #[arg(long)]
+    pub cluster: bool,
+
     /// Number of connections (one task each).
     #[arg(long, short = 'c', default_value_t = 4)]
     pub connections: usize,

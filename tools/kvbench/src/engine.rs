@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
-use ringkv_client::{Client, ClientConfig, ClientError, PutOptions, TlsConfig, TlsOptions};
+use ringkv_client::{
+    Client, ClientConfig, ClientError, ClusterClient, ClusterError, PutOptions, TlsConfig,
+    TlsOptions,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -251,6 +254,8 @@ impl Sched {
 /// An open connection of either protocol.
 pub enum Conn {
     Binary(Client),
+    /// --cluster: one client per node, each request routed to a replica of its key.
+    Cluster(ClusterClient),
     Resp(TcpStream),
     RespTls(Box<TlsStream<TcpStream>>),
 }
@@ -291,6 +296,12 @@ pub async fn connect(args: &Args, tls: Option<&TlsConfig>) -> Result<Conn, Strin
                 max_in_flight: args.pipeline.max(1) + 16,
                 ..ClientConfig::default()
             };
+            if args.cluster {
+                return ClusterClient::connect([args.addr.as_str()], config)
+                    .await
+                    .map(Conn::Cluster)
+                    .map_err(|e| e.to_string());
+            }
             Client::connect(args.addr.as_str(), config)
                 .await
                 .map(Conn::Binary)
@@ -334,7 +345,14 @@ pub async fn drive(
             drive_resp(rd, wr, true, sched, gen, &mut rec, timeout).await
         }
         Conn::Binary(c) => {
-            let r = drive_binary(&c, sched, gen, &mut rec).await;
+            let issue = |req, start, measured| binary_request(c.clone(), req, start, measured);
+            let r = drive_binary(issue, sched, gen, &mut rec).await;
+            c.close();
+            r
+        }
+        Conn::Cluster(c) => {
+            let issue = |req, start, measured| cluster_request(c.clone(), req, start, measured);
+            let r = drive_binary(issue, sched, gen, &mut rec).await;
             c.close();
             r
         }
@@ -478,8 +496,33 @@ fn binary_request(client: Client, req: Request, start: Instant, measured: bool) 
     })
 }
 
+/// The same request through the cluster client. Its errors that are not the node's reply (no
+/// replica reachable, outcome unknown) are recorded as failed requests, not the end of the run:
+/// a cluster run measures availability while nodes come and go.
+fn cluster_request(client: ClusterClient, req: Request, start: Instant, measured: bool) -> BoxFut {
+    Box::pin(async move {
+        let op = req.op;
+        let res = match op {
+            Op::Read => client.get(req.key).await.map(drop),
+            Op::Write => {
+                let opts = PutOptions {
+                    context: None,
+                    ttl: req.ttl_secs.map(Duration::from_secs),
+                };
+                client.put_with(req.key, req.value, opts).await.map(drop)
+            }
+            Op::Delete => client.delete(req.key).await.map(drop),
+        };
+        let res = res.map_err(|e| match e {
+            ClusterError::Client(e) => e,
+            other => ClientError::Server(other.to_string()),
+        });
+        (op, start, measured, Instant::now(), res)
+    })
+}
+
 async fn drive_binary(
-    client: &Client,
+    issue: impl Fn(Request, Instant, bool) -> BoxFut,
     mut sched: Sched,
     mut gen: Generator,
     rec: &mut Recorder,
@@ -497,7 +540,7 @@ async fn drive_binary(
             while futs.len() < pipeline {
                 match sched.next(now) {
                     Next::Issue { start, measured } => {
-                        futs.push(binary_request(client.clone(), gen.next(), start, measured));
+                        futs.push(issue(gen.next(), start, measured));
                     }
                     Next::Wait => {
                         wait = true;
