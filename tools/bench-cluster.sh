@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A 3-node cluster vs one standalone node on this machine, same client (redis-benchmark), same
-# pinning (every server on core $SERVER_CPU, the client on core $CLIENT_CPU), all with
+# pinning (every server on core $SERVER_CPU, the client on core $CLIENT_CPU; SERVER_CPU=any
+# lets the servers run on every core, as the client then does too), all with
 # --threads 1 --fsync always; the cluster with N=3 W=2 R=2. Rounds alternate between the two
 # so that machine noise hits both alike; the table shows medians and the ratio cluster/standalone,
 # with p50 and p99 latency.
@@ -17,6 +18,9 @@ N=200000
 ROUNDS=3
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+if [ "$SERVER_CPU" = any ]; then
+  SERVER_CPU=0-$(( $(nproc) - 1 )); CLIENT_CPU=$SERVER_CPU
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N=$2; shift 2 ;;
@@ -34,9 +38,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-echo "== building ringkv (release)" >&2
-cargo build --release --bin ringkv -q
+echo "== building ringkv and kvbench (release)" >&2
+cargo build --release --bin ringkv -q && cargo build --release -p kvbench -q
 BIN=target/release/ringkv
+KVBENCH=target/release/kvbench
 WORK=$(mktemp -d)
 declare -A pid
 cleanup() { for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -90,6 +95,21 @@ for P in 1 16; do
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# The binary protocol through ringkv-client (kvbench, 50 connections x pipeline 16, 50/50
+# reads and writes): to one node (it coordinates every request), routed by the cluster client
+# (each request to its key's preferred replica), and to the standalone node.
+kv() { # addr extra... -> req/s
+  local a=$1; shift
+  taskset -c "$CLIENT_CPU" "$KVBENCH" --proto binary -a "127.0.0.1:$a" -c 50 -P 16 --keys 100000 \
+    --read 0.5 --write 0.5 --duration 5s --warmup 1s -q --json - "$@" 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput"]["requests_per_sec"])'
+}
+for r in $(seq 1 "$ROUNDS"); do
+  a=$(kv "$P1"); b=$(kv "$P1" --cluster); c=$(kv "$SP")
+  results[kv,one]+="$a "; results[kv,routed]+="$b "; results[kv,standalone]+="$c "
+  echo "   round $r kvbench binary 50/50: cluster via one node $a, routed $b, standalone $c req/s" >&2
+done
+
 # One node down, then back (hints replay to it while the load runs).
 down=()
 for r in $(seq 1 "$ROUNDS"); do
@@ -114,6 +134,9 @@ for P in 1 16; do
     printf '%-22s %12.0f %12.0f %7.2f %22s %22s\n' "${op^^} -c 50 -P $P" "$a" "$b" "$(python3 -c "print($a/$b)")" "$ca / $cb" "$sa / $sb"
   done
 done
+a=$(echo "${results[kv,one]}" | median); b=$(echo "${results[kv,routed]}" | median); c=$(echo "${results[kv,standalone]}" | median)
+printf '\nkvbench binary 50/50 -c 50 -P 16: cluster via one node %.0f (%.2f of standalone), routed by ClusterClient %.0f (%.2f), standalone %.0f req/s\n' \
+  "$a" "$(python3 -c "print($a/$c)")" "$b" "$(python3 -c "print($b/$c)")" "$c"
 printf '\nSET -c 50 -P 16 on the cluster, per round: all up / one of three down / while it returns (req/s)\n'
 for row in "${down[@]}"; do
   read -r a b c <<<"$row"
