@@ -336,3 +336,52 @@ fn a_delete_missed_by_a_replica_does_not_come_back() {
         || c.local(2, b"gone").is_none(),
     );
 }
+
+/// Sloppy quorum: with four nodes, N=3 and W=3, a write whose replica is down still gets its
+/// third durable ack from a stand-in past the preference list, which keeps a hint and delivers
+/// it when the owner is back. With hinted handoff off the same writes fail.
+#[test]
+fn stand_ins_complete_w_and_deliver_their_hints() {
+    for hinted in ["on", "off"] {
+        let mut c = Cluster::start(4, &["--w", "3", "--hinted-handoff", hinted]);
+        c.wait_converged();
+        c.kill(3);
+        c.wait_converged();
+        let mut a = c.conn(0);
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        for i in 0..100 {
+            let k = format!("s{i}");
+            match a.call_str(&["SET", &k, "v"]) {
+                Reply::Simple(_) => acked.push(k),
+                Reply::Error(e) if e.starts_with("NOQUORUM") => refused += 1,
+                r => panic!("SET {k}: {r:?}"),
+            }
+        }
+        if hinted == "off" {
+            // About 3/4 of the keys have node 3 among their replicas.
+            assert!(
+                refused > 40,
+                "without stand-ins W=3 fails when a replica is down: {refused}"
+            );
+            continue;
+        }
+        assert_eq!(acked.len(), 100, "stand-ins made up the third ack");
+        c.restart(3);
+        c.wait_converged();
+        // Node 3 gets the keys it owns (about 3/4) from the stand-ins' hints, without a read,
+        // and no node keeps a hint for it.
+        let pending = |i: usize| match c.conn(i).call_str(&["INFO", "cluster"]) {
+            Reply::Bulk(Some(b)) => {
+                !String::from_utf8_lossy(&b).contains("cluster_hints_pending:0\r\n")
+            }
+            r => panic!("{r:?}"),
+        };
+        wait_until("node 3 to receive its hints", CONVERGE, || {
+            let held = acked
+                .iter()
+                .filter(|k| c.local(3, k.as_bytes()).is_some())
+                .count();
+            held > 50 && (0..3).all(|i| !pending(i))
+        });
+    }
+}
