@@ -351,7 +351,7 @@ pub async fn drive(
             r
         }
         Conn::Cluster(c) => {
-            let issue = |req, start, measured| cluster_request(c.clone(), req, start, measured);
+            let issue = |req, start, measured| binary_request(c.clone(), req, start, measured);
             let r = drive_binary(issue, sched, gen, &mut rec).await;
             c.close();
             r
@@ -478,45 +478,55 @@ async fn drive_resp<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 type Outcome = (Op, Instant, bool, Instant, Result<(), ClientError>);
 type BoxFut = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-fn binary_request(client: Client, req: Request, start: Instant, measured: bool) -> BoxFut {
-    Box::pin(async move {
-        let op = req.op;
-        let res = match op {
-            Op::Read => client.get(req.key).await.map(drop),
-            Op::Write => {
-                let opts = PutOptions {
-                    context: None,
-                    ttl: req.ttl_secs.map(Duration::from_secs),
-                };
-                client.put_with(req.key, req.value, opts).await.map(drop)
-            }
-            Op::Delete => client.delete(req.key).await.map(drop),
-        };
-        (op, start, measured, Instant::now(), res)
-    })
+/// What a binary-protocol driver needs of its client: one client or the cluster client.
+trait Kv: Clone + Send + Sync + 'static {
+    fn run(self, req: Request) -> impl Future<Output = Result<(), ClientError>> + Send;
 }
 
-/// The same request through the cluster client. Its errors that are not the node's reply (no
-/// replica reachable, outcome unknown) are recorded as failed requests, not the end of the run:
-/// a cluster run measures availability while nodes come and go.
-fn cluster_request(client: ClusterClient, req: Request, start: Instant, measured: bool) -> BoxFut {
-    Box::pin(async move {
-        let op = req.op;
-        let res = match op {
-            Op::Read => client.get(req.key).await.map(drop),
+impl Kv for Client {
+    async fn run(self, req: Request) -> Result<(), ClientError> {
+        match req.op {
+            Op::Read => self.get(req.key).await.map(drop),
             Op::Write => {
-                let opts = PutOptions {
-                    context: None,
-                    ttl: req.ttl_secs.map(Duration::from_secs),
-                };
-                client.put_with(req.key, req.value, opts).await.map(drop)
+                let opts = put_options(&req);
+                self.put_with(req.key, req.value, opts).await.map(drop)
             }
-            Op::Delete => client.delete(req.key).await.map(drop),
+            Op::Delete => self.delete(req.key).await.map(drop),
+        }
+    }
+}
+
+/// Errors of the cluster client that are not the node's reply (no replica reachable, outcome
+/// unknown) are recorded as failed requests, not the end of the run: a cluster run measures
+/// availability while nodes come and go.
+impl Kv for ClusterClient {
+    async fn run(self, req: Request) -> Result<(), ClientError> {
+        let r = match req.op {
+            Op::Read => self.get(req.key).await.map(drop),
+            Op::Write => {
+                let opts = put_options(&req);
+                self.put_with(req.key, req.value, opts).await.map(drop)
+            }
+            Op::Delete => self.delete(req.key).await.map(drop),
         };
-        let res = res.map_err(|e| match e {
+        r.map_err(|e| match e {
             ClusterError::Client(e) => e,
             other => ClientError::Server(other.to_string()),
-        });
+        })
+    }
+}
+
+fn put_options(req: &Request) -> PutOptions {
+    PutOptions {
+        context: None,
+        ttl: req.ttl_secs.map(Duration::from_secs),
+    }
+}
+
+fn binary_request(client: impl Kv, req: Request, start: Instant, measured: bool) -> BoxFut {
+    Box::pin(async move {
+        let op = req.op;
+        let res = client.run(req).await;
         (op, start, measured, Instant::now(), res)
     })
 }
