@@ -325,6 +325,9 @@ pub async fn run(
             }
         }
         if !link.out.borrow().is_empty() {
+            // Let every other task ready in this tick add its frames first: one write for all
+            // (a write per frame cost more CPU in send() than everything else together).
+            tokio::task::yield_now().await;
             std::mem::swap(&mut wbuf, &mut *link.out.borrow_mut());
             wr.write_all(&wbuf).await?;
             wbuf.clear();

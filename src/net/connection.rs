@@ -258,7 +258,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ = &mut stop => return Ok(()),
             _ = &mut timer, if dl.armed => dl.fired(timer.as_mut()).map_err(expired)?,
-            r = st.out.recv_remote(), if st.out.batches_out() => st.out.on_remote(&ctx, r),
+            r = st.out.recv_remote(), if st.out.batches_out() => {
+                st.out.on_remote(&ctx, r);
+                // Others completing in this tick (a peer's answers arrive together) join this
+                // write instead of each making its own.
+                tokio::task::yield_now().await;
+                st.out.take_ready(&ctx);
+            }
             _ = &mut changed, if st.out.durable_waiting() => {}
             _ = &mut req_timer, if req_armed.is_some() => {
                 let n = st.out.expire(tokio::time::Instant::now());

@@ -335,6 +335,20 @@ impl Replies {
         }
     }
 
+    /// Completes every slot whose reply already came back, without waiting: replies that
+    /// completed in the same tick go out in one write.
+    pub fn take_ready(&mut self, ctx: &LoopCtx) {
+        while self.batches_out > 0 {
+            let Some((_, rx)) = &mut self.channel else {
+                return;
+            };
+            match rx.try_recv() {
+                Ok(r) => self.on_remote(ctx, r),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Sends what was collected and waits until every command handed to another loop has run
     /// (a multi-key command runs here and must see their effects, in request order).
     pub async fn drain_remote(&mut self, ctx: &LoopCtx) {
