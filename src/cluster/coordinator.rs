@@ -315,7 +315,10 @@ fn write_now(
     req: Req,
     key: &[u8],
 ) -> Coordinated {
-    let (_, _, before) = local_copy(&**lp, key);
+    let before = {
+        let store = &lp.node().store;
+        store.lock(store.shard_of(key_hash(key))).dot_floor()
+    };
     let (out, marks) = run_on(&**lp, &lp.node().store, &req);
     let (entry, _, after) = local_copy(&**lp, key);
     let lp = lp.clone();
