@@ -145,6 +145,11 @@ fn one_read_repairs_a_stale_replica() {
     let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
     c.wait_converged();
     ok(c.conn(0).call_str(&["SET", "k", "old"]), "first write");
+    // The reply came at W=2: node 2 may get its copy a moment later. It must hold "old"
+    // before it is killed, or the check below sees nothing rather than a stale copy.
+    wait_until("node 2 to hold the first write", CONVERGE, || {
+        c.local(2, b"k") == Some(b"old".to_vec())
+    });
     c.kill(2);
     c.wait_converged();
     ok(
