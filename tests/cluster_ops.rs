@@ -478,3 +478,24 @@ fn replica_writes_take_no_cross_loop_hop() {
         "the standalone path hands keys to their loop"
     );
 }
+
+/// A node with peer links open in both directions still exits promptly on SIGTERM: peer links
+/// are not clients, and the shutdown drain does not wait for them.
+#[test]
+fn a_node_with_peer_links_exits_promptly_on_sigterm() {
+    let mut c = Cluster::start(3, &[]);
+    c.wait_converged();
+    assert_eq!(
+        c.conn(0).call_str(&["SET", "k", "v"]),
+        Reply::Simple("OK".into())
+    );
+    let node = c.nodes[0].take().expect("node 0 runs");
+    let t0 = std::time::Instant::now();
+    let status = node.terminate();
+    let took = t0.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?} with peer links open"
+    );
+}
