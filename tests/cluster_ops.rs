@@ -499,3 +499,27 @@ fn a_node_with_peer_links_exits_promptly_on_sigterm() {
         "SIGTERM took {took:?} with peer links open"
     );
 }
+
+/// In cluster mode a connection holds a client slot while it has not said what it is yet:
+/// connections that send nothing count against --max-clients as they do on a single node,
+/// instead of piling up past it (only peer links, once they say PEER_HELLO, are not clients).
+#[test]
+fn silent_connections_count_against_max_clients_in_cluster_mode() {
+    let s = Server::start(&["--cluster-secret", SECRET, "--max-clients", "2"]);
+    let silent: Vec<std::net::TcpStream> = (0..2).map(|_| s.tcp()).collect();
+    wait_until(
+        "a client past --max-clients to be refused",
+        Duration::from_secs(10),
+        || {
+            let mut c = s.tcp();
+            let _ = std::io::Write::write_all(&mut c, b"PING\r\n");
+            read_reply(&mut c).starts_with("-ERR max number of clients reached")
+        },
+    );
+    drop(silent);
+    wait_until("a slot to be free again", Duration::from_secs(10), || {
+        let mut c = s.tcp();
+        let _ = std::io::Write::write_all(&mut c, b"PING\r\n");
+        read_reply(&mut c) == "+PONG\r\n"
+    });
+}

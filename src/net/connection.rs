@@ -76,16 +76,22 @@ enum Handled {
 
 pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
     let node = ctx.node.clone();
-    // A peer node's link (first frame PEER_HELLO) is not a client: it does not count against
-    // --max-clients and is served by the cluster layer. (Peer links are plaintext: with
-    // --tls-cert every connection is a client.)
+    // A connection holds a client slot while it says what it is, so that connections that
+    // send nothing can't pile up past --max-clients. A peer node's link (first frame
+    // PEER_HELLO) is not a client: it gives the slot back (or gets in without one) and is
+    // served by the cluster layer. (Peer links are plaintext: with --tls-cert every
+    // connection is a client.)
+    let admitted = node.admit();
     if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&stream, &node).await {
+        if admitted {
+            node.release();
+        }
         let _ = stream.set_nodelay(true);
         let lp: Rc<dyn crate::cluster::LocalLoop> = ctx.clone();
         crate::cluster::handshake::accept(lp, stream, BytesMut::new()).await;
         return;
     }
-    if !node.admit() {
+    if !admitted {
         LoopStats::add(&ctx.stats().rejected_connections, 1);
         let _ = stream
             .write_all(b"-ERR max number of clients reached\r\n")
@@ -147,10 +153,12 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
 }
 
 /// Whether the connection's first frame is a PEER_HELLO (binary frame, opcode 0x40), looking
-/// at its first 13 bytes without consuming them (bounded by --request-read-timeout-ms).
+/// at its first 13 bytes without consuming them (bounded by --request-read-timeout-ms, 0:
+/// unbounded, as for any request; a shutdown ends the wait, the connection then closes as a
+/// client's would).
 async fn is_peer(stream: &TcpStream, node: &crate::node::Node) -> bool {
     let mut b = [0u8; 13];
-    let limit = Duration::from_millis(node.config.request_read_timeout_ms.max(1));
+    let mut shutdown = node.shutdown_signal();
     let look = async {
         loop {
             match stream.peek(&mut b).await {
@@ -164,7 +172,18 @@ async fn is_peer(stream: &TcpStream, node: &crate::node::Node) -> bool {
             }
         }
     };
-    tokio::time::timeout(limit, look).await.unwrap_or(false)
+    let bounded = async {
+        match node.config.request_read_timeout_ms {
+            0 => look.await,
+            ms => tokio::time::timeout(Duration::from_millis(ms), look)
+                .await
+                .unwrap_or(false),
+        }
+    };
+    tokio::select! {
+        peer = bounded => peer,
+        _ = shutdown.wait_for(|s| *s) => false,
+    }
 }
 
 /// The connection's loop: handle what was read, write what is ready, then wait for more
