@@ -80,9 +80,15 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
     // send nothing can't pile up past --max-clients. A peer node's link (first frame
     // PEER_HELLO) is not a client: it gives the slot back (or gets in without one) and is
     // served by the cluster layer. (Peer links are plaintext: with --tls-cert every
-    // connection is a client.)
+    // connection is a client.) Past the limit, a connection has only --peer-timeout-ms to
+    // say PEER_HELLO (a dialing peer sends it at once), so those without a slot stay few.
     let admitted = node.admit();
-    if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&stream, &node).await {
+    let limit_ms = if admitted {
+        node.config.request_read_timeout_ms
+    } else {
+        node.config.cluster.peer_timeout_ms
+    };
+    if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&stream, &node, limit_ms).await {
         if admitted {
             node.release();
         }
@@ -153,10 +159,10 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
 }
 
 /// Whether the connection's first frame is a PEER_HELLO (binary frame, opcode 0x40), looking
-/// at its first 13 bytes without consuming them (bounded by --request-read-timeout-ms, 0:
-/// unbounded, as for any request; a shutdown ends the wait, the connection then closes as a
-/// client's would).
-async fn is_peer(stream: &TcpStream, node: &crate::node::Node) -> bool {
+/// at its first 13 bytes without consuming them, for at most `limit_ms` (0: unbounded, as
+/// --request-read-timeout-ms 0 means for any request). A shutdown ends the wait; the
+/// connection then closes as a client's would.
+async fn is_peer(stream: &TcpStream, node: &crate::node::Node, limit_ms: u64) -> bool {
     let mut b = [0u8; 13];
     let mut shutdown = node.shutdown_signal();
     let look = async {
@@ -173,7 +179,7 @@ async fn is_peer(stream: &TcpStream, node: &crate::node::Node) -> bool {
         }
     };
     let bounded = async {
-        match node.config.request_read_timeout_ms {
+        match limit_ms {
             0 => look.await,
             ms => tokio::time::timeout(Duration::from_millis(ms), look)
                 .await
