@@ -145,6 +145,11 @@ fn one_read_repairs_a_stale_replica() {
     let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
     c.wait_converged();
     ok(c.conn(0).call_str(&["SET", "k", "old"]), "first write");
+    // The reply came at W=2: node 2 may get its copy a moment later. It must hold "old"
+    // before it is killed, or the check below sees nothing rather than a stale copy.
+    wait_until("node 2 to hold the first write", CONVERGE, || {
+        c.local(2, b"k") == Some(b"old".to_vec())
+    });
     c.kill(2);
     c.wait_converged();
     ok(
@@ -384,4 +389,51 @@ fn stand_ins_complete_w_and_deliver_their_hints() {
             held > 50 && (0..3).all(|i| !pending(i))
         });
     }
+}
+
+/// A peer link carrying large frames both ways at once (a node replicating big values to a
+/// peer while the same peer answers its reads of big values) keeps flowing: each end keeps
+/// reading while it writes, so neither stalls with both socket buffers full. The link must
+/// still work after the burst.
+#[test]
+fn a_peer_link_with_large_frames_both_ways_does_not_stall() {
+    const VALUE_BYTES: usize = 4 << 20;
+    const BURST: usize = 12;
+    let c = Cluster::start(2, &["--n", "2", "--w", "2", "--r", "2"]);
+    c.wait_converged();
+    let big = "b".repeat(VALUE_BYTES);
+    ok(
+        c.conn(0).call_str(&["SET", "big", &big]),
+        "the value to read",
+    );
+    wait_until("node 1 to hold the big value", CONVERGE, || {
+        c.local(1, b"big").map(|v| v.len()) == Some(VALUE_BYTES)
+    });
+    let addr = c.node(0).addr;
+    let reads = std::thread::spawn(move || {
+        let mut conn = Conn::connect(addr);
+        let cmds: Vec<Vec<String>> = (0..BURST)
+            .map(|_| vec!["GET".to_string(), "big".to_string()])
+            .collect();
+        conn.send_pipeline(&cmds).unwrap();
+        (0..BURST).map(|_| conn.read().is_ok()).count()
+    });
+    let writes = std::thread::spawn(move || {
+        let mut conn = Conn::connect(addr);
+        let big = "w".repeat(VALUE_BYTES);
+        let cmds: Vec<Vec<String>> = (0..BURST)
+            .map(|i| vec!["SET".to_string(), format!("w{i}"), big.clone()])
+            .collect();
+        conn.send_pipeline(&cmds).unwrap();
+        (0..BURST).map(|_| conn.read().is_ok()).count()
+    });
+    let _ = (reads.join(), writes.join());
+    // Whatever the burst's replies were, the link must carry a small write afterwards.
+    let mut conn = c.conn(0);
+    wait_until(
+        "a small write to reach W=2 after the burst",
+        Duration::from_secs(20),
+        || conn.call_str(&["SET", "small", "v"]) == Reply::Simple("OK".into()),
+    );
+    assert_eq!(c.local(1, b"small"), Some(b"v".to_vec()));
 }

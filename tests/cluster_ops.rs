@@ -483,3 +483,56 @@ fn replica_writes_take_no_cross_loop_hop() {
         "the standalone path hands keys to their loop"
     );
 }
+
+/// A node with peer links open in both directions still exits promptly on SIGTERM: peer links
+/// are not clients, and the shutdown drain does not wait for them.
+#[test]
+fn a_node_with_peer_links_exits_promptly_on_sigterm() {
+    let mut c = Cluster::start(3, &[]);
+    c.wait_converged();
+    assert_eq!(
+        c.conn(0).call_str(&["SET", "k", "v"]),
+        Reply::Simple("OK".into())
+    );
+    let node = c.nodes[0].take().expect("node 0 runs");
+    let t0 = std::time::Instant::now();
+    let status = node.terminate();
+    let took = t0.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?} with peer links open"
+    );
+}
+
+/// In cluster mode a connection holds a client slot while it has not said what it is yet:
+/// connections that send nothing count against --max-clients as they do on a single node,
+/// instead of piling up past it (only peer links, once they say PEER_HELLO, are not clients).
+/// One loop, so the silent connection is admitted before any probe (accept order).
+#[test]
+fn silent_connections_count_against_max_clients_in_cluster_mode() {
+    let s = Server::start(&[
+        "--cluster-secret",
+        SECRET,
+        "--max-clients",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    let silent = s.tcp();
+    wait_until(
+        "a client past --max-clients to be refused",
+        Duration::from_secs(10),
+        || {
+            let mut c = s.tcp();
+            let _ = std::io::Write::write_all(&mut c, b"PING\r\n");
+            read_reply(&mut c).starts_with("-ERR max number of clients reached")
+        },
+    );
+    drop(silent);
+    wait_until("a slot to be free again", Duration::from_secs(10), || {
+        let mut c = s.tcp();
+        let _ = std::io::Write::write_all(&mut c, b"PING\r\n");
+        read_reply(&mut c) == "+PONG\r\n"
+    });
+}

@@ -291,6 +291,12 @@ pub async fn dial_forever(lp: Rc<dyn LocalLoop>, link: Rc<Link>) {
 
 /// Serves one established link: writes queued frames, reads replies (completing calls) and
 /// requests (served by [`serve::handle`]), until the connection or the node ends.
+///
+/// Reading goes on while a write is in progress: both ends of a link write large frames at
+/// once (REPLICATE one way, FETCH replies the other), and an end that only read after it had
+/// written everything would wait forever on a peer doing the same, with both socket buffers
+/// full. Reading pauses only while this end's own queue is past [`MAX_QUEUED_BYTES`] (a peer
+/// sending requests faster than it takes their replies), which keeps that queue bounded.
 pub async fn run(
     lp: Rc<dyn LocalLoop>,
     link: Rc<Link>,
@@ -301,6 +307,7 @@ pub async fn run(
     let max_frame = node.config.max_frame_bytes;
     let mut shutdown = node.shutdown_signal();
     let (mut rd, mut wr) = stream.split();
+    // Frames taken from `link.out`, being written; new frames queue in `link.out` meanwhile.
     let mut wbuf = BytesMut::new();
     loop {
         // Before looking at the durable state, so that no change after the look is missed.
@@ -324,26 +331,30 @@ pub async fn run(
                 }
             }
         }
-        if !link.out.borrow().is_empty() {
+        if wbuf.is_empty() && !link.out.borrow().is_empty() {
             // Let every other task ready in this tick add its frames first: one write for all
             // (a write per frame cost more CPU in send() than everything else together).
             tokio::task::yield_now().await;
             std::mem::swap(&mut wbuf, &mut *link.out.borrow_mut());
-            wr.write_all(&wbuf).await?;
-            wbuf.clear();
-            continue;
         }
+        let may_read = link.out.borrow().len() < MAX_QUEUED_BYTES;
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
         }
         let wake = link.wake.notified();
         tokio::select! {
-            r = rd.read_buf(&mut rbuf) => {
+            r = rd.read_buf(&mut rbuf), if may_read => {
                 if r? == 0 {
                     return Ok(());
                 }
             }
-            _ = wake => {}
+            r = wr.write(&wbuf), if !wbuf.is_empty() => {
+                match r? {
+                    0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                    n => bytes::Buf::advance(&mut wbuf, n),
+                }
+            }
+            _ = wake, if wbuf.is_empty() => {}
             _ = &mut changed, if !link.held.borrow().is_empty() => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }

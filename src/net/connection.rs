@@ -76,16 +76,28 @@ enum Handled {
 
 pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
     let node = ctx.node.clone();
-    // A peer node's link (first frame PEER_HELLO) is not a client: it does not count against
-    // --max-clients and is served by the cluster layer. (Peer links are plaintext: with
-    // --tls-cert every connection is a client.)
-    if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&stream, &node).await {
+    // A connection holds a client slot while it says what it is, so that connections that
+    // send nothing can't pile up past --max-clients. A peer node's link (first frame
+    // PEER_HELLO) is not a client: it gives the slot back (or gets in without one) and is
+    // served by the cluster layer. (Peer links are plaintext: with --tls-cert every
+    // connection is a client.) Past the limit, a connection has only --peer-timeout-ms to
+    // say PEER_HELLO (a dialing peer sends it at once), so those without a slot stay few.
+    let admitted = node.admit();
+    let limit_ms = if admitted {
+        node.config.request_read_timeout_ms
+    } else {
+        node.config.cluster.peer_timeout_ms
+    };
+    if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&stream, &node, limit_ms).await {
+        if admitted {
+            node.release();
+        }
         let _ = stream.set_nodelay(true);
         let lp: Rc<dyn crate::cluster::LocalLoop> = ctx.clone();
         crate::cluster::handshake::accept(lp, stream, BytesMut::new()).await;
         return;
     }
-    if !node.admit() {
+    if !admitted {
         LoopStats::add(&ctx.stats().rejected_connections, 1);
         let _ = stream
             .write_all(b"-ERR max number of clients reached\r\n")
@@ -147,10 +159,12 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
 }
 
 /// Whether the connection's first frame is a PEER_HELLO (binary frame, opcode 0x40), looking
-/// at its first 13 bytes without consuming them (bounded by --request-read-timeout-ms).
-async fn is_peer(stream: &TcpStream, node: &crate::node::Node) -> bool {
+/// at its first 13 bytes without consuming them, for at most `limit_ms` (0: unbounded, as
+/// --request-read-timeout-ms 0 means for any request). A shutdown ends the wait; the
+/// connection then closes as a client's would.
+async fn is_peer(stream: &TcpStream, node: &crate::node::Node, limit_ms: u64) -> bool {
     let mut b = [0u8; 13];
-    let limit = Duration::from_millis(node.config.request_read_timeout_ms.max(1));
+    let mut shutdown = node.shutdown_signal();
     let look = async {
         loop {
             match stream.peek(&mut b).await {
@@ -164,7 +178,18 @@ async fn is_peer(stream: &TcpStream, node: &crate::node::Node) -> bool {
             }
         }
     };
-    tokio::time::timeout(limit, look).await.unwrap_or(false)
+    let bounded = async {
+        match limit_ms {
+            0 => look.await,
+            ms => tokio::time::timeout(Duration::from_millis(ms), look)
+                .await
+                .unwrap_or(false),
+        }
+    };
+    tokio::select! {
+        peer = bounded => peer,
+        _ = shutdown.wait_for(|s| *s) => false,
+    }
 }
 
 /// The connection's loop: handle what was read, write what is ready, then wait for more
