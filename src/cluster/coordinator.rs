@@ -360,14 +360,24 @@ async fn forward(
         r: req.q.r as u8,
         w: req.q.w as u8,
     };
-    let timeout = Duration::from_millis(lp.node().config.request_timeout_ms);
+    // One deadline for the whole request, whichever replicas it tries.
+    let deadline =
+        super::sys::Instant::now() + Duration::from_millis(lp.node().config.request_timeout_ms);
     let argv = req.argv();
     let mut last = String::from("no replica is reachable");
-    for target in prefs.iter().filter(|&&t| view.reachable(t)) {
-        let Some(addr) = view.addr(*target) else {
-            continue;
-        };
+    // Replicas whose link is up first: a link being redialed costs a wait.
+    let mut targets: SmallVec<[(bool, NodeId, &str); 4]> = prefs
+        .iter()
+        .filter(|&&t| view.reachable(t))
+        .filter_map(|&t| view.addr(t).map(|a| (!cl.link(&lp, a).is_up(), t, a)))
+        .collect();
+    targets.sort_by_key(|t| t.0);
+    for (_, target, addr) in targets {
         let link = cl.link(&lp, addr);
+        if link.peer.get().is_some_and(|p| p != target) {
+            continue; // the address now belongs to another node
+        }
+        let timeout = deadline.saturating_duration_since(super::sys::Instant::now());
         let r = link
             .call(timeout, |rid, out| {
                 peer::encode_forward(rid, &head, &argv, out)
@@ -381,7 +391,13 @@ async fn forward(
                 }
                 return (BytesMut::from(&b[..]), Marks::new());
             }
-            Ok(v) => last = format!("unexpected FORWARD reply {v:?}"),
+            // Delivered, so possibly applied: not retried elsewhere.
+            Ok(v) => {
+                return error(
+                    req.reply_to,
+                    &format!("ERR unexpected FORWARD reply {v:?}; the outcome is unknown"),
+                )
+            }
             Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {
                 last = e.to_string();
                 continue;

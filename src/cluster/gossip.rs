@@ -92,14 +92,7 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
             tokio::task::spawn_local(exchange(lp.clone(), link, heard.clone()));
         }
         m.check_liveness(now_ms());
-        m.set_hints_pending(
-            cl.shared
-                .hints
-                .pending()
-                .into_iter()
-                .map(|p| (p.target, p.count, p.oldest_age_ms))
-                .collect(),
-        );
+        publish_hints(&cl);
         for target in cl.shared.hints.waiting() {
             if view.reachable(target) {
                 if let Some(addr) = view.addr(target) {
@@ -111,6 +104,17 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
             }
         }
     }
+}
+
+/// Copies the hint counts where INFO and the metrics read them.
+fn publish_hints(cl: &super::LoopCluster) {
+    let pending = cl.shared.hints.pending();
+    cl.shared.membership.set_hints_pending(
+        pending
+            .into_iter()
+            .map(|p| (p.target, p.count, p.oldest_age_ms))
+            .collect(),
+    );
 }
 
 /// This node's own entry must carry its current address and zone (after a restart with new
@@ -205,6 +209,7 @@ async fn replay(lp: Rc<dyn LocalLoop>, link: Rc<Link>, target: NodeId) {
     }
     if ok {
         hints.end_replay(target, Some(total));
+        publish_hints(&cl);
         cl.shared
             .membership
             .stats

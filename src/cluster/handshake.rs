@@ -145,17 +145,16 @@ async fn dial_inner(
         return Err(HandshakeError::Itself);
     }
     let want = server_proof(&cluster.secret, &my_nonce, &reply.nonce, me, reply.node_id);
-    let server_ok = verify_proof(&want, &reply.proof);
-    // Sent even when the server's proof is wrong, so that both logs say why the link failed;
-    // the proof only shows that this node knows its own secret.
+    if !verify_proof(&want, &reply.proof) {
+        // Close without a proof of our own: a party that can't prove it knows the secret must
+        // not get one (it could relay it, with the real server's nonce, to that server).
+        return Err(HandshakeError::BadServerProof);
+    }
     let proof = client_proof(&cluster.secret, &my_nonce, &reply.nonce, me, reply.node_id);
     out.clear();
     peer::encode_peer_auth(2, &proof, &mut out);
     stream.write_all(&out).await?;
     let (status, _, payload, _) = read_frame(&mut stream, &mut rbuf).await?;
-    if !server_ok {
-        return Err(HandshakeError::BadServerProof);
-    }
     reply_value(status, &payload)?;
     Ok((stream, rbuf, reply.node_id))
 }
@@ -258,7 +257,15 @@ async fn accept_inner(
     };
     let want = client_proof(&cluster.secret, hello.nonce, &my_nonce, dialer, me);
     answer(stream, id, op, None, |s| reply.write(s)).await?;
-    let (_, op, payload, id) = read_frame(stream, rbuf).await?;
+    // A dialer that finds this node's proof wrong closes without answering.
+    let (_, op, payload, id) = read_frame(stream, rbuf).await.map_err(|e| match e {
+        HandshakeError::Refused(_) => HandshakeError::Refused(
+            "the connecting node closed the link after this node's proof: the cluster secrets \
+             differ (--cluster-secret)"
+                .into(),
+        ),
+        e => e,
+    })?;
     let ok = matches!(PeerRequest::parse(op, &payload), Ok(PeerRequest::Auth { proof }) if verify_proof(&want, proof));
     if !ok {
         answer(stream, id, op, Some(AUTH_FAILED), |_| {}).await?;

@@ -40,6 +40,9 @@ fn fetch_all(
             continue;
         }
         let link = cl.link(lp, addr);
+        if link.peer.get().is_some_and(|p| p != t) {
+            continue; // the address now belongs to another node
+        }
         let key = key.to_vec();
         let lp = lp.clone();
         futs.push(Box::pin(async move {

@@ -39,6 +39,9 @@ fn send_replica(
     // A reachable node whose link on this loop is still being dialed gets a bounded wait in
     // the call (Link::call), not a stand-in at once.
     let link = cl.link(lp, addr);
+    if link.peer.get().is_some_and(|p| p != to) {
+        return None; // the address now belongs to another node: its ack would not be `to`'s
+    }
     if let Some(c) = lp.cluster() {
         if hint_for.is_some() {
             c.shared.membership.stats.hints_stored.fetch_add(1, Relaxed);
