@@ -536,3 +536,39 @@ fn silent_connections_count_against_max_clients_in_cluster_mode() {
         read_reply(&mut c) == "+PONG\r\n"
     });
 }
+
+/// Peer handshakes don't count against --max-clients, so the ones in progress are bounded: with
+/// 64 strangers holding a half-sent PEER_HELLO, the next is refused at once.
+#[test]
+fn unauthenticated_peer_handshakes_are_bounded() {
+    let c = Cluster::start(1, &["--n", "1", "--peer-timeout-ms", "20000"]);
+    // A PEER_HELLO header announcing 100 bytes of payload that never come.
+    let mut hello = 112u32.to_be_bytes().to_vec();
+    hello.extend_from_slice(&1u64.to_be_bytes());
+    hello.extend_from_slice(&[0x40, 0, 0, 0]);
+    let held: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = c.node(0).tcp();
+            std::io::Write::write_all(&mut s, &hello).unwrap();
+            s
+        })
+        .collect();
+    let mut refused = String::new();
+    wait_until(
+        "a handshake past the bound to be refused",
+        Duration::from_secs(10),
+        || {
+            let mut s = c.node(0).tcp();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            std::io::Write::write_all(&mut s, &hello).unwrap();
+            let mut buf = [0u8; 256];
+            let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+            refused = String::from_utf8_lossy(&buf[..n]).into_owned();
+            refused.contains("too many peer handshakes")
+        },
+    );
+    assert_eq!(held.len(), 64);
+    // Clients are served meanwhile.
+    assert_eq!(c.conn(0).call_str(&["PING"]), Reply::Simple("PONG".into()));
+}

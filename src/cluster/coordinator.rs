@@ -417,21 +417,33 @@ async fn forward(
     )
 }
 
+/// Which quorum a request missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum QuorumKind {
+    Read,
+    Write,
+}
+
 /// The NOQUORUM error, counted in the cluster statistics.
-pub(super) fn quorum_error(lp: &dyn LocalLoop, what: &str, got: usize, need: usize) -> String {
+pub(super) fn quorum_error(
+    lp: &dyn LocalLoop,
+    kind: QuorumKind,
+    got: usize,
+    need: usize,
+) -> String {
     if let Some(c) = lp.cluster() {
         let s = &c.shared.membership.stats;
-        match what {
-            "read" => s.read_quorum_failures.fetch_add(1, Relaxed),
-            _ => s.write_quorum_failures.fetch_add(1, Relaxed),
+        match kind {
+            QuorumKind::Read => s.read_quorum_failures.fetch_add(1, Relaxed),
+            QuorumKind::Write => s.write_quorum_failures.fetch_add(1, Relaxed),
         };
     }
-    match what {
-        "read" => format!(
+    match kind {
+        QuorumKind::Read => format!(
             "NOQUORUM read answered by {got} of the {need} replicas required (R) before the \
              deadline; other replicas are down or slow"
         ),
-        _ => format!(
+        QuorumKind::Write => format!(
             "NOQUORUM write acknowledged by {got} of the {need} replicas required (W) before \
              the deadline; it may have been applied on some replicas"
         ),

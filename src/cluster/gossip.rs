@@ -179,7 +179,10 @@ async fn replay(lp: Rc<dyn LocalLoop>, link: Rc<Link>, target: NodeId) {
         return;
     };
     let hints = &cl.shared.hints;
-    let entries = match hints.begin_replay(target) {
+    // Reading and syncing the log is file I/O: off the event loop.
+    let shared = cl.shared.clone();
+    let taken = tokio::task::spawn_blocking(move || shared.hints.begin_replay(target)).await;
+    let entries = match taken.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
         Ok(e) => e,
         Err(e) => {
             warn!(error = %e, "can't read hints");

@@ -24,6 +24,18 @@ use crate::ring::NodeId;
 
 /// Largest frame accepted during the handshake (its messages are a few hundred bytes).
 const HANDSHAKE_FRAME_BYTES: usize = 4096;
+/// Unauthenticated peer handshakes in progress at once; past it a PEER_HELLO is refused (peer
+/// links don't count against --max-clients, so this bounds what a stranger can hold open).
+const MAX_PENDING_PEER_HANDSHAKES: usize = 64;
+
+/// Counts one handshake in progress for as long as it lives.
+struct Pending<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -186,6 +198,23 @@ pub async fn accept(lp: Rc<dyn LocalLoop>, mut stream: TcpStream, mut rbuf: Byte
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let timeout_ms = lp.node().config.cluster.peer_timeout_ms;
+    let counter = lp.cluster().map(|c| c.shared.clone());
+    let pending = match &counter {
+        Some(c) => {
+            let n = c
+                .handshakes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let guard = Pending(&c.handshakes);
+            if n >= MAX_PENDING_PEER_HANDSHAKES {
+                let msg = "ERR too many peer handshakes in progress; retry";
+                let _ = answer(&mut stream, 0, 0x40, Some(msg), |_| {}).await;
+                warn!(peer = %remote, "refused a peer handshake: {MAX_PENDING_PEER_HANDSHAKES} in progress");
+                return;
+            }
+            Some(guard)
+        }
+        None => None,
+    };
     let r = super::sys::timeout(
         Duration::from_millis(timeout_ms),
         accept_inner(&*lp, &mut stream, &mut rbuf, &remote),
@@ -202,6 +231,8 @@ pub async fn accept(lp: Rc<dyn LocalLoop>, mut stream: TcpStream, mut rbuf: Byte
             return;
         }
     };
+    // Authenticated: no longer a pending handshake.
+    drop(pending);
     info!(peer = %remote, node = %crate::ring::membership::format_id(peer), "accepted a peer link");
     let link = Rc::new(Link::new(remote.clone()));
     link.peer.set(Some(peer));

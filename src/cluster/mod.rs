@@ -53,6 +53,8 @@ pub struct Cluster {
     advertise: std::sync::OnceLock<String>,
     pub zone: String,
     pub hints: hints::Hints,
+    /// Peer handshakes in progress on any loop (not yet authenticated: bounded).
+    pub handshakes: std::sync::atomic::AtomicUsize,
 }
 
 impl Cluster {
@@ -73,6 +75,7 @@ impl Cluster {
             advertise: a,
             zone,
             hints,
+            handshakes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

@@ -12,7 +12,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use ringkv_proto::{key_hash, peer, Value};
 use smallvec::SmallVec;
 
-use super::coordinator::{conflicts, error, local_copy, quorum_error, run_on, Reply, Req};
+use super::coordinator::{
+    conflicts, error, local_copy, quorum_error, run_on, QuorumKind, Reply, Req,
+};
 use super::link::CallError;
 use super::{serve, LocalLoop, LoopCluster};
 use crate::durability::Marks;
@@ -128,7 +130,12 @@ async fn until_quorum(
     };
     match super::sys::timeout(deadline, wait).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(())) | Err(_) => Err(quorum_error(lp, "read", answers.quorum.answers(), need)),
+        Ok(Err(())) | Err(_) => Err(quorum_error(
+            lp,
+            QuorumKind::Read,
+            answers.quorum.answers(),
+            need,
+        )),
     }
 }
 

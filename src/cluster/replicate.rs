@@ -14,7 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use ringkv_proto::{peer, Value};
 use tokio::sync::oneshot;
 
-use super::coordinator::{quorum_error, AckWatch};
+use super::coordinator::{quorum_error, AckWatch, QuorumKind};
 use super::{LocalLoop, LoopCluster};
 use crate::ring::membership::View;
 use crate::ring::quorum::{Progress, WriteAnswer, WriteQuorum};
@@ -139,7 +139,7 @@ pub(super) async fn replicate(
         let report = |q: &WriteQuorum, tx: &mut Option<oneshot::Sender<_>>| {
             let out = match q.progress() {
                 Progress::Reached => Ok(()),
-                Progress::Impossible => Err(quorum_error(&*lp, "write", q.acks(), w)),
+                Progress::Impossible => Err(quorum_error(&*lp, QuorumKind::Write, q.acks(), w)),
                 Progress::Pending => return,
             };
             if let Some(tx) = tx.take() {
@@ -173,7 +173,7 @@ pub(super) async fn replicate(
             report(&q, &mut tx);
         }
         if let Some(tx) = tx.take() {
-            let _ = tx.send(Err(quorum_error(&*lp, "write", q.acks(), w)));
+            let _ = tx.send(Err(quorum_error(&*lp, QuorumKind::Write, q.acks(), w)));
         }
     });
     let deadline = Duration::from_millis(timeout_ms);
