@@ -9,55 +9,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ringkv_proto::peer::{self, GossipBody, MemberState as WireState, MemberWire};
+use ringkv_proto::peer::{self, GossipBody};
 use ringkv_proto::Value;
 use tracing::{info, warn};
 
 use super::link::Link;
 use super::LocalLoop;
-use crate::ring::layout::{Layout, Member, MemberState};
+use crate::ring::layout::MemberState;
 use crate::ring::membership::HEARTBEAT_INTERVAL_MS;
 use crate::ring::NodeId;
 use crate::util::now_ms;
 
 /// Hints in flight to one owner during a replay (throttle).
 const HINT_REPLAY_INFLIGHT: usize = 64;
-
-pub fn to_wire(layout: &Layout) -> Vec<MemberWire> {
-    layout
-        .members()
-        .map(|m| MemberWire {
-            id: m.id,
-            version: m.version,
-            state: match m.state {
-                MemberState::Joining => WireState::Joining,
-                MemberState::Active => WireState::Active,
-                MemberState::Leaving => WireState::Leaving,
-                MemberState::Removed => WireState::Removed,
-            },
-            addr: m.addr.clone(),
-            zone: m.zone.clone(),
-        })
-        .collect()
-}
-
-pub fn from_wire(members: Vec<MemberWire>) -> Vec<Member> {
-    members
-        .into_iter()
-        .map(|m| Member {
-            id: m.id,
-            version: m.version,
-            state: match m.state {
-                WireState::Joining => MemberState::Joining,
-                WireState::Active => MemberState::Active,
-                WireState::Leaving => MemberState::Leaving,
-                WireState::Removed => MemberState::Removed,
-            },
-            addr: m.addr,
-            zone: m.zone,
-        })
-        .collect()
-}
 
 /// Runs until shutdown.
 pub async fn run(lp: Rc<dyn LocalLoop>) {
@@ -146,7 +110,7 @@ async fn exchange(
     let body = GossipBody {
         digest,
         members: if send_all {
-            to_wire(&layout)
+            layout.members().cloned().collect()
         } else {
             Vec::new()
         },
@@ -164,7 +128,7 @@ async fn exchange(
                     m.heartbeat(peer, now_ms());
                 }
                 heard.borrow_mut().insert(link.addr.clone(), theirs.digest);
-                m.merge(from_wire(theirs.members));
+                m.merge(theirs.members);
             }
             Err(e) => warn!(peer = %link.addr, error = %e, "malformed gossip reply"),
         },

@@ -10,7 +10,7 @@ use ringkv_proto::peer::{GossipBody, PeerRequest};
 use ringkv_proto::{FrameWriter, ReplySink};
 
 use super::link::Link;
-use super::{gossip, LocalLoop};
+use super::LocalLoop;
 use crate::durability::Marks;
 use crate::store::Entry;
 use crate::util::now_ms;
@@ -50,13 +50,13 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
                 membership.heartbeat(peer, now_ms());
             }
             let theirs = body.digest;
-            membership.merge(gossip::from_wire(body.members));
+            membership.merge(body.members);
             let layout = membership.layout();
             let mut out = BytesMut::new();
             let members = if layout.digest() == theirs {
                 Vec::new()
             } else {
-                gossip::to_wire(&layout)
+                layout.members().cloned().collect()
             };
             GossipBody {
                 digest: layout.digest(),

@@ -14,63 +14,22 @@ use std::collections::BTreeMap;
 
 use super::NodeId;
 
-/// Where a member is in its life. Only active and leaving nodes own partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum MemberState {
-    /// Known, not yet owning partitions (streaming on join arrives with rebalancing).
-    Joining = 0,
-    Active = 1,
-    /// Asked to leave; still owns its partitions until it is removed.
-    Leaving = 2,
-    /// Left (or was removed by an operator); kept so the removal spreads, never owns anything.
-    Removed = 3,
-}
+/// A member as the layout keeps it is exactly what gossip carries (the codec's record), so the
+/// two never need converting.
+pub use ringkv_proto::peer::{MemberState, MemberWire as Member};
 
-impl MemberState {
-    pub fn from_u8(b: u8) -> Option<MemberState> {
-        Some(match b {
-            0 => MemberState::Joining,
-            1 => MemberState::Active,
-            2 => MemberState::Leaving,
-            3 => MemberState::Removed,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MemberState::Joining => "joining",
-            MemberState::Active => "active",
-            MemberState::Leaving => "leaving",
-            MemberState::Removed => "removed",
-        }
-    }
-
-    /// Whether a member in this state owns partitions (appears on the ring).
-    pub fn owns(self) -> bool {
-        match self {
-            MemberState::Active | MemberState::Leaving => true,
-            MemberState::Joining | MemberState::Removed => false,
-        }
+/// Whether a member in this state owns partitions (appears on the ring): active and leaving
+/// ones do.
+pub fn owns(state: MemberState) -> bool {
+    match state {
+        MemberState::Active | MemberState::Leaving => true,
+        MemberState::Joining | MemberState::Removed => false,
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub id: NodeId,
-    pub version: u64,
-    pub state: MemberState,
-    /// `host:port` peers dial (--advertise).
-    pub addr: String,
-    pub zone: String,
-}
-
-impl Member {
-    /// The order that decides which of two entries for one member wins a merge.
-    fn rank(&self) -> (u64, MemberState, &str, &str) {
-        (self.version, self.state, &self.addr, &self.zone)
-    }
+/// The order that decides which of two records of one member wins a merge.
+fn rank(m: &Member) -> (u64, MemberState, &str, &str) {
+    (m.version, m.state, &m.addr, &m.zone)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,7 +91,7 @@ impl Layout {
     /// Merges one entry heard from a peer; whether it changed this layout.
     pub fn merge_member(&mut self, m: Member) -> bool {
         match self.members.get_mut(&m.id) {
-            Some(cur) if cur.rank() >= m.rank() => false,
+            Some(cur) if rank(cur) >= rank(&m) => false,
             Some(cur) => {
                 *cur = m;
                 true
@@ -185,7 +144,7 @@ impl Layout {
 
     /// Members that own partitions, for building the ring.
     pub fn owners(&self) -> impl Iterator<Item = &Member> + '_ {
-        self.members.values().filter(|m| m.state.owns())
+        self.members.values().filter(|m| owns(m.state))
     }
 }
 

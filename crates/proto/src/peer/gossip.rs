@@ -13,13 +13,17 @@ use crate::ProtoError;
 /// The fewest bytes one member takes: id, version, state and the two length fields.
 const MIN_MEMBER_BYTES: usize = 8 + 8 + 1 + 4 + 4;
 
-/// A member's place in the membership life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A member's place in the membership life cycle. Ordered by life: of two records of one
+/// member with the same version, the later state wins a merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum MemberState {
+    /// Known, not yet owning partitions (streaming on join arrives with rebalancing).
     Joining = 0,
     Active = 1,
+    /// Asked to leave; still owns its partitions until it is removed.
     Leaving = 2,
+    /// Left (or was removed by an operator); kept so the removal spreads.
     Removed = 3,
 }
 
@@ -32,6 +36,16 @@ impl MemberState {
             3 => MemberState::Removed,
             _ => return None,
         })
+    }
+
+    /// The name CLUSTER NODES and the logs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Active => "active",
+            MemberState::Leaving => "leaving",
+            MemberState::Removed => "removed",
+        }
     }
 }
 
