@@ -468,6 +468,30 @@ fn port_zero_ready_line_names_the_port() {
 }
 
 #[test]
+fn a_second_server_on_the_same_port_is_refused() {
+    // The loops bind with SO_REUSEPORT, which would let a second process share the port.
+    let first = Server::start(&["--threads", "2"]);
+    let port = first.port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (status, out, err) = run_to_exit(&[
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!status.success(), "{out}{err}");
+    assert!(
+        err.to_lowercase().contains("address already in use")
+            || out.to_lowercase().contains("address already in use"),
+        "{out}{err}"
+    );
+    assert_serving(&first);
+}
+
+#[test]
 fn handoff_accept_mode_serves_every_loop() {
     let server = Server::start(&["--accept", "handoff", "--threads", "3"]);
     // Connections are dealt round-robin over the loops; each one must work, including

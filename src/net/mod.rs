@@ -66,6 +66,14 @@ impl Server {
             listener::bind(addr, cfg.accept == AcceptMode::Reuseport)
                 .map_err(|source| ServeError::Bind { addr, source })
         };
+        // SO_REUSEPORT lets any process of this user bind the port too, and the kernel would
+        // then split clients between two servers: a plain bind first fails if anyone listens.
+        if cfg.accept == AcceptMode::Reuseport && want.port() != 0 {
+            drop(
+                listener::bind(want, false)
+                    .map_err(|source| ServeError::Bind { addr: want, source })?,
+            );
+        }
         let first = bind(want)?;
         let addr = first
             .local_addr()
