@@ -572,3 +572,39 @@ fn unauthenticated_peer_handshakes_are_bounded() {
     // Clients are served meanwhile.
     assert_eq!(c.conn(0).call_str(&["PING"]), Reply::Simple("PONG".into()));
 }
+
+fn signal(sig: &str, pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// A replica that stops answering while its sockets stay open (SIGSTOP) costs a request at
+/// most the peer deadline (--peer-timeout-ms, kept by each link's sweep): a read or write that
+/// needs its answer fails with NOQUORUM instead of hanging, one that doesn't succeeds.
+#[test]
+fn a_paused_replica_costs_a_request_at_most_the_peer_deadline() {
+    let c = Cluster::start(3, &["--peer-timeout-ms", "300", "--hinted-handoff", "off"]);
+    c.wait_converged();
+    let ok = Reply::Simple("OK".into());
+    let mut a = c.conn(0);
+    assert_eq!(a.call_str(&["SET", "p", "1"]), ok);
+    signal("-STOP", c.node(2).pid());
+    // Asked right away, before the detector convicts it: the calls to it are in flight and
+    // only their deadline ends them (the connection's own read timeout is 10 s).
+    assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "3", "3"]), ok);
+    match a.call_str(&["GET", "p"]) {
+        Reply::Error(e) => assert!(e.starts_with("NOQUORUM") && e.contains("2 of the 3"), "{e}"),
+        r => panic!("GET with R=3 and a paused replica: {r:?}"),
+    }
+    match a.call_str(&["SET", "p", "2"]) {
+        Reply::Error(e) => assert!(e.starts_with("NOQUORUM") && e.contains("2 of the 3"), "{e}"),
+        r => panic!("SET with W=3 and a paused replica: {r:?}"),
+    }
+    assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "2", "2"]), ok);
+    assert_eq!(a.call_str(&["SET", "q", "1"]), ok);
+    assert_eq!(a.call_str(&["GET", "q"]), bulk("1"));
+    signal("-CONT", c.node(2).pid());
+}

@@ -25,6 +25,7 @@ use ringkv_proto::{key_hash, FrameWriter, Protocol, ReplySink, RespWriter, Value
 use smallvec::SmallVec;
 
 use super::link::CallError;
+pub use super::read::Repair;
 use super::read::{gather, read};
 use super::replicate::replicate;
 use super::{LocalLoop, LoopCluster};
@@ -95,15 +96,25 @@ pub type Reply = (BytesMut, Marks);
 pub enum Coordinated {
     Ready(Reply),
     Pending(LocalBoxFuture<'static, Reply>),
+    /// A read: its reply later, then the read repair to run (in the same task, after the
+    /// reply went out).
+    Read(LocalBoxFuture<'static, (Reply, Option<Repair>)>),
     Inline(LocalBoxFuture<'static, Reply>),
 }
 
 impl Coordinated {
-    /// The reply, whichever way it comes.
+    /// The reply, whichever way it comes (a read's repair goes on in a task of its own).
     pub async fn reply(self) -> Reply {
         match self {
             Coordinated::Ready(r) => r,
             Coordinated::Pending(f) | Coordinated::Inline(f) => f.await,
+            Coordinated::Read(f) => {
+                let (r, repair) = f.await;
+                if let Some(repair) = repair {
+                    tokio::task::spawn_local(repair.run());
+                }
+                r
+            }
         }
     }
 }
@@ -227,7 +238,7 @@ pub fn coordinate(
         q,
         watch,
     };
-    let (key, k) = {
+    let (key, k, get) = {
         let argv = req.argv();
         let command = match cmd::parse_slot(&argv, internal).1 {
             Ok(c) => c,
@@ -236,7 +247,11 @@ pub fn coordinate(
         let Route::Key(key) = command.route() else {
             return Coordinated::Ready(error(reply_to, "ERR internal: not a single-key command"));
         };
-        (key.to_vec(), kind(&command))
+        (
+            key.to_vec(),
+            kind(&command),
+            matches!(command, Command::Get(_)),
+        )
     };
     let view = cl.view();
     let p = view.ring.partition_of(key_hash(&key));
@@ -281,13 +296,14 @@ pub fn coordinate(
     match k {
         Kind::Read => {
             let (local, marks, _) = local_copy(&**lp, &key);
-            Coordinated::Pending(Box::pin(read(
+            Coordinated::Read(Box::pin(read(
                 lp.clone(),
                 cl,
                 view,
                 key,
                 prefs,
                 req,
+                get,
                 local,
                 marks,
             )))

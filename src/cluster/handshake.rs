@@ -234,7 +234,10 @@ pub async fn accept(lp: Rc<dyn LocalLoop>, mut stream: TcpStream, mut rbuf: Byte
     // Authenticated: no longer a pending handshake.
     drop(pending);
     info!(peer = %remote, node = %crate::ring::membership::format_id(peer), "accepted a peer link");
-    let link = Rc::new(Link::new(remote.clone()));
+    let Some(membership) = lp.cluster().map(|c| c.shared.membership.clone()) else {
+        return;
+    };
+    let link = Rc::new(Link::new(remote.clone(), membership));
     link.peer.set(Some(peer));
     link.mark_up();
     let _ = link::run(lp, link, stream, rbuf).await;

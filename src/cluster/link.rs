@@ -5,20 +5,26 @@
 //! stand-in) rather than queue.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::sys::TcpStream;
 use bytes::{Bytes, BytesMut};
 use ringkv_proto::frame::{decode_frame, Status};
 use ringkv_proto::Value;
+use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
 
+use super::sys::Instant;
 use super::{handshake, serve, LocalLoop};
 use crate::durability::Marks;
+use crate::ring::membership::{Membership, PeerCounters};
 use crate::ring::NodeId;
 
 /// Calls in flight on one link; past it a call fails at once with [`CallError::Busy`].
@@ -29,6 +35,9 @@ pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 5_000;
 const READ_CHUNK: usize = 64 * 1024;
+/// How often a link fails the calls past their deadline: a call's deadline is kept to within
+/// this (one sweep per link instead of a timer per call).
+const DEADLINE_SWEEP_MS: u64 = 20;
 
 /// Why a call to a peer got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +56,14 @@ pub enum CallError {
     Protocol { peer: String, msg: String },
 }
 
-type Pending = oneshot::Sender<Result<Value, CallError>>;
+type CallResult = Result<Value, CallError>;
+
+/// A call waiting for its reply.
+struct Pending {
+    tx: oneshot::Sender<CallResult>,
+    sent: Instant,
+    deadline: Instant,
+}
 
 pub struct Link {
     pub addr: String,
@@ -56,8 +72,12 @@ pub struct Link {
     up: Cell<bool>,
     out: RefCell<BytesMut>,
     wake: Notify,
-    pending: RefCell<HashMap<u64, Pending>>,
+    /// By request id (hashbrown's default hasher: ids are this node's own, not a peer's).
+    pending: RefCell<hashbrown::HashMap<u64, Pending>>,
     next_id: Cell<u64>,
+    /// The peer's call counters (INFO cluster, metrics), found once the peer is known.
+    counters: RefCell<Option<Arc<PeerCounters>>>,
+    membership: Arc<Membership>,
     /// Woken when the link comes up.
     up_changed: Notify,
     /// Cuts a reconnection backoff short (the peer was heard from: it is back).
@@ -76,15 +96,17 @@ struct Held {
 }
 
 impl Link {
-    pub fn new(addr: String) -> Link {
+    pub fn new(addr: String, membership: Arc<Membership>) -> Link {
         Link {
             addr,
             peer: Cell::new(None),
             up: Cell::new(false),
             out: RefCell::new(BytesMut::new()),
             wake: Notify::new(),
-            pending: RefCell::new(HashMap::new()),
+            pending: RefCell::new(hashbrown::HashMap::new()),
             next_id: Cell::new(1),
+            counters: RefCell::new(None),
+            membership,
             up_changed: Notify::new(),
             redial: Notify::new(),
             held: RefCell::new(Vec::new()),
@@ -130,35 +152,86 @@ impl Link {
     }
 
     /// Sends one request (encoded by `encode` with the id it is given) and waits for its reply
-    /// until `timeout`.
-    pub async fn call(
-        &self,
+    /// until `timeout`. On a link that is up the request is queued at once (so `encode` may
+    /// borrow) and the deadline is kept by the link's sweep, not by a timer of its own; on a
+    /// link being dialed the call first waits (within `timeout`) for it to come up.
+    pub fn call(
+        self: &Rc<Self>,
         timeout: Duration,
         encode: impl FnOnce(u64, &mut BytesMut),
-    ) -> Result<Value, CallError> {
-        let started = super::sys::Instant::now();
-        if !self.up.get() && !self.wait_up(timeout).await {
-            return Err(CallError::Unreachable(self.addr.clone()));
+    ) -> Call {
+        if self.up.get() {
+            return self.send(Instant::now(), timeout, encode);
         }
-        let timeout = timeout.saturating_sub(started.elapsed());
+        // Rare (a link just created or reconnecting): encode now into a frame of its own, so
+        // that the wait needs nothing borrowed.
+        let mut frame = BytesMut::new();
+        encode(0, &mut frame);
+        let link = self.clone();
+        Call::Dialing(Box::pin(async move {
+            let started = Instant::now();
+            if !link.wait_up(timeout).await {
+                link.count(None, false);
+                return Err(CallError::Unreachable(link.addr.clone()));
+            }
+            let rest = timeout.saturating_sub(started.elapsed());
+            link.send(started, rest, |id, out| {
+                ringkv_proto::frame::set_request_id(&mut frame, id);
+                out.extend_from_slice(&frame);
+            })
+            .await
+        }))
+    }
+
+    fn send(
+        self: &Rc<Self>,
+        sent: Instant,
+        timeout: Duration,
+        encode: impl FnOnce(u64, &mut BytesMut),
+    ) -> Call {
         if self.pending.borrow().len() >= MAX_INFLIGHT_CALLS
             || self.out.borrow().len() >= MAX_QUEUED_BYTES
         {
-            return Err(CallError::Busy(self.addr.clone()));
+            self.count(None, false);
+            return Call::Done(Some(Err(CallError::Busy(self.addr.clone()))));
         }
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1).max(1));
         encode(id, &mut self.out.borrow_mut());
         let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().insert(id, tx);
+        let deadline = sent + timeout;
+        self.pending
+            .borrow_mut()
+            .insert(id, Pending { tx, sent, deadline });
         self.wake.notify_one();
-        match super::sys::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(CallError::Disconnected(self.addr.clone())),
-            Err(_) => {
-                self.pending.borrow_mut().remove(&id);
-                Err(CallError::Timeout(self.addr.clone()))
-            }
+        Call::Sent(rx, self.clone())
+    }
+
+    /// Fails the calls past their deadline.
+    fn sweep(&self, now: Instant) {
+        let mut expired: SmallVec<[Pending; 4]> = SmallVec::new();
+        self.pending
+            .borrow_mut()
+            .extract_if(|_, p| p.deadline <= now)
+            .for_each(|(_, p)| expired.push(p));
+        for p in expired {
+            self.count(Some(now.saturating_duration_since(p.sent)), false);
+            let _ = p.tx.send(Err(CallError::Timeout(self.addr.clone())));
+        }
+    }
+
+    /// Counts one finished call (with its round trip if it got an answer).
+    fn count(&self, rtt: Option<Duration>, ok: bool) {
+        let stats = &self.membership.stats;
+        let us = rtt.map_or(0, |d| d.as_micros() as u64);
+        stats.record_call(us, ok);
+        let Some(peer) = self.peer.get() else { return };
+        let mut c = self.counters.borrow_mut();
+        if c.as_ref().is_none_or(|c| c.id != peer) {
+            *c = Some(stats.peer(peer));
+        }
+        if let Some(c) = c.as_ref() {
+            c.record(us, ok);
         }
     }
 
@@ -216,17 +289,19 @@ impl Link {
     fn fail_pending(&self) {
         self.held.borrow_mut().clear();
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        for (_, tx) in pending {
-            let _ = tx.send(Err(CallError::Disconnected(self.addr.clone())));
+        for (_, p) in pending {
+            self.count(None, false);
+            let _ = p.tx.send(Err(CallError::Disconnected(self.addr.clone())));
         }
         self.out.borrow_mut().clear();
     }
 
-    fn on_reply(&self, id: u64, status: u8, payload: &[u8]) {
-        let Some(tx) = self.pending.borrow_mut().remove(&id) else {
-            return; // timed out meanwhile
+    /// A reply frame arrived (at `now`, the time its read completed).
+    fn on_reply(&self, id: u64, status: u8, payload: Bytes, now: Instant) {
+        let Some(p) = self.pending.borrow_mut().remove(&id) else {
+            return; // past its deadline meanwhile
         };
-        let r = match Value::decode(&Bytes::copy_from_slice(payload)) {
+        let r = match Value::decode(&payload) {
             Err(e) => Err(CallError::Protocol {
                 peer: self.addr.clone(),
                 msg: e.to_string(),
@@ -243,7 +318,40 @@ impl Link {
                 }),
             },
         };
-        let _ = tx.send(r);
+        self.count(Some(now.saturating_duration_since(p.sent)), r.is_ok());
+        let _ = p.tx.send(r);
+    }
+}
+
+/// A call in progress (see [`Link::call`]).
+pub enum Call {
+    /// Queued on the link; the link completes it (reply, deadline, or disconnection).
+    Sent(oneshot::Receiver<CallResult>, Rc<Link>),
+    /// Waiting for the link to come up first.
+    Dialing(futures::future::LocalBoxFuture<'static, CallResult>),
+    /// Failed at once (taken when polled).
+    Done(Option<CallResult>),
+}
+
+impl Future for Call {
+    type Output = CallResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CallResult> {
+        match self.get_mut() {
+            Call::Sent(rx, link) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(r)) => Poll::Ready(r),
+                // The link dropped it without an answer (only when the link itself is gone).
+                Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::Disconnected(link.addr.clone()))),
+                Poll::Pending => Poll::Pending,
+            },
+            Call::Dialing(f) => f.as_mut().poll(cx),
+            Call::Done(r) => Poll::Ready(r.take().unwrap_or_else(|| {
+                Err(CallError::Protocol {
+                    peer: String::new(),
+                    msg: "call polled after it completed".into(),
+                })
+            })),
+        }
     }
 }
 
@@ -309,20 +417,29 @@ pub async fn run(
     let (mut rd, mut wr) = stream.split();
     // Frames taken from `link.out`, being written; new frames queue in `link.out` meanwhile.
     let mut wbuf = BytesMut::new();
+    let mut sweep = super::sys::interval(Duration::from_millis(DEADLINE_SWEEP_MS));
+    sweep.set_missed_tick_behavior(super::sys::MissedTickBehavior::Delay);
     loop {
         // Before looking at the durable state, so that no change after the look is missed.
         let changed = lp.durable_changed();
         tokio::pin!(changed);
         link.release_held(&*lp);
-        // Complete frames first: they may queue replies.
+        // Complete frames first: they may queue replies. One clock read for all the replies
+        // of one read.
+        let mut now = None;
         loop {
             match decode_frame(&rbuf, max_frame) {
                 Ok(Some((hdr, payload, used))) => {
                     if hdr.is_reply() {
-                        link.on_reply(hdr.request_id, hdr.status, payload);
-                    } else {
-                        serve::handle(&lp, &link, hdr.request_id, hdr.opcode, payload);
+                        let at = payload.as_ptr() as usize - rbuf.as_ptr() as usize;
+                        let (id, status, len) = (hdr.request_id, hdr.status, payload.len());
+                        // The reply's bytes are shared, not copied (values point into them).
+                        let frame = rbuf.split_to(used).freeze();
+                        let now = *now.get_or_insert_with(Instant::now);
+                        link.on_reply(id, status, frame.slice(at..at + len), now);
+                        continue;
                     }
+                    serve::handle(&lp, &link, hdr.request_id, hdr.opcode, payload);
                     bytes::Buf::advance(&mut rbuf, used);
                 }
                 Ok(None) => break,
@@ -356,6 +473,7 @@ pub async fn run(
             }
             _ = wake, if wbuf.is_empty() => {}
             _ = &mut changed, if !link.held.borrow().is_empty() => {}
+            now = sweep.tick(), if !link.pending.borrow().is_empty() => link.sweep(now),
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
     }
@@ -369,15 +487,4 @@ fn disk_failed(out: &mut BytesMut, id: u64, op: u8, e: &str) {
         &format!("ERR the replica's disk failed the write: {e}"),
     );
     w.finish();
-}
-
-/// Counts one finished call to `link`'s peer in the cluster statistics.
-pub fn count_call(lp: &dyn LocalLoop, link: &Link, started: super::sys::Instant, ok: bool) {
-    if let Some(c) = lp.cluster() {
-        let us = started.elapsed().as_micros() as u64;
-        c.shared
-            .membership
-            .stats
-            .record_call(link.peer.get(), us, ok);
-    }
 }

@@ -127,7 +127,10 @@ impl LoopCluster {
         if let Some(l) = self.links.borrow().get(addr) {
             return l.clone();
         }
-        let l = Rc::new(link::Link::new(addr.to_owned()));
+        let l = Rc::new(link::Link::new(
+            addr.to_owned(),
+            self.shared.membership.clone(),
+        ));
         self.links.borrow_mut().insert(addr.to_owned(), l.clone());
         tokio::task::spawn_local(link::dial_forever(lp.clone(), l.clone()));
         l

@@ -108,6 +108,7 @@ pub fn split(
         match coordinate(lp, args, false, None, q, true, watch) {
             Coordinated::Ready(r) => futs.push(Box::pin(async move { r }) as _),
             Coordinated::Pending(f) => futs.push(f),
+            c @ Coordinated::Read(_) => futs.push(Box::pin(c.reply())),
             Coordinated::Inline(f) => {
                 inline = true;
                 futs.push(f)

@@ -7,32 +7,72 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::LocalBoxFuture;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
 use futures::stream::{FuturesUnordered, StreamExt};
 use ringkv_proto::{key_hash, peer, Value};
 use smallvec::SmallVec;
 
 use super::coordinator::{
-    conflicts, error, local_copy, quorum_error, run_on, QuorumKind, Reply, Req,
+    conflicts, encode, error, local_copy, quorum_error, run_on, QuorumKind, Reply, ReplyTo, Req,
 };
-use super::link::CallError;
+use super::link::{Call, CallError, Link};
 use super::{serve, LocalLoop, LoopCluster};
 use crate::durability::Marks;
 use crate::ring::membership::View;
 use crate::ring::quorum::{Progress, ReadAnswer, ReadQuorum};
 use crate::ring::NodeId;
-use crate::store::{sync_entries, Conflicts, Entry, Placement, Store, VersionPolicy};
+use crate::store::{sync_entries, Conflicts, Entry, Live, Placement, Store, VersionPolicy};
+use crate::util::now_ms;
 
 type Fetched = (NodeId, Result<Option<Entry>, CallError>);
 
-/// FETCH from every other reachable replica.
+/// One replica's answer to a FETCH, decoded.
+pub(super) struct Fetch {
+    from: NodeId,
+    link: Rc<Link>,
+    call: Call,
+}
+
+impl Future for Fetch {
+    type Output = Fetched;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Fetched> {
+        let this = self.get_mut();
+        let r = match Pin::new(&mut this.call).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        let peer = || this.link.addr.clone();
+        let r = match r {
+            Ok(Value::Nil) => Ok(None),
+            Ok(Value::Bulk(b)) => Entry::from_bytes(&b).map(Some).ok_or(CallError::Protocol {
+                peer: peer(),
+                msg: "malformed entry".into(),
+            }),
+            Ok(v) => Err(CallError::Protocol {
+                peer: peer(),
+                msg: format!("unexpected FETCH reply {v:?}"),
+            }),
+            Err(e) => Err(e),
+        };
+        Poll::Ready((this.from, r))
+    }
+}
+
+type Fetches = FuturesUnordered<Fetch>;
+
+/// FETCH from every other reachable replica (queued on the links at once).
 fn fetch_all(
     lp: &Rc<dyn LocalLoop>,
     cl: &Rc<LoopCluster>,
     view: &View,
     prefs: &[NodeId],
     key: &[u8],
-) -> FuturesUnordered<LocalBoxFuture<'static, Fetched>> {
+) -> Fetches {
     let me = lp.node().node_id;
     let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
     let futs = FuturesUnordered::new();
@@ -45,28 +85,12 @@ fn fetch_all(
         if link.peer.get().is_some_and(|p| p != t) {
             continue; // the address now belongs to another node
         }
-        let key = key.to_vec();
-        let lp = lp.clone();
-        futs.push(Box::pin(async move {
-            let t0 = super::sys::Instant::now();
-            let r = link
-                .call(timeout, |id, out| peer::encode_fetch(id, &key, out))
-                .await;
-            super::link::count_call(&*lp, &link, t0, r.is_ok());
-            let r = match r {
-                Ok(Value::Nil) => Ok(None),
-                Ok(Value::Bulk(b)) => Entry::from_bytes(&b).map(Some).ok_or(CallError::Protocol {
-                    peer: link.addr.clone(),
-                    msg: "malformed entry".into(),
-                }),
-                Ok(v) => Err(CallError::Protocol {
-                    peer: link.addr.clone(),
-                    msg: format!("unexpected FETCH reply {v:?}"),
-                }),
-                Err(e) => Err(e),
-            };
-            (t, r)
-        }) as LocalBoxFuture<'static, Fetched>);
+        let call = link.call(timeout, |id, out| peer::encode_fetch(id, key, out));
+        futs.push(Fetch {
+            from: t,
+            link,
+            call,
+        });
     }
     futs
 }
@@ -105,38 +129,32 @@ impl Answers {
     }
 }
 
-/// Collects answers until the quorum is reached or can't be, or the deadline passes.
+/// Collects answers until the quorum is reached or can't be. Every FETCH ends by its
+/// deadline (--peer-timeout-ms, kept by its link), so this needs no timer of its own.
 async fn until_quorum(
     lp: &dyn LocalLoop,
     answers: &mut Answers,
-    futs: &mut FuturesUnordered<LocalBoxFuture<'static, Fetched>>,
+    futs: &mut Fetches,
 ) -> Result<(), String> {
-    let deadline = Duration::from_millis(lp.node().config.request_timeout_ms);
-    let need = answers.need;
-    let wait = async {
-        loop {
-            match answers.quorum.progress() {
-                Progress::Reached => return Ok(()),
-                Progress::Impossible => return Err(()),
-                Progress::Pending => {}
-            }
-            match futs.next().await {
-                Some((from, r)) => {
-                    answers.add(from, r);
-                }
-                None => return Err(()),
-            }
+    loop {
+        match answers.quorum.progress() {
+            Progress::Reached => return Ok(()),
+            Progress::Impossible => break,
+            Progress::Pending => {}
         }
-    };
-    match super::sys::timeout(deadline, wait).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(())) | Err(_) => Err(quorum_error(
-            lp,
-            QuorumKind::Read,
-            answers.quorum.answers(),
-            need,
-        )),
+        match futs.next().await {
+            Some((from, r)) => {
+                answers.add(from, r);
+            }
+            None => break,
+        }
     }
+    Err(quorum_error(
+        lp,
+        QuorumKind::Read,
+        answers.quorum.answers(),
+        answers.need,
+    ))
 }
 
 /// Reads at R before a read-modify-write: what the others hold is merged into this replica.
@@ -165,10 +183,14 @@ pub(super) async fn gather(
     if let Some(m) = &answers.merged {
         serve::apply(&**lp, m);
     }
-    spawn_repair(lp.clone(), cl.clone(), answers, futs);
+    if let Some(repair) = Repair::new(lp.clone(), cl.clone(), answers, futs) {
+        tokio::task::spawn_local(repair.run());
+    }
     Ok(())
 }
 
+/// A read: the reply once R replicas answered, and the repair of the others (to run after
+/// the reply went out, in the same task).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn read(
     lp: Rc<dyn LocalLoop>,
@@ -177,9 +199,10 @@ pub(super) async fn read(
     key: Vec<u8>,
     prefs: SmallVec<[NodeId; 4]>,
     req: Req,
+    get: bool,
     local: Option<Entry>,
     marks: Marks,
-) -> Reply {
+) -> (Reply, Option<Repair>) {
     let me = lp.node().node_id;
     let mut answers = Answers {
         quorum: ReadQuorum::new(req.q.r, &prefs),
@@ -191,9 +214,12 @@ pub(super) async fn read(
     answers.add(me, Ok(local));
     let mut futs = fetch_all(&lp, &cl, &view, &prefs, &key);
     if let Err(e) = until_quorum(&*lp, &mut answers, &mut futs).await {
-        return error(req.reply_to, &e);
+        return (error(req.reply_to, &e), None);
     }
-    let out = if answers.merged == local_now(&*lp, &key) {
+    let out = if get {
+        // GET (the common read) answers from the merged copy directly.
+        get_reply(req.reply_to, answers.merged.as_ref(), now_ms())
+    } else if answers.merged == local_now(&*lp, &key) {
         // The replicas agree with this one as it is now (the common case): run the command on
         // it. (Nothing of this connection ran in between: a later command of a pipeline can't
         // be seen.)
@@ -206,8 +232,18 @@ pub(super) async fn read(
         }
         run_on(&*lp, &scratch, &req).0
     };
-    spawn_repair(lp, cl, answers, futs);
-    (out, marks)
+    ((out, marks), Repair::new(lp, cl, answers, futs))
+}
+
+/// GET's reply from the key's reconciled copy, as `cmd::strings` encodes it.
+fn get_reply(reply_to: ReplyTo, merged: Option<&Entry>, now_ms: u64) -> BytesMut {
+    encode(reply_to, |out| {
+        match merged.and_then(|e| Live::of(e, now_ms)) {
+            Some(e) if out.wants_context() => out.versioned(&e.context_bytes(), &[e.value()]),
+            Some(e) => out.bulk(e.value()),
+            None => out.nil(),
+        }
+    })
 }
 
 /// This replica's copy of `key` now.
@@ -215,18 +251,48 @@ fn local_now(lp: &dyn LocalLoop, key: &[u8]) -> Option<Entry> {
     local_copy(lp, key).0
 }
 
-/// In the background: waits for the remaining answers, then sends the merged copy to every
-/// replica that answered with less (or nothing), this one included.
-fn spawn_repair(
+/// Read repair: once every replica asked has answered (or its call ended), the merged copy
+/// goes to each that answered with less (or nothing), this one included.
+pub struct Repair {
     lp: Rc<dyn LocalLoop>,
     cl: Rc<LoopCluster>,
-    mut answers: Answers,
-    mut futs: FuturesUnordered<LocalBoxFuture<'static, Fetched>>,
-) {
-    tokio::task::spawn_local(async move {
-        while let Some((from, r)) = futs.next().await {
-            answers.add(from, r);
+    answers: Answers,
+    futs: Fetches,
+}
+
+impl Repair {
+    /// None when there is nothing left to do (every answer is in and none was stale: the
+    /// stale ones are repaired now).
+    fn new(
+        lp: Rc<dyn LocalLoop>,
+        cl: Rc<LoopCluster>,
+        answers: Answers,
+        futs: Fetches,
+    ) -> Option<Repair> {
+        let r = Repair {
+            lp,
+            cl,
+            answers,
+            futs,
+        };
+        if r.futs.is_empty() {
+            r.finish();
+            return None;
         }
+        Some(r)
+    }
+
+    pub async fn run(mut self) {
+        while let Some((from, r)) = self.futs.next().await {
+            self.answers.add(from, r);
+        }
+        self.finish();
+    }
+
+    fn finish(self) {
+        let Repair {
+            lp, cl, answers, ..
+        } = self;
         let Some(merged) = answers.merged else { return };
         let me = lp.node().node_id;
         let view = cl.view();
@@ -247,15 +313,10 @@ fn spawn_repair(
             let Some(addr) = view.addr(node) else {
                 continue;
             };
-            let link = cl.link(&lp, addr);
-            let bytes = merged.as_bytes().to_vec();
-            tokio::task::spawn_local(async move {
-                let _ = link
-                    .call(timeout, |id, out| {
-                        peer::encode_replicate(id, 0, &bytes, out)
-                    })
-                    .await;
-            });
+            // Queued now; its answer is not needed (the link counts it, or its failure).
+            drop(cl.link(&lp, addr).call(timeout, |id, out| {
+                peer::encode_replicate(id, 0, merged.as_bytes(), out)
+            }));
         }
-    });
+    }
 }

@@ -48,15 +48,11 @@ fn send_replica(
         }
     }
     let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
-    let lp = lp.clone();
+    let call = link.call(timeout, |id, out| {
+        peer::encode_replicate(id, hint_for.unwrap_or(0), entry.as_bytes(), out)
+    });
     Some(Box::pin(async move {
-        let t0 = super::sys::Instant::now();
-        let r = link
-            .call(timeout, |id, out| {
-                peer::encode_replicate(id, hint_for.unwrap_or(0), entry.as_bytes(), out)
-            })
-            .await;
-        super::link::count_call(&*lp, &link, t0, r.is_ok());
+        let r = call.await;
         let r = match r {
             Ok(Value::Simple(_)) => Ok(()),
             Ok(v) => Err(format!("unexpected REPLICATE reply {v:?}")),

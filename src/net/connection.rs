@@ -648,6 +648,16 @@ fn cluster_route(
             let tx = st.out.later(reply_to, write);
             tokio::task::spawn_local(async move { tx.complete(fut.await) });
         }
+        Coordinated::Read(fut) => {
+            let tx = st.out.later(reply_to, write);
+            tokio::task::spawn_local(async move {
+                let (reply, repair) = fut.await;
+                tx.complete(reply);
+                if let Some(repair) = repair {
+                    repair.run().await;
+                }
+            });
+        }
         Coordinated::Inline(fut) => {
             st.commands -= 1;
             return Some(Handled::Inline(fut, reply_to, write));

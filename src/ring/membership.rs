@@ -83,31 +83,63 @@ pub struct ClusterStats {
     /// Hints this node holds, per owner: (owner, count, age of the oldest in ms), refreshed
     /// by the cluster layer each heartbeat.
     hints_pending: Mutex<Vec<(NodeId, u64, u64)>>,
-    /// Calls to each peer: (calls, failures, microseconds in total).
-    per_peer: Mutex<HashMap<NodeId, (u64, u64, u64)>>,
+    /// Calls to each peer (each link keeps its peer's counters: no lock per call).
+    per_peer: Mutex<HashMap<NodeId, Arc<PeerCounters>>>,
+}
+
+/// Calls to one peer, from every loop's link to it.
+#[derive(Default)]
+pub struct PeerCounters {
+    pub id: NodeId,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    us: AtomicU64,
+}
+
+impl PeerCounters {
+    pub fn record(&self, us: u64, ok: bool) {
+        self.calls.fetch_add(1, Relaxed);
+        self.us.fetch_add(us, Relaxed);
+        if !ok {
+            self.failures.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 impl ClusterStats {
-    /// Counts one finished call to `peer` (INFO cluster, per-peer metrics).
-    pub fn record_call(&self, peer: Option<NodeId>, us: u64, ok: bool) {
+    /// Counts one finished call to a peer (INFO cluster); its round trip in microseconds (0
+    /// if it got no answer).
+    pub fn record_call(&self, us: u64, ok: bool) {
         self.peer_calls.fetch_add(1, Relaxed);
         self.peer_call_us.fetch_add(us, Relaxed);
         if !ok {
             self.peer_call_failures.fetch_add(1, Relaxed);
         }
-        if let Some(p) = peer {
-            let mut m = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-            let e = m.entry(p).or_default();
-            e.0 += 1;
-            e.1 += u64::from(!ok);
-            e.2 += us;
-        }
+    }
+
+    /// The counters of calls to `peer` (a link looks them up once and keeps them).
+    pub fn peer(&self, peer: NodeId) -> Arc<PeerCounters> {
+        let mut m = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(peer)
+            .or_insert_with(|| {
+                Arc::new(PeerCounters {
+                    id: peer,
+                    ..Default::default()
+                })
+            })
+            .clone()
     }
 
     /// Per-peer (id, calls, failures, total microseconds), by id.
     pub fn per_peer(&self) -> Vec<(NodeId, u64, u64, u64)> {
         let m = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = m.iter().map(|(id, s)| (*id, s.0, s.1, s.2)).collect();
+        let mut v: Vec<_> = m
+            .iter()
+            .map(|(id, c)| {
+                let r = |a: &AtomicU64| a.load(Relaxed);
+                (*id, r(&c.calls), r(&c.failures), r(&c.us))
+            })
+            .collect();
         v.sort();
         v
     }

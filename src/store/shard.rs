@@ -89,6 +89,17 @@ pub struct Live<'a> {
 }
 
 impl<'a> Live<'a> {
+    /// The key as commands see it at `now_ms`, from its entry alone (None: expired, or its
+    /// winner is a tombstone).
+    #[inline]
+    pub fn of(entry: &'a Entry, now_ms: u64) -> Option<Live<'a>> {
+        if entry.is_expired(now_ms) {
+            return None;
+        }
+        let version = entry.winner();
+        (!version.is_tombstone()).then_some(Live { entry, version })
+    }
+
     #[inline]
     pub fn value(&self) -> &'a [u8] {
         self.version.value
@@ -165,10 +176,8 @@ impl Shard {
             self.expire_slot(i, now_ms);
             return None;
         }
-        let entry = self.slots[i as usize].as_ref()?;
         // The winner is found once per read (it decodes the versions when there are several).
-        let version = entry.winner();
-        (!version.is_tombstone()).then_some(Live { entry, version })
+        Live::of(self.slots[i as usize].as_ref()?, now_ms)
     }
 
     /// Inserts or replaces the entry for its key; returns the previous one.

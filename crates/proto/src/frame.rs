@@ -153,6 +153,14 @@ pub fn begin_frame(out: &mut BytesMut, request_id: u64, opcode: u8, flags: u8) -
     start
 }
 
+/// Sets the request id of the whole frame at the start of `frame` (one encoded before its id
+/// was known).
+pub fn set_request_id(frame: &mut [u8], request_id: u64) {
+    if let Some(id) = frame.get_mut(4..12) {
+        id.copy_from_slice(&request_id.to_be_bytes());
+    }
+}
+
 /// Patches the length (and status) of the frame begun at `start`.
 pub fn finish_frame(out: &mut BytesMut, start: usize, status: Status) {
     let len = (out.len() - start - 4) as u32;
