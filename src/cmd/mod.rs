@@ -87,6 +87,9 @@ pub mod strings;
 pub mod table;
 pub mod versioned;
 
+#[cfg(test)]
+mod counter_tests;
+
 use std::borrow::Cow;
 
 use smallvec::SmallVec;
