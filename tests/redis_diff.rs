@@ -975,6 +975,10 @@ EXPIRE ek 100 NX
 QUIT extra-args-are-ignored
 "#;
 
+/// More cases, in the same format: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD,
+/// BITFIELD_RO, LCS, COPY, TOUCH, OBJECT.
+const BIT_CASES: &str = include_str!("redis_diff/bits.cases");
+
 /// The comparison mode of one case line.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
@@ -1108,6 +1112,17 @@ fn arity_cases() -> Vec<String> {
         ("client", -2),
         ("config", -2),
         ("time", 1),
+        ("setbit", 4),
+        ("getbit", 3),
+        ("bitcount", -2),
+        ("bitpos", -3),
+        ("bitop", -4),
+        ("bitfield", -2),
+        ("bitfield_ro", -2),
+        ("lcs", -3),
+        ("copy", -3),
+        ("touch", -2),
+        ("object", -2),
     ];
     let mut out = Vec::new();
     for &(name, arity) in specs {
@@ -1146,13 +1161,21 @@ fn replies_match_redis_server() {
     let mut got = Conn::try_connect(ringkv.addr).expect("connect ringkv");
 
     let mut lines: Vec<String> = arity_cases();
-    lines.extend(
-        CASES
-            .lines()
+    let case_lines = |text: &'static str| {
+        text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with("//"))
-            .map(String::from),
+            .map(String::from)
+    };
+    lines.extend(case_lines(CASES));
+    // The bit, LCS, COPY, TOUCH and OBJECT cases go before the last case (QUIT).
+    let quit = lines.pop().expect("CASES ends with QUIT");
+    assert!(
+        quit.starts_with("QUIT"),
+        "the last case is QUIT, not {quit:?}"
     );
+    lines.extend(case_lines(BIT_CASES));
+    lines.push(quit);
 
     let mut mismatches = Vec::new();
     let mut compared = 0;

@@ -27,6 +27,13 @@ macro_rules! string_commands {
             | $crate::cmd::Command::VGet(_)
             | $crate::cmd::Command::VPut { .. }
             | $crate::cmd::Command::VDel(..)
+            | $crate::cmd::Command::SetBit(..)
+            | $crate::cmd::Command::GetBit(..)
+            | $crate::cmd::Command::BitCount(..)
+            | $crate::cmd::Command::BitPos(..)
+            | $crate::cmd::Command::BitOp(..)
+            | $crate::cmd::Command::BitField(_)
+            | $crate::cmd::Command::Lcs(_)
     };
 }
 macro_rules! key_commands {
@@ -38,6 +45,9 @@ macro_rules! key_commands {
             | $crate::cmd::Command::Expire(..)
             | $crate::cmd::Command::Ttl(..)
             | $crate::cmd::Command::Persist(_)
+            | $crate::cmd::Command::Copy(..)
+            | $crate::cmd::Command::Touch(_)
+            | $crate::cmd::Command::Object(..)
     };
 }
 macro_rules! keyspace_commands {
@@ -74,12 +84,17 @@ macro_rules! server_commands {
             | $crate::cmd::Command::LastSave
             | $crate::cmd::Command::SlowLog(_)
             | $crate::cmd::Command::Cluster(_)
+            | $crate::cmd::Command::ObjectHelp
     };
 }
 
+pub mod bitfield;
+pub mod bits;
 pub mod cluster;
 pub mod connection;
+pub mod keymeta;
 pub mod keys;
+pub mod lcs;
 pub mod ldouble;
 pub mod server;
 pub mod slowlog;
@@ -216,6 +231,18 @@ pub enum Command<'a> {
     },
     /// Binary protocol: delete with optional causal context.
     VDel(&'a [u8], &'a [u8]),
+    // bits (strings family)
+    SetBit(&'a [u8], u64, bool),
+    GetBit(&'a [u8], u64),
+    /// The range arguments, read at execution: Redis 7.0 answers 0 for a missing key before
+    /// it looks at them.
+    BitCount(&'a [u8], SmallVec<[&'a [u8]; 3]>),
+    /// The bit sought, and the range arguments (read at execution, as for BITCOUNT).
+    BitPos(&'a [u8], bool, SmallVec<[&'a [u8]; 3]>),
+    /// The destination key, then the sources.
+    BitOp(bits::BitOp, SmallVec<[&'a [u8]; 4]>),
+    BitField(bitfield::BitField<'a>),
+    Lcs(lcs::Lcs<'a>),
     // keys
     Del(SmallVec<[&'a [u8]; 4]>),
     Exists(SmallVec<[&'a [u8]; 4]>),
@@ -224,6 +251,10 @@ pub enum Command<'a> {
     Expire(&'a [u8], Expiry, keys::ExpireCond, &'static str),
     Ttl(&'a [u8], keys::TtlKind),
     Persist(&'a [u8]),
+    /// Source and destination, and REPLACE.
+    Copy([&'a [u8]; 2], bool),
+    Touch(SmallVec<[&'a [u8]; 4]>),
+    Object(keymeta::ObjectSub, &'a [u8]),
     Keys(&'a [u8]),
     Scan(keys::Scan<'a>),
     RandomKey,
@@ -252,6 +283,7 @@ pub enum Command<'a> {
     LastSave,
     SlowLog(slowlog::SlowLogSub),
     Cluster(cluster::ClusterSub<'a>),
+    ObjectHelp,
 }
 
 /// Which file executes a command.
@@ -303,10 +335,21 @@ impl<'a> Command<'a> {
             | Type(k)
             | Expire(k, ..)
             | Ttl(k, _)
-            | Persist(k) => Route::Key(k),
+            | Persist(k)
+            | SetBit(k, ..)
+            | GetBit(k, _)
+            | BitCount(k, _)
+            | BitPos(k, ..)
+            | Object(_, k) => Route::Key(k),
+            BitField(bf) => Route::Key(bf.key),
+            // Several keys: in a cluster these answer "not supported in cluster mode yet"
+            // (cluster::multi::split does not split them).
+            BitOp(_, ks) => Route::Keys(ks),
+            Lcs(l) => Route::Keys(&l.keys),
+            Copy(ks, _) => Route::Keys(ks),
             Set(s) => Route::Key(s.key),
             VPut { key, .. } => Route::Key(key),
-            MGet(ks) | Del(ks) | Exists(ks) => match ks.as_slice() {
+            MGet(ks) | Del(ks) | Exists(ks) | Touch(ks) => match ks.as_slice() {
                 [one] => Route::Key(one),
                 many => Route::Keys(many),
             },
@@ -318,7 +361,7 @@ impl<'a> Command<'a> {
             Keys(_) | Scan(_) | RandomKey | DbSize | Flush => Route::All,
             Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Wait(..)
             | Info(_) | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time
-            | Shutdown | BgSave | LastSave | SlowLog(_) | Cluster(_) => Route::None,
+            | Shutdown | BgSave | LastSave | SlowLog(_) | Cluster(_) | ObjectHelp => Route::None,
         }
     }
 
@@ -352,7 +395,11 @@ impl<'a> Command<'a> {
             | Rename(..)
             | Expire(..)
             | Persist(_)
+            | SetBit(..)
+            | BitOp(..)
+            | Copy(..)
             | Flush => true,
+            BitField(bf) => bf.writes(),
             Get(_)
             | GetEx(_, None)
             | Strlen(_)
@@ -365,10 +412,16 @@ impl<'a> Command<'a> {
             | Keys(_)
             | Scan(_)
             | RandomKey
-            | DbSize => false,
+            | DbSize
+            | GetBit(..)
+            | BitCount(..)
+            | BitPos(..)
+            | Lcs(_)
+            | Touch(_)
+            | Object(..) => false,
             Ping(_) | Echo(_) | Hello(_) | Auth(..) | Select(_) | Client(_) | Quit | Wait(..)
             | Info(_) | ConfigGet(_) | ConfigSet(_) | ConfigResetStat | CommandInfo(_) | Time
-            | Shutdown | BgSave | LastSave | SlowLog(_) | Cluster(_) => false,
+            | Shutdown | BgSave | LastSave | SlowLog(_) | Cluster(_) | ObjectHelp => false,
         }
     }
 }
@@ -424,6 +477,9 @@ fn parse_spec<'a>(spec: &'static table::Spec, args: &[&'a [u8]]) -> CmdResult<Co
         "ping" | "echo" | "hello" | "auth" | "select" | "client" | "quit" | "wait" => {
             connection::parse(spec.name, a)
         }
+        "setbit" | "getbit" | "bitcount" | "bitpos" | "bitop" | "bitfield" | "bitfield_ro"
+        | "lcs" => bits::parse(spec.name, a),
+        "copy" | "touch" | "object" => keymeta::parse(spec.name, a),
         "slowlog" => slowlog::parse(a),
         "cluster" => cluster::parse(a),
         _ => server::parse(spec.name, a),
@@ -540,6 +596,9 @@ mod tests {
             vec![name, "0"],
             vec![name, "nodes"],
             vec![name, "1", "0"],
+            vec![name, "k", "1", "0"],
+            vec![name, "encoding", "k"],
+            vec![name, "and", "d", "k"],
         ]
     }
 

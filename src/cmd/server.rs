@@ -501,6 +501,12 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
             }
             out.simple("OK");
         }
+        Command::ObjectHelp => {
+            out.array(super::keymeta::OBJECT_HELP.len());
+            for line in super::keymeta::OBJECT_HELP {
+                out.simple(line);
+            }
+        }
         Command::ConfigResetStat => {
             for st in node.stats.iter() {
                 st.reset();
