@@ -106,3 +106,67 @@ fn info_cpu_fields_parse_and_user_time_grows() {
         cpu_fields(&mut c, "cpu")[1].1 > before
     });
 }
+
+fn wal_bytes(c: &mut Conn) -> u64 {
+    let Reply::Bulk(Some(text)) = c.call_str(&["INFO", "persistence"]) else {
+        panic!("INFO persistence is not a bulk string")
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("wal_bytes:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no wal_bytes in:\n{text}"))
+}
+
+/// A SETBIT or BITFIELD that changes no bit and does not grow the value writes no new version
+/// (nothing reaches the WAL); one that changes a bit does. (--fsync always: a write's reply
+/// waits for its WAL record, so wal_bytes has counted it by then.)
+#[test]
+fn bit_writes_that_change_nothing_write_nothing() {
+    let server = Server::start(&["--threads", "1", "--fsync", "always"]);
+    let mut c = Conn::connect(server.addr);
+    assert_eq!(c.call_str(&["SETBIT", "k", "7", "1"]), Reply::Int(0));
+    let w = wal_bytes(&mut c);
+    assert!(w > 0, "the first SETBIT was logged");
+    assert_eq!(c.call_str(&["SETBIT", "k", "7", "1"]), Reply::Int(1));
+    assert_eq!(c.call_str(&["SETBIT", "k", "3", "0"]), Reply::Int(0));
+    assert_eq!(
+        c.call_str(&[
+            "BITFIELD", "k", "SET", "u8", "0", "1", "OVERFLOW", "FAIL", "INCRBY", "u2", "6", "7"
+        ]),
+        Reply::Array(Some(vec![Reply::Int(1), Reply::Bulk(None)]))
+    );
+    assert_eq!(wal_bytes(&mut c), w, "no-op bit writes reached the WAL");
+    assert_eq!(c.call_str(&["SETBIT", "k", "7", "0"]), Reply::Int(1));
+    assert!(
+        wal_bytes(&mut c) > w,
+        "a SETBIT that changes a bit is logged"
+    );
+    assert_eq!(c.call_str(&["SETBIT", "k", "8", "0"]), Reply::Int(0));
+    assert_eq!(
+        c.call_str(&["STRLEN", "k"]),
+        Reply::Int(2),
+        "growing is a change"
+    );
+}
+
+/// OBJECT IDLETIME counts from the last write: reads and TOUCH don't reset it, a write does.
+/// OBJECT ENCODING answers as for the value stored by SET (a short value built by SETBIT is
+/// "embstr", where Redis says "raw").
+#[test]
+fn object_idletime_counts_from_the_last_write() {
+    let server = Server::start(&["--threads", "1"]);
+    let mut c = Conn::connect(server.addr);
+    assert_eq!(c.call_str(&["SETBIT", "k", "1", "1"]), Reply::Int(0));
+    assert_eq!(
+        c.call_str(&["OBJECT", "ENCODING", "k"]),
+        Reply::Bulk(Some(b"embstr".to_vec()))
+    );
+    wait_until("OBJECT IDLETIME reaches 1", Duration::from_secs(10), || {
+        assert_eq!(c.call_str(&["GET", "k"]), Reply::Bulk(Some(b"@".to_vec())));
+        assert_eq!(c.call_str(&["TOUCH", "k"]), Reply::Int(1));
+        matches!(c.call_str(&["OBJECT", "IDLETIME", "k"]), Reply::Int(n) if n >= 1)
+    });
+    assert_eq!(c.call_str(&["SETBIT", "k", "2", "1"]), Reply::Int(0));
+    assert_eq!(c.call_str(&["OBJECT", "IDLETIME", "k"]), Reply::Int(0));
+}
