@@ -2,8 +2,6 @@
 //! (unsigned) bits at any bit offset of a string, with Redis 7.0's overflow arithmetic
 //! (bitops.c: `checkSignedBitfieldOverflow`, `checkUnsignedBitfieldOverflow`).
 
-use smallvec::SmallVec;
-
 use super::bits::{bit_offset, check_size};
 use super::{eq, int, CmdError, CmdResult, Ctx};
 use crate::store::Tx;
@@ -41,7 +39,8 @@ pub struct Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BitField<'a> {
     pub key: &'a [u8],
-    pub ops: SmallVec<[Op; 2]>,
+    /// On the heap, so that `Command` (moved on every request) stays as small as before.
+    pub ops: Vec<Op>,
 }
 
 impl BitField<'_> {
@@ -68,7 +67,7 @@ fn field_type(arg: &[u8]) -> CmdResult<(bool, u32)> {
 /// Parses the arguments after the key, in Redis's order: each operation's type, offset and
 /// value are checked as it is reached, then BITFIELD_RO refuses writes.
 pub fn parse<'a>(a: &[&'a [u8]], read_only: bool) -> CmdResult<BitField<'a>> {
-    let mut ops = SmallVec::new();
+    let mut ops = Vec::new();
     let mut overflow = Overflow::Wrap;
     let mut j = 1;
     while j < a.len() {

@@ -65,3 +65,14 @@ fn every_command_has_a_family_that_agrees_with_its_route() {
         assert!(matches!(c.route(), Route::Key(b"k")), "{c:?}");
     }
 }
+
+/// Every request parses into a `Command` that is moved around: a new variant must not make
+/// it larger than the 88 bytes it had (box or heap-allocate a large payload instead).
+#[test]
+fn command_stays_small() {
+    assert!(
+        std::mem::size_of::<Command<'static>>() <= 88,
+        "Command is {} bytes",
+        std::mem::size_of::<Command<'static>>()
+    );
+}
