@@ -267,18 +267,12 @@ pub fn setbit(
     let h = key_hash(key);
     let shard = tx.shard(h)?;
     let byte = (off >> 3) as usize;
-    let (old, ttl, grows) = match shard.get(h, key, ctx.now_ms) {
-        Some(e) => (
-            get_bit(e.value(), off),
-            e.expires_at_ms(),
-            e.value().len() <= byte,
-        ),
-        None => (false, None, true),
-    };
-    if grows || old != on {
-        let mut v = shard
-            .get(h, key, ctx.now_ms)
-            .map_or(Vec::new(), |e| e.value().to_vec());
+    let cur = shard.get(h, key, ctx.now_ms);
+    let old = cur.is_some_and(|e| get_bit(e.value(), off));
+    if cur.is_none_or(|e| e.value().len() <= byte) || old != on {
+        let (mut v, ttl) = cur.map_or((Vec::new(), None), |e| {
+            (e.value().to_vec(), e.expires_at_ms())
+        });
         if v.len() <= byte {
             v.resize(byte + 1, 0);
         }
