@@ -170,3 +170,69 @@ fn object_idletime_counts_from_the_last_write() {
     assert_eq!(c.call_str(&["SETBIT", "k", "2", "1"]), Reply::Int(0));
     assert_eq!(c.call_str(&["OBJECT", "IDLETIME", "k"]), Reply::Int(0));
 }
+
+/// BITOP and LCS over keys on different event loops see one state of all their keys: a writer
+/// MSETs the same value to every key (the XOR of all eight is then zeros, the LCS of two the
+/// whole value), so a torn read shows.
+#[test]
+fn multi_key_bit_commands_are_atomic_across_loops() {
+    let server = Server::start(&["--threads", "2"]);
+    let keys: Vec<String> = (0..8).map(|i| format!("atomic:{i}")).collect();
+    let mut c = Conn::connect(server.addr);
+    let rounds = 300;
+    let value = |round: usize| format!("{round:06}-{}", "x".repeat(round % 7));
+    let mset = |c: &mut Conn, round: usize| {
+        let v = value(round);
+        let mut args = vec!["MSET"];
+        for k in &keys {
+            args.push(k);
+            args.push(&v);
+        }
+        assert_eq!(c.call_str(&args), Reply::Simple("OK".into()));
+    };
+    mset(&mut c, 0);
+    let addr = server.addr;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut w = Conn::connect(addr);
+            for round in 1..=rounds {
+                mset(&mut w, round);
+            }
+        });
+        let mut xor = vec!["BITOP", "XOR", "dest"];
+        xor.extend(keys.iter().map(String::as_str));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let Reply::Int(len) = c.call_str(&xor) else {
+                panic!("BITOP answers an integer")
+            };
+            let Reply::Bulk(Some(d)) = c.call_str(&["GET", "dest"]) else {
+                panic!("BITOP wrote dest")
+            };
+            assert_eq!(d.len() as i64, len);
+            // An even number of equal values XORs to zeros.
+            assert!(d.iter().all(|&b| b == 0), "torn BITOP: {d:?}");
+            // Equal values: one match, the whole of both.
+            let lcs = c.call_str(&["LCS", &keys[1], &keys[6], "IDX"]);
+            let Reply::Array(Some(parts)) = &lcs else {
+                panic!("LCS IDX: {lcs:?}")
+            };
+            let Reply::Int(len) = parts[3] else {
+                panic!("LCS IDX: {lcs:?}")
+            };
+            let whole = Reply::Array(Some(vec![Reply::Int(0), Reply::Int(len - 1)]));
+            assert_eq!(
+                parts[1],
+                Reply::Array(Some(vec![Reply::Array(Some(vec![whole.clone(), whole]))])),
+                "torn LCS: {lcs:?}"
+            );
+            if c.call_str(&["GET", &keys[0]]) == Reply::Bulk(Some(value(rounds).into_bytes())) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer did not finish"
+            );
+        }
+    });
+}
