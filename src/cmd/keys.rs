@@ -274,6 +274,9 @@ pub fn exec(
                 _ => out.int(0),
             }
         }
+        Command::Copy(keys, replace) => super::keymeta::copy(tx, keys, replace, ctx, out)?,
+        Command::Touch(ref keys) => super::keymeta::touch(tx, keys, ctx, out)?,
+        Command::Object(sub, k) => super::keymeta::object(tx, sub, k, ctx, out)?,
         string_commands!() | keyspace_commands!() | connection_commands!() | server_commands!() => {
             return Err(CmdError::msg("ERR internal: not a key command"))
         }

@@ -596,6 +596,13 @@ pub fn exec(
             ttl_ms,
         } => super::versioned::put(tx, key, value, context, ttl_ms, ctx, out)?,
         Command::VDel(key, context) => super::versioned::delete(tx, key, context, ctx, out)?,
+        Command::SetBit(key, off, on) => super::bits::setbit(tx, key, off, on, ctx, out)?,
+        Command::GetBit(key, off) => super::bits::getbit(tx, key, off, ctx, out)?,
+        Command::BitCount(key, ref range) => super::bits::count(tx, key, range, ctx, out)?,
+        Command::BitPos(key, bit, ref range) => super::bits::pos(tx, key, bit, range, ctx, out)?,
+        Command::BitOp(op, ref keys) => super::bits::bitop(op, keys, tx, ctx, out)?,
+        Command::BitField(ref bf) => super::bitfield::exec(bf, tx, ctx, out)?,
+        Command::Lcs(ref l) => super::lcs::exec(l, tx, ctx, out)?,
         key_commands!() | keyspace_commands!() | connection_commands!() | server_commands!() => {
             return Err(CmdError::msg("ERR internal: not a string command"))
         }
