@@ -18,6 +18,7 @@ pub mod link;
 pub mod multi;
 mod read;
 mod replicate;
+pub mod scratch;
 pub mod serve;
 pub mod sys;
 
