@@ -1,7 +1,7 @@
 //! Bit commands on a cluster: SETBIT, BITFIELD and friends written through one node are read
 //! the same through another (they are coordinated as single-key commands: reads at R,
-//! read-modify-writes at R then W); commands over several keys answer the "not supported in
-//! cluster mode yet" error and change nothing.
+//! read-modify-writes at R then W); commands over several keys (BITOP, COPY, LCS, TOUCH) read
+//! each key at R and write what they change back through the coordinator.
 
 mod common;
 
@@ -81,19 +81,32 @@ fn bit_commands_through_one_node_agree_with_another() {
     let mut b = c.conn(2);
     assert_eq!(b.call_str(&["SETBIT", &keys[5], "5", "0"]), int(1));
     assert_eq!(a.call_str(&["GETBIT", &keys[5], "5"]), int(0));
-    for cmd in [
-        vec!["BITOP", "AND", "bits-dest", "bits1", "bits2"],
-        vec!["COPY", "bits1", "bits-copy"],
-        vec!["LCS", "bits1", "bits2"],
-        vec!["TOUCH", "bits1", "bits2"],
-    ] {
-        match a.call_str(&cmd) {
-            Reply::Error(e) => assert!(
-                e.contains("not supported in cluster mode yet"),
-                "{cmd:?}: {e}"
-            ),
-            r => panic!("{cmd:?}: {r:?}"),
-        }
-    }
-    assert_eq!(b.call_str(&["EXISTS", "bits-dest", "bits-copy"]), int(0));
+    // Commands over several keys (cluster::scratch): each key read at R, written back as a
+    // coordinated SET; another node reads the result.
+    let get = |conn: &mut common::resp::Conn, k: &str| conn.call_str(&["GET", k]);
+    let (v1, v2) = (get(&mut a, "bits1"), get(&mut a, "bits2"));
+    let (Reply::Bulk(Some(v1)), Reply::Bulk(Some(v2))) = (v1, v2) else {
+        panic!("bits1 and bits2 hold values")
+    };
+    let and: Vec<u8> = (0..v1.len().max(v2.len()))
+        .map(|i| v1.get(i).copied().unwrap_or(0) & v2.get(i).copied().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        a.call_str(&["BITOP", "AND", "bits-dest", "bits1", "bits2"]),
+        int(and.len() as i64)
+    );
+    assert_eq!(get(&mut b, "bits-dest"), Reply::Bulk(Some(and)));
+    assert_eq!(a.call_str(&["COPY", "bits1", "bits-copy"]), int(1));
+    assert_eq!(
+        a.call_str(&["COPY", "bits1", "bits-copy"]),
+        int(0),
+        "no REPLACE"
+    );
+    assert_eq!(get(&mut b, "bits-copy"), Reply::Bulk(Some(v1)));
+    assert_eq!(
+        a.call_str(&["LCS", "bits1", "bits2", "LEN"]),
+        b.call_str(&["LCS", "bits1", "bits2", "LEN"])
+    );
+    assert_eq!(a.call_str(&["TOUCH", "bits1", "bits2", "nope"]), int(2));
+    assert_eq!(b.call_str(&["EXISTS", "bits-dest", "bits-copy"]), int(2));
 }
