@@ -268,3 +268,33 @@ fn kvbench_cluster_routes_without_forwarding() {
         "without --cluster node 0 forwards the keys it does not own"
     );
 }
+
+/// The typed counter and sibling calls of the cluster client: increments through the client
+/// add up, siblings made through two writes with one context are read together, and
+/// `resolve` replaces them.
+#[tokio::test(flavor = "current_thread")]
+async fn counters_and_siblings_through_the_cluster_client() {
+    let c = Cluster::start(3, &[]);
+    c.wait_converged();
+    let client = connect(c.node(0).addr).await;
+    assert_eq!(client.counter("hits").await.expect("counter"), None);
+    let mut sum = 0;
+    for by in [5, -2, 40, 7] {
+        sum += by;
+        assert_eq!(client.incr_by("hits", by).await.expect("incr_by"), sum);
+    }
+    assert_eq!(client.counter("hits").await.expect("counter"), Some(sum));
+    let first = client.put("doc", "v0").await.expect("put");
+    for v in ["left", "right"] {
+        let opts = ringkv_client::PutOptions {
+            context: Some(first.clone()),
+            ttl: None,
+        };
+        client.put_with("doc", v, opts).await.expect("put_with");
+    }
+    let got = client.get("doc").await.expect("get").expect("exists");
+    assert!(got.has_siblings(), "{got:?}");
+    client.resolve("doc", "merged").await.expect("resolve");
+    let got = client.get("doc").await.expect("get").expect("exists");
+    assert_eq!(got.values, vec![bytes::Bytes::from_static(b"merged")]);
+}

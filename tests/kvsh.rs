@@ -149,6 +149,48 @@ fn binary_aliases_put_get_delete() {
         .contains("(error) ERR wrong number of arguments for 'put'"));
 }
 
+/// Siblings are printed numbered; `resolve` replaces them all by one value.
+#[test]
+fn siblings_are_shown_and_resolve_replaces_them() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let p = port.as_str();
+    // Two writes with the same (first) context: concurrent, so both stay.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = ringkv_client::Client::connect(server.addr, Default::default())
+            .await
+            .unwrap();
+        let first = c.put("s", "v0").await.unwrap();
+        for v in ["left", "right"] {
+            let opts = ringkv_client::PutOptions {
+                context: Some(first.clone()),
+                ttl: None,
+            };
+            c.put_with("s", v, opts).await.unwrap();
+        }
+    });
+    let o = kvsh(&["-p", p, "--no-raw", "get", "s"], None);
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    assert!(
+        o.stdout.contains("1) ") && o.stdout.contains("2) "),
+        "numbered siblings: {o:?}"
+    );
+    assert!(
+        o.stdout.contains("left") && o.stdout.contains("right"),
+        "{o:?}"
+    );
+    let o = kvsh(&["-p", p, "resolve", "s", "both"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+    let o = kvsh(&["-p", p, "get", "s"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "both\n"), "{o:?}");
+    let o = kvsh(&["-p", p, "resolve", "s"], None);
+    assert_eq!(o.code(), Some(1), "usage error: {o:?}");
+}
+
 #[test]
 fn error_reply_exits_1() {
     let server = Server::start(&[]);

@@ -457,6 +457,31 @@ impl Client {
         int_reply("INCRBY", reply)
     }
 
+    /// `DECRBY`: subtracts `by`; returns the new value.
+    pub async fn decr_by(&self, key: impl AsRef<[u8]>, by: i64) -> Result<i64> {
+        let by = by.to_string();
+        let reply = self
+            .command(&[b"DECRBY".as_slice(), key.as_ref(), by.as_bytes()])
+            .await?;
+        int_reply("DECRBY", reply)
+    }
+
+    /// A counter's value (`GET`, parsed): `None` if the key does not exist. On a cluster the
+    /// value is the sum of every increment any replica holds (INCR keeps a PN-counter).
+    pub async fn counter(&self, key: impl AsRef<[u8]>) -> Result<Option<i64>> {
+        counter_reply(self.command(&[b"GET".as_slice(), key.as_ref()]).await?)
+    }
+
+    /// Resolves a key's siblings: reads it (every sibling and their context) and writes
+    /// `value` with that context, superseding them all. Returns the new context. A write
+    /// that raced in between stays a sibling (read again to see it).
+    pub async fn resolve(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<Context> {
+        let key = key.as_ref();
+        let context = self.get(key).await?.map(|v| v.context);
+        let opts = PutOptions { context, ttl: None };
+        self.put_with(key, value, opts).await
+    }
+
     /// `DEL`: deletes keys; returns how many existed.
     pub async fn del<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
         let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
@@ -552,6 +577,19 @@ fn unexpected(command: &'static str, got: &Value) -> ClientError {
         got.push_str("...");
     }
     ClientError::UnexpectedReply { command, got }
+}
+
+/// GET of a counter: the binary protocol answers with the value and its context.
+fn counter_reply(v: Value) -> Result<Option<i64>> {
+    let parse = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse().ok());
+    let n = match &v {
+        Value::Nil => return Ok(None),
+        Value::Bulk(b) => parse(b),
+        Value::Versioned { values, .. } if values.len() == 1 => parse(&values[0]),
+        _ => None,
+    };
+    n.map(Some)
+        .ok_or_else(|| unexpected("GET of a counter", &v))
 }
 
 fn int_reply(command: &'static str, v: Value) -> Result<i64> {

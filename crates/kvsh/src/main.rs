@@ -34,6 +34,8 @@ ALIASES (binary protocol, with causal contexts)
   put KEY VALUE          write a value; prints OK
   get KEY                read a value; siblings (concurrent versions) are printed numbered
   delete KEY             delete a key; prints (integer) 1 if it existed
+  resolve KEY VALUE      replace every sibling of KEY by VALUE (a put with the context get
+                         returned); prints OK
   --show-context also prints the causal context (hex) of get and put replies.
 
 CLUSTER
@@ -264,15 +266,19 @@ async fn execute(client: &Client, words: &[Vec<u8>], printer: &Printer) -> Outco
             })
         }),
         (b"put", 3) => client.put(&words[1], &words[2]).await.map(Shown::Written),
+        (b"resolve", 3) => client
+            .resolve(&words[1], &words[2])
+            .await
+            .map(Shown::Written),
         (b"delete", 2) => client
             .delete(&words[1])
             .await
             .map(|existed| Shown::Value(Value::Int(existed as i64))),
-        (b"put", _) | (b"delete", _) => {
-            let usage = if name_lc == b"put" {
-                "put KEY VALUE"
-            } else {
-                "delete KEY"
+        (b"put", _) | (b"delete", _) | (b"resolve", _) => {
+            let usage = match name_lc.as_slice() {
+                b"put" => "put KEY VALUE",
+                b"resolve" => "resolve KEY VALUE",
+                _ => "delete KEY",
             };
             Err(ClientError::Server(format!(
                 "ERR wrong number of arguments for '{}' (usage: {usage})",

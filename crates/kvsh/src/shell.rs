@@ -27,6 +27,11 @@ const SHELL_COMMANDS: &[(&str, &str, &str)] = &[
         "binary DELETE: (integer) 1 if the key existed",
     ),
     (
+        "resolve",
+        "resolve key value",
+        "replace every sibling of key by value (put with get's context); prints OK",
+    ),
+    (
         "cluster",
         "cluster nodes|info|join host:port|leave [id]",
         "the cluster: its nodes (a table), settings, join a node (waits until listed), leave",

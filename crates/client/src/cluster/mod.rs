@@ -16,8 +16,8 @@ mod map;
 
 use crate::conn::CallFailure;
 use crate::{
-    delete_reply, empty_command, get_reply, put_reply, ttl_ms, Client, ClientConfig, ClientError,
-    Context, PutOptions, Versioned,
+    counter_reply, delete_reply, empty_command, get_reply, int_reply, put_reply, ttl_ms, Client,
+    ClientConfig, ClientError, Context, PutOptions, Versioned,
 };
 use map::PartitionMap;
 
@@ -274,6 +274,35 @@ impl ClusterClient {
             ttl_ms: ttl_ms(&opts),
         };
         Ok(put_reply(self.send(key, &req, false).await?)?)
+    }
+
+    /// `INCRBY` on a replica of the key: adds `by` (negative to subtract) to its counter;
+    /// returns the total the coordinator computed (see [`Client::counter`]).
+    pub async fn incr_by(&self, key: impl AsRef<[u8]>, by: i64) -> ClusterResult<i64> {
+        let by = by.to_string();
+        let reply = self
+            .command(&[b"INCRBY".as_slice(), key.as_ref(), by.as_bytes()])
+            .await?;
+        Ok(int_reply("INCRBY", reply)?)
+    }
+
+    /// A counter's value, `None` if the key does not exist (see [`Client::counter`]).
+    pub async fn counter(&self, key: impl AsRef<[u8]>) -> ClusterResult<Option<i64>> {
+        let reply = self.command(&[b"GET".as_slice(), key.as_ref()]).await?;
+        Ok(counter_reply(reply)?)
+    }
+
+    /// Resolves a key's siblings (see [`Client::resolve`]): reads them with their context and
+    /// writes `value` with it. Returns the new context.
+    pub async fn resolve(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> ClusterResult<Context> {
+        let key = key.as_ref();
+        let context = self.get(key).await?.map(|v| v.context);
+        let opts = PutOptions { context, ttl: None };
+        self.put_with(key, value, opts).await
     }
 
     /// Deletes a key. `true` if it existed.
