@@ -160,18 +160,21 @@ fn increments_through_every_node_survive_a_kill_and_restart() {
             })
             .collect()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let wrong = off();
-        if wrong.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "copies still differ from the acknowledged sums after 60 s: {wrong:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut wrong = Vec::new();
+    let converged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "every node's copy of every counter to be the acknowledged sum",
+            Duration::from_secs(60),
+            || {
+                wrong = off();
+                wrong.is_empty()
+            },
+        )
+    }));
+    assert!(
+        converged.is_ok(),
+        "copies still differ from the acknowledged sums after 60 s: {wrong:?}"
+    );
     // And every node answers the sum through the coordinator.
     for i in 0..3 {
         let mut conn = c.conn(i);

@@ -9,13 +9,18 @@
 # Then, on the cluster only: SET -P 16 throughput with one of the three nodes down, and while
 # it returns and hints replay, as a ratio to all nodes up.
 #
-# usage: tools/bench-cluster.sh [-n REQUESTS] [-r ROUNDS] [--quick]
+# usage: tools/bench-cluster.sh [-n REQUESTS] [-r ROUNDS] [--quick] [--ops "set get incr mset"]
+#        [--ops-only]
+#   --ops       the redis-benchmark tests compared (default: set get)
+#   --ops-only  only that comparison (no kvbench, no node-down rounds)
 # needs: redis-benchmark, redis-cli (Debian: apt-get install redis-tools), python3, taskset, cargo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=200000
 ROUNDS=3
+OPS="set get"
+OPS_ONLY=0
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 if [ "$SERVER_CPU" = any ]; then
@@ -26,6 +31,8 @@ while [ $# -gt 0 ]; do
     -n) N=$2; shift 2 ;;
     -r) ROUNDS=$2; shift 2 ;;
     --quick) N=50000; ROUNDS=1; shift ;;
+    --ops) OPS=$2; shift 2 ;;
+    --ops-only) OPS_ONLY=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -82,7 +89,7 @@ bench() { # port pipeline test -> "rps p50 p99"
     awk -F'","' 'NR > 1 { print $2, $5, $7 }'
 }
 for P in 1 16; do
-  for op in set get; do
+  for op in $OPS; do
     for r in $(seq 1 "$ROUNDS"); do
       for who in cluster standalone; do
         port=$([ $who = cluster ] && echo "$P1" || echo "$SP")
@@ -94,6 +101,21 @@ for P in 1 16; do
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+table() {
+  printf '\n%-22s %12s %12s %7s %22s %22s\n' "workload (median)" "cluster" "standalone" ratio "cluster p50/p99 ms" "standalone p50/p99 ms"
+  for P in 1 16; do
+    for op in $OPS; do
+      a=$(echo "${results[cluster,$P,$op,rps]}" | median); b=$(echo "${results[standalone,$P,$op,rps]}" | median)
+      ca=$(echo "${results[cluster,$P,$op,p50]}" | median); cb=$(echo "${results[cluster,$P,$op,p99]}" | median)
+      sa=$(echo "${results[standalone,$P,$op,p50]}" | median); sb=$(echo "${results[standalone,$P,$op,p99]}" | median)
+      printf '%-22s %12.0f %12.0f %7.2f %22s %22s\n' "${op^^} -c 50 -P $P" "$a" "$b" "$(python3 -c "print($a/$b)")" "$ca / $cb" "$sa / $sb"
+    done
+  done
+}
+if [ "$OPS_ONLY" = 1 ]; then
+  table
+  exit 0
+fi
 
 # The binary protocol through ringkv-client (kvbench, 50 connections x pipeline 16, 50/50
 # reads and writes): to one node (it coordinates every request), routed by the cluster client
@@ -125,15 +147,7 @@ for r in $(seq 1 "$ROUNDS"); do
   wait_up "$P1" 3
 done
 
-printf '\n%-22s %12s %12s %7s %22s %22s\n' "workload (median)" "cluster" "standalone" ratio "cluster p50/p99 ms" "standalone p50/p99 ms"
-for P in 1 16; do
-  for op in set get; do
-    a=$(echo "${results[cluster,$P,$op,rps]}" | median); b=$(echo "${results[standalone,$P,$op,rps]}" | median)
-    ca=$(echo "${results[cluster,$P,$op,p50]}" | median); cb=$(echo "${results[cluster,$P,$op,p99]}" | median)
-    sa=$(echo "${results[standalone,$P,$op,p50]}" | median); sb=$(echo "${results[standalone,$P,$op,p99]}" | median)
-    printf '%-22s %12.0f %12.0f %7.2f %22s %22s\n' "${op^^} -c 50 -P $P" "$a" "$b" "$(python3 -c "print($a/$b)")" "$ca / $cb" "$sa / $sb"
-  done
-done
+table
 a=$(echo "${results[kv,one]}" | median); b=$(echo "${results[kv,routed]}" | median); c=$(echo "${results[kv,standalone]}" | median)
 printf '\nkvbench binary 50/50 -c 50 -P 16: cluster via one node %.0f (%.2f of standalone), routed by ClusterClient %.0f (%.2f), standalone %.0f req/s\n' \
   "$a" "$(python3 -c "print($a/$c)")" "$b" "$(python3 -c "print($b/$c)")" "$c"
