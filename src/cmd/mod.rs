@@ -86,6 +86,7 @@ pub mod slowlog;
 pub mod strings;
 pub mod table;
 pub mod versioned;
+pub mod whole;
 
 use std::borrow::Cow;
 
