@@ -142,13 +142,13 @@ async fn scan(
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut bytes = 0usize;
     // TYPE other than string: no key here has another type, the walk is over at once.
-    if !s.only_strings {
+    let calls = if s.only_strings {
+        MAX_SCAN_PARTITIONS_PER_CALL
+    } else {
         cursor = 0;
-    }
-    for _ in 0..MAX_SCAN_PARTITIONS_PER_CALL {
-        if !s.only_strings {
-            break;
-        }
+        0
+    };
+    for _ in 0..calls {
         let p = partition_of(cursor, bits);
         let req = ScanPartition {
             partition: p,
