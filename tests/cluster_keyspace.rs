@@ -207,7 +207,7 @@ fn scan_keys_and_dbsize_cover_every_key_also_with_a_node_down() {
 }
 
 /// A cursor handed out before a restart of the node scanned through goes on from where it
-/// was after it: positions are key hashes, not slots.
+/// was after it, and on any other node: positions are key hashes, not slots.
 #[test]
 fn a_scan_cursor_stays_valid_across_a_restart() {
     const N: usize = 5_000;
@@ -227,9 +227,12 @@ fn a_scan_cursor_stays_valid_across_a_restart() {
     c.kill(1);
     c.restart(1);
     c.wait_converged();
-    let mut conn = c.conn(1);
-    loop {
-        let (next, ks) = scan_once(&mut conn, &cursor, &["COUNT", "100"]);
+    // Continued through the restarted node, then through each node in turn: a cursor names
+    // no node.
+    let mut conns = [c.conn(1), c.conn(2), c.conn(0)];
+    for call in 0.. {
+        let conn = &mut conns[if call < 5 { 0 } else { call % 3 }];
+        let (next, ks) = scan_once(conn, &cursor, &["COUNT", "100"]);
         seen.extend(ks);
         if next == "0" {
             break;

@@ -13,6 +13,9 @@ pub struct RangeKeys {
     /// The hash of the first live key not examined (resume there, inclusive), or None when
     /// the range has no more keys.
     pub next: Option<u64>,
+    /// The WAL positions of the shards read: a reply showing these keys waits for them, as
+    /// any reply waits for what it shows.
+    pub marks: super::Marks,
 }
 
 impl Store {
@@ -33,8 +36,14 @@ impl Store {
         let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
         // The smallest hash some shard left out.
         let mut left: Option<u64> = None;
+        let mut marks = super::Marks::new();
         for s in shards {
-            let (keys, next) = self.lock(s).range_keys(from, to, limit, now_ms);
+            let mut g = self.lock(s);
+            let (keys, next) = g.range_keys(from, to, limit, now_ms);
+            if g.wal.enabled {
+                super::add_mark(&mut marks, s as u32, g.wal.seq);
+            }
+            drop(g);
             all.extend(keys);
             left = min_some(left, next);
         }
@@ -49,6 +58,7 @@ impl Store {
         RangeKeys {
             keys: all,
             next: left,
+            marks,
         }
     }
 

@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 use crate::cluster::link::Link;
 use crate::cluster::{LocalLoop, LoopCluster};
+use crate::durability::Marks;
 use crate::ring::membership::View;
 use crate::ring::partition::{partition_of, partition_start};
 use crate::ring::NodeId;
@@ -31,12 +32,13 @@ pub fn partition_end(p: u32, bits: u32) -> u64 {
     }
 }
 
-/// Reads a slice of this node's copy of a partition (the replica side of SCAN_PARTITION).
+/// Reads a slice of this node's copy of a partition (the replica side of SCAN_PARTITION), and
+/// the WAL positions its reply must wait for (it shows what they hold).
 pub fn local_scan(
     lp: &dyn LocalLoop,
     view: &View,
     req: &ScanPartition<'_>,
-) -> Result<ScanSlice, String> {
+) -> Result<(ScanSlice, Marks), String> {
     let bits = view.ring.partition_bits();
     if req.partition >= view.ring.partitions() {
         return Err(format!(
@@ -78,7 +80,7 @@ pub fn local_scan(
         }
         i = end;
     }
-    Ok(slice)
+    Ok((slice, found.marks))
 }
 
 /// The replica side of COUNT_KEYS.
@@ -139,7 +141,11 @@ pub async fn scan_at(
     timeout: Duration,
 ) -> Result<ScanSlice, String> {
     if node == view.me {
-        return local_scan(&**lp, view, req);
+        // The connection holds the reply for these marks, as for any reply from this node's
+        // store; here they are awaited before the keys are used at all.
+        let (slice, marks) = local_scan(&**lp, view, req)?;
+        wait_durable(&**lp, marks).await?;
+        return Ok(slice);
     }
     let link = link_to(lp, cl, view, node)?;
     let v = link
@@ -291,13 +297,42 @@ pub fn serve(lp: &Rc<dyn LocalLoop>, link: &Link, id: u64, op: u8, req: Served<'
     };
     let mut body = BytesMut::new();
     let r = match req {
-        Served::Scan(s) => local_scan(&**lp, &view, &s).map(|slice| slice.encode(&mut body)),
+        Served::Scan(s) => local_scan(&**lp, &view, &s).map(|(slice, marks)| {
+            slice.encode(&mut body);
+            marks
+        }),
         Served::Count(ps) => {
             peer::encode_counts(&local_count(&**lp, ps), &mut body);
-            Ok(())
+            Ok(Marks::new())
         }
     };
-    send(link, id, op, r.map(|()| body))
+    match r {
+        // Keys shown only once durable here, as FETCH shows an entry.
+        Ok(marks) => {
+            let mut frame = BytesMut::new();
+            let mut w = ringkv_proto::FrameWriter::new(&mut frame, id, op);
+            ringkv_proto::ReplySink::bulk(&mut w, &body);
+            w.finish();
+            link.reply_when_durable(&**lp, marks, id, op, frame);
+        }
+        Err(e) => send(link, id, op, Err(e)),
+    }
+}
+
+/// Waits until `marks` are durable (a scan of this node's own copy, before it is shown).
+async fn wait_durable(lp: &dyn LocalLoop, marks: Marks) -> Result<(), String> {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let changed = lp.durable_changed();
+        match lp.durable_now(&marks) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) => return Err(format!("ERR the WAL failed: {e}")),
+            None => lp.wake_writers(&marks),
+        }
+        changed.await;
+    }
 }
 
 /// A key space request of a peer.
