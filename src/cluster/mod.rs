@@ -19,6 +19,7 @@ pub mod link;
 pub mod multi;
 mod read;
 mod replicate;
+pub mod scratch;
 pub mod serve;
 pub mod sys;
 

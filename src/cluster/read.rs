@@ -157,6 +157,41 @@ async fn until_quorum(
     ))
 }
 
+/// The key's copy reconciled from R replicas, from any node (a replica or not): for commands
+/// that read several keys and compute on their copies ([`super::scratch`]). The replicas that
+/// answered with less are repaired in the background, as after any read.
+pub(super) async fn read_merged(
+    lp: &Rc<dyn LocalLoop>,
+    cl: &Rc<LoopCluster>,
+    view: &View,
+    key: &[u8],
+    r: usize,
+) -> Result<(Option<Entry>, Marks), String> {
+    let me = lp.node().node_id;
+    let p = view.ring.partition_of(key_hash(key));
+    let prefs: SmallVec<[NodeId; 4]> = view.ring.preference(p).iter().copied().collect();
+    let mut answers = Answers {
+        quorum: ReadQuorum::new(r, &prefs),
+        need: r,
+        copies: Vec::new(),
+        merged: None,
+        lww: conflicts(&**lp),
+    };
+    let mut marks = Marks::new();
+    if prefs.contains(&me) {
+        let (local, m, _) = local_copy(&**lp, key);
+        marks = m;
+        answers.add(me, Ok(local));
+    }
+    let mut futs = fetch_all(lp, cl, view, &prefs, key);
+    until_quorum(&**lp, &mut answers, &mut futs).await?;
+    let merged = answers.merged.clone();
+    if let Some(repair) = Repair::new(lp.clone(), cl.clone(), answers, futs) {
+        tokio::task::spawn_local(repair.run());
+    }
+    Ok((merged, marks))
+}
+
 /// Reads at R before a read-modify-write: what the others hold is merged into this replica.
 pub(super) async fn gather(
     lp: &Rc<dyn LocalLoop>,

@@ -634,7 +634,10 @@ fn cluster_route(
         Route::Keys(_) | Route::Pairs(_) => {
             match crate::cluster::multi::split(&lp, command, reply_to, q, &mut watches) {
                 Some(c) => c,
-                None => return Some(unsupported(st, args, reply_to)),
+                None => match crate::cluster::scratch::run(&lp, command, args, reply_to, q) {
+                    Some(c) => c,
+                    None => return Some(unsupported(st, args, reply_to)),
+                },
             }
         }
         Route::All => match crate::cluster::keyspace::run(&lp, command, reply_to, q) {
