@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SCAN throughput over a 3-node cluster (issue 11): loads KEYS distinct keys (default
 # 1,000,000) with pipelined MSETs through the three nodes at once, then times full SCAN
-# iterations (the script fails if a key is missing) at several COUNTs (a raw-RESP Python loop) and with redis-cli --scan, through one node,
-# and KEYS for comparison.
+# iterations (the script fails if a key is missing) at several COUNTs (a raw-RESP Python
+# loop) and with redis-cli --scan, through one node, and KEYS for comparison.
 # --threads 1 --fsync batch per node, everything on this machine's cores.
 #
 # With --replicas 3 (N=3, the default) the node scanned through holds every partition, so
