@@ -365,3 +365,32 @@ fn a_partition_without_a_live_replica_is_an_error() {
     let _ = conn.call_str(&["DBSIZE"]);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// One partition's slice stops once its keys pass 4 MiB (MAX_SCAN_REPLY_BYTES), at a key
+/// boundary, and says where to go on: with one partition, 160 keys of 32 KiB take two SCAN
+/// calls although COUNT allows all of them in one.
+#[test]
+fn a_partition_slice_is_bounded_in_bytes() {
+    const KEY_BYTES: usize = 32 << 10;
+    let c = Cluster::start(
+        1,
+        &["--n", "1", "--w", "1", "--r", "1", "--partitions", "1"],
+    );
+    c.wait_converged();
+    let mut conn = c.conn(0);
+    let key = |i: usize| format!("{i:0>width$}", width = KEY_BYTES);
+    for i in 0..160 {
+        assert_eq!(
+            conn.call_str(&["SET", &key(i), "v"]),
+            Reply::Simple("OK".into())
+        );
+    }
+    let (cursor, first) = scan_once(&mut conn, "0", &["COUNT", "1000"]);
+    // 128 keys are exactly 4 MiB, not past it: the 129th is taken, the 130th is not.
+    assert_eq!(first.len(), 129, "keys in the first call");
+    assert_ne!(cursor, "0");
+    let (cursor, rest) = scan_once(&mut conn, &cursor, &["COUNT", "1000"]);
+    assert_eq!(cursor, "0");
+    let all: HashSet<String> = first.into_iter().chain(rest).collect();
+    assert_eq!(all.len(), 160);
+}
