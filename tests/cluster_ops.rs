@@ -99,9 +99,9 @@ fn quorum_errors_and_unsupported_commands_are_clear() {
     let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
     c.wait_converged();
     let mut a = c.conn(0);
-    match a.call_str(&["KEYS", "*"]) {
+    match a.call_str(&["RENAME", "a", "b"]) {
         Reply::Error(e) => assert!(e.contains("not supported in cluster mode yet"), "{e}"),
-        r => panic!("KEYS: {r:?}"),
+        r => panic!("RENAME: {r:?}"),
     }
     c.kill(1);
     c.kill(2);
@@ -290,7 +290,7 @@ fn a_connections_pipeline_keeps_its_order() {
     a.expect_all(&want, "pipelined commands on a cluster");
 }
 
-/// Every command that needs the whole keyspace or several keys at once says it is not
+/// Every command that needs several keys at once and is not run on a cluster yet says it is not
 /// supported yet, and changes nothing; CLUSTER on a standalone node says cluster support is off;
 /// a key whose only replica is down gets CLUSTERDOWN from another node.
 #[test]
@@ -300,12 +300,6 @@ fn unsupported_commands_and_unreachable_keys() {
     let mut a = c.conn(0);
     assert_eq!(a.call_str(&["SET", "a", "1"]), Reply::Simple("OK".into()));
     for cmd in [
-        vec!["KEYS", "*"],
-        vec!["SCAN", "0"],
-        vec!["DBSIZE"],
-        vec!["RANDOMKEY"],
-        vec!["FLUSHDB"],
-        vec!["FLUSHALL"],
         vec!["RENAME", "a", "b"],
         vec!["RENAMENX", "a", "b"],
         vec!["MSETNX", "x", "1", "y", "2"],

@@ -1421,15 +1421,6 @@ fn a_cluster_node_replies_as_redis_except_where_documented() {
 /// Cluster differences protocol.md §7 documents: (command name, what ringkv's reply says).
 /// Anything else that differs fails the test.
 const CLUSTER_DIFFERENCES: &[(&str, &str)] = &[
-    ("KEYS", "KEYS is not supported in cluster mode yet"),
-    ("SCAN", "SCAN is not supported in cluster mode yet"),
-    ("DBSIZE", "DBSIZE is not supported in cluster mode yet"),
-    (
-        "RANDOMKEY",
-        "RANDOMKEY is not supported in cluster mode yet",
-    ),
-    ("FLUSHDB", "FLUSHDB is not supported in cluster mode yet"),
-    ("FLUSHALL", "FLUSHALL is not supported in cluster mode yet"),
     ("RENAME", "RENAME is not supported in cluster mode yet"),
     ("RENAMENX", "RENAMENX is not supported in cluster mode yet"),
     ("MSETNX", "MSETNX is not supported in cluster mode yet"),

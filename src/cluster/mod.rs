@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod gossip;
 pub mod handshake;
 pub mod hints;
+pub mod keyspace;
 pub mod link;
 pub mod multi;
 mod read;

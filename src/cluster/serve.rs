@@ -9,6 +9,7 @@ use ringkv_proto::key_hash;
 use ringkv_proto::peer::{GossipBody, PeerRequest};
 use ringkv_proto::{FrameWriter, ReplySink};
 
+use super::keyspace::replica::Served;
 use super::link::Link;
 use super::LocalLoop;
 use crate::durability::Marks;
@@ -107,6 +108,12 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
                 Some(b) => s.bulk(b),
                 None => s.nil(),
             });
+        }
+        PeerRequest::ScanPartition(req) => {
+            super::keyspace::replica::serve(lp, link, id, op, Served::Scan(req))
+        }
+        PeerRequest::CountKeys { partitions } => {
+            super::keyspace::replica::serve(lp, link, id, op, Served::Count(&partitions))
         }
         PeerRequest::Forward { head, args } => {
             let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();

@@ -187,6 +187,16 @@ pub fn info(m: &Membership) -> String {
         r(&s.peer_call_failures),
         r(&s.peer_call_us).checked_div(calls).unwrap_or(0),
     );
+    // The last count DBSIZE or RANDOMKEY computed (INFO must not wait on peers); -1: none yet.
+    let at = r(&s.cluster_keys_at_ms);
+    let (keys, age) = match at {
+        0 => (-1, -1),
+        at => (
+            r(&s.cluster_keys) as i64,
+            crate::util::now_ms().saturating_sub(at) as i64,
+        ),
+    };
+    let _ = write!(out, "cluster_keys:{keys}\r\ncluster_keys_age_ms:{age}\r\n");
     let pending = m.hints_pending();
     let total: u64 = pending.iter().map(|p| p.1).sum();
     let _ = write!(out, "cluster_hints_pending:{total}\r\n");

@@ -101,6 +101,7 @@ pub mod slowlog;
 pub mod strings;
 pub mod table;
 pub mod versioned;
+pub mod whole;
 
 #[cfg(test)]
 mod counter_tests;

@@ -640,7 +640,11 @@ fn cluster_route(
                 },
             }
         }
-        Route::Rename(..) | Route::All => return Some(unsupported(st, args, reply_to)),
+        Route::All => match crate::cluster::keyspace::run(&lp, command, reply_to, q) {
+            Some(c) => c,
+            None => return Some(unsupported(st, args, reply_to)),
+        },
+        Route::Rename(..) => return Some(unsupported(st, args, reply_to)),
     };
     if write {
         st.last_writes = watches;

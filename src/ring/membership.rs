@@ -80,6 +80,10 @@ pub struct ClusterStats {
     pub peer_call_failures: AtomicU64,
     /// Sum of peer call round trips, microseconds (mean = sum / calls).
     pub peer_call_us: AtomicU64,
+    /// The cluster's live keys as the last DBSIZE or RANDOMKEY on this node counted them, and
+    /// when (ms since the epoch; 0: never). INFO shows them without calling peers.
+    pub cluster_keys: AtomicU64,
+    pub cluster_keys_at_ms: AtomicU64,
     /// Hints this node holds, per owner: (owner, count, age of the oldest in ms), refreshed
     /// by the cluster layer each heartbeat.
     hints_pending: Mutex<Vec<(NodeId, u64, u64)>>,

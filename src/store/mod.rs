@@ -11,6 +11,7 @@ pub mod entry;
 pub mod glob;
 pub mod legacy;
 pub mod placement;
+pub mod range;
 pub mod shard;
 pub mod tx;
 pub mod write;

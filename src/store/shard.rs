@@ -18,6 +18,7 @@ use super::write::{next_entry, Supersede, VersionPolicy, WriteError};
 use crate::record;
 
 mod merge;
+mod range;
 pub use merge::{sync_entries, Merged};
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
@@ -80,6 +81,11 @@ pub struct Shard {
     pub purged: u64,
     /// The last record known durable (from the last `purge_cycle`; u64::MAX with no WAL).
     durable_seq: u64,
+    /// Keys added to the index so far (a new key, not a new version): the hash order below is
+    /// current while this has not moved.
+    inserted: u64,
+    /// Every indexed slot by key hash, built on demand by cluster-wide SCAN/KEYS (`range`).
+    by_hash: Option<range::HashOrder>,
 }
 
 /// A key as Redis commands see it: its entry and the winning version, which is live.
@@ -313,6 +319,7 @@ impl Shard {
                         (self.slots.len() - 1) as u32
                     }
                 };
+                self.inserted += 1;
                 let slots = &self.slots;
                 self.index.insert_unique(table_hash(hash), i, |&j| {
                     slots[j as usize]
@@ -521,6 +528,10 @@ impl Shard {
             + self.free.capacity() * 4
             + self.expiry.capacity() * 16
             + self.purge.capacity() * std::mem::size_of::<Purge>()
+            + self
+                .by_hash
+                .as_ref()
+                .map_or(0, range::HashOrder::heap_bytes)
     }
 
     /// Removes every key (logged).

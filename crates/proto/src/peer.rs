@@ -12,12 +12,17 @@
 
 mod auth;
 mod gossip;
+mod keyspace;
 
 pub use auth::{
     client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, HelloReply, AUTH_FAILED,
     NONCE_LEN, PROOF_LEN,
 };
 pub use gossip::{GossipBody, MemberState, MemberWire};
+pub use keyspace::{
+    decode_counts, encode_counts, ScanPartition, ScanSlice, MAX_COUNT_KEYS_PARTITIONS,
+    MAX_SCAN_PARTITION_COUNT, SCAN_FLAG_MATCH,
+};
 
 use bytes::{BufMut, BytesMut};
 use smallvec::SmallVec;
@@ -49,6 +54,8 @@ pub enum PeerOpcode {
     Fetch = 0x44,
     Forward = 0x45,
     PeerPing = 0x46,
+    ScanPartition = 0x47,
+    CountKeys = 0x48,
 }
 
 impl PeerOpcode {
@@ -61,6 +68,8 @@ impl PeerOpcode {
             0x44 => PeerOpcode::Fetch,
             0x45 => PeerOpcode::Forward,
             0x46 => PeerOpcode::PeerPing,
+            0x47 => PeerOpcode::ScanPartition,
+            0x48 => PeerOpcode::CountKeys,
             _ => return None,
         })
     }
@@ -75,6 +84,8 @@ impl PeerOpcode {
             PeerOpcode::Fetch => "FETCH",
             PeerOpcode::Forward => "FORWARD",
             PeerOpcode::PeerPing => "PEER_PING",
+            PeerOpcode::ScanPartition => "SCAN_PARTITION",
+            PeerOpcode::CountKeys => "COUNT_KEYS",
         }
     }
 }
@@ -135,10 +146,16 @@ pub enum PeerRequest<'a> {
         args: SmallVec<[&'a [u8]; 6]>,
     },
     Ping,
+    /// A slice of one partition's live keys, in hash order.
+    ScanPartition(ScanPartition<'a>),
+    /// The live keys of each partition named.
+    CountKeys {
+        partitions: Vec<u32>,
+    },
 }
 
 impl<'a> PeerRequest<'a> {
-    /// Parses a peer request payload. Opcodes outside 0x40–0x46 are
+    /// Parses a peer request payload. Opcodes outside 0x40–0x48 are
     /// [`ProtoError::UnknownOpcode`].
     pub fn parse(opcode: u8, payload: &'a [u8]) -> Result<Self, ProtoError> {
         let op = PeerOpcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
@@ -156,6 +173,10 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::Fetch => PeerRequest::Fetch { key: r.bytes()? },
             PeerOpcode::Forward => read_forward(&mut r)?,
             PeerOpcode::PeerPing => PeerRequest::Ping,
+            PeerOpcode::ScanPartition => PeerRequest::ScanPartition(ScanPartition::read(&mut r)?),
+            PeerOpcode::CountKeys => PeerRequest::CountKeys {
+                partitions: keyspace::read_partitions(&mut r)?,
+            },
         };
         r.finish()?;
         Ok(req)
@@ -170,6 +191,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Fetch { .. } => PeerOpcode::Fetch,
             PeerRequest::Forward { .. } => PeerOpcode::Forward,
             PeerRequest::Ping => PeerOpcode::PeerPing,
+            PeerRequest::ScanPartition(_) => PeerOpcode::ScanPartition,
+            PeerRequest::CountKeys { .. } => PeerOpcode::CountKeys,
         }
     }
 
@@ -185,6 +208,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Fetch { key } => encode_fetch(request_id, key, out),
             PeerRequest::Forward { head, args } => encode_forward(request_id, head, args, out),
             PeerRequest::Ping => encode_peer_ping(request_id, out),
+            PeerRequest::ScanPartition(s) => encode_scan_partition(request_id, s, out),
+            PeerRequest::CountKeys { partitions } => encode_count_keys(request_id, partitions, out),
         }
     }
 }
@@ -363,4 +388,19 @@ pub fn encode_forward(request_id: u64, head: &ForwardHead, args: &[&[u8]], out: 
 /// Appends a PEER_PING frame (empty payload).
 pub fn encode_peer_ping(request_id: u64, out: &mut BytesMut) {
     request_frame(out, request_id, PeerOpcode::PeerPing, |_| {});
+}
+
+/// Appends a SCAN_PARTITION frame. A count outside 1..=[`MAX_SCAN_PARTITION_COUNT`] is sent
+/// as given (the receiver refuses it).
+pub fn encode_scan_partition(request_id: u64, s: &ScanPartition<'_>, out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::ScanPartition, |out| {
+        s.encode_body(out)
+    });
+}
+
+/// Appends a COUNT_KEYS frame naming `partitions`.
+pub fn encode_count_keys(request_id: u64, partitions: &[u32], out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::CountKeys, |out| {
+        keyspace::put_partitions(out, partitions)
+    });
 }

@@ -429,7 +429,7 @@ fn auth_gossip_forward_field_limits() {
 fn opcode_ranges() {
     for op in 0..=255u8 {
         let peer = PeerOpcode::from_u8(op);
-        assert_eq!(peer.is_some(), (0x40..=0x46).contains(&op), "{op:#04x}");
+        assert_eq!(peer.is_some(), (0x40..=0x48).contains(&op), "{op:#04x}");
         if let Some(p) = peer {
             assert_eq!(p as u8, op);
         }
@@ -516,4 +516,86 @@ fn direct_encoders_match_the_request_encoder() {
     let mut a = BytesMut::new();
     peer::encode_fetch(6, b"k", &mut a);
     assert_eq!(a, encode(&PeerRequest::Fetch { key: b"k" }, 6));
+}
+
+/// SCAN_PARTITION and COUNT_KEYS refuse what they can't mean, with the errors protocol.md
+/// §6.2 lists, and round-trip what they can.
+#[test]
+fn keyspace_payloads() {
+    use ringkv_proto::peer::{ScanPartition, ScanSlice};
+    let scan = |count: u32, flags: u8, pattern: &[u8]| {
+        let mut p = Vec::new();
+        p.extend_from_slice(&3u32.to_be_bytes());
+        p.extend_from_slice(&7u64.to_be_bytes());
+        p.extend_from_slice(&count.to_be_bytes());
+        p.push(flags);
+        p.extend_from_slice(&(pattern.len() as u32).to_be_bytes());
+        p.extend_from_slice(pattern);
+        p
+    };
+    let s = |why| Err(malformed(PeerOpcode::ScanPartition, why));
+    let parse = |p: &[u8]| PeerRequest::parse(0x47, p).map(|r| format!("{r:?}"));
+    assert_eq!(parse(&scan(0, 0, b"")), s("count out of range"));
+    assert_eq!(parse(&scan(100_001, 0, b"")), s("count out of range"));
+    assert_eq!(parse(&scan(5, 2, b"")), s("unknown flags"));
+    assert_eq!(parse(&scan(5, 0, b"a*")), s("pattern without its flag"));
+    assert_eq!(parse(&scan(5, 1, b"a*")[..20]), s("truncated"));
+    let mut long = scan(5, 0, b"");
+    long.push(0);
+    assert_eq!(parse(&long), s("trailing bytes"));
+    let all = scan(5, 0, b"");
+    assert_eq!(
+        PeerRequest::parse(0x47, &all).unwrap(),
+        PeerRequest::ScanPartition(ScanPartition {
+            partition: 3,
+            from: 7,
+            count: 5,
+            pattern: None,
+        })
+    );
+    // An empty MATCH pattern is a pattern (it matches the empty key only), not "no MATCH".
+    let empty = scan(5, 1, b"");
+    assert_eq!(
+        PeerRequest::parse(0x47, &empty).unwrap(),
+        PeerRequest::ScanPartition(ScanPartition {
+            partition: 3,
+            from: 7,
+            count: 5,
+            pattern: Some(b""),
+        })
+    );
+
+    let c = |why| Err(malformed(PeerOpcode::CountKeys, why));
+    let parse = |p: &[u8]| PeerRequest::parse(0x48, p).map(|r| format!("{r:?}"));
+    assert_eq!(parse(&[0, 1, 0, 1]), c("too many partitions"));
+    assert_eq!(parse(&[0, 0, 0, 2, 0, 0, 0, 1]), c("truncated"));
+    assert_eq!(
+        PeerRequest::parse(0x48, &[0, 0, 0, 1, 0, 0, 0, 9]).unwrap(),
+        PeerRequest::CountKeys {
+            partitions: vec![9]
+        }
+    );
+
+    // Replies: a malformed slice is an error, not a panic or a huge allocation.
+    let slice = ScanSlice {
+        next: None,
+        examined: 1,
+        keys: vec![b"k".to_vec()],
+    };
+    let mut b = bytes::BytesMut::new();
+    slice.encode(&mut b);
+    assert_eq!(ScanSlice::decode(&b).unwrap(), slice);
+    let mut bad = b.to_vec();
+    bad[0] = 2;
+    assert!(ScanSlice::decode(&bad).is_err(), "unknown more flag");
+    let mut bad = b.to_vec();
+    bad[8] = 1; // more 0 with a next
+    assert!(ScanSlice::decode(&bad).is_err(), "next past the end");
+    let mut huge = b[..13].to_vec();
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(
+        ScanSlice::decode(&huge).is_err(),
+        "a key count beyond the bytes"
+    );
+    assert!(ringkv_proto::peer::decode_counts(&[0, 0, 0, 9, 1]).is_err());
 }

@@ -6,7 +6,8 @@ use bytes::{Bytes, BytesMut};
 use ringkv_proto::frame::decode_frame;
 use ringkv_proto::peer::{
     self, client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, ForwardHead,
-    GossipBody, HelloReply, MemberState, MemberWire, PeerHello, AUTH_FAILED,
+    GossipBody, HelloReply, MemberState, MemberWire, PeerHello, ScanPartition, ScanSlice,
+    AUTH_FAILED,
 };
 use ringkv_proto::{
     FrameWriter, Opcode, PeerOpcode, PeerRequest, Protocol, ReplySink, Request, Status, Value,
@@ -289,4 +290,55 @@ fn forward_examples() {
         panic!("a COMMAND")
     };
     assert_eq!(client_args.as_slice(), &args[..]);
+}
+
+#[test]
+fn keyspace_examples() {
+    let scan = ScanPartition {
+        partition: 3,
+        from: 0x00c0_0000_0000_1234,
+        count: 100,
+        pattern: Some(b"user:*"),
+    };
+    check_request(
+        "scan-partition-request",
+        &example("scan-partition-request"),
+        8,
+        &PeerRequest::ScanPartition(scan),
+        encoded(|o| peer::encode_scan_partition(8, &scan, o)),
+    );
+    let slice = ScanSlice {
+        next: Some(0x00c0_0000_0000_9abc),
+        examined: 2,
+        keys: vec![b"user:7".to_vec(), b"user:42".to_vec()],
+    };
+    let bytes = reply(8, PeerOpcode::ScanPartition, |w| {
+        w.bulk(&encoded(|o| slice.encode(o)))
+    });
+    assert_eq!(bytes, example("scan-partition-reply"));
+    let (_, op, status, v) = decode_reply(&bytes);
+    assert_eq!((op, status), (0x47, 0));
+    let Value::Bulk(b) = v else {
+        panic!("a Bulk: {v:?}")
+    };
+    assert_eq!(ScanSlice::decode(&b).unwrap(), slice);
+
+    check_request(
+        "count-keys-request",
+        &example("count-keys-request"),
+        9,
+        &PeerRequest::CountKeys {
+            partitions: vec![3, 7],
+        },
+        encoded(|o| peer::encode_count_keys(9, &[3, 7], o)),
+    );
+    let bytes = reply(9, PeerOpcode::CountKeys, |w| {
+        w.bulk(&encoded(|o| peer::encode_counts(&[1200, 0], o)))
+    });
+    assert_eq!(bytes, example("count-keys-reply"));
+    let (_, _, _, v) = decode_reply(&bytes);
+    let Value::Bulk(b) = v else {
+        panic!("a Bulk: {v:?}")
+    };
+    assert_eq!(peer::decode_counts(&b).unwrap(), vec![1200, 0]);
 }

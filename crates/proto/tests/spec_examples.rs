@@ -42,6 +42,10 @@ const EXAMPLES: &[&str] = &[
     "forward-request",
     "forward-reply",
     "peer-ping-request",
+    "scan-partition-request",
+    "scan-partition-reply",
+    "count-keys-request",
+    "count-keys-reply",
 ];
 
 #[test]
