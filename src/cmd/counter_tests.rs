@@ -96,3 +96,75 @@ fn concurrent_increments_read_as_their_sum_and_stay_a_counter() {
         "-ERR value is not an integer or out of range\r\n"
     );
 }
+
+// ---- review-session: failing scenarios ----
+
+/// An acknowledged increment disappears when the sibling that holds it expires while the
+/// (newer, concurrent) winner lives on: `counter::joined` skips expired siblings, although the
+/// key's liveness is the winner's.
+#[test]
+fn review_expired_sibling_drops_an_acknowledged_increment() {
+    let (a, b) = (replica(1), replica(2));
+    assert_eq!(run(&a, 1, 1, "INCRBY n 5"), ":5\r\n");
+    sync(&a, &b, b"n");
+    // b: a TTL, then an increment (INCR keeps the TTL).
+    assert_eq!(run(&b, 2, 2, "EXPIRE n 100"), ":1\r\n");
+    assert_eq!(run(&b, 2, 3, "INCR n"), ":6\r\n");
+    // a, concurrently and later: a longer TTL (the winner, by timestamp).
+    assert_eq!(run(&a, 1, 4, "EXPIRE n 100000"), ":1\r\n");
+    sync(&b, &a, b"n");
+    assert_eq!(run(&a, 1, 5, "GET n"), "$1\r\n6\r\n");
+    // Past b's TTL (the key itself lives: its winner's TTL is far off).
+    assert_eq!(
+        run(&a, 1, 200_000, "GET n"),
+        "$1\r\n6\r\n",
+        "b's acknowledged INCR must not vanish"
+    );
+}
+
+/// A reset (SET, or DEL/expiry) restarts the actor's sums at 0, so a concurrent state from
+/// before the reset swallows the actor's increments after it (per-actor max).
+#[test]
+fn review_reset_then_concurrent_increment_swallows_increments() {
+    let (a, c) = (replica(1), replica(3));
+    assert_eq!(run(&a, 1, 1, "INCRBY n 7"), ":7\r\n");
+    sync(&a, &c, b"n");
+    assert_eq!(run(&a, 1, 2, "SET n 10"), "+OK\r\n");
+    assert_eq!(run(&a, 1, 3, "INCR n"), ":11\r\n");
+    // c has not seen the SET.
+    assert_eq!(run(&c, 3, 4, "INCR n"), ":8\r\n");
+    sync(&c, &a, b"n");
+    let got = run(&a, 1, 5, "GET n");
+    // 12: the SET reset the 7 (10 + 1 + 1); 19: the 7 comes back (10 + 7 + 1 + 1).
+    // 18 drops a's INCR after the SET.
+    assert!(
+        got == "$2\r\n12\r\n" || got == "$2\r\n19\r\n",
+        "got {got:?}: a's acknowledged INCR after the SET is lost"
+    );
+}
+
+/// Concurrent increments each within range join to a total past i64: EXPIRE then writes a
+/// version whose decimal total disagrees with its state, which `Entry::from_bytes` (WAL
+/// replay, replication) rejects as corrupt.
+#[test]
+fn review_overflowing_join_then_expire_writes_a_corrupt_entry() {
+    let (a, b) = (replica(1), replica(2));
+    assert_eq!(run(&a, 1, 1, "INCR n"), ":1\r\n");
+    sync(&a, &b, b"n");
+    assert_eq!(
+        run(&a, 1, 2, "INCRBY n 9223372036854775806"),
+        ":9223372036854775807\r\n"
+    );
+    assert_eq!(run(&b, 2, 3, "INCRBY n 5"), ":6\r\n");
+    sync(&b, &a, b"n");
+    // Every acknowledged increment succeeded, but the key now reads as one sibling's total.
+    let get = run(&a, 1, 4, "GET n");
+    let decr = run(&a, 1, 4, "DECRBY n 100");
+    assert_eq!(run(&a, 1, 5, "EXPIRE n 1000"), ":1\r\n");
+    let h = key_hash(b"n");
+    let e = a.lock(0).entry(h, b"n").cloned().expect("entry");
+    assert!(
+        crate::store::Entry::from_bytes(e.as_bytes()).is_some(),
+        "EXPIRE wrote an entry that does not decode (GET was {get:?}, DECRBY {decr:?})"
+    );
+}
