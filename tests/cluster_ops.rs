@@ -602,3 +602,35 @@ fn a_paused_replica_costs_a_request_at_most_the_peer_deadline() {
     assert_eq!(a.call_str(&["GET", "q"]), bulk("1"));
     signal("-CONT", c.node(2).pid());
 }
+
+/// review-session: once the link's socket is full (the paused peer reads nothing) and its
+/// pending calls have all been swept, `link::run` waits on the write alone: the sweep branch
+/// is disabled (no pending call at select time) and so is `wake` (wbuf not empty). A call
+/// queued then is never failed by its deadline; reads have no timer of their own any more.
+#[test]
+fn review_a_paused_replica_behind_a_full_socket_hangs_a_read() {
+    let c = Cluster::start(3, &["--peer-timeout-ms", "300", "--hinted-handoff", "off"]);
+    c.wait_converged();
+    let ok = Reply::Simple("OK".into());
+    let mut a = c.conn(0);
+    assert_eq!(a.call_str(&["SET", "p", "1"]), ok);
+    signal("-STOP", c.node(2).pid());
+    assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "1", "1"]), ok);
+    let big = vec![b'x'; 1 << 20];
+    for i in 0..40 {
+        let k = format!("big{i}");
+        assert_eq!(a.call(&[b"SET", k.as_bytes(), &big]), ok);
+    }
+    // The REPLICATEs to node 2 pass their deadline and are swept; the write stays blocked.
+    std::thread::sleep(Duration::from_millis(450));
+    assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "3", "3"]), ok);
+    let t0 = std::time::Instant::now();
+    let r = a.try_call(&[b"GET", b"p"]);
+    let took = t0.elapsed();
+    signal("-CONT", c.node(2).pid());
+    match r {
+        Ok(Reply::Error(e)) if e.starts_with("NOQUORUM") => {}
+        r => panic!("GET with R=3 and a paused replica: {r:?} after {took:?}"),
+    }
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
