@@ -473,7 +473,9 @@ pub async fn run(
             }
             _ = wake, if wbuf.is_empty() => {}
             _ = &mut changed, if !link.held.borrow().is_empty() => {}
-            now = sweep.tick(), if !link.pending.borrow().is_empty() => link.sweep(now),
+            // Also while a write is in progress: `wake` is off then, and a call queued meanwhile
+            // must still meet its deadline.
+            now = sweep.tick(), if !link.pending.borrow().is_empty() || !wbuf.is_empty() => link.sweep(now),
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
     }
