@@ -608,7 +608,7 @@ fn a_paused_replica_costs_a_request_at_most_the_peer_deadline() {
 /// is disabled (no pending call at select time) and so is `wake` (wbuf not empty). A call
 /// queued then is never failed by its deadline; reads have no timer of their own any more.
 #[test]
-fn review_a_paused_replica_behind_a_full_socket_hangs_a_read() {
+fn a_paused_replica_behind_a_full_socket_costs_a_read_the_peer_deadline() {
     let c = Cluster::start(3, &["--peer-timeout-ms", "300", "--hinted-handoff", "off"]);
     c.wait_converged();
     let ok = Reply::Simple("OK".into());

@@ -333,6 +333,21 @@ pub enum Call {
     Done(Option<CallResult>),
 }
 
+impl Call {
+    /// Lets the call go on without waiting for its answer (the link counts it): a call still
+    /// waiting for its link is spawned so that it is sent once the link is up.
+    pub fn detach(self) {
+        match self {
+            Call::Sent(..) | Call::Done(_) => {}
+            Call::Dialing(f) => {
+                tokio::task::spawn_local(async move {
+                    let _ = f.await;
+                });
+            }
+        }
+    }
+}
+
 impl Future for Call {
     type Output = CallResult;
 

@@ -348,10 +348,12 @@ impl Repair {
             let Some(addr) = view.addr(node) else {
                 continue;
             };
-            // Queued now; its answer is not needed (the link counts it, or its failure).
-            drop(cl.link(&lp, addr).call(timeout, |id, out| {
-                peer::encode_replicate(id, 0, merged.as_bytes(), out)
-            }));
+            // Its answer is not needed (the link counts it, or its failure).
+            cl.link(&lp, addr)
+                .call(timeout, |id, out| {
+                    peer::encode_replicate(id, 0, merged.as_bytes(), out)
+                })
+                .detach();
         }
     }
 }

@@ -90,19 +90,27 @@ async fn run_on_copies(
         }
     }
     let (out, _) = run_on(&**lp, &scratch, req);
-    // What the command changed, as writes: values first, then deletions.
+    // What the command changed, as writes: values first, then deletions. Compared as
+    // commands see the keys (a copy expired but not purged yet is absent either way: a read
+    // command never writes).
     let now = now_ms();
     let mut sets: SmallVec<[Vec<Vec<u8>>; 2]> = SmallVec::new();
     let mut dels: SmallVec<[Vec<Vec<u8>>; 2]> = SmallVec::new();
     for (k, copy) in &before {
         let after = scratch.lock(0).entry(key_hash(k), k).cloned();
-        if after.as_ref() == copy.as_ref() {
+        let seen = |e: &Option<Entry>| {
+            e.as_ref()
+                .and_then(|e| Live::of(e, now))
+                .map(|l| (l.value().to_vec(), l.expires_at_ms()))
+        };
+        let (was, is) = (seen(copy), seen(&after));
+        if was == is {
             continue;
         }
-        match after.as_ref().and_then(|a| Live::of(a, now)) {
-            Some(l) => {
-                let mut set = vec![b"SET".to_vec(), k.clone(), l.value().to_vec()];
-                if let Some(at) = l.expires_at_ms() {
+        match is {
+            Some((value, expires)) => {
+                let mut set = vec![b"SET".to_vec(), k.clone(), value];
+                if let Some(at) = expires {
                     set.extend([b"PXAT".to_vec(), at.to_string().into_bytes()]);
                 }
                 sets.push(set);
@@ -111,12 +119,16 @@ async fn run_on_copies(
         }
     }
     for w in sets.into_iter().chain(dels) {
-        let (reply, _) = coordinate(lp, w, false, None, req.q, true, None)
+        let (reply, m) = coordinate(lp, w, false, None, req.q, true, None)
             .reply()
             .await;
         if reply.first() == Some(&b'-') {
             let msg = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
             return Err(msg);
+        }
+        // The reply waits for this node's own part of each write to be durable, too.
+        for (shard, seq) in m {
+            add_mark(&mut marks, shard, seq);
         }
     }
     Ok((out, marks))

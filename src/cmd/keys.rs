@@ -237,7 +237,7 @@ pub fn exec(
                 out.int(0);
                 return Ok(());
             }
-            let kept = super::strings::Copied::of(&e, now);
+            let kept = super::strings::Copied::of(&e);
             super::strings::set_expiry(shard, h, k, &kept, Some(at), ctx)?;
             out.int(1);
         }
@@ -267,7 +267,7 @@ pub fn exec(
             let shard = tx.shard(h)?;
             match shard.get(h, k, now) {
                 Some(e) if e.expires_at_ms().is_some() => {
-                    let kept = super::strings::Copied::of(&e, now);
+                    let kept = super::strings::Copied::of(&e);
                     super::strings::set_expiry(shard, h, k, &kept, None, ctx)?;
                     out.int(1);
                 }

@@ -3,7 +3,7 @@
 
 use super::ldouble::{LDouble, Parsed};
 use super::{eq, int, relative_expire_fits, CmdError, CmdResult, Command, Ctx, Expiry};
-use crate::store::counter::{CounterState, Rendered};
+use crate::store::counter::{self, CounterState, Rendered};
 use crate::store::entry::ValueKind;
 use crate::store::{Live, Shard, Supersede, Tx, VersionRef};
 use ringkv_proto::{key_hash, ReplySink};
@@ -291,10 +291,11 @@ pub(crate) struct Copied {
 }
 
 impl Copied {
-    pub(crate) fn of(e: &Live<'_>, now_ms: u64) -> Copied {
+    pub(crate) fn of(e: &Live<'_>) -> Copied {
         Copied {
             value: e.value().to_vec(),
-            counter: e.counter_state(now_ms).map(|s| {
+            // A state too large to store again is kept as its total, a string.
+            counter: e.counter_state().filter(|s| s.storable()).map(|s| {
                 let mut b = Vec::new();
                 s.encode(&mut b);
                 b
@@ -324,14 +325,17 @@ pub(crate) fn set_expiry(
     }
 }
 
-/// The counter a live key holds: its state (the join of its concurrent versions), or a
-/// string's integer as the base.
-fn counter_of(e: &Live<'_>, now_ms: u64) -> CmdResult<CounterState> {
+/// The counter a live key holds: its state (the join of its concurrent versions), or a new
+/// lineage from a string's integer.
+fn counter_of(e: &Live<'_>) -> CmdResult<CounterState> {
     match e.version.kind() {
-        ValueKind::Counter => e.counter_state(now_ms).ok_or(CmdError::msg(
+        ValueKind::Counter => e.counter_state().ok_or(CmdError::msg(
             "ERR the counter's stored state is corrupt; SET the key anew",
         )),
-        ValueKind::Bytes => Ok(CounterState::with_base(parse_i64_value(e.value())?)),
+        ValueKind::Bytes => Ok(CounterState::with_base(
+            parse_i64_value(e.value())?,
+            counter::lineage_after(e.entry.winner_dot()),
+        )),
     }
 }
 
@@ -442,7 +446,7 @@ pub fn exec(
                 Some(GetExMode::Persist) => return Ok(()),
                 Some(GetExMode::Expire(x)) => Some(x.resolve(now)),
             };
-            let kept = Copied::of(&e, now);
+            let kept = Copied::of(&e);
             set_expiry(shard, h, key, &kept, expiry, ctx)?;
         }
         Command::Append(key, suffix) => {
@@ -507,13 +511,25 @@ pub fn exec(
             let h = key_hash(key);
             let shard = tx.shard(h)?;
             let (mut state, ttl) = match shard.get(h, key, now) {
-                Some(e) => (counter_of(&e, now)?, e.expires_at_ms()),
-                None => (CounterState::default(), None),
+                Some(e) => (counter_of(&e)?, e.expires_at_ms()),
+                // A new lineage, after whatever the key held (a tombstone, an expired value).
+                None => {
+                    let after = shard.entry(h, key).and_then(|e| e.winner_dot());
+                    (
+                        CounterState::with_base(0, counter::lineage_after(after)),
+                        None,
+                    )
+                }
             };
             let n = state
                 .add(ctx.node_id, delta)
                 .map_err(|e| CmdError::msg(e.to_string()))?;
-            let mut r = Rendered::new(&state, n);
+            if !state.storable() {
+                return Err(CmdError::msg(
+                    counter::CounterError::TooManyActors.to_string(),
+                ));
+            }
+            let mut r = Rendered::new(&state);
             let v = r.version(&VersionRef::value(b"", now, ttl));
             write_version(shard, h, key, v)?;
             out.int(n);

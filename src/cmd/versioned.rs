@@ -24,9 +24,8 @@ fn live_values<'e>(
         .filter(|v| v.value.is_live(now_ms) && v.value.kind() == ValueKind::Bytes)
         .map(|v| v.value.value)
         .collect();
-    let joined = counter::joined(versions.iter().map(|v| &v.value), now_ms);
-    if let Some(t) = joined.and_then(|s| s.total()) {
-        out.push(total.format(t).as_bytes());
+    if let Some(j) = counter::joined(versions.iter().map(|v| &v.value)) {
+        out.push(total.format(j.total()).as_bytes());
     }
     out
 }

@@ -219,7 +219,7 @@ impl<'a> VersionRef<'a> {
                 let state = value.get(..n)?;
                 value = &value[n..];
                 // The total must be what the state says (a mismatch is corruption).
-                let total = super::counter::CounterState::decode(state)?.total()?;
+                let total = super::counter::CounterState::decode(state)?.total();
                 if value != itoa::Buffer::new().format(total).as_bytes() {
                     return None;
                 }
@@ -356,6 +356,11 @@ impl Entry {
             .winner_by(winner_key)
             .map(|v| v.value)
             .unwrap_or(VersionRef::tombstone(0))
+    }
+
+    /// The winner's dot (a new counter lineage is named after the version it replaces).
+    pub fn winner_dot(&self) -> Option<super::dvv::Dot> {
+        self.versions().winner_by(winner_key).map(|v| v.dot)
     }
 
     /// The winner's value (empty for a tombstone).

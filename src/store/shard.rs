@@ -93,9 +93,9 @@ pub struct Shard {
 pub struct Live<'a> {
     pub entry: &'a Entry,
     pub version: VersionRef<'a>,
-    /// A counter with concurrent versions: the total of their join, in decimal (at most 20
-    /// bytes: i64::MIN).
-    joined: Option<([u8; 20], u8)>,
+    /// A counter with concurrent versions: the total of their join, in decimal (at most 40
+    /// bytes: an i128).
+    joined: Option<([u8; 40], u8)>,
 }
 
 impl<'a> Live<'a> {
@@ -112,15 +112,13 @@ impl<'a> Live<'a> {
         }
         // A counter's concurrent increments (siblings) all count.
         let joined = if version.kind() == ValueKind::Counter && entry.version_count() > 1 {
-            counter::joined(entry.versions().iter().map(|v| &v.value), now_ms)
-                .and_then(|s| s.total())
-                .map(|t| {
-                    let mut buf = itoa::Buffer::new();
-                    let s = buf.format(t).as_bytes();
-                    let mut out = [0u8; 20];
-                    out[..s.len()].copy_from_slice(s);
-                    (out, s.len() as u8)
-                })
+            counter::joined(entry.versions().iter().map(|v| &v.value)).map(|s| {
+                let mut buf = itoa::Buffer::new();
+                let s = buf.format(s.total()).as_bytes();
+                let mut out = [0u8; 40];
+                out[..s.len()].copy_from_slice(s);
+                (out, s.len() as u8)
+            })
         } else {
             None
         };
@@ -140,13 +138,13 @@ impl<'a> Live<'a> {
         }
     }
 
-    /// A counter's state: the join of its live concurrent versions (None: not a counter).
-    pub fn counter_state(&self, now_ms: u64) -> Option<counter::CounterState> {
+    /// A counter's state: the join of its concurrent versions (None: not a counter).
+    pub fn counter_state(&self) -> Option<counter::CounterState> {
         if self.version.kind() != ValueKind::Counter {
             return None;
         }
         if self.entry.version_count() > 1 {
-            counter::joined(self.entry.versions().iter().map(|v| &v.value), now_ms)
+            counter::joined(self.entry.versions().iter().map(|v| &v.value))
         } else {
             counter::CounterState::decode(self.version.counter_state())
         }

@@ -145,10 +145,10 @@ mod tests {
         let mut state = s
             .entry(key_hash(key), key)
             .and_then(|e| crate::store::Live::of(e, 0))
-            .map(|l| l.counter_state(0).expect("counter"))
+            .map(|l| l.counter_state().expect("counter"))
             .unwrap_or_default();
-        let total = state.add(actor, delta).expect("add");
-        let mut r = Rendered::new(&state, total);
+        state.add(actor, delta).expect("add");
+        let mut r = Rendered::new(&state);
         let v = r.version(&VersionRef::value(b"", ts, None));
         let mut seen = None;
         s.write(key_hash(key), key, Supersede::Local, v, |e| {
