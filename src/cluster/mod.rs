@@ -17,6 +17,7 @@ pub mod hints;
 pub mod link;
 pub mod multi;
 mod read;
+pub mod rename;
 mod replicate;
 pub mod serve;
 pub mod sys;

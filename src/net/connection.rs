@@ -637,7 +637,11 @@ fn cluster_route(
                 None => return Some(unsupported(st, args, reply_to)),
             }
         }
-        Route::Rename(..) | Route::All => return Some(unsupported(st, args, reply_to)),
+        Route::Rename(src, dst) => {
+            let nx = matches!(command, Command::Rename(_, _, true));
+            crate::cluster::rename::rename(&lp, src, dst, nx, reply_to, q, &mut watches)
+        }
+        Route::All => return Some(unsupported(st, args, reply_to)),
     };
     if write {
         st.last_writes = watches;
