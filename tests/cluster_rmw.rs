@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::cluster::Cluster;
 use common::resp::{Conn, Reply};
 use common::*;
-use ringkv_client::{Bytes, Client, ClientConfig};
+use ringkv_client::{Bytes, Client, ClientConfig, PutOptions};
 
 fn ok() -> Reply {
     Reply::Simple("OK".into())
@@ -185,6 +185,69 @@ async fn set_nx_is_absent_at_r_replicas_when_checked() {
     assert_eq!(all.call_str(&["EXISTS", "k"]), Reply::Int(0));
 }
 
+/// Each read-modify-write command on a key with two siblings (written through two
+/// coordinators with the same context) acts on the winner, the value RESP GET shows, answers
+/// it where the command returns the old value, and leaves one version that replaces both.
+#[tokio::test(flavor = "current_thread")]
+async fn rmw_commands_on_siblings_act_on_the_winner() {
+    let c = Cluster::start(3, &[]);
+    c.wait_converged();
+    let (a, b) = (client(&c, 0).await, client(&c, 1).await);
+    let mut resp = c.conn(2);
+    // (command, reply given the winner, the one value left given the winner)
+    type Want = fn(&str) -> (Reply, String);
+    let cases: [(&[&str], Want); 7] = [
+        (&["APPEND", "-z"], |w| {
+            (Reply::Int(w.len() as i64 + 2), format!("{w}-z"))
+        }),
+        (&["SETRANGE", "0", "W"], |w| {
+            (Reply::Int(w.len() as i64), format!("W{}", &w[1..]))
+        }),
+        (&["GETSET", "n"], |w| (bulk(w), "n".into())),
+        (&["SET", "n", "GET"], |w| (bulk(w), "n".into())),
+        (&["SET", "n", "XX"], |_| (ok(), "n".into())),
+        (&["GETEX", "PX", "100000"], |w| (bulk(w), w.into())),
+        (&["EXPIRE", "100"], |w| (Reply::Int(1), w.into())),
+    ];
+    for (i, (cmd, want)) in cases.iter().enumerate() {
+        let key = format!("sib{i}");
+        let ctx = a.put(&key, "base").await.expect("put");
+        a.put_with(&key, "from-a", with(&ctx)).await.expect("put a");
+        b.put_with(&key, "from-b", with(&ctx)).await.expect("put b");
+        assert_eq!(siblings(&c, 2, &key).await, bytes(&["from-a", "from-b"]));
+        let Reply::Bulk(Some(winner)) = resp.call_str(&["GET", &key]) else {
+            panic!("GET {key}")
+        };
+        let winner = String::from_utf8(winner).expect("utf-8");
+        let mut args = vec![cmd[0], key.as_str()];
+        args.extend(&cmd[1..]);
+        let (reply, left) = want(&winner);
+        assert_eq!(
+            resp.call_str(&args),
+            reply,
+            "{args:?} on siblings, winner {winner}"
+        );
+        assert_eq!(
+            siblings(&c, 0, &key).await,
+            vec![Bytes::from(left.clone())],
+            "{args:?} leaves one version"
+        );
+    }
+}
+
+async fn client(c: &Cluster, i: usize) -> Client {
+    Client::connect(c.node(i).addr, ClientConfig::default())
+        .await
+        .expect("connect")
+}
+
+fn with(ctx: &Bytes) -> PutOptions {
+    PutOptions {
+        context: Some(ctx.clone()),
+        ttl: None,
+    }
+}
+
 /// MSETNX across partitions: 1 and every key written when none existed at R, 0 and nothing
 /// written when one did; with a node down (W=2 of 3 still possible) it still writes.
 #[test]
@@ -298,6 +361,29 @@ fn rename_across_partitions_never_loses_both_keys() {
         a.call_str(&["MGET", &a2, &b2]),
         Reply::Array(Some(vec![nil(), bulk("moved")]))
     );
+    // The new key's write can't reach W (node 2 holds one of its replicas): that is the
+    // reply, and the old key is untouched.
+    let far = key_on(&c, "far", &[1, 2]);
+    match a.call_str(&["RENAME", &b2, &far]) {
+        Reply::Error(e) => assert!(
+            e.starts_with("NOQUORUM") && !e.contains("the new key was written"),
+            "{e}"
+        ),
+        r => panic!("RENAME onto a key without W replicas: {r:?}"),
+    }
+    assert_eq!(
+        a.call_str(&["GET", &b2]),
+        bulk("moved"),
+        "the old key stays"
+    );
+    // MSETNX whose check passes at R=1 but one of whose writes can't reach W=2: its error,
+    // and the other key may be written (here it is: its replicas are up).
+    let (ok1, down) = (key_on(&c, "mok", &[0, 1]), key_on(&c, "mdown", &[1, 2]));
+    match conn_q(&c, 0, 1, 2).call_str(&["MSETNX", &ok1, "1", &down, "2"]) {
+        Reply::Error(e) => assert!(e.starts_with("NOQUORUM"), "{e}"),
+        r => panic!("MSETNX with a key short of W: {r:?}"),
+    }
+    assert_eq!(a.call_str(&["GET", &ok1]), bulk("1"));
     // The old key has one live replica: readable at R=1, but its delete can't reach W=2 once
     // the new key (on nodes 0 and 1) is written.
     let mut r1 = conn_q(&c, 0, 1, 2);
@@ -359,6 +445,8 @@ fn ttl_is_the_versions_expiry_on_every_replicas_clock() {
     let t0 = Instant::now();
     assert_eq!(one.call_str(&["SET", "long", "v", "PX", "20000"]), ok());
     assert_eq!(one.call_str(&["SET", "t", "v", "PX", "2000"]), ok());
+    // Node 1 set the expiry between t0 and t1: "live" is checked from t0, "expired" from t1.
+    let t1 = Instant::now();
     for (i, skew) in SKEW_MS.iter().enumerate() {
         let got = pttl(&c, i, "long");
         let e = ms_since(t0);
@@ -388,7 +476,7 @@ fn ttl_is_the_versions_expiry_on_every_replicas_clock() {
     );
     // Past node 1's expiry, before node 0's.
     wait_until("2 s to pass", Duration::from_secs(5), || {
-        ms_since(t0) >= 2000 + MARGIN_MS
+        ms_since(t1) >= 2000 + MARGIN_MS
     });
     assert_eq!(c.conn(1).call_str(&["GET", "t"]), nil());
     assert_eq!(c.local(1, b"t"), None, "node 1's own copy");
@@ -400,7 +488,7 @@ fn ttl_is_the_versions_expiry_on_every_replicas_clock() {
         assert_eq!(local0, Some(b"v".to_vec()), "node 0's own copy ({e} ms)");
     }
     wait_until("5 s to pass", Duration::from_secs(8), || {
-        ms_since(t0) >= 5000 + MARGIN_MS
+        ms_since(t1) >= 5000 + MARGIN_MS
     });
     for i in 0..3 {
         assert_eq!(c.conn(i).call_str(&["GET", "t"]), nil(), "through node {i}");
