@@ -32,6 +32,17 @@ enum Mode {
     IfAbsent,
 }
 
+/// One RENAME: its keys, quorums, and the acknowledgements of its two writes (WAIT).
+struct Rename {
+    lp: Rc<dyn LocalLoop>,
+    src: Vec<u8>,
+    dst: Vec<u8>,
+    mode: Mode,
+    q: Quorum,
+    put: Rc<AckWatch>,
+    del: Rc<AckWatch>,
+}
+
 /// Coordinates RENAME (`nx` false) or RENAMENX; `watches` gets the acknowledgements of its
 /// two writes (WAIT).
 pub fn rename(
@@ -43,16 +54,21 @@ pub fn rename(
     q: Quorum,
     watches: &mut Vec<Rc<AckWatch>>,
 ) -> Coordinated {
-    let mode = if nx { Mode::IfAbsent } else { Mode::Replace };
-    let (src, dst) = (src.to_vec(), dst.to_vec());
-    let (put, del): (Rc<AckWatch>, Rc<AckWatch>) = (Rc::default(), Rc::default());
-    watches.push(put.clone());
-    watches.push(del.clone());
-    let lp = lp.clone();
+    let r = Rename {
+        lp: lp.clone(),
+        src: src.to_vec(),
+        dst: dst.to_vec(),
+        mode: if nx { Mode::IfAbsent } else { Mode::Replace },
+        q,
+        put: Rc::default(),
+        del: Rc::default(),
+    };
+    watches.push(r.put.clone());
+    watches.push(r.del.clone());
     Coordinated::Inline(Box::pin(async move {
         let mut marks = Marks::new();
-        let out = match run(&lp, &src, &dst, mode, q, put, del, &mut marks).await {
-            Ok(true) if mode == Mode::IfAbsent => encode(reply_to, |s| s.int(1)),
+        let out = match r.run(&mut marks).await {
+            Ok(true) if r.mode == Mode::IfAbsent => encode(reply_to, |s| s.int(1)),
             Ok(false) => encode(reply_to, |s| s.int(0)),
             Ok(true) => encode(reply_to, |s| s.simple("OK")),
             Err(e) => encode(reply_to, |s| s.error(&e)),
@@ -61,78 +77,80 @@ pub fn rename(
     }))
 }
 
-/// The three steps of the module doc. Ok(false): RENAMENX found the destination.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    lp: &Rc<dyn LocalLoop>,
-    src: &[u8],
-    dst: &[u8],
-    mode: Mode,
-    q: Quorum,
-    put: Rc<AckWatch>,
-    del: Rc<AckWatch>,
-    marks: &mut Marks,
-) -> Result<bool, String> {
-    let Some(cl) = lp.cluster().cloned() else {
-        return Err("ERR this node is not in cluster mode".into());
-    };
-    let entry = read_entry(lp, &cl, src, q.r).await?;
-    let Some(live) = entry.as_ref().and_then(|e| Live::of(e, now_ms())) else {
-        return Err("ERR no such key".into());
-    };
-    if src == dst {
-        // As Redis: renaming a key to itself changes nothing.
-        return Ok(mode == Mode::Replace);
-    }
-    let (value, expires) = (live.value().to_vec(), live.expires_at_ms());
-    let context = live.context_bytes().to_vec();
-    let nx = mode == Mode::IfAbsent;
-    if !write_value(lp, dst, value, expires, nx, q, Some(put), marks).await? {
-        return Ok(false);
-    }
-    let args = vec![b"VDEL".to_vec(), src.to_vec(), context];
-    let (reply, m) = sub(lp, args, true, q, Some(del)).await;
-    add_marks(marks, &m);
-    match reply {
-        Part::Int(_) => Ok(true),
-        Part::Error(e) => Err(format!(
-            "{e} (the new key was written; the old key may remain: read both, or delete it)"
-        )),
-        other => Err(format!(
-            "ERR internal: unexpected delete reply {other:?}; the new key was written, the \
-             old key may remain"
-        )),
+impl Rename {
+    /// The three steps of the module doc. Ok(false): RENAMENX found the destination.
+    async fn run(&self, marks: &mut Marks) -> Result<bool, String> {
+        let lp = &self.lp;
+        let Some(cl) = lp.cluster().cloned() else {
+            return Err("ERR this node is not in cluster mode".into());
+        };
+        let entry = read_entry(lp, &cl, &self.src, self.q.r).await?;
+        let Some(live) = entry.as_ref().and_then(|e| Live::of(e, now_ms())) else {
+            return Err("ERR no such key".into());
+        };
+        if self.src == self.dst {
+            // As Redis: renaming a key to itself changes nothing.
+            return Ok(self.mode == Mode::Replace);
+        }
+        let new = NewKey {
+            key: &self.dst,
+            value: live.value().to_vec(),
+            expires_at_ms: live.expires_at_ms(),
+            only_if_absent: self.mode == Mode::IfAbsent,
+        };
+        let context = live.context_bytes().to_vec();
+        if !write_value(lp, new, self.q, Some(self.put.clone()), marks).await? {
+            return Ok(false);
+        }
+        let args = vec![b"VDEL".to_vec(), self.src.clone(), context];
+        let (reply, m) = sub(lp, args, true, self.q, Some(self.del.clone())).await;
+        add_marks(marks, &m);
+        match reply {
+            Part::Int(_) => Ok(true),
+            Part::Error(e) => Err(format!(
+                "{e} (the new key was written; the old key may remain: read both, or delete it)"
+            )),
+            other => Err(format!(
+                "ERR internal: unexpected delete reply {other:?}; the new key was written, the \
+                 old key may remain"
+            )),
+        }
     }
 }
 
-/// Writes `value` to `key` at W through the key's coordinator, expiring at `expires_at_ms`
-/// (absolute, as read from the source: the TTL keeps running), with a new version that
-/// supersedes what the coordinating replica holds. With `nx`, only if the key is absent at R
-/// (SET NX): Ok(false) if it exists. The step RENAME (and COPY) use to create the new key.
-#[allow(clippy::too_many_arguments)]
+/// A key to create with a value (RENAME's destination; COPY's).
+pub(super) struct NewKey<'a> {
+    pub key: &'a [u8],
+    pub value: Vec<u8>,
+    /// Absolute, as read from the source: the TTL keeps running.
+    pub expires_at_ms: Option<u64>,
+    /// Only if the key is absent at R (SET NX).
+    pub only_if_absent: bool,
+}
+
+/// Writes `new` at W through its key's coordinator, with a new version that supersedes what
+/// the coordinating replica holds: the step RENAME (and COPY) use to create the new key.
+/// Ok(false): `only_if_absent` and the key exists at R.
 pub(super) async fn write_value(
     lp: &Rc<dyn LocalLoop>,
-    key: &[u8],
-    value: Vec<u8>,
-    expires_at_ms: Option<u64>,
-    nx: bool,
+    new: NewKey<'_>,
     q: Quorum,
     watch: Option<Rc<AckWatch>>,
     marks: &mut Marks,
 ) -> Result<bool, String> {
-    let mut args = vec![b"SET".to_vec(), key.to_vec(), value];
-    if let Some(at) = expires_at_ms {
+    let mut args = vec![b"SET".to_vec(), new.key.to_vec(), new.value];
+    if let Some(at) = new.expires_at_ms {
         args.push(b"PXAT".to_vec());
         args.push(at.to_string().into_bytes());
     }
-    if nx {
+    if new.only_if_absent {
         args.push(b"NX".to_vec());
     }
     let (reply, m) = sub(lp, args, false, q, watch).await;
     add_marks(marks, &m);
     match reply {
         Part::Ok => Ok(true),
-        Part::Nil if nx => Ok(false),
+        Part::Nil if new.only_if_absent => Ok(false),
         Part::Error(e) => Err(e),
         other => Err(format!("ERR internal: unexpected SET reply {other:?}")),
     }
