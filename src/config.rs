@@ -734,7 +734,12 @@ mod tests {
             let Some(long) = arg.get_long() else { continue };
             if matches!(
                 long,
-                "config" | "help" | "version" | "test-delay-us" | "test-hold-syncs-file"
+                "config"
+                    | "help"
+                    | "version"
+                    | "test-delay-us"
+                    | "test-hold-syncs-file"
+                    | "test-clock-skew-ms"
             ) {
                 continue;
             }
