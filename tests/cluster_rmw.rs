@@ -414,6 +414,50 @@ fn rename_across_partitions_never_loses_both_keys() {
     assert_eq!(all.call_str(&["GET", &old]), nil());
 }
 
+/// RENAME deletes the old key with the context it read: a version of it that the read did
+/// not see (node 0, back from a kill, reads only its own stale copy at R=1) is not deleted,
+/// and stays as a live sibling of the delete (binary GET shows it; RESP shows the newest
+/// version, the delete).
+#[tokio::test(flavor = "current_thread")]
+async fn rename_deletes_only_what_it_read() {
+    let mut c = Cluster::start(3, &["--hinted-handoff", "off"]);
+    c.wait_converged();
+    assert_eq!(c.conn(1).call_str(&["SET", "src", "base"]), ok());
+    wait_until("node 0 to hold src", Duration::from_secs(10), || {
+        c.local(0, b"src").is_some()
+    });
+    c.kill(0);
+    c.wait_converged();
+    assert_eq!(c.conn(1).call_str(&["SET", "src", "unseen"]), ok());
+    c.restart(0);
+    c.wait_converged();
+    assert_eq!(
+        c.local(0, b"src"),
+        Some(b"base".to_vec()),
+        "node 0 is stale"
+    );
+    assert_eq!(
+        conn_q(&c, 0, 1, 3).call_str(&["RENAME", "src", "dst"]),
+        ok()
+    );
+    let mut all = conn_q(&c, 2, 3, 3);
+    assert_eq!(
+        all.call_str(&["GET", "dst"]),
+        bulk("base"),
+        "what the read saw"
+    );
+    assert_eq!(
+        siblings(&c, 1, "src").await,
+        bytes(&["unseen"]),
+        "not deleted"
+    );
+    assert_eq!(
+        all.call_str(&["GET", "src"]),
+        nil(),
+        "RESP shows the delete"
+    );
+}
+
 /// Milliseconds since `t0`.
 fn ms_since(t0: Instant) -> i64 {
     t0.elapsed().as_millis() as i64

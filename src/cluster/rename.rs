@@ -6,8 +6,9 @@
 //!    absent there);
 //! 2. write the destination at W with that value and expiry ([`write_value`]; for RENAMENX
 //!    only if the destination is absent at R, as SET NX checks it);
-//! 3. delete the source at W with the context read in step 1, so that a write to the source
-//!    made meanwhile elsewhere survives as a sibling instead of being deleted unseen.
+//! 3. delete the source at W with the context read in step 1, so that a version of the source
+//!    the read did not see (written meanwhile, or held only by replicas that did not answer)
+//!    survives as a sibling instead of being deleted unseen.
 //!
 //! Step 3 failing (its quorum lost after step 2) is answered with the error, both keys
 //! remaining. Not atomic: a reader may see both keys, or neither key (between the source's
