@@ -188,6 +188,7 @@ async fn set_nx_is_absent_at_r_replicas_when_checked() {
 /// Each read-modify-write command on a key with two siblings (written through two
 /// coordinators with the same context) acts on the winner, the value RESP GET shows, answers
 /// it where the command returns the old value, and leaves one version that replaces both.
+/// RENAME moves the winner and deletes both.
 #[tokio::test(flavor = "current_thread")]
 async fn rmw_commands_on_siblings_act_on_the_winner() {
     let c = Cluster::start(3, &[]);
@@ -233,6 +234,19 @@ async fn rmw_commands_on_siblings_act_on_the_winner() {
             "{args:?} leaves one version"
         );
     }
+    // RENAME moves the winner and deletes every sibling it read.
+    let ctx = a.put("rsrc", "base").await.expect("put");
+    a.put_with("rsrc", "from-a", with(&ctx))
+        .await
+        .expect("put a");
+    b.put_with("rsrc", "from-b", with(&ctx))
+        .await
+        .expect("put b");
+    let winner = resp.call_str(&["GET", "rsrc"]);
+    assert_eq!(resp.call_str(&["RENAME", "rsrc", "rdst"]), ok());
+    assert_eq!(resp.call_str(&["GET", "rdst"]), winner);
+    assert_eq!(siblings(&c, 1, "rdst").await.len(), 1);
+    assert_eq!(siblings(&c, 0, "rsrc").await, Vec::<Bytes>::new());
 }
 
 async fn client(c: &Cluster, i: usize) -> Client {
