@@ -43,3 +43,35 @@ pub fn set_test_clock_skew_ms(ms: i64) {
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// CPU time used, in seconds with microseconds (INFO cpu): (system, user) of this process,
+/// and of its waited-for children, from getrusage(2).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    pub sys: f64,
+    pub user: f64,
+    pub sys_children: f64,
+    pub user_children: f64,
+}
+
+fn rusage(who: libc::c_int) -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct we pass, which lives for the call; an all-zero
+    // rusage is a valid value of that plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_stime), secs(ru.ru_utime))
+}
+
+pub fn cpu_times() -> CpuTimes {
+    let (sys, user) = rusage(libc::RUSAGE_SELF);
+    let (sys_children, user_children) = rusage(libc::RUSAGE_CHILDREN);
+    CpuTimes {
+        sys,
+        user,
+        sys_children,
+        user_children,
+    }
+}

@@ -975,6 +975,116 @@ EXPIRE ek 100 NX
 QUIT extra-args-are-ignored
 "#;
 
+/// More cases, in the same format: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD,
+/// BITFIELD_RO, LCS, COPY, TOUCH, OBJECT.
+const BIT_CASES: &str = include_str!("redis_diff/bits.cases");
+
+/// `n` random bit-command lines (SET, SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD,
+/// BITFIELD_RO, LCS, GET) over four keys, from a fixed seed (xorshift64), so a mismatch
+/// replays: ranges, widths, offsets and values crowd around the edges where the arithmetic
+/// is easy to get wrong.
+fn random_bit_cases(seed: u64, n: usize) -> Vec<String> {
+    let mut x = seed;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m.max(1)
+    };
+    let key = |r: u64| format!("br{r}");
+    let signed = |r: u64| r as i64 - 60;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = key(next(4));
+        let line = match next(10) {
+            0 => {
+                let bytes: String = (0..next(12))
+                    .map(|_| format!("\\x{:02x}", [0, 0xff, next(256) as u8][next(3) as usize]))
+                    .collect();
+                format!("SET {k} \"{bytes}\"")
+            }
+            1 => format!("SETBIT {k} {} {}", next(120), next(2)),
+            2 => format!("GETBIT {k} {}", next(130)),
+            3 => match next(3) {
+                0 => format!("BITCOUNT {k}"),
+                1 => format!(
+                    "BITCOUNT {k} {} {}",
+                    signed(next(120)) / 6,
+                    signed(next(120)) / 6
+                ),
+                _ => format!(
+                    "BITCOUNT {k} {} {} {}",
+                    signed(next(120)),
+                    signed(next(120)),
+                    ["BIT", "BYTE"][next(2) as usize]
+                ),
+            },
+            4 => {
+                let (b, s, e) = (next(2), signed(next(120)), signed(next(120)));
+                match next(4) {
+                    0 => format!("BITPOS {k} {b}"),
+                    1 => format!("BITPOS {k} {b} {}", s / 6),
+                    2 => format!("BITPOS {k} {b} {} {}", s / 6, e / 6),
+                    _ => format!(
+                        "BITPOS {k} {b} {s} {e} {}",
+                        ["BIT", "BYTE"][next(2) as usize]
+                    ),
+                }
+            }
+            5 => {
+                let op = ["AND", "OR", "XOR", "NOT"][next(4) as usize];
+                let srcs = if op == "NOT" { 1 } else { 1 + next(3) };
+                let srcs: Vec<String> = (0..srcs).map(|_| key(next(4))).collect();
+                format!("BITOP {op} {} {}", key(next(4)), srcs.join(" "))
+            }
+            6 | 7 => {
+                let ro = next(4) == 0;
+                let mut l = format!("{} {k}", if ro { "BITFIELD_RO" } else { "BITFIELD" });
+                for _ in 0..1 + next(3) {
+                    let sign = next(2) == 0;
+                    let bits = 1 + next(if sign { 64 } else { 63 });
+                    let t = format!("{}{bits}", if sign { "i" } else { "u" });
+                    let off = if next(3) == 0 {
+                        format!("#{}", next(4))
+                    } else {
+                        next(100).to_string()
+                    };
+                    let v = match next(6) {
+                        0 => i64::MAX,
+                        1 => i64::MIN,
+                        2 => next(u64::MAX) as i64,
+                        3 => -(next(300) as i64),
+                        _ => next(300) as i64,
+                    };
+                    match if ro { 0 } else { next(4) } {
+                        0 => l.push_str(&format!(" GET {t} {off}")),
+                        1 => l.push_str(&format!(" SET {t} {off} {v}")),
+                        2 => l.push_str(&format!(" INCRBY {t} {off} {v}")),
+                        _ => l.push_str(&format!(
+                            " OVERFLOW {}",
+                            ["WRAP", "SAT", "FAIL"][next(3) as usize]
+                        )),
+                    }
+                }
+                l
+            }
+            8 => {
+                let opt = [
+                    "",
+                    " LEN",
+                    " IDX",
+                    " IDX WITHMATCHLEN",
+                    " IDX MINMATCHLEN 2 WITHMATCHLEN",
+                ];
+                format!("LCS {k} {}{}", key(next(4)), opt[next(5) as usize])
+            }
+            _ => format!("GET {k}"),
+        };
+        out.push(line);
+    }
+    out
+}
+
 /// The comparison mode of one case line.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
@@ -1108,6 +1218,17 @@ fn arity_cases() -> Vec<String> {
         ("client", -2),
         ("config", -2),
         ("time", 1),
+        ("setbit", 4),
+        ("getbit", 3),
+        ("bitcount", -2),
+        ("bitpos", -3),
+        ("bitop", -4),
+        ("bitfield", -2),
+        ("bitfield_ro", -2),
+        ("lcs", -3),
+        ("copy", -3),
+        ("touch", -2),
+        ("object", -2),
     ];
     let mut out = Vec::new();
     for &(name, arity) in specs {
@@ -1146,13 +1267,22 @@ fn replies_match_redis_server() {
     let mut got = Conn::try_connect(ringkv.addr).expect("connect ringkv");
 
     let mut lines: Vec<String> = arity_cases();
-    lines.extend(
-        CASES
-            .lines()
+    let case_lines = |text: &'static str| {
+        text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with("//"))
-            .map(String::from),
+            .map(String::from)
+    };
+    lines.extend(case_lines(CASES));
+    // The bit, LCS, COPY, TOUCH and OBJECT cases go before the last case (QUIT).
+    let quit = lines.pop().expect("CASES ends with QUIT");
+    assert!(
+        quit.starts_with("QUIT"),
+        "the last case is QUIT, not {quit:?}"
     );
+    lines.extend(case_lines(BIT_CASES));
+    lines.extend(random_bit_cases(0x5eed_b175, 3000));
+    lines.push(quit);
 
     let mut mismatches = Vec::new();
     let mut compared = 0;

@@ -237,8 +237,8 @@ pub fn exec(
                 out.int(0);
                 return Ok(());
             }
-            let value = e.value().to_vec();
-            super::strings::set_expiry(shard, h, k, &value, Some(at), ctx)?;
+            let kept = super::strings::Copied::of(&e, now);
+            super::strings::set_expiry(shard, h, k, &kept, Some(at), ctx)?;
             out.int(1);
         }
         Command::Ttl(k, kind) => {
@@ -267,13 +267,16 @@ pub fn exec(
             let shard = tx.shard(h)?;
             match shard.get(h, k, now) {
                 Some(e) if e.expires_at_ms().is_some() => {
-                    let value = e.value().to_vec();
-                    super::strings::set_expiry(shard, h, k, &value, None, ctx)?;
+                    let kept = super::strings::Copied::of(&e, now);
+                    super::strings::set_expiry(shard, h, k, &kept, None, ctx)?;
                     out.int(1);
                 }
                 _ => out.int(0),
             }
         }
+        Command::Copy(keys, replace) => super::keymeta::copy(tx, keys, replace, ctx, out)?,
+        Command::Touch(ref keys) => super::keymeta::touch(tx, keys, ctx, out)?,
+        Command::Object(sub, k) => super::keymeta::object(tx, sub, k, ctx, out)?,
         string_commands!() | keyspace_commands!() | connection_commands!() | server_commands!() => {
             return Err(CmdError::msg("ERR internal: not a key command"))
         }

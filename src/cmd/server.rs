@@ -304,6 +304,15 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
     if want("replication") {
         s.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     }
+    if want("cpu") {
+        let c = crate::util::cpu_times();
+        let _ = write!(
+            s,
+            "# CPU\r\nused_cpu_sys:{:.6}\r\nused_cpu_user:{:.6}\r\n\
+             used_cpu_sys_children:{:.6}\r\nused_cpu_user_children:{:.6}\r\n\r\n",
+            c.sys, c.user, c.sys_children, c.user_children
+        );
+    }
     if want("cluster") {
         match node.membership.as_deref() {
             Some(m) => {
@@ -500,6 +509,12 @@ fn try_exec(cmd: &Command<'_>, node: &Node, out: &mut dyn ReplySink) -> CmdResul
                 }
             }
             out.simple("OK");
+        }
+        Command::ObjectHelp => {
+            out.array(super::keymeta::OBJECT_HELP.len());
+            for line in super::keymeta::OBJECT_HELP {
+                out.simple(line);
+            }
         }
         Command::ConfigResetStat => {
             for st in node.stats.iter() {

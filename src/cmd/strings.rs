@@ -3,7 +3,9 @@
 
 use super::ldouble::{LDouble, Parsed};
 use super::{eq, int, relative_expire_fits, CmdError, CmdResult, Command, Ctx, Expiry};
-use crate::store::{Shard, Supersede, Tx, VersionRef};
+use crate::store::counter::{CounterState, Rendered};
+use crate::store::entry::ValueKind;
+use crate::store::{Live, Shard, Supersede, Tx, VersionRef};
 use ringkv_proto::{key_hash, ReplySink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +259,16 @@ pub(crate) fn write(
     expires_at_ms: Option<u64>,
     ctx: &Ctx,
 ) -> CmdResult<()> {
-    let v = VersionRef::value(value, ctx.now_ms, expires_at_ms);
+    write_version(
+        shard,
+        hash,
+        key,
+        VersionRef::value(value, ctx.now_ms, expires_at_ms),
+    )
+}
+
+/// Writes `v` over every version this node has of `key`.
+fn write_version(shard: &mut Shard, hash: u64, key: &[u8], v: VersionRef<'_>) -> CmdResult<()> {
     shard
         .write(hash, key, Supersede::Local, v, |_| ())
         .map_err(|e| super::versioned::write_error(key, e))
@@ -272,20 +283,55 @@ pub(crate) fn delete(shard: &mut Shard, hash: u64, key: &[u8], ctx: &Ctx) -> Cmd
         .map_err(|e| super::versioned::write_error(key, e))
 }
 
+/// A live version copied out of its shard (the shard can't lend its own while it writes).
+pub(crate) struct Copied {
+    value: Vec<u8>,
+    /// A counter's state (a counter stays a counter).
+    counter: Option<Vec<u8>>,
+}
+
+impl Copied {
+    pub(crate) fn of(e: &Live<'_>, now_ms: u64) -> Copied {
+        Copied {
+            value: e.value().to_vec(),
+            counter: e.counter_state(now_ms).map(|s| {
+                let mut b = Vec::new();
+                s.encode(&mut b);
+                b
+            }),
+        }
+    }
+}
+
 /// A new version of the live `key` with the same value and another expiry (EXPIRE, PERSIST,
 /// GETEX): a TTL change is a write, so replicas order it like one. An expiry not in the future
-/// deletes the key, as Redis does. (`value` is a copy: the caller can't lend the shard's own.)
+/// deletes the key, as Redis does.
 pub(crate) fn set_expiry(
     shard: &mut Shard,
     hash: u64,
     key: &[u8],
-    value: &[u8],
+    kept: &Copied,
     expires_at_ms: Option<u64>,
     ctx: &Ctx,
 ) -> CmdResult<()> {
+    let v = match &kept.counter {
+        Some(state) => VersionRef::counter(state, &kept.value, ctx.now_ms, expires_at_ms),
+        None => VersionRef::value(&kept.value, ctx.now_ms, expires_at_ms),
+    };
     match expires_at_ms {
         Some(at) if at <= ctx.now_ms => delete(shard, hash, key, ctx),
-        _ => write(shard, hash, key, value, expires_at_ms, ctx),
+        _ => write_version(shard, hash, key, v),
+    }
+}
+
+/// The counter a live key holds: its state (the join of its concurrent versions), or a
+/// string's integer as the base.
+fn counter_of(e: &Live<'_>, now_ms: u64) -> CmdResult<CounterState> {
+    match e.version.kind() {
+        ValueKind::Counter => e.counter_state(now_ms).ok_or(CmdError::msg(
+            "ERR the counter's stored state is corrupt; SET the key anew",
+        )),
+        ValueKind::Bytes => Ok(CounterState::with_base(parse_i64_value(e.value())?)),
     }
 }
 
@@ -396,8 +442,8 @@ pub fn exec(
                 Some(GetExMode::Persist) => return Ok(()),
                 Some(GetExMode::Expire(x)) => Some(x.resolve(now)),
             };
-            let value = e.value().to_vec();
-            set_expiry(shard, h, key, &value, expiry, ctx)?;
+            let kept = Copied::of(&e, now);
+            set_expiry(shard, h, key, &kept, expiry, ctx)?;
         }
         Command::Append(key, suffix) => {
             let h = key_hash(key);
@@ -456,17 +502,20 @@ pub fn exec(
             out.int(v.len() as i64);
         }
         Command::IncrBy(key, delta) => {
+            // A PN-counter (store::counter): this node's increments are its own entry, so
+            // concurrent increments through other replicas merge instead of overwriting.
             let h = key_hash(key);
             let shard = tx.shard(h)?;
-            let (cur, ttl) = match shard.get(h, key, now) {
-                Some(e) => (parse_i64_value(e.value())?, e.expires_at_ms()),
-                None => (0, None),
+            let (mut state, ttl) = match shard.get(h, key, now) {
+                Some(e) => (counter_of(&e, now)?, e.expires_at_ms()),
+                None => (CounterState::default(), None),
             };
-            let n = cur
-                .checked_add(delta)
-                .ok_or(CmdError::msg("ERR increment or decrement would overflow"))?;
-            let mut buf = itoa::Buffer::new();
-            write(shard, h, key, buf.format(n).as_bytes(), ttl, ctx)?;
+            let n = state
+                .add(ctx.node_id, delta)
+                .map_err(|e| CmdError::msg(e.to_string()))?;
+            let mut r = Rendered::new(&state, n);
+            let v = r.version(&VersionRef::value(b"", now, ttl));
+            write_version(shard, h, key, v)?;
             out.int(n);
         }
         Command::IncrByFloat(key, delta) => {
@@ -547,6 +596,13 @@ pub fn exec(
             ttl_ms,
         } => super::versioned::put(tx, key, value, context, ttl_ms, ctx, out)?,
         Command::VDel(key, context) => super::versioned::delete(tx, key, context, ctx, out)?,
+        Command::SetBit(key, off, on) => super::bits::setbit(tx, key, off, on, ctx, out)?,
+        Command::GetBit(key, off) => super::bits::getbit(tx, key, off, ctx, out)?,
+        Command::BitCount(key, ref range) => super::bits::count(tx, key, range, ctx, out)?,
+        Command::BitPos(key, bit, ref range) => super::bits::pos(tx, key, bit, range, ctx, out)?,
+        Command::BitOp(op, ref keys) => super::bits::bitop(op, keys, tx, ctx, out)?,
+        Command::BitField(ref bf) => super::bitfield::exec(bf, tx, ctx, out)?,
+        Command::Lcs(ref l) => super::lcs::exec(l, tx, ctx, out)?,
         key_commands!() | keyspace_commands!() | connection_commands!() | server_commands!() => {
             return Err(CmdError::msg("ERR internal: not a string command"))
         }

@@ -2,19 +2,33 @@
 //! the key's causal context, and writes that supersede exactly what their context covers.
 
 use super::{CmdError, CmdResult, Ctx};
+use crate::store::counter;
 use crate::store::dvv::DecodeError;
+use crate::store::entry::ValueKind;
 use crate::store::write::WriteError;
 use crate::store::{Entry, Supersede, Tx, VersionRef, VersionVector};
 use ringkv_proto::{key_hash, ReplySink};
 use smallvec::SmallVec;
 
-/// Every live sibling's value (tombstones and expired values are not shown).
-fn live_values(e: &Entry, now_ms: u64) -> SmallVec<[&[u8]; 2]> {
-    e.versions()
+/// Every live sibling's value (tombstones and expired values are not shown). A counter's
+/// concurrent versions are not conflicts: they show as one value, their joined total (its
+/// digits go in `total`).
+fn live_values<'e>(
+    e: &'e Entry,
+    now_ms: u64,
+    total: &'e mut itoa::Buffer,
+) -> SmallVec<[&'e [u8]; 2]> {
+    let versions = e.versions();
+    let mut out: SmallVec<[&'e [u8]; 2]> = versions
         .iter()
-        .filter(|v| v.value.is_live(now_ms))
+        .filter(|v| v.value.is_live(now_ms) && v.value.kind() == ValueKind::Bytes)
         .map(|v| v.value.value)
-        .collect()
+        .collect();
+    let joined = counter::joined(versions.iter().map(|v| &v.value), now_ms);
+    if let Some(t) = joined.and_then(|s| s.total()) {
+        out.push(total.format(t).as_bytes());
+    }
+    out
 }
 
 /// GET: every live sibling and the context that covers them; nil if there is none.
@@ -27,7 +41,8 @@ pub fn get(tx: &mut Tx<'_>, key: &[u8], now_ms: u64, out: &mut dyn ReplySink) ->
         out.nil();
         return Ok(());
     };
-    let values = live_values(e, now_ms);
+    let mut total = itoa::Buffer::new();
+    let values = live_values(e, now_ms, &mut total);
     if values.is_empty() {
         out.nil();
     } else {
@@ -74,7 +89,7 @@ pub fn delete(
     let _ = shard.get(h, key, ctx.now_ms);
     let live = shard
         .entry(h, key)
-        .is_some_and(|e| !live_values(e, ctx.now_ms).is_empty());
+        .is_some_and(|e| !live_values(e, ctx.now_ms, &mut itoa::Buffer::new()).is_empty());
     // A missing key deleted without a context: nothing to record.
     if live || context.is_some() || shard.entry(h, key).is_some() {
         let sup = match &context {
@@ -104,8 +119,9 @@ fn write(
     };
     tx.shard(h)?
         .write(h, key, sup, v, |e| {
+            let mut total = itoa::Buffer::new();
             let values = if e.version_count() > 1 {
-                live_values(e, now_ms)
+                live_values(e, now_ms, &mut total)
             } else {
                 SmallVec::new()
             };

@@ -334,6 +334,20 @@ impl<V> Siblings<V> {
     }
 
     /// The versions' values, to change in place (their dots, and so the set's causality, stay).
+    /// Drops the versions `keep` rejects; the context still covers their dots (so a sync
+    /// with a replica that still holds them drops them there too).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Version<V>) -> bool) {
+        self.versions.retain(|v| keep(v));
+    }
+
+    /// The value of the version with this dot.
+    pub fn value_of_mut(&mut self, dot: Dot) -> Option<&mut V> {
+        self.versions
+            .iter_mut()
+            .find(|v| v.dot == dot)
+            .map(|v| &mut v.value)
+    }
+
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
         self.versions.iter_mut().map(|v| &mut v.value)
     }

@@ -12,8 +12,9 @@
 //!
 //! `header` is [`Siblings::encode_header`]: the causal context and each version's dot. The last
 //! version has no `value_len`: its value runs to the end. `vflags` = tombstone (bit 0),
-//! expiry present (bit 1), value kind (bits 2..6; 0 = bytes, the only kind so far, so that
-//! later kinds such as counters need no new format).
+//! expiry present (bit 1), value kind (bits 2..6: 0 = bytes, 1 = counter). A counter's value
+//! region is `state_len varint | state | decimal total` (see [`super::counter`]); commands
+//! read the decimal total as its value.
 //!
 //! Reads through Redis commands see one deterministic winner: the version with the newest
 //! timestamp, ties broken by the greater actor (then dot). If the winner is a tombstone, or its
@@ -36,18 +37,22 @@ const KIND_MASK: u8 = 0b1111 << KIND_SHIFT;
 pub enum ValueKind {
     /// An opaque string (every Redis string command).
     Bytes,
+    /// A PN-counter (INCR family): the decimal total, and the per-actor state beside it.
+    Counter,
 }
 
 impl ValueKind {
     fn bits(self) -> u8 {
         match self {
             ValueKind::Bytes => 0,
+            ValueKind::Counter => 1,
         }
     }
 
     fn from_bits(b: u8) -> Option<ValueKind> {
         match b {
             0 => Some(ValueKind::Bytes),
+            1 => Some(ValueKind::Counter),
             _ => None,
         }
     }
@@ -60,6 +65,8 @@ pub struct VersionRef<'a> {
     pub timestamp_ms: u64,
     pub expires_at_ms: Option<u64>,
     pub value: &'a [u8],
+    /// A counter's state (empty for other kinds).
+    counter: &'a [u8],
 }
 
 impl<'a> VersionRef<'a> {
@@ -71,7 +78,38 @@ impl<'a> VersionRef<'a> {
             timestamp_ms,
             expires_at_ms,
             value,
+            counter: b"",
         }
+    }
+
+    /// A counter version: its encoded state and its decimal total (the value commands see).
+    pub fn counter(
+        state: &'a [u8],
+        total: &'a [u8],
+        timestamp_ms: u64,
+        expires_at_ms: Option<u64>,
+    ) -> Self {
+        VersionRef {
+            flags: ValueKind::Counter.bits() << KIND_SHIFT
+                | if expires_at_ms.is_some() { EXPIRES } else { 0 },
+            timestamp_ms,
+            expires_at_ms,
+            value: total,
+            counter: state,
+        }
+    }
+
+    /// A counter's encoded state (empty for other kinds).
+    pub fn counter_state(&self) -> &'a [u8] {
+        self.counter
+    }
+
+    /// The same version with another timestamp and expiry (EXPIRE, PERSIST, GETEX keep a
+    /// counter a counter).
+    pub fn with_expiry(mut self, timestamp_ms: u64, expires_at_ms: Option<u64>) -> Self {
+        self.timestamp_ms = timestamp_ms;
+        self.expires_at_ms = expires_at_ms;
+        self
     }
 
     /// A tombstone: the key deleted at `timestamp_ms`.
@@ -81,6 +119,7 @@ impl<'a> VersionRef<'a> {
             timestamp_ms,
             expires_at_ms: None,
             value: b"",
+            counter: b"",
         }
     }
 
@@ -99,6 +138,7 @@ impl<'a> VersionRef<'a> {
             timestamp_ms: self.timestamp_ms,
             expires_at_ms: self.expires_at_ms,
             value: b"",
+            counter: b"",
         }
     }
 
@@ -141,15 +181,22 @@ impl<'a> VersionRef<'a> {
         }
     }
 
+    /// The bytes of the value region: the value, and for a counter its state before it.
+    fn region_len(&self) -> usize {
+        match self.kind() {
+            ValueKind::Bytes => self.value.len(),
+            ValueKind::Counter => {
+                varint_len(self.counter.len() as u64) + self.counter.len() + self.value.len()
+            }
+        }
+    }
+
     fn encoded_len(&self, last: bool) -> usize {
+        let region = self.region_len();
         1 + varint_len(self.timestamp_ms)
             + self.expires_at_ms.map_or(0, varint_len)
-            + if last {
-                0
-            } else {
-                varint_len(self.value.len() as u64)
-            }
-            + self.value.len()
+            + if last { 0 } else { varint_len(region as u64) }
+            + region
     }
 
     fn encode(&self, last: bool, buf: &mut Vec<u8>) {
@@ -163,7 +210,11 @@ impl<'a> VersionRef<'a> {
             put_varint(buf, at);
         }
         if !last {
-            put_varint(buf, self.value.len() as u64);
+            put_varint(buf, self.region_len() as u64);
+        }
+        if self.kind() == ValueKind::Counter {
+            put_varint(buf, self.counter.len() as u64);
+            buf.extend_from_slice(self.counter);
         }
         buf.extend_from_slice(self.value);
     }
@@ -174,7 +225,7 @@ impl<'a> VersionRef<'a> {
         if flags & !(TOMBSTONE | EXPIRES | KIND_MASK) != 0 {
             return None;
         }
-        ValueKind::from_bits((flags & KIND_MASK) >> KIND_SHIFT)?;
+        let kind = ValueKind::from_bits((flags & KIND_MASK) >> KIND_SHIFT)?;
         let mut rest = rest;
         let timestamp_ms = get_varint(&mut rest).ok()?;
         let expires_at_ms = if flags & EXPIRES != 0 {
@@ -187,16 +238,32 @@ impl<'a> VersionRef<'a> {
         } else {
             usize::try_from(get_varint(&mut rest).ok()?).ok()?
         };
-        let value = rest.get(..len)?;
+        let mut value = rest.get(..len)?;
         *b = &rest[len..];
         if flags & TOMBSTONE != 0 && !value.is_empty() {
             return None;
         }
+        let counter = match kind {
+            ValueKind::Bytes => &b""[..],
+            ValueKind::Counter if flags & TOMBSTONE != 0 => return None,
+            ValueKind::Counter => {
+                let n = usize::try_from(get_varint(&mut value).ok()?).ok()?;
+                let state = value.get(..n)?;
+                value = &value[n..];
+                // The total must be what the state says (a mismatch is corruption).
+                let total = super::counter::CounterState::decode(state)?.total()?;
+                if value != itoa::Buffer::new().format(total).as_bytes() {
+                    return None;
+                }
+                state
+            }
+        };
         Some(VersionRef {
             flags,
             timestamp_ms,
             expires_at_ms,
             value,
+            counter,
         })
     }
 }
@@ -460,8 +527,21 @@ fn winner_key(v: &Version<VersionRef<'_>>) -> (u64, u64) {
 }
 
 /// Keeps only the single-value winner (last-write-wins).
+/// A counter winner keeps its concurrent counter versions: reads join them, and dropping one
+/// would drop its increments (see [`super::counter`]).
 pub fn resolve_lww(versions: &mut Versions<'_>) {
-    versions.resolve_lww(winner_key);
+    let Some(w) = versions
+        .winner_by(winner_key)
+        .map(|w| (w.dot, w.value.kind()))
+    else {
+        return;
+    };
+    match w.1 {
+        ValueKind::Bytes => versions.resolve_lww(winner_key),
+        ValueKind::Counter => {
+            versions.retain(|v| v.dot == w.0 || v.value.kind() == ValueKind::Counter)
+        }
+    }
 }
 
 impl std::fmt::Debug for Entry {

@@ -5,6 +5,7 @@
 //! (MSET, RENAME, ...) can lock them all, in index order, and stay atomic on the node.
 
 pub mod clock;
+pub mod counter;
 pub mod dvv;
 pub mod entry;
 pub mod glob;

@@ -12,7 +12,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use hashbrown::HashTable;
 use ringkv_proto::key_hash;
 
-use super::entry::{Entry, VersionRef, Versions};
+use super::counter;
+use super::entry::{Entry, ValueKind, VersionRef, Versions};
 use super::write::{next_entry, Supersede, VersionPolicy, WriteError};
 use crate::record;
 
@@ -86,6 +87,9 @@ pub struct Shard {
 pub struct Live<'a> {
     pub entry: &'a Entry,
     pub version: VersionRef<'a>,
+    /// A counter with concurrent versions: the total of their join, in decimal (at most 20
+    /// bytes: i64::MIN).
+    joined: Option<([u8; 20], u8)>,
 }
 
 impl<'a> Live<'a> {
@@ -97,12 +101,49 @@ impl<'a> Live<'a> {
             return None;
         }
         let version = entry.winner();
-        (!version.is_tombstone()).then_some(Live { entry, version })
+        if version.is_tombstone() {
+            return None;
+        }
+        // A counter's concurrent increments (siblings) all count.
+        let joined = if version.kind() == ValueKind::Counter && entry.version_count() > 1 {
+            counter::joined(entry.versions().iter().map(|v| &v.value), now_ms)
+                .and_then(|s| s.total())
+                .map(|t| {
+                    let mut buf = itoa::Buffer::new();
+                    let s = buf.format(t).as_bytes();
+                    let mut out = [0u8; 20];
+                    out[..s.len()].copy_from_slice(s);
+                    (out, s.len() as u8)
+                })
+        } else {
+            None
+        };
+        Some(Live {
+            entry,
+            version,
+            joined,
+        })
     }
 
+    /// The value commands see (for a counter, the total of all its concurrent versions).
     #[inline]
-    pub fn value(&self) -> &'a [u8] {
-        self.version.value
+    pub fn value(&self) -> &[u8] {
+        match &self.joined {
+            None => self.version.value,
+            Some((buf, len)) => &buf[..*len as usize],
+        }
+    }
+
+    /// A counter's state: the join of its live concurrent versions (None: not a counter).
+    pub fn counter_state(&self, now_ms: u64) -> Option<counter::CounterState> {
+        if self.version.kind() != ValueKind::Counter {
+            return None;
+        }
+        if self.entry.version_count() > 1 {
+            counter::joined(self.entry.versions().iter().map(|v| &v.value), now_ms)
+        } else {
+            counter::CounterState::decode(self.version.counter_state())
+        }
     }
 
     pub fn expires_at_ms(&self) -> Option<u64> {

@@ -323,6 +323,98 @@ pub static TABLE: &[Spec] = &[
         "the type of a key's value"
     ),
     spec!("rename", 3, W, 1, 2, 1, "RENAME key newkey", "rename a key"),
+    spec!("setbit", 4, W, 1, 1, 1, "SETBIT key offset 0|1", "set one bit; the old bit"),
+    spec!("getbit", 3, R, 1, 1, 1, "GETBIT key offset", "one bit of a value"),
+    spec!(
+        "bitcount",
+        -2,
+        R,
+        1,
+        1,
+        1,
+        "BITCOUNT key [start end [BYTE|BIT]]",
+        "count the set bits"
+    ),
+    spec!(
+        "bitpos",
+        -3,
+        R,
+        1,
+        1,
+        1,
+        "BITPOS key 0|1 [start [end [BYTE|BIT]]]",
+        "the first bit set or clear"
+    ),
+    spec!(
+        "bitop",
+        -4,
+        W,
+        2,
+        -1,
+        1,
+        "BITOP AND|OR|XOR|NOT destkey key [key ...]",
+        "bitwise operation between strings"
+    ),
+    spec!(
+        "bitfield",
+        -2,
+        W,
+        1,
+        1,
+        1,
+        "BITFIELD key [GET type offset] [SET type offset value] [INCRBY type offset increment] [OVERFLOW WRAP|SAT|FAIL] ...",
+        "integer fields of arbitrary width in a string"
+    ),
+    spec!(
+        "bitfield_ro",
+        -2,
+        R,
+        1,
+        1,
+        1,
+        "BITFIELD_RO key [GET type offset ...]",
+        "read integer fields of a string"
+    ),
+    spec!(
+        "lcs",
+        -3,
+        R,
+        1,
+        2,
+        1,
+        "LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]",
+        "longest common subsequence of two values"
+    ),
+    spec!(
+        "copy",
+        -3,
+        W,
+        1,
+        2,
+        1,
+        "COPY source destination [DB 0] [REPLACE]",
+        "copy a key (value and TTL)"
+    ),
+    spec!(
+        "touch",
+        -2,
+        R,
+        1,
+        -1,
+        1,
+        "TOUCH key [key ...]",
+        "how many of the keys exist"
+    ),
+    spec!(
+        "object",
+        -2,
+        R,
+        0,
+        0,
+        0,
+        "OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key | OBJECT HELP",
+        "how a key is stored"
+    ),
     spec!(
         "renamenx",
         3,
