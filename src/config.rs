@@ -201,6 +201,11 @@ pub struct Cli {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub test_hold_syncs_file: Option<PathBuf>,
+    /// Testing only (feature `test-hooks`): this node's wall clock runs this many
+    /// milliseconds ahead (negative: behind), for tests of replicas whose clocks differ.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
+    pub test_clock_skew_ms: i64,
     /// TOML file with any of these settings (the cluster ones included).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -408,6 +413,9 @@ pub struct Config {
     /// Testing only (see `Cli::test_hold_syncs_file`).
     #[cfg(feature = "test-hooks")]
     pub test_hold_syncs_file: Option<PathBuf>,
+    /// Testing only (see `Cli::test_clock_skew_ms`).
+    #[cfg(feature = "test-hooks")]
+    pub test_clock_skew_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -556,6 +564,8 @@ impl Config {
             test_delay_us: cli.test_delay_us,
             #[cfg(feature = "test-hooks")]
             test_hold_syncs_file: cli.test_hold_syncs_file.clone(),
+            #[cfg(feature = "test-hooks")]
+            test_clock_skew_ms: cli.test_clock_skew_ms,
         };
         c.validate()?;
         Ok(c)
@@ -724,7 +734,12 @@ mod tests {
             let Some(long) = arg.get_long() else { continue };
             if matches!(
                 long,
-                "config" | "help" | "version" | "test-delay-us" | "test-hold-syncs-file"
+                "config"
+                    | "help"
+                    | "version"
+                    | "test-delay-us"
+                    | "test-hold-syncs-file"
+                    | "test-clock-skew-ms"
             ) {
                 continue;
             }

@@ -86,6 +86,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    #[cfg(feature = "test-hooks")]
+    ringkv::util::set_test_clock_skew_ms(config.test_clock_skew_ms);
     let fs: Arc<dyn Fs> = Arc::new(RealFs);
     #[cfg(feature = "test-hooks")]
     let fs: Arc<dyn Fs> = match &config.test_hold_syncs_file {

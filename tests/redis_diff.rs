@@ -1420,32 +1420,13 @@ fn a_cluster_node_replies_as_redis_except_where_documented() {
 
 /// Cluster differences protocol.md §7 documents: (command name, what ringkv's reply says).
 /// Anything else that differs fails the test.
-const CLUSTER_DIFFERENCES: &[(&str, &str)] = &[
-    ("RENAME", "RENAME is not supported in cluster mode yet"),
-    ("RENAMENX", "RENAMENX is not supported in cluster mode yet"),
-    ("MSETNX", "MSETNX is not supported in cluster mode yet"),
-];
-
-/// Cases whose reply differs only because an earlier unsupported command (above) did
-/// nothing: the keys it would have written or renamed.
-const CLUSTER_CASCADES: &[&str] = &[
-    "GET nx-d",
-    "MGET nx-a nx-b",
-    "MGET nx-a nx-c",
-    "GET r2",
-    "TTL r5",
-    "TTL r2",
-    "TTL r6",
-    "EXISTS r1",
-    "GET r6",
-];
+const CLUSTER_DIFFERENCES: &[(&str, &str)] = &[];
 
 fn documented_difference(m: &Mismatch) -> bool {
     let name = m.cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
     CLUSTER_DIFFERENCES
         .iter()
         .any(|(c, reply)| *c == name && m.ringkv.contains(reply))
-        || CLUSTER_CASCADES.contains(&m.cmd.as_str())
 }
 
 /// A Python interpreter that has redis-py (`.ci/run` installs it: Debian's python3-redis, else

@@ -18,6 +18,7 @@ pub mod keyspace;
 pub mod link;
 pub mod multi;
 mod read;
+pub mod rename;
 mod replicate;
 pub mod scratch;
 pub mod serve;

@@ -2,7 +2,9 @@
 //! single-key command per key, each coordinated on its own (the keys may live on different
 //! nodes), and their replies combined as Redis would reply to the whole. Per-key semantics:
 //! MSET is not atomic across keys on a cluster (a failure may leave some keys written; the
-//! reply is then the first error), DEL and EXISTS count per key.
+//! reply is then the first error), DEL and EXISTS count per key. MSETNX checks every key
+//! absent at R, then writes them all as MSET does (two rounds, not atomic: see
+//! protocol.md §7).
 
 use std::rc::Rc;
 
@@ -26,7 +28,8 @@ enum Combine {
 }
 
 /// One RESP reply, as the combination needs it.
-enum Part {
+#[derive(Debug)]
+pub(super) enum Part {
     Nil,
     Bulk(Vec<u8>),
     Int(i64),
@@ -35,7 +38,7 @@ enum Part {
 }
 
 /// Reads the single RESP reply a sub-command produced.
-fn part(b: &[u8]) -> Part {
+pub(super) fn part(b: &[u8]) -> Part {
     let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap_or(b.len());
     let (tag, rest) = match b.first() {
         Some(t) => (*t, &b[1..line_end.max(1)]),
@@ -70,6 +73,9 @@ pub fn split(
     q: Quorum,
     watches: &mut Vec<Rc<AckWatch>>,
 ) -> Option<Coordinated> {
+    if let Command::MSet(pairs, true) = command {
+        return Some(msetnx(lp, pairs, reply_to, q, watches));
+    }
     let (subs, how): (Vec<Vec<Vec<u8>>>, Combine) = match command {
         Command::MGet(keys) => (
             keys.iter()
@@ -119,9 +125,7 @@ pub fn split(
         let replies = join_all(futs).await;
         let mut marks = Marks::new();
         for (_, m) in &replies {
-            for &(shard, seq) in m {
-                crate::store::add_mark(&mut marks, shard, seq);
-            }
+            add_marks(&mut marks, m);
         }
         let parts: Vec<Part> = replies.iter().map(|(b, _)| part(b)).collect();
         (combine(parts, how, reply_to), marks)
@@ -131,6 +135,87 @@ pub fn split(
     } else {
         Coordinated::Pending(fut)
     })
+}
+
+/// Runs one single-key command through the coordinator (forwarded when this node is not a
+/// replica of the key), as a RESP client would: its reply, and the WAL positions the reply
+/// must wait for.
+pub(super) async fn sub(
+    lp: &Rc<dyn LocalLoop>,
+    args: Vec<Vec<u8>>,
+    internal: bool,
+    q: Quorum,
+    watch: Option<Rc<AckWatch>>,
+) -> (Part, Marks) {
+    let (out, marks) = coordinate(lp, args, internal, None, q, true, watch)
+        .reply()
+        .await;
+    (part(&out), marks)
+}
+
+/// Adds `from`'s WAL positions to `to`.
+pub(super) fn add_marks(to: &mut Marks, from: &Marks) {
+    for &(shard, seq) in from {
+        crate::store::add_mark(to, shard, seq);
+    }
+}
+
+/// MSETNX on a cluster: every key is read at R (EXISTS, in parallel); if none exists, every
+/// key is written as MSET writes it (SET at W, in parallel). Replies 1 if it wrote, 0 if a key
+/// existed, or the first error (a write error may leave some keys written).
+fn msetnx(
+    lp: &Rc<dyn LocalLoop>,
+    pairs: &[(&[u8], &[u8])],
+    reply_to: ReplyTo,
+    q: Quorum,
+    watches: &mut Vec<Rc<AckWatch>>,
+) -> Coordinated {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let sets: Vec<Rc<AckWatch>> = pairs.iter().map(|_| Rc::default()).collect();
+    watches.extend(sets.iter().cloned());
+    let lp = lp.clone();
+    Coordinated::Inline(Box::pin(async move {
+        let mut marks = Marks::new();
+        let checks = pairs
+            .iter()
+            .map(|(k, _)| sub(&lp, vec![b"EXISTS".to_vec(), k.clone()], false, q, None));
+        let mut existing = 0;
+        for (p, m) in join_all(checks).await {
+            add_marks(&mut marks, &m);
+            match p {
+                Part::Int(n) => existing += n,
+                Part::Error(e) => return (encode(reply_to, |s| s.error(&e)), marks),
+                Part::Nil | Part::Bulk(_) | Part::Ok => {
+                    let msg = "ERR internal: unexpected EXISTS reply";
+                    return (encode(reply_to, |s| s.error(msg)), marks);
+                }
+            }
+        }
+        if existing > 0 {
+            return (encode(reply_to, |s| s.int(0)), marks);
+        }
+        let writes = pairs
+            .into_iter()
+            .zip(sets)
+            .map(|((k, v), watch)| sub(&lp, vec![b"SET".to_vec(), k, v], false, q, Some(watch)));
+        let mut parts = Vec::with_capacity(writes.len());
+        for (p, m) in join_all(writes).await {
+            add_marks(&mut marks, &m);
+            parts.push(p);
+        }
+        let out = match parts.into_iter().find(|p| !matches!(p, Part::Ok)) {
+            None => encode(reply_to, |s| s.int(1)),
+            Some(Part::Error(e)) => encode(reply_to, |s| s.error(&e)),
+            Some(other) => {
+                let msg = format!("ERR internal: unexpected SET reply {other:?}");
+                encode(reply_to, |s| s.error(&msg))
+            }
+        };
+        (out, marks)
+    }))
 }
 
 fn combine(parts: Vec<Part>, how: Combine, reply_to: ReplyTo) -> BytesMut {

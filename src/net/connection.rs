@@ -644,7 +644,10 @@ fn cluster_route(
             Some(c) => c,
             None => return Some(unsupported(st, args, reply_to)),
         },
-        Route::Rename(..) => return Some(unsupported(st, args, reply_to)),
+        Route::Rename(src, dst) => {
+            let nx = matches!(command, Command::Rename(_, _, true));
+            crate::cluster::rename::rename(&lp, src, dst, nx, reply_to, q, &mut watches)
+        }
     };
     if write {
         st.last_writes = watches;

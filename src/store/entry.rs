@@ -18,8 +18,9 @@
 //!
 //! Reads through Redis commands see one deterministic winner: the version with the newest
 //! timestamp, ties broken by the greater actor (then dot). If the winner is a tombstone, or its
-//! expiry has passed (an expired value behaves as a tombstone dated at its expiry), the key is
-//! absent.
+//! expiry has passed, the key is absent. An expired value behaves as a tombstone that keeps its
+//! write timestamp (so the winner is the same whether a replica has turned it into one or not)
+//! and is dead since its expiry (which dates it for the tombstone grace).
 
 use smallvec::SmallVec;
 
@@ -122,16 +123,47 @@ impl<'a> VersionRef<'a> {
         }
     }
 
+    /// The tombstone an expired value turns into (Cassandra's expired cell): it keeps the
+    /// value's write timestamp, so it orders against other versions exactly as the value did
+    /// (a replica that converted it and one that did not pick the same winner), and its expiry
+    /// says since when it is dead (the tombstone grace counts from there).
+    pub fn expired(&self) -> VersionRef<'static> {
+        VersionRef {
+            flags: TOMBSTONE
+                | if self.expires_at_ms.is_some() {
+                    EXPIRES
+                } else {
+                    0
+                },
+            timestamp_ms: self.timestamp_ms,
+            expires_at_ms: self.expires_at_ms,
+            value: b"",
+            counter: b"",
+        }
+    }
+
     pub fn is_tombstone(&self) -> bool {
         self.flags & TOMBSTONE != 0
+    }
+
+    /// When a tombstone's key died: its expiry for an expired value's tombstone, else its
+    /// timestamp.
+    fn deleted_at(&self) -> u64 {
+        self.expires_at_ms.unwrap_or(self.timestamp_ms)
     }
 
     pub fn kind(&self) -> ValueKind {
         ValueKind::from_bits((self.flags & KIND_MASK) >> KIND_SHIFT).unwrap_or(ValueKind::Bytes)
     }
 
+    /// A value whose expiry has passed (a tombstone is dead, not expired).
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+        !self.is_tombstone() && self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// When a value expires (None for a tombstone, which is already dead).
+    fn value_expiry(&self) -> Option<u64> {
+        self.expires_at_ms.filter(|_| !self.is_tombstone())
     }
 
     /// A value readers can see at `now_ms`: not a tombstone, not expired.
@@ -143,7 +175,7 @@ impl<'a> VersionRef<'a> {
     /// an expired value; None while it is live.
     pub fn dead_since(&self, now_ms: u64) -> Option<u64> {
         if self.is_tombstone() {
-            Some(self.timestamp_ms)
+            Some(self.deleted_at())
         } else {
             self.expires_at_ms.filter(|&at| at <= now_ms)
         }
@@ -374,7 +406,7 @@ impl Entry {
     }
 
     pub fn expires_at_ms(&self) -> Option<u64> {
-        self.winner().expires_at_ms
+        self.winner().value_expiry()
     }
 
     /// The winner is a tombstone: Redis commands see no key.
@@ -414,7 +446,7 @@ impl Entry {
     pub fn death_at(&self) -> Option<u64> {
         let at = |v: &VersionRef<'_>| {
             if v.is_tombstone() {
-                Some(v.timestamp_ms)
+                Some(v.deleted_at())
             } else {
                 v.expires_at_ms
             }
@@ -448,14 +480,14 @@ impl Entry {
     /// [`death_at`](Self::death_at).
     pub fn fate(&self) -> Fate {
         let of = |w: VersionRef<'_>, all_tombstones: Option<u64>, death_at: Option<u64>| Fate {
-            expires_at_ms: w.expires_at_ms,
+            expires_at_ms: w.value_expiry(),
             tombstone: w.is_tombstone(),
             all_tombstones_since: all_tombstones,
             death_at,
         };
         match self.single() {
             Some(v) => {
-                let dead = v.is_tombstone().then_some(v.timestamp_ms);
+                let dead = v.is_tombstone().then(|| v.deleted_at());
                 of(v, dead, dead.or(v.expires_at_ms))
             }
             None => of(self.winner(), self.dead_since(0), self.death_at()),

@@ -363,7 +363,8 @@ impl Shard {
 
     /// A key whose winner expired: purged if every version is dead and the grace has passed
     /// (at once with no grace, as Redis drops an expired key); otherwise its expired versions
-    /// turn into tombstones dated at their expiry, kept until the grace passes. Not logged:
+    /// turn into tombstones dead since their expiry (`VersionRef::expired`: same write
+    /// timestamp, so the same winner), kept until the grace passes. Not logged:
     /// replaying the log reaches the same state by itself.
     fn expire_slot(&mut self, slot: u32, now_ms: u64) {
         let Some(e) = self.slots[slot as usize].as_ref() else {
@@ -379,8 +380,8 @@ impl Shard {
                 let key = e.key().to_vec();
                 let mut versions: Versions<'_> = e.versions();
                 for v in versions.values_mut() {
-                    if v.is_expired(now_ms) {
-                        *v = VersionRef::tombstone(v.expires_at_ms.unwrap_or(now_ms));
+                    if v.is_expired(now_ms) && !v.is_tombstone() {
+                        *v = v.expired();
                     }
                 }
                 let entry = Entry::new(&key, &versions);

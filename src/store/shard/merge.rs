@@ -290,6 +290,73 @@ mod tests {
         assert!(e2.context().get(1) > 1001);
     }
 
+    /// An expired value that one replica has turned into a tombstone (lazy or active expiry)
+    /// and another has not must pick the same winner against a concurrent write: the tombstone
+    /// keeps the value's write timestamp (a tombstone dated at the expiry would beat a
+    /// concurrent write made before the expiry on one replica only).
+    #[test]
+    fn an_expired_version_orders_as_its_write_on_every_replica() {
+        for mode in [Conflicts::Siblings, Conflicts::Lww] {
+            let grace = |actor| {
+                Shard::with_policy(VersionPolicy {
+                    actor,
+                    conflicts: mode,
+                    tombstone_grace_ms: 1_000_000,
+                    ..VersionPolicy::default()
+                })
+            };
+            let (mut a, mut b, mut c) = (grace(1), grace(2), grace(3));
+            let h = key_hash(b"k");
+            let mut ttl = None;
+            a.write(
+                h,
+                b"k",
+                Supersede::Local,
+                VersionRef::value(b"ttl", 10, Some(100)),
+                |e| ttl = Some(e.clone()),
+            )
+            .expect("write");
+            b.merge(h, &ttl.expect("written"));
+            // Replica a expires it (now 150); replica b has not looked at it yet.
+            assert!(a.get(h, b"k", 150).is_none());
+            // The heap's item for it goes (at most once), and nothing comes back: no spin.
+            a.expire_cycle(150, 100);
+            assert_eq!(a.expire_cycle(150, 100), 0, "nothing left to expire");
+            // A write made at 50 that never saw the TTL'd one, on a third node.
+            let later = put(&mut c, b"k", b"concurrent", 50);
+            a.merge(h, &later);
+            b.merge(h, &later);
+            let seen = |s: &mut Shard| s.get(h, b"k", 150).map(|l| l.value().to_vec());
+            assert_eq!(seen(&mut a), Some(b"concurrent".to_vec()), "{mode:?}");
+            assert_eq!(seen(&mut b), Some(b"concurrent".to_vec()), "{mode:?}");
+        }
+    }
+
+    /// The tombstone of an expired value is dead since its expiry: it is purged a grace after
+    /// the expiry, not a grace after the write.
+    #[test]
+    fn an_expired_value_is_purged_a_grace_after_its_expiry() {
+        let mut s = Shard::with_policy(VersionPolicy {
+            actor: 1,
+            tombstone_grace_ms: 1000,
+            ..VersionPolicy::default()
+        });
+        let h = key_hash(b"k");
+        s.write(
+            h,
+            b"k",
+            Supersede::Local,
+            VersionRef::value(b"v", 10, Some(5000)),
+            |_| (),
+        )
+        .expect("write");
+        assert!(s.get(h, b"k", 5000).is_none(), "expired at 5000");
+        assert_eq!(s.tombstones(), 1, "kept as a tombstone for the grace");
+        assert_eq!(s.purge_cycle(5999, u64::MAX, 100), 0, "grace not over");
+        assert_eq!(s.purge_cycle(6000, u64::MAX, 100), 1);
+        assert!(s.entry(h, b"k").is_none());
+    }
+
     #[test]
     fn merge_is_logged_when_changed_only() {
         let mut a = shard(1, Conflicts::Siblings);
