@@ -704,9 +704,7 @@ fn unsupported(st: &mut State, args: &[&[u8]], reply_to: ReplyTo) -> Handled {
     let name = String::from_utf8_lossy(args[0]).to_uppercase();
     st.out.reply(reply_to, |s| {
         s.error(&format!(
-            "ERR {name} is not supported in cluster mode yet (it needs several keys at once, \
-             or the whole keyspace); GET, SET, DEL, EXISTS, MGET, MSET and the other \
-             single-key commands are"
+            "ERR {name} is not supported in cluster mode yet; every other command is"
         ))
     });
     Handled::Done
