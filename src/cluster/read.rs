@@ -157,9 +157,11 @@ async fn until_quorum(
     ))
 }
 
-/// The key's copy reconciled from R replicas, from any node (a replica or not): for commands
-/// that read several keys and compute on their copies ([`super::scratch`]). The replicas that
-/// answered with less are repaired in the background, as after any read.
+/// The key's copy reconciled from R replicas, from any node (a replica or not; this node's
+/// copy counts if it is one), without touching this node's store: for commands that read
+/// keys and write others (RENAME, and BITOP, COPY ... in [`super::scratch`]). Also the WAL
+/// positions of this node's copy, for the reply to wait on. The replicas that answered with
+/// less are repaired in the background, as after any read.
 pub(super) async fn read_merged(
     lp: &Rc<dyn LocalLoop>,
     cl: &Rc<LoopCluster>,
@@ -170,6 +172,9 @@ pub(super) async fn read_merged(
     let me = lp.node().node_id;
     let p = view.ring.partition_of(key_hash(key));
     let prefs: SmallVec<[NodeId; 4]> = view.ring.preference(p).iter().copied().collect();
+    if prefs.is_empty() {
+        return Err("CLUSTERDOWN no active node owns this key's partition".into());
+    }
     let mut answers = Answers {
         quorum: ReadQuorum::new(r, &prefs),
         need: r,
@@ -222,42 +227,6 @@ pub(super) async fn gather(
         tokio::task::spawn_local(repair.run());
     }
     Ok(())
-}
-
-/// Reads `key` at R from its replicas (this node's copy counts if it is one; a node that is
-/// not reads the replicas from afar): the DVV sync of the first R answers, without touching
-/// this node's store. The replicas that answered with less are repaired in the background.
-/// For commands that read one key and write another (RENAME, COPY).
-pub(super) async fn read_entry(
-    lp: &Rc<dyn LocalLoop>,
-    cl: &Rc<LoopCluster>,
-    key: &[u8],
-    r: usize,
-) -> Result<Option<Entry>, String> {
-    let view = cl.view();
-    let p = view.ring.partition_of(key_hash(key));
-    let prefs: SmallVec<[NodeId; 4]> = view.ring.preference(p).iter().copied().collect();
-    if prefs.is_empty() {
-        return Err("CLUSTERDOWN no active node owns this key's partition".into());
-    }
-    let me = lp.node().node_id;
-    let mut answers = Answers {
-        quorum: ReadQuorum::new(r, &prefs),
-        need: r,
-        copies: Vec::new(),
-        merged: None,
-        lww: conflicts(&**lp),
-    };
-    if prefs.contains(&me) {
-        answers.add(me, Ok(local_copy(&**lp, key).0));
-    }
-    let mut futs = fetch_all(lp, cl, &view, &prefs, key);
-    until_quorum(&**lp, &mut answers, &mut futs).await?;
-    let merged = answers.merged.clone();
-    if let Some(repair) = Repair::new(lp.clone(), cl.clone(), answers, futs) {
-        tokio::task::spawn_local(repair.run());
-    }
-    Ok(merged)
 }
 
 /// A read: the reply once R replicas answered, and the repair of the others (to run after

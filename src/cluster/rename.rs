@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use super::coordinator::{encode, AckWatch, Coordinated, Quorum, ReplyTo};
 use super::multi::{add_marks, sub, Part};
-use super::read::read_entry;
+use super::read::read_merged;
 use super::LocalLoop;
 use crate::durability::Marks;
 use crate::store::Live;
@@ -85,7 +85,9 @@ impl Rename {
         let Some(cl) = lp.cluster().cloned() else {
             return Err("ERR this node is not in cluster mode".into());
         };
-        let entry = read_entry(lp, &cl, &self.src, self.q.r).await?;
+        let (entry, read) = read_merged(lp, &cl, &cl.view(), &self.src, self.q.r).await?;
+        // The reply also waits for what it showed of this node's copy.
+        add_marks(marks, &read);
         let Some(live) = entry.as_ref().and_then(|e| Live::of(e, now_ms())) else {
             return Err("ERR no such key".into());
         };

@@ -12,11 +12,12 @@ use ringkv_proto::key_hash;
 use smallvec::SmallVec;
 
 use super::coordinator::{coordinate, error, run_on, Coordinated, Quorum, Reply, ReplyTo, Req};
+use super::multi::add_marks;
 use super::read::read_merged;
 use super::LocalLoop;
 use crate::cmd::{Command, Route};
 use crate::durability::Marks;
-use crate::store::{add_mark, Entry, Live, Placement, Store, VersionPolicy};
+use crate::store::{Entry, Live, Placement, Store, VersionPolicy};
 use crate::util::now_ms;
 
 /// The scratch run of `command`, or None if it is not one of these commands.
@@ -74,9 +75,7 @@ async fn run_on_copies(
     let mut before: Vec<(Vec<u8>, Option<Entry>)> = Vec::with_capacity(keys.len());
     for k in keys {
         let (copy, m) = read_merged(lp, &cl, &view, &k, req.q.r).await?;
-        for (shard, seq) in m {
-            add_mark(&mut marks, shard, seq);
-        }
+        add_marks(&mut marks, &m);
         before.push((k, copy));
     }
     let policy = VersionPolicy {
@@ -127,9 +126,7 @@ async fn run_on_copies(
             return Err(msg);
         }
         // The reply waits for this node's own part of each write to be durable, too.
-        for (shard, seq) in m {
-            add_mark(&mut marks, shard, seq);
-        }
+        add_marks(&mut marks, &m);
     }
     Ok((out, marks))
 }
