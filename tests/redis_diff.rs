@@ -1370,25 +1370,43 @@ fn redis_server() -> PathBuf {
     })
 }
 
+/// Prints and asserts that every mismatch is one `allowed` accepts (a documented cluster
+/// difference, or none at all).
+fn assert_matches(
+    what: &str,
+    compared: usize,
+    mismatches: &[Mismatch],
+    allowed: fn(&Mismatch) -> bool,
+) {
+    let wrong: Vec<String> = mismatches
+        .iter()
+        .filter(|m| !allowed(m))
+        .map(|m| m.to_string())
+        .collect();
+    println!(
+        "{what}: {compared} commands compared, {} differ, {} of them documented",
+        mismatches.len(),
+        mismatches.len() - wrong.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} of {compared} replies differ from redis-server without a documented \
+         reason:\n  {}",
+        wrong.len(),
+        wrong.join("\n  ")
+    );
+}
+
+fn none(_: &Mismatch) -> bool {
+    false
+}
+
 #[test]
 fn replies_match_redis_server() {
     let redis = RedisServer::start(&redis_server());
     let ringkv = Server::start(&["--threads", "2"]);
     let (compared, mismatches) = run_cases(redis.addr, ringkv.addr);
-    println!(
-        "{compared} commands compared, {} mismatches",
-        mismatches.len()
-    );
-    assert!(
-        mismatches.is_empty(),
-        "{} of {compared} replies differ from redis-server:\n  {}",
-        mismatches.len(),
-        mismatches
-            .iter()
-            .map(|m| m.to_string())
-            .collect::<Vec<_>>()
-            .join("\n  ")
-    );
+    assert_matches("a single node", compared, &mismatches, none);
 }
 
 /// The same cases against one node of a 3-node cluster (N=3 W=2 R=2): every command answers,
@@ -1400,21 +1418,11 @@ fn a_cluster_node_replies_as_redis_except_where_documented() {
     let c = common::cluster::Cluster::start(3, &["--threads", "2"]);
     c.wait_converged();
     let (compared, mismatches) = run_cases(redis.addr, c.node(0).addr);
-    let undocumented: Vec<String> = mismatches
-        .iter()
-        .filter(|m| !documented_difference(m))
-        .map(|m| m.to_string())
-        .collect();
-    println!(
-        "{compared} commands compared, {} differ, {} of them documented cluster differences",
-        mismatches.len(),
-        mismatches.len() - undocumented.len()
-    );
-    assert!(
-        undocumented.is_empty(),
-        "{} of {compared} replies differ from redis-server without a documented reason:\n  {}",
-        undocumented.len(),
-        undocumented.join("\n  ")
+    assert_matches(
+        "a cluster node",
+        compared,
+        &mismatches,
+        documented_difference,
     );
 }
 
@@ -1512,36 +1520,16 @@ fn redis_py_sees_the_same_replies_from_ringkv_and_a_cluster_node() {
     let redis = RedisServer::start(&redis_server());
     let single = Server::start(&["--threads", "2"]);
     let (compared, mismatches) = run_cases_with_redis_py(redis.addr, single.addr);
-    assert!(
-        mismatches.is_empty(),
-        "through redis-py, {} of {compared} replies differ from redis-server:\n  {}",
-        mismatches.len(),
-        mismatches
-            .iter()
-            .map(|m| m.to_string())
-            .collect::<Vec<_>>()
-            .join("\n  ")
-    );
+    assert_matches("redis-py, a single node", compared, &mismatches, none);
     drop(single);
     let redis = RedisServer::start(&redis_server());
     let c = common::cluster::Cluster::start(3, &["--threads", "2"]);
     c.wait_converged();
     let (compared, mismatches) = run_cases_with_redis_py(redis.addr, c.node(0).addr);
-    let undocumented: Vec<String> = mismatches
-        .iter()
-        .filter(|m| !documented_difference(m))
-        .map(|m| m.to_string())
-        .collect();
-    println!(
-        "redis-py, cluster node: {compared} cases, {} differ, {} documented",
-        mismatches.len(),
-        mismatches.len() - undocumented.len()
-    );
-    assert!(
-        undocumented.is_empty(),
-        "through redis-py, {} of {compared} replies of a cluster node differ from \
-         redis-server without a documented reason:\n  {}",
-        undocumented.len(),
-        undocumented.join("\n  ")
+    assert_matches(
+        "redis-py, a cluster node",
+        compared,
+        &mismatches,
+        documented_difference,
     );
 }
