@@ -588,10 +588,10 @@ fn a_paused_replica_costs_a_request_at_most_the_peer_deadline() {
     signal("-CONT", c.node(2).pid());
 }
 
-/// review-session: once the link's socket is full (the paused peer reads nothing) and its
-/// pending calls have all been swept, `link::run` waits on the write alone: the sweep branch
-/// is disabled (no pending call at select time) and so is `wake` (wbuf not empty). A call
-/// queued then is never failed by its deadline; reads have no timer of their own any more.
+/// Once the link's socket is full (the paused peer reads nothing) and its pending calls have
+/// all been swept, a call queued behind the blocked write must still end by its deadline: the
+/// sweep runs while a write is in progress (it did not: the read then waited for the request
+/// timeout and answered TIMEOUT, reads having no timer of their own).
 #[test]
 fn a_paused_replica_behind_a_full_socket_costs_a_read_the_peer_deadline() {
     let c = Cluster::start(3, &["--peer-timeout-ms", "300", "--hinted-handoff", "off"]);
@@ -606,16 +606,16 @@ fn a_paused_replica_behind_a_full_socket_costs_a_read_the_peer_deadline() {
         let k = format!("big{i}");
         assert_eq!(a.call(&[b"SET", k.as_bytes(), &big]), ok);
     }
-    // The REPLICATEs to node 2 pass their deadline and are swept; the write stays blocked.
+    // What is waited for here is a deadline itself: every REPLICATE to node 2 (300 ms) must
+    // have passed it and been swept, so that no call is pending when the GET is queued (no
+    // observable condition says so from outside the node).
     std::thread::sleep(Duration::from_millis(450));
     assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "3", "3"]), ok);
-    let t0 = std::time::Instant::now();
+    // NOQUORUM (the FETCH to node 2 ended by its deadline), not TIMEOUT (the request's).
     let r = a.try_call(&[b"GET", b"p"]);
-    let took = t0.elapsed();
     signal("-CONT", c.node(2).pid());
     match r {
         Ok(Reply::Error(e)) if e.starts_with("NOQUORUM") => {}
-        r => panic!("GET with R=3 and a paused replica: {r:?} after {took:?}"),
+        r => panic!("GET with R=3 and a paused replica: {r:?}"),
     }
-    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
