@@ -6,10 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::cluster::with_context as with;
 use common::cluster::{Cluster, CONVERGE};
 use common::resp::{Conn, Reply};
 use common::*;
-use ringkv_client::{Bytes, Client, ClientConfig, PutOptions};
+use ringkv_client::Bytes;
 
 fn ok(r: Reply, what: &str) {
     assert_eq!(r, Reply::Simple("OK".into()), "{what}");
@@ -199,19 +200,6 @@ fn one_read_repairs_a_stale_replica() {
     );
 }
 
-async fn client(c: &Cluster, i: usize) -> Client {
-    Client::connect(c.node(i).addr, ClientConfig::default())
-        .await
-        .expect("connect")
-}
-
-fn with(ctx: &Bytes) -> PutOptions {
-    PutOptions {
-        context: Some(ctx.clone()),
-        ttl: None,
-    }
-}
-
 /// Two writes with the same context through two coordinators are both siblings on a quorum
 /// read; a write with the returned context resolves them. With --conflicts lww the newest
 /// wins.
@@ -220,11 +208,12 @@ async fn siblings_across_coordinators() {
     for (mode, want) in [("siblings", 2usize), ("lww", 1)] {
         let c = Cluster::start(3, &["--conflicts", mode]);
         c.wait_converged();
-        let (a, b) = (client(&c, 0).await, client(&c, 1).await);
+        let (a, b) = (c.client(0).await, c.client(1).await);
         let ctx = a.put("s", "base").await.unwrap();
         a.put_with("s", "from-a", with(&ctx)).await.unwrap();
         b.put_with("s", "from-b", with(&ctx)).await.unwrap();
-        let read = client(&c, 2)
+        let read = c
+            .client(2)
             .await
             .get("s")
             .await

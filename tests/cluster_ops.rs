@@ -560,17 +560,25 @@ fn signal(sig: &str, pid: u32) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// Three nodes with a 300 ms peer deadline, `p` written, node 2 stopped (SIGSTOP: its
+/// sockets stay open); a connection to node 0. (The cluster's drop guard kills node 2 even
+/// stopped.)
+fn node_2_paused() -> (Cluster, common::resp::Conn) {
+    let c = Cluster::start(3, &["--peer-timeout-ms", "300", "--hinted-handoff", "off"]);
+    c.wait_converged();
+    let mut a = c.conn(0);
+    assert_eq!(a.call_str(&["SET", "p", "1"]), Reply::Simple("OK".into()));
+    signal("-STOP", c.node(2).pid());
+    (c, a)
+}
+
 /// A replica that stops answering while its sockets stay open (SIGSTOP) costs a request at
 /// most the peer deadline (--peer-timeout-ms, kept by each link's sweep): a read or write that
 /// needs its answer fails with NOQUORUM instead of hanging, one that doesn't succeeds.
 #[test]
 fn a_paused_replica_costs_a_request_at_most_the_peer_deadline() {
-    let c = Cluster::start(3, &["--peer-timeout-ms", "300", "--hinted-handoff", "off"]);
-    c.wait_converged();
+    let (c, mut a) = node_2_paused();
     let ok = Reply::Simple("OK".into());
-    let mut a = c.conn(0);
-    assert_eq!(a.call_str(&["SET", "p", "1"]), ok);
-    signal("-STOP", c.node(2).pid());
     // Asked right away, before the detector convicts it: the calls to it are in flight and
     // only their deadline ends them (the connection's own read timeout is 10 s).
     assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "3", "3"]), ok);
@@ -594,12 +602,8 @@ fn a_paused_replica_costs_a_request_at_most_the_peer_deadline() {
 /// timeout and answered TIMEOUT, reads having no timer of their own).
 #[test]
 fn a_paused_replica_behind_a_full_socket_costs_a_read_the_peer_deadline() {
-    let c = Cluster::start(3, &["--peer-timeout-ms", "300", "--hinted-handoff", "off"]);
-    c.wait_converged();
+    let (c, mut a) = node_2_paused();
     let ok = Reply::Simple("OK".into());
-    let mut a = c.conn(0);
-    assert_eq!(a.call_str(&["SET", "p", "1"]), ok);
-    signal("-STOP", c.node(2).pid());
     assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "1", "1"]), ok);
     let big = vec![b'x'; 1 << 20];
     for i in 0..40 {

@@ -12,10 +12,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::with_context as with;
 use common::cluster::Cluster;
 use common::resp::{Conn, Reply};
 use common::*;
-use ringkv_client::{Bytes, Client, ClientConfig, PutOptions};
+use ringkv_client::Bytes;
 
 fn ok() -> Reply {
     Reply::Simple("OK".into())
@@ -40,9 +41,7 @@ fn conn_q(c: &Cluster, i: usize, r: u8, w: u8) -> Conn {
 /// Every live sibling of `key`, sorted, read through node `i` with the binary protocol (at
 /// the node's default R).
 async fn siblings(c: &Cluster, i: usize, key: &str) -> Vec<Bytes> {
-    let client = Client::connect(c.node(i).addr, ClientConfig::default())
-        .await
-        .expect("connect");
+    let client = c.client(i).await;
     let mut v = match client.get(key).await.expect("binary GET") {
         Some(read) => read.values,
         None => Vec::new(),
@@ -193,7 +192,7 @@ async fn set_nx_is_absent_at_r_replicas_when_checked() {
 async fn rmw_commands_on_siblings_act_on_the_winner() {
     let c = Cluster::start(3, &[]);
     c.wait_converged();
-    let (a, b) = (client(&c, 0).await, client(&c, 1).await);
+    let (a, b) = (c.client(0).await, c.client(1).await);
     let mut resp = c.conn(2);
     // (command, reply given the winner, the one value left given the winner)
     type Want = fn(&str) -> (Reply, String);
@@ -247,19 +246,6 @@ async fn rmw_commands_on_siblings_act_on_the_winner() {
     assert_eq!(resp.call_str(&["GET", "rdst"]), winner);
     assert_eq!(siblings(&c, 1, "rdst").await.len(), 1);
     assert_eq!(siblings(&c, 0, "rsrc").await, Vec::<Bytes>::new());
-}
-
-async fn client(c: &Cluster, i: usize) -> Client {
-    Client::connect(c.node(i).addr, ClientConfig::default())
-        .await
-        .expect("connect")
-}
-
-fn with(ctx: &Bytes) -> PutOptions {
-    PutOptions {
-        context: Some(ctx.clone()),
-        ttl: None,
-    }
 }
 
 /// MSETNX across partitions: 1 and every key written when none existed at R, 0 and nothing

@@ -6,6 +6,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ringkv_client::{Bytes, Client, ClientConfig, PutOptions};
+
 use super::resp::{Conn, Reply};
 use super::{wait_until, Server};
 
@@ -97,6 +99,13 @@ impl Cluster {
         self.nodes[i].as_ref().expect("node is running")
     }
 
+    /// A binary client (ringkv-client) connected to node `i`.
+    pub async fn client(&self, i: usize) -> Client {
+        Client::connect(self.node(i).addr, ClientConfig::default())
+            .await
+            .expect("connect")
+    }
+
     pub fn conn(&self, i: usize) -> Conn {
         Conn::connect(self.node(i).addr)
     }
@@ -173,5 +182,13 @@ impl Cluster {
             Reply::Bulk(b) => b,
             other => panic!("CLUSTER GETLOCAL on node {i}: {other:?}"),
         }
+    }
+}
+
+/// Write options passing `ctx`, a context from a GET or an earlier write.
+pub fn with_context(ctx: &Bytes) -> PutOptions {
+    PutOptions {
+        context: Some(ctx.clone()),
+        ttl: None,
     }
 }
