@@ -357,6 +357,8 @@ struct FileConfig {
     phi_convict_threshold: Option<f64>,
     #[serde(alias = "peer_timeout_ms")]
     peer_timeout_ms: Option<u64>,
+    #[serde(alias = "stream_rate")]
+    stream_rate: Option<u64>,
 }
 
 /// Riak refuses writes past 100 siblings (and warns at 25).

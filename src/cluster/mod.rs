@@ -22,6 +22,7 @@ pub mod rename;
 mod replicate;
 pub mod scratch;
 pub mod serve;
+pub mod stream;
 pub mod sys;
 
 use std::cell::RefCell;
@@ -56,6 +57,8 @@ pub struct Cluster {
     advertise: std::sync::OnceLock<String>,
     pub zone: String,
     pub hints: hints::Hints,
+    /// This node's incoming partition copies (joins and leaves).
+    pub streams: stream::Streams,
     /// Peer handshakes in progress on any loop (not yet authenticated: bounded).
     pub handshakes: std::sync::atomic::AtomicUsize,
 }
@@ -67,6 +70,7 @@ impl Cluster {
         advertise: Option<String>,
         zone: String,
         hints: hints::Hints,
+        streams: stream::Streams,
     ) -> Cluster {
         let a = std::sync::OnceLock::new();
         if let Some(addr) = advertise {
@@ -78,6 +82,7 @@ impl Cluster {
             advertise: a,
             zone,
             hints,
+            streams,
             handshakes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -89,11 +94,13 @@ impl Cluster {
     /// The listener is bound: without --advertise, peers dial the bound address.
     pub fn bound(&self, addr: std::net::SocketAddr) {
         let _ = self.advertise.set(addr.to_string());
-        self.membership.set_self(
-            self.advertise(),
-            &self.zone,
-            crate::ring::layout::MemberState::Active,
-        );
+        let view = self.membership.view();
+        let state = view
+            .layout
+            .get(view.me)
+            .map_or(crate::ring::layout::MemberState::Active, |m| m.state);
+        self.membership
+            .set_self(self.advertise(), &self.zone, state);
     }
 }
 

@@ -84,6 +84,10 @@ pub struct ClusterArgs {
     /// Deadline of one call on a peer link, in milliseconds. [default: 2000]
     #[arg(long)]
     pub peer_timeout_ms: Option<u64>,
+    /// Most bytes per second this node copies in when partitions move to it (join, leave,
+    /// forget); 0: no limit. [default: 67108864, 64 MiB/s]
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub stream_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -197,7 +201,13 @@ pub struct ClusterConfig {
     pub hinted_handoff: bool,
     pub phi_convict_threshold: f64,
     pub peer_timeout_ms: u64,
+    /// Bytes per second a node copies in when partitions move to it; 0: unlimited.
+    pub stream_rate_bps: u64,
 }
+
+/// The default `--stream-rate`: moves copy at most this many bytes per second per receiving
+/// node, so a join does not starve foreground requests of disk and network.
+pub const DEFAULT_STREAM_RATE_BPS: u64 = 64 << 20;
 
 fn parse_addr(flag: &str, s: &str) -> Result<PeerAddr, String> {
     s.parse()
@@ -257,6 +267,10 @@ impl ClusterConfig {
                 .peer_timeout_ms
                 .or(file.peer_timeout_ms)
                 .unwrap_or(DEFAULT_PEER_TIMEOUT_MS),
+            stream_rate_bps: cli
+                .stream_rate
+                .or(file.stream_rate)
+                .unwrap_or(DEFAULT_STREAM_RATE_BPS),
         })
     }
 

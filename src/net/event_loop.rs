@@ -150,7 +150,9 @@ pub fn run(
             let lp: Rc<dyn LocalLoop> = ctx.clone();
             tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
             if id == 0 {
-                tokio::task::spawn_local(crate::cluster::gossip::run(lp));
+                tokio::task::spawn_local(crate::cluster::gossip::run(lp.clone()));
+                tokio::task::spawn_local(crate::cluster::stream::copy::run(lp.clone()));
+                tokio::task::spawn_local(crate::cluster::stream::commit::run(lp));
             }
         }
         for shard in 0..ctx.node.durability.logs.len() {

@@ -67,6 +67,16 @@ impl Store {
         self.shards.is_empty()
     }
 
+    /// Keys stored in every shard (tombstones included: they are data a replica holds).
+    pub fn stored_keys(&self) -> usize {
+        (0..self.shards.len())
+            .map(|s| {
+                let g = self.lock(s);
+                g.len() + g.tombstones()
+            })
+            .sum()
+    }
+
     /// Which shard a key hash belongs to: its partition's (or, in a legacy directory, by bits
     /// 40.. of the hash). The shard's own table doesn't use these bits (see
     /// `shard::table_hash`).

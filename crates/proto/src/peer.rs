@@ -13,6 +13,7 @@
 mod auth;
 mod gossip;
 mod keyspace;
+mod stream;
 
 pub use auth::{
     client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, HelloReply, AUTH_FAILED,
@@ -23,6 +24,7 @@ pub use keyspace::{
     decode_counts, encode_counts, ScanPartition, ScanSlice, MAX_COUNT_KEYS_PARTITIONS,
     MAX_SCAN_PARTITION_COUNT, SCAN_FLAG_MATCH,
 };
+pub use stream::{StreamBatch, StreamPhase, StreamRead, StreamStatus, MAX_STREAM_BATCH_BYTES};
 
 use bytes::{BufMut, BytesMut};
 use smallvec::SmallVec;
@@ -56,6 +58,8 @@ pub enum PeerOpcode {
     PeerPing = 0x46,
     ScanPartition = 0x47,
     CountKeys = 0x48,
+    StreamRead = 0x49,
+    StreamStatus = 0x4a,
 }
 
 impl PeerOpcode {
@@ -70,6 +74,8 @@ impl PeerOpcode {
             0x46 => PeerOpcode::PeerPing,
             0x47 => PeerOpcode::ScanPartition,
             0x48 => PeerOpcode::CountKeys,
+            0x49 => PeerOpcode::StreamRead,
+            0x4a => PeerOpcode::StreamStatus,
             _ => return None,
         })
     }
@@ -86,6 +92,8 @@ impl PeerOpcode {
             PeerOpcode::PeerPing => "PEER_PING",
             PeerOpcode::ScanPartition => "SCAN_PARTITION",
             PeerOpcode::CountKeys => "COUNT_KEYS",
+            PeerOpcode::StreamRead => "STREAM_READ",
+            PeerOpcode::StreamStatus => "STREAM_STATUS",
         }
     }
 }
@@ -152,10 +160,16 @@ pub enum PeerRequest<'a> {
     CountKeys {
         partitions: Vec<u32>,
     },
+    /// A batch of one partition's entries, for a node that will own it.
+    StreamRead(StreamRead),
+    /// Where this node's copies for the moves of the asker's layout stand.
+    StreamStatus {
+        digest: u64,
+    },
 }
 
 impl<'a> PeerRequest<'a> {
-    /// Parses a peer request payload. Opcodes outside 0x40–0x48 are
+    /// Parses a peer request payload. Opcodes outside 0x40–0x4a are
     /// [`ProtoError::UnknownOpcode`].
     pub fn parse(opcode: u8, payload: &'a [u8]) -> Result<Self, ProtoError> {
         let op = PeerOpcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
@@ -177,6 +191,8 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::CountKeys => PeerRequest::CountKeys {
                 partitions: keyspace::read_partitions(&mut r)?,
             },
+            PeerOpcode::StreamRead => PeerRequest::StreamRead(StreamRead::read(&mut r)?),
+            PeerOpcode::StreamStatus => PeerRequest::StreamStatus { digest: r.u64()? },
         };
         r.finish()?;
         Ok(req)
@@ -193,6 +209,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => PeerOpcode::PeerPing,
             PeerRequest::ScanPartition(_) => PeerOpcode::ScanPartition,
             PeerRequest::CountKeys { .. } => PeerOpcode::CountKeys,
+            PeerRequest::StreamRead(_) => PeerOpcode::StreamRead,
+            PeerRequest::StreamStatus { .. } => PeerOpcode::StreamStatus,
         }
     }
 
@@ -210,6 +228,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => encode_peer_ping(request_id, out),
             PeerRequest::ScanPartition(s) => encode_scan_partition(request_id, s, out),
             PeerRequest::CountKeys { partitions } => encode_count_keys(request_id, partitions, out),
+            PeerRequest::StreamRead(s) => encode_stream_read(request_id, s, out),
+            PeerRequest::StreamStatus { digest } => encode_stream_status(request_id, *digest, out),
         }
     }
 }
@@ -395,6 +415,20 @@ pub fn encode_peer_ping(request_id: u64, out: &mut BytesMut) {
 pub fn encode_scan_partition(request_id: u64, s: &ScanPartition<'_>, out: &mut BytesMut) {
     request_frame(out, request_id, PeerOpcode::ScanPartition, |out| {
         s.encode_body(out)
+    });
+}
+
+/// Appends a STREAM_READ frame.
+pub fn encode_stream_read(request_id: u64, s: &StreamRead, out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::StreamRead, |out| {
+        s.encode_body(out)
+    });
+}
+
+/// Appends a STREAM_STATUS frame carrying the asker's layout digest.
+pub fn encode_stream_status(request_id: u64, digest: u64, out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::StreamStatus, |out| {
+        out.put_u64(digest)
     });
 }
 

@@ -46,6 +46,10 @@ const EXAMPLES: &[&str] = &[
     "scan-partition-reply",
     "count-keys-request",
     "count-keys-reply",
+    "stream-read-request",
+    "stream-read-reply",
+    "stream-status-request",
+    "stream-status-reply",
 ];
 
 #[test]

@@ -81,6 +81,65 @@ impl Shard {
         (out, next)
     }
 
+    /// Every stored entry whose hash is in `from..=to`, tombstones and expired values
+    /// included (a copy of a replica must carry its deletes), as their bytes, in hash order:
+    /// at least one, then up to `max_bytes` of them (keys sharing a hash stay together); and
+    /// the smallest hash left out (None: none).
+    pub fn range_entries(
+        &mut self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> (Vec<(u64, Vec<u8>)>, Option<u64>) {
+        self.hash_order();
+        let Some(order) = self.by_hash.take() else {
+            return (Vec::new(), None);
+        };
+        let start = order.items.partition_point(|x| x.0 < from);
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        let (mut bytes, mut next) = (0usize, None);
+        for &(h, slot) in &order.items[start..] {
+            if h > to {
+                break;
+            }
+            let Some(e) = self.slots.get(slot as usize).and_then(|s| s.as_ref()) else {
+                continue; // removed since the order was built
+            };
+            if bytes >= max_bytes && out.last().is_none_or(|l| l.0 != h) {
+                next = Some(h);
+                break;
+            }
+            bytes += e.as_bytes().len();
+            out.push((h, e.as_bytes().to_vec()));
+        }
+        self.by_hash = Some(order);
+        (out, next)
+    }
+
+    /// Removes (logged) the keys, tombstones included, of the partitions (`partition_of(hash,
+    /// bits)`) `drop` says to, looking at up to `limit` slots from slot `from`; how many it
+    /// removed, and the slot to go on from (None: the end). One pass over the slots, no sort.
+    pub fn drop_partitions(
+        &mut self,
+        bits: u8,
+        drop: &dyn Fn(u32) -> bool,
+        from: usize,
+        limit: usize,
+    ) -> (usize, Option<usize>) {
+        let end = from.saturating_add(limit).min(self.slots.len());
+        let doomed: Vec<Vec<u8>> = self.slots[from.min(end)..end]
+            .iter()
+            .flatten()
+            .filter(|e| drop(crate::store::partition_of(key_hash(e.key()), bits)))
+            .map(|e| e.key().to_vec())
+            .collect();
+        let n = doomed.len();
+        for k in doomed {
+            self.remove(key_hash(&k), &k);
+        }
+        (n, (end < self.slots.len()).then_some(end))
+    }
+
     /// Adds the live keys of each partition (`partition_of(hash, bits)`) to `counts[p]`, for
     /// the partitions `counts` has room for.
     pub fn count_partitions(&self, bits: u8, now_ms: u64, counts: &mut [u64]) {
