@@ -443,6 +443,13 @@ fn cluster_join_waits_until_the_node_is_listed_and_leave_removes_it() {
             .any(|l| l.starts_with(&b_id) && l.contains(" removed ")),
         "{nodes:?}"
     );
+    // Nothing moves now: cancel says so; forgetting a removed node too.
+    let o = kvsh(&["-p", &pa, "-c", "cluster cancel"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stdout.contains("not joining or leaving"), "{o:?}");
+    let o = kvsh(&["-p", &pa, "-c", &format!("cluster forget {b_id}")], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stdout.contains("already left"), "{o:?}");
     let o = kvsh(&["-p", &pa, "-c", "cluster leave 123x"], None);
     assert_eq!(o.code(), Some(1), "{o:?}");
     assert!(o.stdout.contains("16 hex digits"), "{o:?}");

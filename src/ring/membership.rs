@@ -353,7 +353,11 @@ impl Membership {
         if id == self.me {
             return Err("ERR a node can't forget itself; use CLUSTER LEAVE".into());
         }
-        if self.view().reachable(id) {
+        let view = self.view();
+        if view.layout.get(id).map(|m| m.state) == Some(MemberState::Removed) {
+            return Err(format!("ERR node {} already left", format_id(id)));
+        }
+        if view.reachable(id) {
             return Err(format!(
                 "ERR node {} is up: use CLUSTER LEAVE {}, so that it hands its partitions over",
                 format_id(id),
