@@ -115,6 +115,7 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
         PeerRequest::CountKeys { partitions } => {
             super::keyspace::replica::serve(lp, link, id, op, Served::Count(&partitions))
         }
+        PeerRequest::Aae(req) => super::aae::replica::serve(lp, link, id, op, &req),
         PeerRequest::Forward { head, args } => {
             let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
             let (lp, link) = (lp.clone(), link.clone());

@@ -150,6 +150,7 @@ pub fn run(
             let lp: Rc<dyn LocalLoop> = ctx.clone();
             tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
             if id == 0 {
+                tokio::task::spawn_local(crate::cluster::aae::run(lp.clone()));
                 tokio::task::spawn_local(crate::cluster::gossip::run(lp));
             }
         }

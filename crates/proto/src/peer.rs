@@ -10,10 +10,15 @@
 //! field before allocating, requires the payload to be consumed exactly and never panics; the
 //! `encode_*` functions append one whole request frame.
 
+mod aae;
 mod auth;
 mod gossip;
 mod keyspace;
 
+pub use aae::{
+    decode_hashes, decode_key_hashes, encode_hashes, encode_key_hashes, AaeRequest, TreeShape,
+    AAE_SEGMENT_BITS, MAX_AAE_LIST, MAX_AAE_ROOTS,
+};
 pub use auth::{
     client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, HelloReply, AUTH_FAILED,
     NONCE_LEN, PROOF_LEN,
@@ -56,6 +61,10 @@ pub enum PeerOpcode {
     PeerPing = 0x46,
     ScanPartition = 0x47,
     CountKeys = 0x48,
+    AaeRoots = 0x50,
+    AaeBranches = 0x51,
+    AaeLeaves = 0x52,
+    AaeKeys = 0x53,
 }
 
 impl PeerOpcode {
@@ -70,6 +79,10 @@ impl PeerOpcode {
             0x46 => PeerOpcode::PeerPing,
             0x47 => PeerOpcode::ScanPartition,
             0x48 => PeerOpcode::CountKeys,
+            0x50 => PeerOpcode::AaeRoots,
+            0x51 => PeerOpcode::AaeBranches,
+            0x52 => PeerOpcode::AaeLeaves,
+            0x53 => PeerOpcode::AaeKeys,
             _ => return None,
         })
     }
@@ -86,6 +99,10 @@ impl PeerOpcode {
             PeerOpcode::PeerPing => "PEER_PING",
             PeerOpcode::ScanPartition => "SCAN_PARTITION",
             PeerOpcode::CountKeys => "COUNT_KEYS",
+            PeerOpcode::AaeRoots => "AAE_ROOTS",
+            PeerOpcode::AaeBranches => "AAE_BRANCHES",
+            PeerOpcode::AaeLeaves => "AAE_LEAVES",
+            PeerOpcode::AaeKeys => "AAE_KEYS",
         }
     }
 }
@@ -152,10 +169,12 @@ pub enum PeerRequest<'a> {
     CountKeys {
         partitions: Vec<u32>,
     },
+    /// A call of anti-entropy (§6.4): tree levels of partitions, or a segment's keys.
+    Aae(AaeRequest),
 }
 
 impl<'a> PeerRequest<'a> {
-    /// Parses a peer request payload. Opcodes outside 0x40–0x48 are
+    /// Parses a peer request payload. Opcodes not assigned (0x40–0x48, 0x50–0x53 are) are
     /// [`ProtoError::UnknownOpcode`].
     pub fn parse(opcode: u8, payload: &'a [u8]) -> Result<Self, ProtoError> {
         let op = PeerOpcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
@@ -177,6 +196,10 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::CountKeys => PeerRequest::CountKeys {
                 partitions: keyspace::read_partitions(&mut r)?,
             },
+            PeerOpcode::AaeRoots => PeerRequest::Aae(aae::read_roots(&mut r)?),
+            PeerOpcode::AaeBranches => PeerRequest::Aae(aae::read_branches(&mut r)?),
+            PeerOpcode::AaeLeaves => PeerRequest::Aae(aae::read_leaves(&mut r)?),
+            PeerOpcode::AaeKeys => PeerRequest::Aae(aae::read_keys(&mut r)?),
         };
         r.finish()?;
         Ok(req)
@@ -193,6 +216,7 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => PeerOpcode::PeerPing,
             PeerRequest::ScanPartition(_) => PeerOpcode::ScanPartition,
             PeerRequest::CountKeys { .. } => PeerOpcode::CountKeys,
+            PeerRequest::Aae(a) => a.opcode(),
         }
     }
 
@@ -210,6 +234,7 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => encode_peer_ping(request_id, out),
             PeerRequest::ScanPartition(s) => encode_scan_partition(request_id, s, out),
             PeerRequest::CountKeys { partitions } => encode_count_keys(request_id, partitions, out),
+            PeerRequest::Aae(a) => encode_aae(request_id, a, out),
         }
     }
 }
@@ -396,6 +421,22 @@ pub fn encode_scan_partition(request_id: u64, s: &ScanPartition<'_>, out: &mut B
     request_frame(out, request_id, PeerOpcode::ScanPartition, |out| {
         s.encode_body(out)
     });
+}
+
+/// Appends an anti-entropy request frame (its opcode follows the request).
+pub fn encode_aae(request_id: u64, req: &AaeRequest, out: &mut BytesMut) {
+    request_frame(out, request_id, req.opcode(), |out| req.encode_body(out));
+}
+
+impl AaeRequest {
+    pub fn opcode(&self) -> PeerOpcode {
+        match self {
+            AaeRequest::Roots { .. } => PeerOpcode::AaeRoots,
+            AaeRequest::Branches { .. } => PeerOpcode::AaeBranches,
+            AaeRequest::Leaves { .. } => PeerOpcode::AaeLeaves,
+            AaeRequest::Keys { .. } => PeerOpcode::AaeKeys,
+        }
+    }
 }
 
 /// Appends a COUNT_KEYS frame naming `partitions`.

@@ -15,7 +15,7 @@ use super::Shard;
 /// Every indexed slot of a shard by key hash, as of `at` (the shard's insertion count).
 pub(crate) struct HashOrder {
     at: u64,
-    items: Vec<(u64, u32)>,
+    pub(super) items: Vec<(u64, u32)>,
 }
 
 impl HashOrder {
@@ -26,7 +26,7 @@ impl HashOrder {
 
 impl Shard {
     /// The hash order, rebuilt if a key was added since it was built.
-    fn hash_order(&mut self) -> &[(u64, u32)] {
+    pub(super) fn hash_order(&mut self) -> &[(u64, u32)] {
         if self.by_hash.as_ref().is_none_or(|o| o.at != self.inserted) {
             let mut items: Vec<(u64, u32)> = self
                 .slots
