@@ -228,3 +228,38 @@ fn a_replica_that_lost_its_data_is_restored_on_cluster_aae() {
     assert!(info_field(&c, 2, "cluster_aae_keys_repaired") >= keys.len() as u64);
     assert!(info_field(&c, 2, "cluster_aae_bytes_exchanged") > 0);
 }
+
+/// The anti-entropy and read repair flags: defaults, values, and the rule on the interval.
+#[test]
+fn aae_and_read_repair_flags() {
+    use clap::Parser;
+    use ringkv::config::{Cli, Config};
+    let cfg = |args: &[&str]| -> Result<Config, String> {
+        let argv = ["ringkv", "--threads", "1"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::from_cli(cli).map_err(|e| e.to_string())
+    };
+    let d = cfg(&[]).expect("defaults").cluster;
+    assert!(d.read_repair && d.aae);
+    assert_eq!((d.aae_interval_ms, d.aae_rate), (60_000, 8 << 20));
+    let c = cfg(&[
+        "--read-repair",
+        "off",
+        "--aae",
+        "off",
+        "--aae-interval-ms",
+        "250",
+        "--aae-rate",
+        "0",
+    ])
+    .expect("valid flags")
+    .cluster;
+    assert!(!c.read_repair && !c.aae);
+    assert_eq!((c.aae_interval_ms, c.aae_rate), (250, 0));
+    let e = cfg(&["--aae-interval-ms", "10"]).expect_err("too short");
+    assert!(
+        e.contains("--aae-interval-ms 10 must be at least 100"),
+        "{e}"
+    );
+    assert!(cfg(&["--read-repair", "maybe"]).is_err());
+}

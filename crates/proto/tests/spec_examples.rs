@@ -46,6 +46,12 @@ const EXAMPLES: &[&str] = &[
     "scan-partition-reply",
     "count-keys-request",
     "count-keys-reply",
+    "aae-roots-request",
+    "aae-roots-reply",
+    "aae-branches-request",
+    "aae-leaves-request",
+    "aae-keys-request",
+    "aae-keys-reply",
 ];
 
 #[test]
