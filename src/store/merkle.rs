@@ -19,17 +19,16 @@
 //! not make equal data look different; a version's dot names its content, so hashing its
 //! post-expiry form from the start loses nothing that could differ between replicas.
 
-use std::collections::HashMap;
-
 use ringkv_proto::key_hash;
 pub use ringkv_proto::peer::AAE_SEGMENT_BITS as SEGMENT_BITS;
 
 use super::entry::{Entry, VersionRef};
 
 /// Segments per block: a shard allocates its segment hashes 1,024 at a time (8 KiB), for the
-/// blocks (top 10 bits of the hash) it holds keys in.
+/// blocks (the top 10 bits of the hash) it holds keys in; a block is found by direct index.
 const BLOCK_BITS: u32 = 10;
 const BLOCK_SEGMENTS: usize = 1 << BLOCK_BITS;
+const BLOCKS: usize = 1 << (SEGMENT_BITS - BLOCK_BITS);
 
 /// The segment of a key hash: its top [`SEGMENT_BITS`] bits.
 #[inline]
@@ -70,12 +69,17 @@ pub fn entry_hash(e: &Entry) -> u64 {
 /// One shard's segment hashes, by block.
 #[derive(Default, Clone)]
 pub struct SegmentHashes {
-    blocks: HashMap<u32, Box<[u64; BLOCK_SEGMENTS]>>,
+    /// Indexed by block; empty until the first key arrives.
+    blocks: Vec<Option<Box<[u64; BLOCK_SEGMENTS]>>>,
 }
 
 impl std::fmt::Debug for SegmentHashes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SegmentHashes({} blocks)", self.blocks.len())
+        write!(
+            f,
+            "SegmentHashes({} blocks)",
+            self.blocks.iter().flatten().count()
+        )
     }
 }
 
@@ -83,37 +87,50 @@ impl SegmentHashes {
     /// XORs `h` into the segment of `key_hash` (adds or removes one entry's hash).
     #[inline]
     pub fn toggle(&mut self, key_hash: u64, h: u64) {
-        let seg = segment_of(key_hash);
-        let block = self
-            .blocks
-            .entry(seg >> BLOCK_BITS)
-            .or_insert_with(|| Box::new([0; BLOCK_SEGMENTS]));
-        block[seg as usize % BLOCK_SEGMENTS] ^= h;
+        let seg = segment_of(key_hash) as usize;
+        if self.blocks.is_empty() {
+            self.blocks.resize(BLOCKS, None);
+        }
+        if let Some(slot) = self.blocks.get_mut(seg >> BLOCK_BITS) {
+            let block = slot.get_or_insert_with(|| Box::new([0; BLOCK_SEGMENTS]));
+            block[seg % BLOCK_SEGMENTS] ^= h;
+        }
     }
 
     /// XORs segments `first..first + out.len()` into `out`.
     pub fn xor_into(&self, first: u32, out: &mut [u64]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            let seg = first as usize + i;
-            if let Some(b) = self.blocks.get(&((seg >> BLOCK_BITS) as u32)) {
-                *o ^= b[seg % BLOCK_SEGMENTS];
+        let mut seg = first as usize;
+        let mut out = out;
+        while !out.is_empty() {
+            // The run of `out` within this segment's block.
+            let at = seg % BLOCK_SEGMENTS;
+            let n = out.len().min(BLOCK_SEGMENTS - at);
+            let (run, rest) = out.split_at_mut(n);
+            if let Some(Some(b)) = self.blocks.get(seg >> BLOCK_BITS) {
+                for (o, h) in run.iter_mut().zip(&b[at..at + n]) {
+                    *o ^= h;
+                }
             }
+            out = rest;
+            seg += n;
         }
     }
 
     /// Equal segment hashes (a block never allocated equals one of zeros).
     pub fn same_hashes(&self, other: &SegmentHashes) -> bool {
-        let zero = |b: &[u64; BLOCK_SEGMENTS]| b.iter().all(|h| *h == 0);
-        let covered = |x: &SegmentHashes, y: &SegmentHashes| {
-            x.blocks
-                .iter()
-                .all(|(k, b)| y.blocks.get(k).map_or(zero(b), |c| c == b))
-        };
-        covered(self, other) && covered(other, self)
+        (0..BLOCKS).all(|i| self.block(i) == other.block(i))
+    }
+
+    fn block(&self, i: usize) -> &[u64; BLOCK_SEGMENTS] {
+        const ZERO: &[u64; BLOCK_SEGMENTS] = &[0; BLOCK_SEGMENTS];
+        match self.blocks.get(i) {
+            Some(Some(b)) => b,
+            Some(None) | None => ZERO,
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.blocks.len() * (BLOCK_SEGMENTS * 8 + 16)
+        self.blocks.capacity() * 8 + self.blocks.iter().flatten().count() * BLOCK_SEGMENTS * 8
     }
 }
 
