@@ -323,6 +323,7 @@ impl Shard {
                     }
                 };
                 self.inserted += 1;
+                self.note_inserted(hash, i);
                 let slots = &self.slots;
                 self.index.insert_unique(table_hash(hash), i, |&j| {
                     slots[j as usize]

@@ -3,10 +3,12 @@
 //! mean the same after a restart (slots are reassigned at recovery) and on every replica.
 //!
 //! The shard keeps no ordered index on the write path; a walk sorts the shard's slots by hash
-//! once (O(n log n), 16 bytes a key) and reuses that order until a new key is added to the
-//! shard. Removed keys need no rebuild (their slot is found empty or dead); updated keys keep
-//! their slot. So a SCAN over a quiet shard costs a binary search per call, and one over a
-//! shard taking new keys costs at worst a sort per call.
+//! once (O(n log n), 16 bytes a key) and reuses that order. Keys added since are noted on the
+//! write path (one push) and merged in at the next walk (a sort of the new ones and one linear
+//! merge, not a sort of the shard: anti-entropy lists segments between merges of new keys).
+//! Removed keys need no rebuild: their slot is found empty, dead, or holding another key
+//! (whose hash differs: skipped); updated keys keep their slot. The order is rebuilt from
+//! scratch only when such stale items outnumber the keys.
 
 use ringkv_proto::key_hash;
 
@@ -16,18 +18,65 @@ use super::Shard;
 pub(crate) struct HashOrder {
     at: u64,
     pub(super) items: Vec<(u64, u32)>,
+    /// Keys added after `at`, not yet merged into `items`.
+    fresh: Vec<(u64, u32)>,
 }
 
 impl HashOrder {
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.items.capacity() * std::mem::size_of::<(u64, u32)>()
+        (self.items.capacity() + self.fresh.capacity()) * std::mem::size_of::<(u64, u32)>()
+    }
+
+    /// Merges the fresh keys in (sorted; a slot reused by the key it held is kept once).
+    fn merge_fresh(&mut self) {
+        if self.fresh.is_empty() {
+            return;
+        }
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.sort_unstable();
+        let old = std::mem::take(&mut self.items);
+        let mut merged = Vec::with_capacity(old.len() + fresh.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), fresh.into_iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        merged.dedup();
+        self.items = merged;
     }
 }
 
 impl Shard {
-    /// The hash order, rebuilt if a key was added since it was built.
+    /// A key was added in `slot`: the next walk merges it into the order (if one is kept).
+    #[inline]
+    pub(super) fn note_inserted(&mut self, hash: u64, slot: u32) {
+        if let Some(o) = &mut self.by_hash {
+            o.fresh.push((hash, slot));
+            // No walk for a long while: drop the order rather than grow the list unbounded.
+            if o.fresh.len() > o.items.len() / 2 + 1024 {
+                self.by_hash = None;
+            }
+        }
+    }
+
+    /// The hash order, with the keys added since merged in; rebuilt when its stale items
+    /// outnumber the keys (or it missed an insert).
     pub(super) fn hash_order(&mut self) -> &[(u64, u32)] {
-        if self.by_hash.as_ref().is_none_or(|o| o.at != self.inserted) {
+        let keys = self.index.len();
+        let rebuild = self.by_hash.as_ref().is_none_or(|o| {
+            o.at + o.fresh.len() as u64 != self.inserted
+                || o.items.len() + o.fresh.len() > 2 * keys + 1024
+        });
+        if let (false, Some(o)) = (rebuild, &mut self.by_hash) {
+            o.merge_fresh();
+            o.at = self.inserted;
+        }
+        if rebuild {
             let mut items: Vec<(u64, u32)> = self
                 .slots
                 .iter()
@@ -38,6 +87,7 @@ impl Shard {
             self.by_hash = Some(HashOrder {
                 at: self.inserted,
                 items,
+                fresh: Vec::new(),
             });
         }
         self.by_hash.as_ref().map_or(&[], |o| o.items.as_slice())
@@ -68,7 +118,8 @@ impl Shard {
             let Some(e) = self.slots.get(slot as usize).and_then(|s| s.as_ref()) else {
                 continue; // removed since the order was built
             };
-            if e.is_tombstone() || e.is_expired(now_ms) {
+            // The slot was freed and reused by another key, listed under its own hash.
+            if e.is_tombstone() || e.is_expired(now_ms) || key_hash(e.key()) != h {
                 continue;
             }
             if out.len() >= limit && out.last().is_none_or(|l| l.0 != h) {
@@ -112,6 +163,49 @@ mod tests {
             |_| {},
         )
         .expect("write");
+    }
+
+    /// Keys removed and added between walks (slots reused by another key or by the same one)
+    /// are each listed once, under their own hash, without a rebuild of the order.
+    #[test]
+    fn reused_slots_are_listed_once_under_their_own_key() {
+        let store = Store::new(1);
+        for i in 0..100 {
+            put(&store, format!("k{i}").as_bytes());
+        }
+        let all = |store: &Store| -> Vec<Vec<u8>> {
+            let mut keys: Vec<Vec<u8>> = store
+                .range_keys(0, u64::MAX, 10_000, 0)
+                .keys
+                .into_iter()
+                .map(|k| k.1)
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(all(&store).len(), 100, "the order is built");
+        {
+            let mut s = store.lock(0);
+            s.remove(key_hash(b"k1"), b"k1");
+            s.remove(key_hash(b"k2"), b"k2");
+        }
+        // Into the freed slots: k1 again, and a new key.
+        put(&store, b"k1");
+        put(&store, b"new");
+        let keys = all(&store);
+        let mut want: Vec<Vec<u8>> = (0..100)
+            .filter(|&i| i != 2)
+            .map(|i| format!("k{i}").into_bytes())
+            .chain([b"new".to_vec()])
+            .collect();
+        want.sort();
+        assert_eq!(keys, want);
+        let s = store.lock(0);
+        let o = s.by_hash.as_ref().expect("order kept");
+        assert!(
+            o.items.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
     }
 
     /// Walking a range in slices of `limit` from each `next` returns every key exactly once, in
