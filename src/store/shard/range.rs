@@ -23,6 +23,25 @@ pub(crate) struct HashOrder {
 }
 
 impl HashOrder {
+    /// Keys added since the last merge.
+    #[cfg(test)]
+    pub(super) fn fresh_len(&self) -> usize {
+        self.fresh.len()
+    }
+
+    /// The items with a hash in `from..=to`: the sorted ones, then the fresh ones not merged
+    /// yet (a slot reused by the key it held is in both: given once).
+    pub(super) fn in_range(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let start = self.items.partition_point(|x| x.0 < from);
+        let sorted = self.items[start..].iter().take_while(move |x| x.0 <= to);
+        let run = sorted.clone();
+        let fresh = self
+            .fresh
+            .iter()
+            .filter(move |x| x.0 >= from && x.0 <= to && !run.clone().any(|y| y == *x));
+        sorted.chain(fresh).copied()
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         (self.items.capacity() + self.fresh.capacity()) * std::mem::size_of::<(u64, u32)>()
     }
@@ -67,14 +86,23 @@ impl Shard {
     /// The hash order, with the keys added since merged in; rebuilt when its stale items
     /// outnumber the keys (or it missed an insert).
     pub(super) fn hash_order(&mut self) -> &[(u64, u32)] {
+        self.prepare_order(true);
+        self.by_hash.as_ref().map_or(&[], |o| o.items.as_slice())
+    }
+
+    /// Makes the order current: rebuilt if needed; the fresh keys merged in if `merge` or
+    /// once they are many (else a reader also looks through them: `fresh_in`).
+    pub(super) fn prepare_order(&mut self, merge: bool) {
         let keys = self.index.len();
         let rebuild = self.by_hash.as_ref().is_none_or(|o| {
             o.at + o.fresh.len() as u64 != self.inserted
                 || o.items.len() + o.fresh.len() > 2 * keys + 1024
         });
         if let (false, Some(o)) = (rebuild, &mut self.by_hash) {
-            o.merge_fresh();
-            o.at = self.inserted;
+            if merge || o.fresh.len() > o.items.len() / 8 + 1024 {
+                o.merge_fresh();
+                o.at = self.inserted;
+            }
         }
         if rebuild {
             let mut items: Vec<(u64, u32)> = self
@@ -90,7 +118,6 @@ impl Shard {
                 fresh: Vec::new(),
             });
         }
-        self.by_hash.as_ref().map_or(&[], |o| o.items.as_slice())
     }
 
     /// The live keys whose hash is in `from..=to`, the `limit` smallest hashes first, with
