@@ -139,6 +139,12 @@ fn a_node_down_during_10000_writes_converges_by_anti_entropy() {
         repaired >= 10_000,
         "anti-entropy counts the keys it exchanged: {repaired}"
     );
+    assert!(
+        c.running()
+            .iter()
+            .any(|&i| c.node(i).log_text().contains("anti-entropy repaired keys")),
+        "a node logs the keys a round repaired"
+    );
     // In sync: a round started now compares trees and finds nothing to repair.
     let rounds = info_field(&c, 2, "cluster_aae_rounds");
     let diff = info_field(&c, 2, "cluster_aae_segments_differing");

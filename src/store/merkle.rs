@@ -188,6 +188,20 @@ mod tests {
         assert_eq!(segment_of(to + 1), 6);
     }
 
+    /// Memory: one 8 KiB block per 1,024 segments touched (docs/cluster.md).
+    #[test]
+    fn memory_is_one_block_per_1024_segments_touched() {
+        let mut t = SegmentHashes::default();
+        assert_eq!(t.heap_bytes(), 0);
+        t.toggle(0, 1);
+        let one = t.heap_bytes();
+        t.toggle(1 << (64 - SEGMENT_BITS), 1); // segment 1: the same block
+        assert_eq!(t.heap_bytes(), one);
+        t.toggle(1 << (64 - SEGMENT_BITS + BLOCK_BITS), 1); // the next block
+        assert_eq!(t.heap_bytes() - one, 8 << 10);
+        assert_eq!(one - (8 << 10), BLOCKS * 8, "the block index");
+    }
+
     /// An expired value's tombstone hashes as the value did: replicas converting it at
     /// different times keep equal trees. A different TTL (another version) hashes otherwise.
     #[test]

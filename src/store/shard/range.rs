@@ -18,8 +18,34 @@ use super::Shard;
 pub(crate) struct HashOrder {
     at: u64,
     pub(super) items: Vec<(u64, u32)>,
-    /// Keys added after `at`, not yet merged into `items`.
+    /// Keys added after `at`, not yet merged into `items`: its first `fresh_sorted` are in
+    /// order (a listing sorts what was added since the last one into them).
     fresh: Vec<(u64, u32)>,
+    fresh_sorted: usize,
+}
+
+/// Merges two sorted runs into one, each (hash, slot) once.
+fn merge_sorted(a: Vec<(u64, u32)>, b: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x <= y => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => break,
+        };
+        merged.extend(next);
+    }
+    merged.dedup();
+    merged
+}
+
+/// The run of sorted `items` with a hash in `from..=to`.
+fn run(items: &[(u64, u32)], from: u64, to: u64) -> &[(u64, u32)] {
+    let start = items.partition_point(|x| x.0 < from);
+    let end = start + items[start..].partition_point(|x| x.0 <= to);
+    &items[start..end]
 }
 
 impl HashOrder {
@@ -29,17 +55,25 @@ impl HashOrder {
         self.fresh.len()
     }
 
-    /// The items with a hash in `from..=to`: the sorted ones, then the fresh ones not merged
-    /// yet (a slot reused by the key it held is in both: given once).
+    /// The items with a hash in `from..=to`: the merged ones, then the fresh ones (sorted by
+    /// `prepare_order(false)`; a slot reused by the key it held is in both: given once).
     pub(super) fn in_range(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
-        let start = self.items.partition_point(|x| x.0 < from);
-        let sorted = self.items[start..].iter().take_while(move |x| x.0 <= to);
-        let run = sorted.clone();
-        let fresh = self
-            .fresh
+        let merged = run(&self.items, from, to);
+        let fresh = run(&self.fresh[..self.fresh_sorted], from, to)
             .iter()
-            .filter(move |x| x.0 >= from && x.0 <= to && !run.clone().any(|y| y == *x));
-        sorted.chain(fresh).copied()
+            .filter(move |x| !merged.contains(x));
+        merged.iter().chain(fresh).copied()
+    }
+
+    /// Sorts the fresh keys added since the last listing into the sorted ones.
+    fn sort_fresh_tail(&mut self) {
+        if self.fresh_sorted == self.fresh.len() {
+            return;
+        }
+        let mut tail = self.fresh.split_off(self.fresh_sorted);
+        tail.sort_unstable();
+        self.fresh = merge_sorted(std::mem::take(&mut self.fresh), tail);
+        self.fresh_sorted = self.fresh.len();
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -52,21 +86,9 @@ impl HashOrder {
             return;
         }
         let mut fresh = std::mem::take(&mut self.fresh);
+        self.fresh_sorted = 0;
         fresh.sort_unstable();
-        let old = std::mem::take(&mut self.items);
-        let mut merged = Vec::with_capacity(old.len() + fresh.len());
-        let (mut a, mut b) = (old.into_iter().peekable(), fresh.into_iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x <= y => a.next(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, None) => break,
-            };
-            merged.extend(next);
-        }
-        merged.dedup();
-        self.items = merged;
+        self.items = merge_sorted(std::mem::take(&mut self.items), fresh);
     }
 }
 
@@ -91,7 +113,7 @@ impl Shard {
     }
 
     /// Makes the order current: rebuilt if needed; the fresh keys merged in if `merge` or
-    /// once they are many (else a reader also looks through them: `fresh_in`).
+    /// once they are many (else a listing also looks through them: `in_range`).
     pub(super) fn prepare_order(&mut self, merge: bool) {
         let keys = self.index.len();
         let rebuild = self.by_hash.as_ref().is_none_or(|o| {
@@ -99,9 +121,13 @@ impl Shard {
                 || o.items.len() + o.fresh.len() > 2 * keys + 1024
         });
         if let (false, Some(o)) = (rebuild, &mut self.by_hash) {
-            if merge || o.fresh.len() > o.items.len() / 8 + 1024 {
+            // A listing costs a merge of the keys added since the last one into the fresh
+            // run (O(fresh)); past 1/64 of the order they are merged into it (O(order)).
+            if merge || o.fresh.len() > o.items.len() / 64 + 1024 {
                 o.merge_fresh();
                 o.at = self.inserted;
+            } else {
+                o.sort_fresh_tail();
             }
         }
         if rebuild {
@@ -116,6 +142,7 @@ impl Shard {
                 at: self.inserted,
                 items,
                 fresh: Vec::new(),
+                fresh_sorted: 0,
             });
         }
     }
