@@ -165,8 +165,13 @@ fn a_node_down_during_10000_writes_converges_by_anti_entropy() {
     assert!(info_field(&c, 2, "cluster_aae_oldest_exchange_age_ms") < 60_000);
 }
 
+/// Bytes per second anti-entropy may move in the lost-data test: slow enough that the
+/// throttle shows in the round's duration.
+const RATE: u64 = 250_000;
+
 /// A replica that lost its data (its WAL and snapshots removed while it was down) is restored
 /// by one anti-entropy round started with CLUSTER AAE; with --aae off nothing else runs one.
+/// The round keeps to --aae-rate: it lasts at least its bytes over the rate.
 #[test]
 fn a_replica_that_lost_its_data_is_restored_on_cluster_aae() {
     let mut c = Cluster::start(
@@ -178,6 +183,8 @@ fn a_replica_that_lost_its_data_is_restored_on_cluster_aae() {
             "off",
             "--aae",
             "off",
+            "--aae-rate",
+            &RATE.to_string(),
         ],
     );
     c.wait_converged();
@@ -232,7 +239,15 @@ fn a_replica_that_lost_its_data_is_restored_on_cluster_aae() {
         "one round restores every key"
     );
     assert!(info_field(&c, 2, "cluster_aae_keys_repaired") >= keys.len() as u64);
-    assert!(info_field(&c, 2, "cluster_aae_bytes_exchanged") > 0);
+    let bytes = info_field(&c, 2, "cluster_aae_bytes_exchanged");
+    let ms = info_field(&c, 2, "cluster_aae_last_round_ms");
+    // The throttle sleeps off its debt once it reaches 50 ms of the rate: at most that much
+    // of the round's bytes is not slept off.
+    let slept_at_least_ms = (bytes.saturating_sub(RATE / 20)) * 1000 / RATE;
+    assert!(
+        bytes > RATE && ms >= slept_at_least_ms,
+        "{bytes} bytes at --aae-rate {RATE} in {ms} ms"
+    );
 }
 
 /// The anti-entropy and read repair flags: defaults, values, and the rule on the interval.
