@@ -163,6 +163,10 @@ fn a_node_down_during_10000_writes_converges_by_anti_entropy() {
         "replicas in sync differ in no segment"
     );
     assert!(info_field(&c, 2, "cluster_aae_oldest_exchange_age_ms") < 60_000);
+    assert!(info_field(&c, 2, "cluster_aae_newest_exchange_age_ms") < 60_000);
+    assert!(info_field(&c, 2, "cluster_aae_last_round_ms") < AAE_CONVERGE.as_millis() as u64);
+    // Present (failed calls while node 2 restarted may have counted on any node).
+    info_field(&c, 2, "cluster_aae_errors");
 }
 
 /// Bytes per second anti-entropy may move in the lost-data test: slow enough that the
