@@ -118,6 +118,7 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
         }
         PeerRequest::StreamRead(req) => super::stream::serve::read(lp, link, id, op, req),
         PeerRequest::StreamStatus { digest: _ } => super::stream::serve::status(lp, link, id, op),
+        PeerRequest::Aae(req) => super::aae::replica::serve(lp, link, id, op, &req),
         PeerRequest::Forward { head, args } => {
             let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
             let (lp, link) = (lp.clone(), link.clone());

@@ -29,6 +29,9 @@ pub enum ClusterSub<'a> {
     /// This connection's read and write quorums: show them (None), or set them (0: default).
     /// Run by the connection (it changes the session).
     Quorum(Option<(u8, u8)>),
+    /// Start an anti-entropy round now (it runs in the background; INFO's cluster_aae_rounds
+    /// counts it when done).
+    Aae,
 }
 
 /// Parses a quorum argument: 0 (the default) to `MAX_QUORUM`.
@@ -58,12 +61,13 @@ pub fn parse<'a>(a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         [s, id] if eq(s, "cancel") => ClusterSub::Cancel(Some(id)),
         [s, key] if eq(s, "getlocal") => ClusterSub::GetLocal(key),
         [s] if eq(s, "quorum") => ClusterSub::Quorum(None),
+        [s] if eq(s, "aae") => ClusterSub::Aae,
         [s, r, w] if eq(s, "quorum") => ClusterSub::Quorum(Some((quorum_arg(r)?, quorum_arg(w)?))),
         [s, ..] => {
             return Err(CmdError::msg(format!(
                 "ERR unknown subcommand or wrong number of arguments for 'CLUSTER|{}'. Try \
                  CLUSTER NODES, INFO, MYID, MAP, JOIN host:port, LEAVE [id], FORGET id, CANCEL [id], \
-                 GETLOCAL key, QUORUM [r w]",
+                 GETLOCAL key, QUORUM [r w], AAE",
                 String::from_utf8_lossy(s)
             )))
         }
@@ -91,6 +95,10 @@ pub fn exec(sub: &ClusterSub<'_>, node: &Node, out: &mut dyn ReplySink) {
                 Some(live) => out.bulk(live.value()),
                 None => out.nil(),
             }
+        }
+        ClusterSub::Aae => {
+            m.stats.aae.trigger.notify_one();
+            out.simple("OK");
         }
         ClusterSub::Join(addr) => match std::str::from_utf8(addr) {
             Ok(a)
@@ -260,6 +268,7 @@ pub fn info(m: &Membership) -> String {
         st.moves.2,
         st.moves.3,
     );
+    aae_info(m, &view, &mut out);
     let pending = m.hints_pending();
     let total: u64 = pending.iter().map(|p| p.1).sum();
     let _ = write!(out, "cluster_hints_pending:{total}\r\n");
@@ -271,6 +280,37 @@ pub fn info(m: &Membership) -> String {
         );
     }
     out
+}
+
+/// INFO cluster's anti-entropy lines (docs/cluster.md, "Anti-entropy").
+fn aae_info(m: &Membership, view: &crate::ring::membership::View, out: &mut String) {
+    let a = &m.stats.aae;
+    let r = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
+    let mine = (0..view.ring.partitions()).filter(|&p| view.ring.preference(p).contains(&view.me));
+    let (oldest, newest) = a.oldest_newest(mine);
+    let now = crate::util::now_ms();
+    // Age of the last exchange, ms; -1: never.
+    let age = |t: u64| match t {
+        0 => -1,
+        t => now.saturating_sub(t) as i64,
+    };
+    let _ = write!(
+        out,
+        "cluster_aae_rounds:{}\r\ncluster_aae_trees_compared:{}\r\n\
+         cluster_aae_segments_differing:{}\r\ncluster_aae_keys_repaired:{}\r\n\
+         cluster_aae_bytes_exchanged:{}\r\ncluster_aae_errors:{}\r\n\
+         cluster_aae_last_round_ms:{}\r\ncluster_aae_oldest_exchange_age_ms:{}\r\n\
+         cluster_aae_newest_exchange_age_ms:{}\r\n",
+        r(&a.rounds),
+        r(&a.trees_compared),
+        r(&a.segments_differing),
+        r(&a.keys_repaired),
+        r(&a.bytes_exchanged),
+        r(&a.errors),
+        r(&a.last_round_ms),
+        age(oldest),
+        age(newest),
+    );
 }
 
 /// The partition map for cluster-aware clients: `[layout version, partitions, [[id, addr],

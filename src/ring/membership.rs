@@ -96,6 +96,8 @@ pub struct ClusterStats {
     /// when (ms since the epoch; 0: never). INFO shows them without calling peers.
     pub cluster_keys: AtomicU64,
     pub cluster_keys_at_ms: AtomicU64,
+    /// Anti-entropy (cluster::aae).
+    pub aae: super::aae::AaeStats,
     /// Hints this node holds, per owner: (owner, count, age of the oldest in ms), refreshed
     /// by the cluster layer each heartbeat.
     hints_pending: Mutex<Vec<(NodeId, u64, u64)>>,

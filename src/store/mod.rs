@@ -10,6 +10,7 @@ pub mod dvv;
 pub mod entry;
 pub mod glob;
 pub mod legacy;
+pub mod merkle;
 pub mod placement;
 pub mod range;
 pub mod shard;

@@ -19,6 +19,7 @@ use crate::record;
 
 mod merge;
 mod range;
+mod tree;
 pub use merge::{sync_entries, Merged};
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
@@ -86,6 +87,9 @@ pub struct Shard {
     inserted: u64,
     /// Every indexed slot by key hash, built on demand by cluster-wide SCAN/KEYS (`range`).
     by_hash: Option<range::HashOrder>,
+    /// Anti-entropy segment hashes of this shard's keys (`store::merkle`), kept current by
+    /// `place_quiet` and `remove_quiet`, which every change of a slot goes through.
+    tree: super::merkle::SegmentHashes,
 }
 
 /// A key as Redis commands see it: its entry and the winning version, which is live.
@@ -298,6 +302,7 @@ impl Shard {
     /// Stores `entry` in `found`'s slot (or a new one) without logging it.
     fn place_quiet(&mut self, found: Option<u32>, hash: u64, entry: Entry) -> (u32, Option<Entry>) {
         self.entry_bytes += entry.heap_size();
+        self.tree.toggle(hash, super::merkle::entry_hash(&entry));
         let fate = entry.fate();
         let expires = fate.expires_at_ms;
         let dead = fate.all_tombstones_since;
@@ -318,6 +323,7 @@ impl Shard {
                     }
                 };
                 self.inserted += 1;
+                self.note_inserted(hash, i);
                 let slots = &self.slots;
                 self.index.insert_unique(table_hash(hash), i, |&j| {
                     slots[j as usize]
@@ -341,6 +347,7 @@ impl Shard {
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
             self.tombstones -= old.is_tombstone() as usize;
+            self.tree.toggle(hash, super::merkle::entry_hash(old));
         }
         self.tombstones += fate.tombstone as usize;
         if dead.is_some() {
@@ -483,6 +490,7 @@ impl Shard {
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
             self.tombstones -= old.is_tombstone() as usize;
+            self.tree.toggle(hash, super::merkle::entry_hash(old));
         }
         old
     }
@@ -531,6 +539,7 @@ impl Shard {
                 .by_hash
                 .as_ref()
                 .map_or(0, range::HashOrder::heap_bytes)
+            + self.tree.heap_bytes()
     }
 
     /// Removes every key (logged).

@@ -10,11 +10,16 @@
 //! field before allocating, requires the payload to be consumed exactly and never panics; the
 //! `encode_*` functions append one whole request frame.
 
+mod aae;
 mod auth;
 mod gossip;
 mod keyspace;
 mod stream;
 
+pub use aae::{
+    decode_hashes, decode_key_hashes, encode_hashes, encode_key_hashes, AaeRequest, TreeShape,
+    AAE_SEGMENT_BITS, MAX_AAE_LIST, MAX_AAE_ROOTS,
+};
 pub use auth::{
     client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, HelloReply, AUTH_FAILED,
     NONCE_LEN, PROOF_LEN,
@@ -60,6 +65,10 @@ pub enum PeerOpcode {
     CountKeys = 0x48,
     StreamRead = 0x49,
     StreamStatus = 0x4a,
+    AaeRoots = 0x50,
+    AaeBranches = 0x51,
+    AaeLeaves = 0x52,
+    AaeKeys = 0x53,
 }
 
 impl PeerOpcode {
@@ -76,6 +85,10 @@ impl PeerOpcode {
             0x48 => PeerOpcode::CountKeys,
             0x49 => PeerOpcode::StreamRead,
             0x4a => PeerOpcode::StreamStatus,
+            0x50 => PeerOpcode::AaeRoots,
+            0x51 => PeerOpcode::AaeBranches,
+            0x52 => PeerOpcode::AaeLeaves,
+            0x53 => PeerOpcode::AaeKeys,
             _ => return None,
         })
     }
@@ -94,6 +107,10 @@ impl PeerOpcode {
             PeerOpcode::CountKeys => "COUNT_KEYS",
             PeerOpcode::StreamRead => "STREAM_READ",
             PeerOpcode::StreamStatus => "STREAM_STATUS",
+            PeerOpcode::AaeRoots => "AAE_ROOTS",
+            PeerOpcode::AaeBranches => "AAE_BRANCHES",
+            PeerOpcode::AaeLeaves => "AAE_LEAVES",
+            PeerOpcode::AaeKeys => "AAE_KEYS",
         }
     }
 }
@@ -166,10 +183,12 @@ pub enum PeerRequest<'a> {
     StreamStatus {
         digest: u64,
     },
+    /// A call of anti-entropy (§6.2): tree levels of partitions, or a segment's keys.
+    Aae(AaeRequest),
 }
 
 impl<'a> PeerRequest<'a> {
-    /// Parses a peer request payload. Opcodes outside 0x40–0x4a are
+    /// Parses a peer request payload. Opcodes not assigned (0x40–0x4a, 0x50–0x53 are) are
     /// [`ProtoError::UnknownOpcode`].
     pub fn parse(opcode: u8, payload: &'a [u8]) -> Result<Self, ProtoError> {
         let op = PeerOpcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
@@ -193,6 +212,10 @@ impl<'a> PeerRequest<'a> {
             },
             PeerOpcode::StreamRead => PeerRequest::StreamRead(StreamRead::read(&mut r)?),
             PeerOpcode::StreamStatus => PeerRequest::StreamStatus { digest: r.u64()? },
+            PeerOpcode::AaeRoots => PeerRequest::Aae(aae::read_roots(&mut r)?),
+            PeerOpcode::AaeBranches => PeerRequest::Aae(aae::read_branches(&mut r)?),
+            PeerOpcode::AaeLeaves => PeerRequest::Aae(aae::read_leaves(&mut r)?),
+            PeerOpcode::AaeKeys => PeerRequest::Aae(aae::read_keys(&mut r)?),
         };
         r.finish()?;
         Ok(req)
@@ -211,6 +234,7 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::CountKeys { .. } => PeerOpcode::CountKeys,
             PeerRequest::StreamRead(_) => PeerOpcode::StreamRead,
             PeerRequest::StreamStatus { .. } => PeerOpcode::StreamStatus,
+            PeerRequest::Aae(a) => a.opcode(),
         }
     }
 
@@ -230,6 +254,7 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::CountKeys { partitions } => encode_count_keys(request_id, partitions, out),
             PeerRequest::StreamRead(s) => encode_stream_read(request_id, s, out),
             PeerRequest::StreamStatus { digest } => encode_stream_status(request_id, *digest, out),
+            PeerRequest::Aae(a) => encode_aae(request_id, a, out),
         }
     }
 }
@@ -430,6 +455,22 @@ pub fn encode_stream_status(request_id: u64, digest: u64, out: &mut BytesMut) {
     request_frame(out, request_id, PeerOpcode::StreamStatus, |out| {
         out.put_u64(digest)
     });
+}
+
+/// Appends an anti-entropy request frame (its opcode follows the request).
+pub fn encode_aae(request_id: u64, req: &AaeRequest, out: &mut BytesMut) {
+    request_frame(out, request_id, req.opcode(), |out| req.encode_body(out));
+}
+
+impl AaeRequest {
+    pub fn opcode(&self) -> PeerOpcode {
+        match self {
+            AaeRequest::Roots { .. } => PeerOpcode::AaeRoots,
+            AaeRequest::Branches { .. } => PeerOpcode::AaeBranches,
+            AaeRequest::Leaves { .. } => PeerOpcode::AaeLeaves,
+            AaeRequest::Keys { .. } => PeerOpcode::AaeKeys,
+        }
+    }
 }
 
 /// Appends a COUNT_KEYS frame naming `partitions`.

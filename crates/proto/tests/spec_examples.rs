@@ -50,6 +50,12 @@ const EXAMPLES: &[&str] = &[
     "stream-read-reply",
     "stream-status-request",
     "stream-status-reply",
+    "aae-roots-request",
+    "aae-roots-reply",
+    "aae-branches-request",
+    "aae-leaves-request",
+    "aae-keys-request",
+    "aae-keys-reply",
 ];
 
 #[test]
