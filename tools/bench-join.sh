@@ -60,7 +60,9 @@ p99_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['late
 
 # run ROUND_NAME STREAM_RATE: prints "rate_mb_s keys_s p99_before_ms p99_during_ms"
 run() {
-  local name=$1 rate=$2 dir="$WORK/$name"
+  local name=$1
+  local rate=$2
+  local dir="$WORK/$name"
   local ports=($(free_port) $(free_port) $(free_port) $(free_port))
   local peers="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
   for i in 0 1 2; do start_node "${ports[$i]}" "$dir/n$i" "$peers"; done

@@ -262,6 +262,10 @@ impl Link {
                     op,
                     frame,
                 });
+                // The link's task may be parked without watching the durable state (it had
+                // nothing held): a reply queued from another task (a forwarded command, a
+                // hint) must make it look, or it waits for the next unrelated wake-up.
+                self.wake.notify_one();
             }
         }
     }

@@ -123,14 +123,14 @@ fn idle(cl: &LoopCluster) {
     }
 }
 
-/// Plans the copies for `view`'s layout if not done yet; keeps the cursors that still apply
-/// (same partition, same source), so a restart or a second change resumes.
+/// Plans the copies for `view`'s layout if not done yet; keeps the cursors of partitions
+/// still to copy, so a restart, a source's absence or a second change resumes.
 async fn replan(cl: &Rc<LoopCluster>, view: &Arc<View>) {
     let digest = view.layout.digest();
     let me = view.me;
     let streams = &cl.shared.streams;
     let plan = incoming(view, me);
-    let (member, cursors, rewrite) = {
+    let (cursors, rewrite) = {
         let mut s = streams.state();
         // Same layout, same sources: nothing to plan. (Sources change when one becomes
         // unreachable and others can serve: a source that died mid-copy.)
@@ -143,10 +143,9 @@ async fn replan(cl: &Rc<LoopCluster>, view: &Arc<View>) {
         let keep: std::collections::HashMap<(u32, NodeId), Cursor> = s
             .cursors
             .iter()
-            .filter(|((p, src), _)| {
-                plan.iter()
-                    .any(|i| i.partition == *p && i.sources.contains(src))
-            })
+            // A partition still to copy keeps its cursors from every source it was read
+            // from: a source that went down and came back resumes where it stopped.
+            .filter(|((p, _), _)| plan.iter().any(|i| i.partition == *p))
             .map(|(k, v)| (*k, *v))
             .collect();
         let rewrite = s.digest != digest || keep.len() != s.cursors.len();
@@ -156,7 +155,7 @@ async fn replan(cl: &Rc<LoopCluster>, view: &Arc<View>) {
         if s.session_started_ms == 0 {
             s.session_started_ms = now_ms();
         }
-        (s.member, keep, rewrite)
+        (keep, rewrite)
     };
     if rewrite {
         info!(
@@ -167,7 +166,7 @@ async fn replan(cl: &Rc<LoopCluster>, view: &Arc<View>) {
         let file = streams.file.clone();
         let r = tokio::task::spawn_blocking(move || {
             let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            f.rewrite(member, digest, &cursors)
+            f.rewrite(digest, &cursors)
         })
         .await;
         if let Err(e) = r

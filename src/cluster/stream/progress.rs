@@ -68,6 +68,8 @@ pub struct Loaded {
 pub struct ProgressFile {
     path: PathBuf,
     file: Option<File>,
+    /// Whether the file says this node was admitted (kept across rewrites).
+    member: bool,
 }
 
 fn encode(
@@ -151,7 +153,15 @@ impl ProgressFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Loaded::default(),
             Err(e) => return Err(e),
         };
-        Ok((ProgressFile { path, file: None }, loaded))
+        let member = loaded.member;
+        Ok((
+            ProgressFile {
+                path,
+                file: None,
+                member,
+            },
+            loaded,
+        ))
     }
 
     fn append(&mut self, rec: &[u8], sync: bool) -> io::Result<()> {
@@ -176,12 +186,11 @@ impl ProgressFile {
     /// Starts a new plan for `digest`, keeping `cursors` (rewritten atomically).
     pub fn rewrite(
         &mut self,
-        member: bool,
         digest: u64,
         cursors: &HashMap<(u32, NodeId), Cursor>,
     ) -> io::Result<()> {
         let mut data = Vec::with_capacity((cursors.len() + 2) * RECORD_BYTES);
-        if member {
+        if self.member {
             data.extend_from_slice(&encode(Kind::Member, 0, 0, 0, 0, 0));
         }
         data.extend_from_slice(&encode(Kind::Plan, 0, 0, digest, 0, 0));
@@ -207,7 +216,9 @@ impl ProgressFile {
 
     /// This node was admitted as an owner.
     pub fn member(&mut self) -> io::Result<()> {
-        self.append(&encode(Kind::Member, 0, 0, 0, 0, 0), true)
+        self.append(&encode(Kind::Member, 0, 0, 0, 0, 0), true)?;
+        self.member = true;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -224,7 +235,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut f, l) = ProgressFile::open(dir.path().join("p")).expect("open");
         assert!(!l.member && l.cursors.is_empty());
-        f.rewrite(false, 77, &HashMap::new()).expect("rewrite");
+        f.rewrite(77, &HashMap::new()).expect("rewrite");
         let c = Cursor {
             next: 10,
             done: false,
@@ -247,7 +258,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p");
         let (mut f, _) = ProgressFile::open(path.clone()).expect("open");
-        f.rewrite(true, 5, &HashMap::new()).expect("rewrite");
+        f.member().expect("member");
+        f.rewrite(5, &HashMap::new()).expect("rewrite");
         let c = Cursor {
             next: 1,
             done: true,
