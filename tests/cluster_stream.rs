@@ -280,6 +280,10 @@ fn a_receiver_killed_mid_copy_resumes_where_it_stopped() {
     let new = c.add(&["--stream-rate", "400000"]);
     let int =
         |c: &Cluster, f: &str| -> u64 { c.info(new, f).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    wait_until("the copy to start", MOVE, || {
+        c.info(new, "cluster_stream_phase").as_deref() == Some("copying")
+    });
+    let copying_since = std::time::Instant::now();
     wait_until("a part of the copy to be done", MOVE, || {
         let (done, all) = (
             int(&c, "cluster_stream_partitions_done"),
@@ -289,6 +293,14 @@ fn a_receiver_killed_mid_copy_resumes_where_it_stopped() {
     });
     let before = int(&c, "cluster_stream_bytes");
     assert!(before > 0);
+    // --stream-rate holds: no more than the rate allows since the copy started (plus half a
+    // second of slack for noticing the start, and a batch).
+    let allowed = 400_000.0 * (copying_since.elapsed().as_secs_f64() + 0.5) + 40_000.0;
+    assert!(
+        (before as f64) <= allowed,
+        "{before} bytes copied in {:?} at --stream-rate 400000",
+        copying_since.elapsed()
+    );
     c.kill(new);
     c.restart(new);
     // It resumes from its persisted progress: what it had copied is still counted as copied.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Streaming on join: 3 nodes holding KEYS keys (N=3), then a 4th joins. Reports the copy's
-# throughput (MB/s and keys/s, from the new node's CLUSTER INFO: bytes and keys copied over the
-# time it spent copying) and the foreground p99 latency during the move against before it
-# (kvbench, open loop at --fg-rate, 90% GET / 10% SET, in 5 s windows). Then the same on a
-# fresh cluster with --stream-rate set to half the measured copy rate.
+# throughput (MB/s and keys/s: the new node's CLUSTER INFO bytes and keys copied, over the time
+# its phase was `copying`, sampled every 0.2 s) and the foreground p99 latency (kvbench through
+# the cluster client, open loop at --fg-rate, 90% GET / 10% SET, 5 s windows) before, during
+# the move, and in the window after the commit (when the old owners drop what they gave away).
+# Then the same on a fresh cluster with --stream-rate set to half the measured copy rate.
+# Servers on core $SERVER_CPU (all four nodes share it), clients on core $CLIENT_CPU.
 #
 # usage: tools/bench-join.sh [--keys N] [--fg-rate R] [--value-size B]
 # needs: redis-cli (Debian: apt-get install redis-tools), python3, taskset, cargo
@@ -78,31 +80,40 @@ run() {
   local before; before=$(p99_of "$dir/before.json")
   echo "== [$name] a 4th node joins (--stream-rate $rate)" >&2
   start_node "${ports[3]}" "$dir/n3" "$peers" --stream-rate "$rate"
-  local t0 copy_start="" copy_end="" w=0 during=()
-  t0=$(now)
+  # Every 0.2 s: the time, the new node's phase, bytes and keys copied (the copy's start and
+  # end are the first samples with phase copying and with done/idle after it).
+  ( while :; do
+      echo "$(now) $(info "${ports[3]}" cluster_stream_phase) $(info "${ports[3]}" cluster_stream_bytes) $(info "${ports[3]}" cluster_stream_keys)"
+      sleep_s 0.2
+    done ) >"$dir/phases" 2>/dev/null &
+  local poller=$!
+  local w=0 during=() after=""
   while ! all_active "${ports[0]}" 4; do
     fg "$dir/during$w.json"; during+=("$(p99_of "$dir/during$w.json")"); w=$((w+1))
-    local phase; phase=$(info "${ports[3]}" cluster_stream_phase)
-    [ -z "$copy_start" ] && [ "$phase" = copying ] && copy_start=$(now)
-    echo "   [$name] $(info "${ports[3]}" cluster_stream_partitions_done)/$(info "${ports[3]}" cluster_stream_partitions) partitions, $(info "${ports[3]}" cluster_stream_bytes) bytes, phase $phase" >&2
+    echo "   [$name] $(tail -1 "$dir/phases")" >&2
   done
-  copy_end=$(now)
-  local bytes keys; bytes=$(info "${ports[3]}" cluster_stream_bytes); keys=$(info "${ports[3]}" cluster_stream_keys)
-  # The copy ran from the end of the settle time (one request deadline, 5 s) to the commit.
-  python3 - "$t0" "$copy_end" "$bytes" "$keys" "$before" "${during[*]:-}" <<'PY'
+  # The window after the commit: the old owners drop the partitions they gave away.
+  fg "$dir/after.json"; after=$(p99_of "$dir/after.json")
+  kill "$poller" 2>/dev/null || true
+  python3 - "$dir/phases" "$before" "${during[*]:-}" "$after" <<'PY'
 import sys, statistics
-t0, t1, b, k, before = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3] or 0), int(sys.argv[4] or 0), sys.argv[5]
-during = [float(x) for x in sys.argv[6].split()] if sys.argv[6].strip() else []
-secs = max(t1 - t0 - 5.0, 0.001)  # minus the settle time
-print(f"{b/secs/1e6:.1f} {k/secs:.0f} {b} {k} {secs:.1f} {before} {max(during) if during else '?'} {statistics.median(during) if during else '?'}")
+rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 4]
+start = next((float(r[0]) for r in rows if r[1] == "copying"), None)
+end = next((float(r[0]) for r in rows if start and float(r[0]) > start and r[1] in ("done", "idle")), None)
+b, k = (int(rows[-1][2]), int(rows[-1][3])) if rows else (0, 0)
+secs = (end - start) if start and end else float("nan")
+during = [float(x) for x in sys.argv[3].split()] if sys.argv[3].strip() else []
+med = statistics.median(during) if during else float("nan")
+mx = max(during) if during else float("nan")
+print(f"{b/secs/1e6:.1f} {k/secs:.0f} {b} {k} {secs:.1f} {float(sys.argv[2]):.0f} {mx:.0f} {med:.0f} {float(sys.argv[4]):.0f}")
 PY
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
 }
 
-echo "| run | copied | seconds | MB/s | keys/s | fg p99 before (us) | fg p99 during, max / median (us) |"
-echo "|---|---|---:|---:|---:|---:|---:|"
-read -r mbs kps bytes keys secs before dmax dmed < <(run unlimited 0)
-echo "| --stream-rate 0 (unlimited) | $bytes B, $keys keys | $secs | $mbs | $kps | $before | $dmax / $dmed |"
+echo "| run | copied | copy s | MB/s | keys/s | fg p99 before (us) | fg p99 during the move, median / max of 5 s windows (us) | fg p99 in the 5 s after the commit (us) |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+read -r mbs kps bytes keys secs before dmax dmed after < <(run unlimited 0)
+echo "| --stream-rate 0 (unlimited) | $bytes B, $keys keys | $secs | $mbs | $kps | $before | $dmed / $dmax | $after |"
 half=$(python3 -c "print(max(int($mbs*1e6/2), 65536))")
-read -r mbs2 kps2 bytes2 keys2 secs2 before2 dmax2 dmed2 < <(run half "$half")
-echo "| --stream-rate $half (half) | $bytes2 B, $keys2 keys | $secs2 | $mbs2 | $kps2 | $before2 | $dmax2 / $dmed2 |"
+read -r mbs2 kps2 bytes2 keys2 secs2 before2 dmax2 dmed2 after2 < <(run half "$half")
+echo "| --stream-rate $half (half) | $bytes2 B, $keys2 keys | $secs2 | $mbs2 | $kps2 | $before2 | $dmed2 / $dmax2 | $after2 |"

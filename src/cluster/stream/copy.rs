@@ -80,6 +80,8 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
         };
         publish(&cl, &view);
         let mut all_done = true;
+        // One pace per pass over the plan (a pass after a pause does not catch up in a burst).
+        let mut pacer = Pacer::new(streams.rate_bps);
         for inc in &plan {
             if streams.state().partition_done(inc) {
                 continue;
@@ -88,7 +90,7 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
                 all_done = false;
                 break; // the layout changed: plan again
             }
-            if let Err(e) = copy_partition(&lp, &cl, inc).await {
+            if let Err(e) = copy_partition(&lp, &cl, inc, &mut pacer).await {
                 warn!(partition = inc.partition, error = %e, "copying a partition failed; retrying");
                 all_done = false;
                 sys::sleep(Duration::from_millis(RETRY_MS)).await;
@@ -183,6 +185,7 @@ async fn copy_partition(
     lp: &Rc<dyn LocalLoop>,
     cl: &Rc<LoopCluster>,
     inc: &Incoming,
+    pacer: &mut Pacer,
 ) -> Result<(), String> {
     let bits = cl.view().ring.partition_bits();
     for &src in &inc.sources {
@@ -212,7 +215,7 @@ async fn copy_partition(
             }
             record_applied(&cl.shared.streams, inc.partition, src, cur, bytes).await?;
             publish(cl, &cl.view());
-            throttle(&cl.shared.streams, bytes).await;
+            pacer.pace(bytes).await;
         }
     }
     Ok(())
@@ -303,14 +306,33 @@ async fn record_applied(
     Ok(())
 }
 
-/// Sleeps as long as `bytes` take at `--stream-rate`.
-async fn throttle(streams: &Streams, bytes: u64) {
-    if streams.rate_bps == 0 || bytes == 0 {
-        return;
+/// Paces a copy at `--stream-rate`: after each batch, sleeps until the bytes copied since the
+/// pacer started are due at the rate (so the time spent fetching and applying counts too).
+pub struct Pacer {
+    started: sys::Instant,
+    bytes: u64,
+    rate_bps: u64,
+}
+
+impl Pacer {
+    pub fn new(rate_bps: u64) -> Pacer {
+        Pacer {
+            started: sys::Instant::now(),
+            bytes: 0,
+            rate_bps,
+        }
     }
-    let ms = bytes.saturating_mul(1000) / streams.rate_bps;
-    if ms > 0 {
-        sys::sleep(Duration::from_millis(ms)).await;
+
+    async fn pace(&mut self, bytes: u64) {
+        if self.rate_bps == 0 {
+            return;
+        }
+        self.bytes += bytes;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate_bps as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            sys::sleep(due - elapsed).await;
+        }
     }
 }
 
