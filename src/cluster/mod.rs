@@ -11,6 +11,7 @@
 //! ```
 
 pub mod coordinator;
+pub mod gc;
 pub mod gossip;
 pub mod handshake;
 pub mod hints;

@@ -149,6 +149,7 @@ pub fn run(
         if ctx.cluster.is_some() {
             let lp: Rc<dyn LocalLoop> = ctx.clone();
             tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
+            tokio::task::spawn_local(crate::cluster::gc::run(lp.clone()));
             if id == 0 {
                 tokio::task::spawn_local(crate::cluster::gossip::run(lp));
             }

@@ -13,6 +13,7 @@
 mod auth;
 mod gossip;
 mod keyspace;
+mod tomb;
 
 pub use auth::{
     client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, HelloReply, AUTH_FAILED,
@@ -23,6 +24,7 @@ pub use keyspace::{
     decode_counts, encode_counts, ScanPartition, ScanSlice, MAX_COUNT_KEYS_PARTITIONS,
     MAX_SCAN_PARTITION_COUNT, SCAN_FLAG_MATCH,
 };
+pub use tomb::{decode_states, encode_states, MAX_TOMB_BATCH, TOMB_HELD, TOMB_NEWER};
 
 use bytes::{BufMut, BytesMut};
 use smallvec::SmallVec;
@@ -56,6 +58,8 @@ pub enum PeerOpcode {
     PeerPing = 0x46,
     ScanPartition = 0x47,
     CountKeys = 0x48,
+    TombOffer = 0x58,
+    TombPurge = 0x59,
 }
 
 impl PeerOpcode {
@@ -70,6 +74,8 @@ impl PeerOpcode {
             0x46 => PeerOpcode::PeerPing,
             0x47 => PeerOpcode::ScanPartition,
             0x48 => PeerOpcode::CountKeys,
+            0x58 => PeerOpcode::TombOffer,
+            0x59 => PeerOpcode::TombPurge,
             _ => return None,
         })
     }
@@ -86,6 +92,8 @@ impl PeerOpcode {
             PeerOpcode::PeerPing => "PEER_PING",
             PeerOpcode::ScanPartition => "SCAN_PARTITION",
             PeerOpcode::CountKeys => "COUNT_KEYS",
+            PeerOpcode::TombOffer => "TOMB_OFFER",
+            PeerOpcode::TombPurge => "TOMB_PURGE",
         }
     }
 }
@@ -152,10 +160,18 @@ pub enum PeerRequest<'a> {
     CountKeys {
         partitions: Vec<u32>,
     },
+    /// Tombstones past their grace (format-2 entries): merge each, say which are now held.
+    TombOffer {
+        entries: Vec<&'a [u8]>,
+    },
+    /// Purge each key whose stored entry is still the tombstone given.
+    TombPurge {
+        entries: Vec<&'a [u8]>,
+    },
 }
 
 impl<'a> PeerRequest<'a> {
-    /// Parses a peer request payload. Opcodes outside 0x40–0x48 are
+    /// Parses a peer request payload. Unassigned opcodes are
     /// [`ProtoError::UnknownOpcode`].
     pub fn parse(opcode: u8, payload: &'a [u8]) -> Result<Self, ProtoError> {
         let op = PeerOpcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
@@ -177,6 +193,12 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::CountKeys => PeerRequest::CountKeys {
                 partitions: keyspace::read_partitions(&mut r)?,
             },
+            PeerOpcode::TombOffer => PeerRequest::TombOffer {
+                entries: tomb::read_entries(&mut r)?,
+            },
+            PeerOpcode::TombPurge => PeerRequest::TombPurge {
+                entries: tomb::read_entries(&mut r)?,
+            },
         };
         r.finish()?;
         Ok(req)
@@ -193,6 +215,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => PeerOpcode::PeerPing,
             PeerRequest::ScanPartition(_) => PeerOpcode::ScanPartition,
             PeerRequest::CountKeys { .. } => PeerOpcode::CountKeys,
+            PeerRequest::TombOffer { .. } => PeerOpcode::TombOffer,
+            PeerRequest::TombPurge { .. } => PeerOpcode::TombPurge,
         }
     }
 
@@ -210,6 +234,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => encode_peer_ping(request_id, out),
             PeerRequest::ScanPartition(s) => encode_scan_partition(request_id, s, out),
             PeerRequest::CountKeys { partitions } => encode_count_keys(request_id, partitions, out),
+            PeerRequest::TombOffer { entries } => encode_tomb_offer(request_id, entries, out),
+            PeerRequest::TombPurge { entries } => encode_tomb_purge(request_id, entries, out),
         }
     }
 }
@@ -402,5 +428,20 @@ pub fn encode_scan_partition(request_id: u64, s: &ScanPartition<'_>, out: &mut B
 pub fn encode_count_keys(request_id: u64, partitions: &[u32], out: &mut BytesMut) {
     request_frame(out, request_id, PeerOpcode::CountKeys, |out| {
         keyspace::put_partitions(out, partitions)
+    });
+}
+
+/// Appends a TOMB_OFFER frame. A count outside 1..=[`MAX_TOMB_BATCH`] is sent as given (the
+/// receiver refuses it).
+pub fn encode_tomb_offer(request_id: u64, entries: &[&[u8]], out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::TombOffer, |out| {
+        tomb::put_entries(out, entries)
+    });
+}
+
+/// Appends a TOMB_PURGE frame (the same body as TOMB_OFFER).
+pub fn encode_tomb_purge(request_id: u64, entries: &[&[u8]], out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::TombPurge, |out| {
+        tomb::put_entries(out, entries)
     });
 }
