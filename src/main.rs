@@ -160,6 +160,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(c) = &cluster {
+        // Before the stamp is renewed: how long was this node away?
+        ringkv::cluster::alive::check_absence(
+            &config.data_dir,
+            config.tombstone_grace_secs.saturating_mul(1000),
+            &c.membership,
+        );
+    }
     let node = Node::new(config, dir.node_id, store, durability)
         .with_tls(tls)
         .with_membership(cluster.as_ref().map(|c| c.membership.clone()));

@@ -10,6 +10,7 @@
 //!   repair the stale ones in the background; a replica that is down gets a hint instead.
 //! ```
 
+pub mod alive;
 pub mod coordinator;
 pub mod gc;
 pub mod gossip;

@@ -151,6 +151,7 @@ pub fn run(
             tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
             tokio::task::spawn_local(crate::cluster::gc::run(lp.clone()));
             if id == 0 {
+                tokio::task::spawn_local(crate::cluster::alive::run(lp.clone()));
                 tokio::task::spawn_local(crate::cluster::gossip::run(lp));
             }
         }
