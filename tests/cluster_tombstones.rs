@@ -210,3 +210,70 @@ fn hints_older_than_the_grace_are_dropped_not_delivered() {
         .log_text()
         .contains("away longer than the tombstone grace"));
 }
+
+/// TOMB_OFFER and TOMB_PURGE on the wire (protocol.md §6.2), from a fake peer: an offered
+/// tombstone the node lacks is merged and held; one that does not cover the node's own newer
+/// write is answered "newer" and changes nothing visible; TOMB_PURGE purges only a key still
+/// holding that tombstone; a malformed entry is refused as a whole.
+#[test]
+fn tomb_offer_and_purge_on_a_peer_link() {
+    use ringkv::store::{Entry, VersionRef};
+    use ringkv_proto::peer::{self, TOMB_HELD, TOMB_NEWER};
+    use ringkv_proto::Value;
+
+    let s = common::Server::start(&[
+        "--cluster-secret",
+        common::cluster::SECRET,
+        "--tombstone-grace-secs",
+        "600",
+        "--w",
+        "1",
+        "--r",
+        "1",
+    ]);
+    let mut conn = Conn::connect(s.addr);
+    assert_eq!(
+        conn.call_str(&["SET", "mine", "v"]),
+        Reply::Simple("OK".into())
+    );
+    let fake = 0x77;
+    let mut p = common::peer::PeerConn::connect(s.addr, fake);
+    let lacked = Entry::with_one(b"lacked", fake, VersionRef::tombstone(1_000));
+    let stale = Entry::with_one(b"mine", fake, VersionRef::tombstone(1_000));
+    let entries = [lacked.as_bytes(), stale.as_bytes()];
+    let got = p.call(|id, out| peer::encode_tomb_offer(id, &entries, out));
+    let Ok(Value::Bulk(b)) = got else {
+        panic!("TOMB_OFFER: {got:?}")
+    };
+    assert_eq!(
+        peer::decode_states(&b).unwrap(),
+        vec![TOMB_HELD, TOMB_NEWER]
+    );
+    // "lacked" is now a tombstone here; "mine" keeps its value (the offer covered none of it).
+    assert_eq!(info_field(&mut conn, "stats", "tombstones"), 1);
+    assert_eq!(
+        conn.call_str(&["GET", "mine"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+
+    let purge = |p: &mut common::peer::PeerConn, e: &[&[u8]]| {
+        p.call(|id, out| peer::encode_tomb_purge(id, e, out))
+    };
+    assert_eq!(purge(&mut p, &[stale.as_bytes()]), Ok(Value::Int(0)));
+    assert_eq!(purge(&mut p, &[lacked.as_bytes()]), Ok(Value::Int(1)));
+    assert_eq!(purge(&mut p, &[lacked.as_bytes()]), Ok(Value::Int(0)));
+    assert_eq!(info_field(&mut conn, "stats", "tombstones"), 0);
+    assert_eq!(
+        conn.call_str(&["GET", "mine"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+
+    let junk: [&[u8]; 2] = [lacked.as_bytes(), b"\xffjunk"];
+    let got = p.call(|id, out| peer::encode_tomb_offer(id, &junk, out));
+    assert_eq!(got, Err("ERR malformed entry in TOMB_OFFER".into()));
+    assert_eq!(
+        info_field(&mut conn, "stats", "tombstones"),
+        0,
+        "nothing merged"
+    );
+}

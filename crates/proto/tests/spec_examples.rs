@@ -46,6 +46,10 @@ const EXAMPLES: &[&str] = &[
     "scan-partition-reply",
     "count-keys-request",
     "count-keys-reply",
+    "tomb-offer-request",
+    "tomb-offer-reply",
+    "tomb-purge-request",
+    "tomb-purge-reply",
 ];
 
 #[test]

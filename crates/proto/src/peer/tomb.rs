@@ -83,7 +83,16 @@ mod tests {
             let mut p = BytesMut::new();
             p.put_u32(n);
             p.put_u32(0);
-            assert!(PeerRequest::parse(0x59, &p).is_err(), "count {n}");
+            let e = PeerRequest::parse(0x59, &p).unwrap_err().to_string();
+            let why = if n == 3 {
+                "truncated"
+            } else {
+                "entry count out of range"
+            };
+            assert!(
+                e.contains("TOMB_PURGE") && e.contains(why),
+                "count {n}: {e}"
+            );
         }
     }
 
