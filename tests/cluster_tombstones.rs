@@ -140,6 +140,25 @@ fn deletes_made_while_a_replica_was_down_stay_deleted_and_are_collected_once_it_
         "INFO memory did not drop with the tombstones: {used_before} -> {used_after} \
          ({bytes_before} tombstone bytes)"
     );
+
+    // Purges are not logged: a restart replays the deletes, and the tombstones are back on
+    // node 0. They are offered and collected again, and the keys stay deleted.
+    c.kill(0);
+    c.restart(0);
+    c.wait_converged();
+    wait_until("node 0 to collect its replayed tombstones", COLLECT, || {
+        stat(&c, 0, "cluster", "cluster_gc_purged") >= 1000
+            && (0..3).all(|i| stat(&c, i, "stats", "tombstones") == 0)
+    });
+    for i in 0..3 {
+        for k in &keys {
+            assert_eq!(
+                c.local(i, k.as_bytes()),
+                None,
+                "node {i} holds {k} after a replay"
+            );
+        }
+    }
 }
 
 /// The server's wall clock (TIME), in ms.

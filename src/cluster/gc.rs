@@ -35,7 +35,7 @@ use tracing::debug;
 use super::link::Link;
 use super::{LocalLoop, LoopCluster};
 use crate::durability::{add_mark, Marks};
-use crate::ring::layout::MemberState;
+use crate::ring::layout::{Layout, MemberState};
 use crate::ring::membership::View;
 use crate::ring::NodeId;
 use crate::store::Entry;
@@ -72,8 +72,8 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
 
 /// Whether partitions may be moving (a member joining or leaving): then the preference lists
 /// are not the whole set of copies, and nothing is collected until the move is over.
-fn moving(view: &View) -> bool {
-    view.layout.members().any(|m| match m.state {
+fn moving(layout: &Layout) -> bool {
+    layout.members().any(|m| match m.state {
         MemberState::Joining | MemberState::Leaving => true,
         MemberState::Active | MemberState::Removed => false,
     })
@@ -82,7 +82,7 @@ fn moving(view: &View) -> bool {
 /// One collection round over this loop's shards.
 async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
     let view = cl.view();
-    if moving(&view) {
+    if moving(&view.layout) {
         return; // The candidates wait in their shards (bounded).
     }
     let node = lp.node().clone();
@@ -303,4 +303,29 @@ pub fn serve_purge(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, ent
         w.int(purged as i64);
         w.finish();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_collected_while_a_member_joins_or_leaves() {
+        let mut l = Layout::new();
+        l.set(1, "a:1", "", MemberState::Active);
+        l.set(2, "b:1", "", MemberState::Removed);
+        assert!(!moving(&l));
+        for s in [MemberState::Joining, MemberState::Leaving] {
+            let mut m = l.clone();
+            m.set(3, "c:1", "", s);
+            assert!(moving(&m), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn retries_come_at_an_eighth_of_the_grace_within_bounds() {
+        assert_eq!(retry_ms(0), RETRY_MIN_MS);
+        assert_eq!(retry_ms(16_000), 2_000);
+        assert_eq!(retry_ms(864_000_000), RETRY_MAX_MS);
+    }
 }
