@@ -296,3 +296,59 @@ fn tomb_offer_and_purge_on_a_peer_link() {
         "nothing merged"
     );
 }
+
+/// A tombstone that another replica has superseded (a write made while its holder was down) is
+/// not collected, and the newer value stays: the replicas answer "newer", the holder keeps its
+/// stale tombstone (counted as refused) until read repair brings it the value.
+#[test]
+fn a_tombstone_superseded_on_another_replica_is_not_collected() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--tombstone-grace-secs",
+            "5",
+            "--peer-timeout-ms",
+            "1000",
+            "--hinted-handoff",
+            "off",
+        ],
+    );
+    c.wait_converged();
+    let mut a = c.conn(1);
+    assert_eq!(a.call_str(&["SET", "k", "v1"]), Reply::Simple("OK".into()));
+    assert_eq!(a.call_str(&["DEL", "k"]), Reply::Int(1));
+    wait_until("every node to hold the tombstone", COLLECT, || {
+        (0..3).all(|i| stat(&c, i, "stats", "tombstones") == 1)
+    });
+    // Node 0 keeps the tombstone; the others get a newer value while it is down.
+    c.kill(0);
+    // Seen down first: a write sent to it now would wait for its link and reach it on return.
+    c.wait_converged();
+    assert_eq!(a.call_str(&["SET", "k", "v2"]), Reply::Simple("OK".into()));
+    wait_until("nodes 1 and 2 to hold v2", COLLECT, || {
+        [1, 2]
+            .iter()
+            .all(|&i| c.local(i, b"k") == Some(b"v2".to_vec()))
+    });
+    c.restart(0);
+    c.wait_converged();
+    wait_until(
+        "node 0 to offer its tombstone past the grace",
+        COLLECT,
+        || stat(&c, 0, "cluster", "cluster_gc_refused") >= 1,
+    );
+    assert_eq!(stat(&c, 0, "stats", "tombstones"), 1, "collected anyway");
+    assert_eq!(stat(&c, 0, "cluster", "cluster_gc_purged"), 0);
+    for i in [1, 2] {
+        assert_eq!(c.local(i, b"k"), Some(b"v2".to_vec()), "node {i}");
+    }
+    // A read through node 0 repairs it.
+    assert_eq!(
+        c.conn(0).call_str(&["GET", "k"]),
+        Reply::Bulk(Some(b"v2".to_vec()))
+    );
+    wait_until("node 0 to be repaired", COLLECT, || {
+        c.local(0, b"k") == Some(b"v2".to_vec())
+    });
+    assert_eq!(stat(&c, 0, "stats", "tombstones"), 0);
+}

@@ -106,6 +106,9 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
     let timeout = Duration::from_millis(node.config.cluster.peer_timeout_ms);
     let grace_ms = node.config.tombstone_grace_secs.saturating_mul(1000);
     let retry_at = now.saturating_add(retry_ms(grace_ms));
+    // A replica holds something newer: the key lives on there, and this copy is stale until
+    // read repair or anti-entropy brings the newer version; no point asking again soon.
+    let newer_at = now.saturating_add(RETRY_MAX_MS);
     for (p, entries) in by_partition {
         stats.gc_candidates.fetch_add(entries.len() as u64, Relaxed);
         for batch in entries.chunks(peer::MAX_TOMB_BATCH as usize) {
@@ -113,14 +116,23 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
             let mut purged = 0u64;
             let mut refused = 0u64;
             let mut confirmed: Vec<&[u8]> = Vec::new();
-            for (e, ok) in batch.iter().zip(&held) {
+            for (e, v) in batch.iter().zip(&held) {
                 let mut s = store.lock(store.shard_of(key_hash(e.key())));
-                if *ok && s.purge_if_held(e, now_ms()) {
-                    purged += 1;
-                    confirmed.push(e.as_bytes());
-                } else {
-                    refused += u64::from(!*ok);
-                    s.retry_purge(e.key(), retry_at);
+                match v {
+                    Verdict::Held if s.purge_if_held(e, now_ms()) => {
+                        purged += 1;
+                        confirmed.push(e.as_bytes());
+                    }
+                    // Changed here since: a new candidate if it is dead again.
+                    Verdict::Held => s.retry_purge(e.key(), retry_at),
+                    Verdict::Newer => {
+                        refused += 1;
+                        s.retry_purge(e.key(), newer_at);
+                    }
+                    Verdict::Unconfirmed => {
+                        refused += 1;
+                        s.retry_purge(e.key(), retry_at);
+                    }
                 }
             }
             stats
@@ -145,7 +157,18 @@ fn others(view: &View, p: u32) -> SmallVec<[NodeId; 4]> {
         .collect()
 }
 
-/// Offers `batch` to every other replica of `p`; per entry, whether all of them hold it now.
+/// What the other replicas said of one offered tombstone, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Verdict {
+    /// Every one holds it.
+    Held,
+    /// One holds something newer.
+    Newer,
+    /// One is down, unreachable or failed the call.
+    Unconfirmed,
+}
+
+/// Offers `batch` to every other replica of `p`; per entry, what they said.
 async fn confirm(
     lp: &Rc<dyn LocalLoop>,
     cl: &Rc<LoopCluster>,
@@ -153,13 +176,13 @@ async fn confirm(
     p: u32,
     batch: &[Entry],
     timeout: Duration,
-) -> Vec<bool> {
+) -> Vec<Verdict> {
     let others = others(view, p);
     // A replica that is down can't confirm: don't even ask the others.
     if let Some(down) = others.iter().find(|&&n| !view.reachable(n)) {
         debug!(partition = p, replica = %format!("{down:016x}"), keys = batch.len(),
             "tombstones kept: a replica is down");
-        return vec![false; batch.len()];
+        return vec![Verdict::Unconfirmed; batch.len()];
     }
     let raw: Vec<&[u8]> = batch.iter().map(Entry::as_bytes).collect();
     let calls = others.iter().map(|&n| {
@@ -176,25 +199,27 @@ async fn confirm(
             }
         }
     });
-    let mut held = vec![true; batch.len()];
+    let mut verdicts = vec![Verdict::Held; batch.len()];
     for (n, r) in others.iter().zip(futures::future::join_all(calls).await) {
         match r {
             Ok(states) if states.len() == batch.len() => {
-                for (h, s) in held.iter_mut().zip(states) {
-                    *h &= s == TOMB_HELD;
+                for (v, s) in verdicts.iter_mut().zip(states) {
+                    if s != TOMB_HELD {
+                        *v = (*v).max(Verdict::Newer);
+                    }
                 }
             }
             Ok(states) => {
                 debug!(replica = %format!("{n:016x}"), got = states.len(), "TOMB_OFFER answered the wrong count");
-                held.fill(false);
+                verdicts.fill(Verdict::Unconfirmed);
             }
             Err(e) => {
                 debug!(replica = %format!("{n:016x}"), error = %e, "TOMB_OFFER failed; tombstones kept");
-                held.fill(false);
+                verdicts.fill(Verdict::Unconfirmed);
             }
         }
     }
-    held
+    verdicts
 }
 
 /// Asks every other replica of `p` to purge the confirmed tombstones (best effort: one that
