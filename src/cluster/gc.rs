@@ -47,6 +47,9 @@ pub const GC_INTERVAL_MS: u64 = 500;
 /// so a node that is back is noticed well within it, and no more often than this.
 const RETRY_MIN_MS: u64 = 500;
 const RETRY_MAX_MS: u64 = 60_000;
+/// How long the first replica of a key's preference list has to collect it before the others
+/// do, in retry delays.
+const PRIMARY_HEAD_START_RETRIES: u64 = 2;
 
 /// The delay before a refused candidate is offered again.
 pub fn retry_ms(grace_ms: u64) -> u64 {
@@ -88,31 +91,46 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
     let node = lp.node().clone();
     let store = &node.store;
     let now = now_ms();
-    let mut by_partition: BTreeMap<u32, Vec<Entry>> = BTreeMap::new();
+    let grace_ms = node.config.tombstone_grace_secs.saturating_mul(1000);
+    let retry_at = now.saturating_add(retry_ms(grace_ms));
+    // Tombstones grouped by the other replicas they need (one call per group and batch, not
+    // per partition: with few nodes most partitions share their replicas).
+    let mut by_replicas: BTreeMap<Replicas, Vec<Entry>> = BTreeMap::new();
     for shard in (lp.loop_id()..store.len()).step_by(node.config.threads.max(1)) {
         let mut s = store.lock(shard);
         for key in s.take_purge_candidates() {
             // Written again since it was queued: no longer a candidate.
-            if let Some(e) = s.purge_candidate(&key, now) {
-                let p = view.ring.partition_of(key_hash(&key));
-                by_partition.entry(p).or_default().push(e);
+            let Some(e) = s.purge_candidate(&key, now) else {
+                continue;
+            };
+            let prefs = view.ring.preference(view.ring.partition_of(key_hash(&key)));
+            // Every replica has the same tombstone due at the same time: the first of the
+            // preference list collects it, so that the others' offers don't merge it back
+            // where it was just purged. The others step in if it has not, a while later (it
+            // may lack the tombstone: their offer gives it).
+            let due = e.dead_since(now).unwrap_or(0).saturating_add(grace_ms);
+            let fallback_at = due.saturating_add(PRIMARY_HEAD_START_RETRIES * retry_ms(grace_ms));
+            if prefs.first().is_some_and(|&f| f != view.me) && now < fallback_at {
+                s.retry_purge(&key, fallback_at);
+                continue;
             }
+            let mut others: Replicas = prefs.iter().copied().filter(|&n| n != view.me).collect();
+            others.sort_unstable();
+            by_replicas.entry(others).or_default().push(e);
         }
     }
-    if by_partition.is_empty() {
+    if by_replicas.is_empty() {
         return;
     }
     let stats = &cl.shared.membership.stats;
     let timeout = Duration::from_millis(node.config.cluster.peer_timeout_ms);
-    let grace_ms = node.config.tombstone_grace_secs.saturating_mul(1000);
-    let retry_at = now.saturating_add(retry_ms(grace_ms));
     // A replica holds something newer: the key lives on there, and this copy is stale until
     // read repair or anti-entropy brings the newer version; no point asking again soon.
     let newer_at = now.saturating_add(RETRY_MAX_MS);
-    for (p, entries) in by_partition {
+    for (others, entries) in by_replicas {
         stats.gc_candidates.fetch_add(entries.len() as u64, Relaxed);
         for batch in entries.chunks(peer::MAX_TOMB_BATCH as usize) {
-            let held = confirm(lp, cl, &view, p, batch, timeout).await;
+            let held = confirm(lp, cl, &view, &others, batch, timeout).await;
             let mut purged = 0u64;
             let mut refused = 0u64;
             let mut confirmed: Vec<&[u8]> = Vec::new();
@@ -141,21 +159,14 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
             stats.gc_purged.fetch_add(purged, Relaxed);
             stats.gc_refused.fetch_add(refused, Relaxed);
             if !confirmed.is_empty() {
-                purge_others(lp, cl, &view, p, &confirmed, timeout).await;
+                purge_others(lp, cl, &view, &others, &confirmed, timeout).await;
             }
         }
     }
 }
 
-/// The other replicas of partition `p` (this node may or may not be one).
-fn others(view: &View, p: u32) -> SmallVec<[NodeId; 4]> {
-    view.ring
-        .preference(p)
-        .iter()
-        .copied()
-        .filter(|&n| n != view.me)
-        .collect()
-}
+/// The replicas of a key other than this node (which may or may not be one), sorted.
+type Replicas = SmallVec<[NodeId; 4]>;
 
 /// What the other replicas said of one offered tombstone, worst last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,19 +179,18 @@ enum Verdict {
     Unconfirmed,
 }
 
-/// Offers `batch` to every other replica of `p`; per entry, what they said.
+/// Offers `batch` to every replica in `others`; per entry, what they said.
 async fn confirm(
     lp: &Rc<dyn LocalLoop>,
     cl: &Rc<LoopCluster>,
     view: &View,
-    p: u32,
+    others: &[NodeId],
     batch: &[Entry],
     timeout: Duration,
 ) -> Vec<Verdict> {
-    let others = others(view, p);
     // A replica that is down can't confirm: don't even ask the others.
     if let Some(down) = others.iter().find(|&&n| !view.reachable(n)) {
-        debug!(partition = p, replica = %format!("{down:016x}"), keys = batch.len(),
+        debug!(replica = %format!("{down:016x}"), keys = batch.len(),
             "tombstones kept: a replica is down");
         return vec![Verdict::Unconfirmed; batch.len()];
     }
@@ -222,17 +232,17 @@ async fn confirm(
     verdicts
 }
 
-/// Asks every other replica of `p` to purge the confirmed tombstones (best effort: one that
+/// Asks every replica in `others` to purge the confirmed tombstones (best effort: one that
 /// misses it keeps the tombstone and offers it again itself).
 async fn purge_others(
     lp: &Rc<dyn LocalLoop>,
     cl: &Rc<LoopCluster>,
     view: &View,
-    p: u32,
+    others: &[NodeId],
     confirmed: &[&[u8]],
     timeout: Duration,
 ) {
-    let calls = others(view, p).into_iter().map(|n| async move {
+    let calls = others.iter().map(|&n| async move {
         let link = link_to(lp, cl, view, n)?;
         link.call(timeout, |rid, out| {
             peer::encode_tomb_purge(rid, confirmed, out)
@@ -242,7 +252,7 @@ async fn purge_others(
     });
     for r in futures::future::join_all(calls).await {
         if let Err(e) = r {
-            debug!(partition = p, error = %e, "TOMB_PURGE failed; that replica will offer them again");
+            debug!(error = %e, "TOMB_PURGE failed; that replica will offer them again");
         }
     }
 }
