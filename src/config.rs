@@ -357,6 +357,15 @@ struct FileConfig {
     phi_convict_threshold: Option<f64>,
     #[serde(alias = "peer_timeout_ms")]
     peer_timeout_ms: Option<u64>,
+    #[serde(alias = "stream_rate")]
+    stream_rate: Option<u64>,
+    #[serde(alias = "read_repair")]
+    read_repair: Option<OnOff>,
+    aae: Option<OnOff>,
+    #[serde(alias = "aae_interval_ms")]
+    aae_interval_ms: Option<u64>,
+    #[serde(alias = "aae_rate")]
+    aae_rate: Option<u64>,
 }
 
 /// Riak refuses writes past 100 siblings (and warns at 25).

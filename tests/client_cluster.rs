@@ -174,9 +174,15 @@ async fn a_joined_node_is_picked_up() {
         "1",
     ]);
     let version_of = |addr| info_field(&mut Conn::connect(addr), "cluster_layout_version");
-    wait_until("every node to know the new one", CONVERGE, || {
+    // It joins, then owns partitions once they are copied (active).
+    wait_until("every node to know the new one as active", CONVERGE, || {
         let v = version_of(new.addr);
-        (0..2).all(|i| c.nodes_of(i).len() == 3 && version_of(c.node(i).addr) == v)
+        (0..2).all(|i| {
+            let nodes = c.nodes_of(i);
+            nodes.len() == 3
+                && nodes.iter().all(|l| l.contains(" active "))
+                && version_of(c.node(i).addr) == v
+        })
     });
     let want: u64 = version_of(new.addr).parse().expect("a version");
     // Requests drive the refresh (every MAP_REFRESH_INTERVAL); no explicit refresh here.

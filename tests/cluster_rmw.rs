@@ -56,36 +56,7 @@ fn bytes(v: &[&'static str]) -> Vec<Bytes> {
 
 /// The ports of the nodes holding `key` (its preference list), from CLUSTER MAP of node `i`.
 fn owners(c: &Cluster, i: usize, key: &str) -> Vec<u16> {
-    let Reply::Array(Some(map)) = c.conn(i).call_str(&["CLUSTER", "MAP"]) else {
-        panic!("CLUSTER MAP")
-    };
-    let (Reply::Int(partitions), Reply::Array(Some(nodes)), Reply::Array(Some(lists))) =
-        (&map[1], &map[2], &map[3])
-    else {
-        panic!("CLUSTER MAP shape: {map:?}")
-    };
-    let bits = partitions.trailing_zeros();
-    let hash = ringkv_proto::key_hash(key.as_bytes());
-    let p = if bits == 0 { 0 } else { hash >> (64 - bits) } as usize;
-    let Reply::Array(Some(list)) = &lists[p] else {
-        panic!("partition {p}")
-    };
-    list.iter()
-        .map(|ix| {
-            let Reply::Int(ix) = ix else { panic!("{ix:?}") };
-            let Reply::Array(Some(node)) = &nodes[*ix as usize] else {
-                panic!("node {ix}")
-            };
-            let Reply::Bulk(Some(addr)) = &node[1] else {
-                panic!("{node:?}")
-            };
-            let addr = String::from_utf8_lossy(addr);
-            addr.rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port")
-        })
-        .collect()
+    c.map(i).owners(key.as_bytes()).to_vec()
 }
 
 /// The first key `prefix<n>` whose replicas are exactly the nodes `want` (by index).

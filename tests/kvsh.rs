@@ -429,8 +429,13 @@ fn cluster_join_waits_until_the_node_is_listed_and_leave_removes_it() {
         .unwrap_or_else(|| panic!("{b_addr} in {nodes:?}"));
     let b_id = b_line.split(' ').next().unwrap().to_string();
 
+    // kvsh waits until the leave is committed (the partitions B held are on A already).
     let o = kvsh(&["-p", &pa, "-c", &format!("cluster leave {b_id}")], None);
-    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+    assert_eq!(o.code(), Some(0), "{o:?}");
+    assert!(
+        o.stdout.starts_with("OK\n") && o.stdout.contains(&format!("node {b_id} is removed")),
+        "{o:?}"
+    );
     let nodes = nodes_of(&a);
     assert!(
         nodes
@@ -438,6 +443,13 @@ fn cluster_join_waits_until_the_node_is_listed_and_leave_removes_it() {
             .any(|l| l.starts_with(&b_id) && l.contains(" removed ")),
         "{nodes:?}"
     );
+    // Nothing moves now: cancel says so; forgetting a removed node too.
+    let o = kvsh(&["-p", &pa, "-c", "cluster cancel"], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stdout.contains("not joining or leaving"), "{o:?}");
+    let o = kvsh(&["-p", &pa, "-c", &format!("cluster forget {b_id}")], None);
+    assert_eq!(o.code(), Some(1), "{o:?}");
+    assert!(o.stdout.contains("already left"), "{o:?}");
     let o = kvsh(&["-p", &pa, "-c", "cluster leave 123x"], None);
     assert_eq!(o.code(), Some(1), "{o:?}");
     assert!(o.stdout.contains("16 hex digits"), "{o:?}");

@@ -126,6 +126,7 @@ async fn exchange(
             Ok(theirs) => {
                 if let Some(peer) = link.peer.get() {
                     m.heartbeat(peer, now_ms());
+                    m.heard_digest(peer, theirs.digest);
                 }
                 heard.borrow_mut().insert(link.addr.clone(), theirs.digest);
                 m.merge(theirs.members);

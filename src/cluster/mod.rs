@@ -10,6 +10,7 @@
 //!   repair the stale ones in the background; a replica that is down gets a hint instead.
 //! ```
 
+pub mod aae;
 pub mod alive;
 pub mod coordinator;
 pub mod gc;
@@ -24,6 +25,7 @@ pub mod rename;
 mod replicate;
 pub mod scratch;
 pub mod serve;
+pub mod stream;
 pub mod sys;
 
 use std::cell::RefCell;
@@ -58,6 +60,8 @@ pub struct Cluster {
     advertise: std::sync::OnceLock<String>,
     pub zone: String,
     pub hints: hints::Hints,
+    /// This node's incoming partition copies (joins and leaves).
+    pub streams: stream::Streams,
     /// Peer handshakes in progress on any loop (not yet authenticated: bounded).
     pub handshakes: std::sync::atomic::AtomicUsize,
 }
@@ -69,6 +73,7 @@ impl Cluster {
         advertise: Option<String>,
         zone: String,
         hints: hints::Hints,
+        streams: stream::Streams,
     ) -> Cluster {
         let a = std::sync::OnceLock::new();
         if let Some(addr) = advertise {
@@ -80,6 +85,7 @@ impl Cluster {
             advertise: a,
             zone,
             hints,
+            streams,
             handshakes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -91,11 +97,13 @@ impl Cluster {
     /// The listener is bound: without --advertise, peers dial the bound address.
     pub fn bound(&self, addr: std::net::SocketAddr) {
         let _ = self.advertise.set(addr.to_string());
-        self.membership.set_self(
-            self.advertise(),
-            &self.zone,
-            crate::ring::layout::MemberState::Active,
-        );
+        let view = self.membership.view();
+        let state = view
+            .layout
+            .get(view.me)
+            .map_or(crate::ring::layout::MemberState::Active, |m| m.state);
+        self.membership
+            .set_self(self.advertise(), &self.zone, state);
     }
 }
 

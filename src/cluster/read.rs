@@ -333,6 +333,10 @@ impl Repair {
         let Repair {
             lp, cl, answers, ..
         } = self;
+        // --read-repair off: stale replicas are left to anti-entropy.
+        if !lp.node().config.cluster.read_repair {
+            return;
+        }
         let Some(merged) = answers.merged else { return };
         let me = lp.node().node_id;
         let view = cl.view();

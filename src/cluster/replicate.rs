@@ -77,21 +77,29 @@ pub(super) async fn replicate(
     let (tx, rx) = oneshot::channel::<Result<(), String>>();
     let me = lp.node().node_id;
     let prefs: Vec<NodeId> = view.ring.preference(p).to_vec();
+    // While the partition moves: its future owners, which must hold W copies too.
+    let future: Option<Vec<NodeId>> = view.moving(p).map(|t| t.to_vec());
     let hinted = lp.node().config.cluster.hinted_handoff;
     let timeout_ms = lp.node().config.request_timeout_ms;
     let entry = Rc::new(entry);
     tokio::task::spawn_local(async move {
-        let mut q = WriteQuorum::new(w, &prefs);
+        let mut q = Quorums {
+            now: WriteQuorum::new(w, &prefs),
+            future: future.as_deref().map(|t| WriteQuorum::new(w, t)),
+        };
         let mut futs: FuturesUnordered<LocalBoxFuture<'static, Acked>> = FuturesUnordered::new();
         // This replica's ack: its copy is applied, and the reply waits for it to be durable
         // (the connection holds every reply until its WAL positions are).
-        q.answer(me, WriteAnswer::Applied);
+        q.answer(me, None, WriteAnswer::Applied);
         if let Some(watch) = &watch {
             watch.add();
         }
-        let used = RefCell::new(prefs.clone());
+        // Future owners are never stand-ins: a hint they stored would count as their copy.
+        let mut all = prefs.clone();
+        all.extend(future.iter().flatten().filter(|t| !prefs.contains(t)));
+        let used = RefCell::new(all);
         // A stand-in for `owner`: the next reachable node past the preference list.
-        let stand_in = |owner: NodeId, q: &mut WriteQuorum| {
+        let stand_in = |owner: NodeId, q: &mut Quorums| {
             if !hinted {
                 return None;
             }
@@ -100,7 +108,7 @@ pub(super) async fn replicate(
                 .fallbacks(p)
                 .find(|f| !used.borrow().contains(f) && view.reachable(*f))?;
             used.borrow_mut().push(pick);
-            q.add_target(pick);
+            q.now.add_target(pick);
             send_replica(&lp, &cl, &view, pick, Some(owner), entry.clone())
         };
         // No stand-in past the preference list (a cluster of N nodes, or all down): this
@@ -131,8 +139,14 @@ pub(super) async fn replicate(
                 },
             }
         }
+        // A future owner that is down gets nothing here: the move copies what it missed.
+        for &t in future.iter().flatten().filter(|t| !prefs.contains(t)) {
+            if let Some(f) = send_replica(&lp, &cl, &view, t, None, entry.clone()) {
+                futs.push(f);
+            }
+        }
         let mut tx = Some(tx);
-        let report = |q: &WriteQuorum, tx: &mut Option<oneshot::Sender<_>>| {
+        let report = |q: &Quorums, tx: &mut Option<oneshot::Sender<_>>| {
             let out = match q.progress() {
                 Progress::Reached => Ok(()),
                 Progress::Impossible => Err(quorum_error(&*lp, QuorumKind::Write, q.acks(), w)),
@@ -151,6 +165,7 @@ pub(super) async fn replicate(
             }
             q.answer(
                 from,
+                hint_for,
                 if ok {
                     WriteAnswer::Applied
                 } else {
@@ -180,5 +195,40 @@ pub(super) async fn replicate(
             "NOQUORUM fewer than {w} replicas acknowledged the write within the deadline; it may \
              have been applied on some replicas"
         )),
+    }
+}
+
+/// The acks a write needs: W among today's owners (stand-ins included), and while the
+/// partition moves, W among its future owners too (their own copies only).
+struct Quorums {
+    now: WriteQuorum,
+    future: Option<WriteQuorum>,
+}
+
+impl Quorums {
+    fn answer(&mut self, from: NodeId, hint_for: Option<NodeId>, ans: WriteAnswer) {
+        self.now.answer(from, ans);
+        if let (Some(f), None) = (&mut self.future, hint_for) {
+            f.answer(from, ans);
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        let now = self.now.progress();
+        match (now, self.future.as_ref().map(|f| f.progress())) {
+            (p, None) => p,
+            (Progress::Impossible, _) | (_, Some(Progress::Impossible)) => Progress::Impossible,
+            (Progress::Reached, Some(Progress::Reached)) => Progress::Reached,
+            (
+                Progress::Pending | Progress::Reached,
+                Some(Progress::Pending | Progress::Reached),
+            ) => Progress::Pending,
+        }
+    }
+
+    /// The acks to report: the fewer of the two, which is what fell short.
+    fn acks(&self) -> usize {
+        let now = self.now.acks();
+        self.future.as_ref().map_or(now, |f| now.min(f.acks()))
     }
 }

@@ -47,10 +47,11 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
             reply(link, id, op, |s| s.simple("PONG"))
         }
         PeerRequest::Gossip(body) => {
+            let theirs = body.digest;
             if let Some(peer) = link.peer.get() {
                 membership.heartbeat(peer, now_ms());
+                membership.heard_digest(peer, theirs);
             }
-            let theirs = body.digest;
             membership.merge(body.members);
             let layout = membership.layout();
             let mut out = BytesMut::new();
@@ -115,6 +116,9 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
         PeerRequest::CountKeys { partitions } => {
             super::keyspace::replica::serve(lp, link, id, op, Served::Count(&partitions))
         }
+        PeerRequest::StreamRead(req) => super::stream::serve::read(lp, link, id, op, req),
+        PeerRequest::StreamStatus { digest: _ } => super::stream::serve::status(lp, link, id, op),
+        PeerRequest::Aae(req) => super::aae::replica::serve(lp, link, id, op, &req),
         PeerRequest::TombOffer { entries } => super::gc::serve_offer(lp, link, id, op, &entries),
         PeerRequest::TombPurge { entries } => super::gc::serve_purge(lp, link, id, op, &entries),
         PeerRequest::Forward { head, args } => {

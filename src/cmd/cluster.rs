@@ -19,12 +19,19 @@ pub enum ClusterSub<'a> {
     Map,
     Join(&'a [u8]),
     Leave(Option<&'a [u8]>),
+    /// A node that will never return: its partitions are copied from the other replicas.
+    Forget(&'a [u8]),
+    /// Stops a join or leave in progress (this node's, or the node named).
+    Cancel(Option<&'a [u8]>),
     /// This node's own copy of a key (its winner, or nil), bypassing the coordinator: for
     /// operators and tests checking what one replica holds.
     GetLocal(&'a [u8]),
     /// This connection's read and write quorums: show them (None), or set them (0: default).
     /// Run by the connection (it changes the session).
     Quorum(Option<(u8, u8)>),
+    /// Start an anti-entropy round now (it runs in the background; INFO's cluster_aae_rounds
+    /// counts it when done).
+    Aae,
 }
 
 /// Parses a quorum argument: 0 (the default) to `MAX_QUORUM`.
@@ -49,13 +56,18 @@ pub fn parse<'a>(a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
         [s, addr] if eq(s, "join") || eq(s, "meet") => ClusterSub::Join(addr),
         [s] if eq(s, "leave") => ClusterSub::Leave(None),
         [s, id] if eq(s, "leave") => ClusterSub::Leave(Some(id)),
+        [s, id] if eq(s, "forget") => ClusterSub::Forget(id),
+        [s] if eq(s, "cancel") => ClusterSub::Cancel(None),
+        [s, id] if eq(s, "cancel") => ClusterSub::Cancel(Some(id)),
         [s, key] if eq(s, "getlocal") => ClusterSub::GetLocal(key),
         [s] if eq(s, "quorum") => ClusterSub::Quorum(None),
+        [s] if eq(s, "aae") => ClusterSub::Aae,
         [s, r, w] if eq(s, "quorum") => ClusterSub::Quorum(Some((quorum_arg(r)?, quorum_arg(w)?))),
         [s, ..] => {
             return Err(CmdError::msg(format!(
                 "ERR unknown subcommand or wrong number of arguments for 'CLUSTER|{}'. Try \
-                 CLUSTER NODES, INFO, MYID, MAP, JOIN host:port, LEAVE [id], GETLOCAL key, QUORUM [r w]",
+                 CLUSTER NODES, INFO, MYID, MAP, JOIN host:port, LEAVE [id], FORGET id, CANCEL [id], \
+                 GETLOCAL key, QUORUM [r w], AAE",
                 String::from_utf8_lossy(s)
             )))
         }
@@ -84,35 +96,64 @@ pub fn exec(sub: &ClusterSub<'_>, node: &Node, out: &mut dyn ReplySink) {
                 None => out.nil(),
             }
         }
+        ClusterSub::Aae => {
+            m.stats.aae.trigger.notify_one();
+            out.simple("OK");
+        }
         ClusterSub::Join(addr) => match std::str::from_utf8(addr) {
             Ok(a)
                 if a.rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
             {
-                m.add_seed(a.to_owned());
-                out.simple("OK");
+                // A node joining a cluster copies the partitions it will own; keys it held
+                // alone would have no owner there (Riak asks the same of a joining node).
+                if m.alone() && node.store.stored_keys() > 0 {
+                    return out.error(&format!(
+                        "ERR this node holds {} keys; only an empty node can join a cluster \
+                         (FLUSHALL first, or start a new node with --peers)",
+                        node.store.stored_keys()
+                    ));
+                }
+                match m.join_seed(a.to_owned()) {
+                    Ok(()) => out.simple("OK"),
+                    Err(e) => out.error(&e),
+                }
             }
             _ => out.error("ERR CLUSTER JOIN needs a peer address as host:port"),
         },
-        ClusterSub::Leave(id) => {
-            let target = match id {
-                None => m.me,
-                Some(b) => match std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                {
-                    Some(id) => id,
-                    None => return out.error(
-                        "ERR CLUSTER LEAVE takes a node id (16 hex digits, as CLUSTER NODES shows)",
-                    ),
-                },
-            };
-            if m.set_state(target, MemberState::Removed) {
-                out.simple("OK");
-            } else {
-                out.error(&format!("ERR unknown node {}", format_id(target)));
-            }
-        }
+        ClusterSub::Leave(id) => match node_arg(m, *id, "LEAVE") {
+            Ok(target) => result(out, m.leave(target)),
+            Err(e) => out.error(&e),
+        },
+        ClusterSub::Forget(id) => match node_arg(m, Some(id), "FORGET") {
+            Ok(target) => result(out, m.forget(target)),
+            Err(e) => out.error(&e),
+        },
+        ClusterSub::Cancel(id) => match node_arg(m, *id, "CANCEL") {
+            Ok(target) => result(out, m.cancel(target)),
+            Err(e) => out.error(&e),
+        },
+    }
+}
+
+fn result(out: &mut dyn ReplySink, r: Result<(), String>) {
+    match r {
+        Ok(()) => out.simple("OK"),
+        Err(e) => out.error(&e),
+    }
+}
+
+/// A node id argument (16 hex digits), or this node when absent.
+fn node_arg(m: &Membership, id: Option<&[u8]>, sub: &str) -> Result<u64, String> {
+    match id {
+        None => Ok(m.me),
+        Some(b) => std::str::from_utf8(b)
+            .ok()
+            .filter(|s| s.len() == 16)
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+            .ok_or_else(|| {
+                format!("ERR CLUSTER {sub} takes a node id (16 hex digits, as CLUSTER NODES shows)")
+            }),
     }
 }
 
@@ -211,6 +252,37 @@ pub fn info(m: &Membership) -> String {
         gc(&s.last_absence_ms),
         u8::from(s.stale_start.load(std::sync::atomic::Ordering::Relaxed)),
     );
+    let st = m.streaming();
+    let _ = write!(
+        out,
+        "cluster_moving_partitions:{}\r\ncluster_stream_phase:{}\r\n\
+         cluster_stream_partitions:{}\r\ncluster_stream_partitions_done:{}\r\n\
+         cluster_stream_bytes:{}\r\ncluster_stream_keys:{}\r\ncluster_stream_bytes_resent:{}\r\n\
+         cluster_stream_bytes_this_run:{}\r\n\
+         cluster_stream_rate_bps:{}\r\ncluster_stream_eta_secs:{}\r\n\
+         cluster_unowned_keys_dropped:{}\r\ncluster_moves_partitions:{}\r\n\
+         cluster_moves_partitions_done:{}\r\ncluster_moves_bytes:{}\r\ncluster_moves_rate_bps:{}\r\n",
+        st.moving,
+        if st.phase.is_empty() {
+            "idle"
+        } else {
+            st.phase
+        },
+        st.partitions,
+        st.partitions_done,
+        st.bytes,
+        st.keys,
+        st.bytes_resent,
+        st.session_bytes,
+        st.rate_bps,
+        st.eta_secs,
+        st.dropped_keys,
+        st.moves.0,
+        st.moves.1,
+        st.moves.2,
+        st.moves.3,
+    );
+    aae_info(m, &view, &mut out);
     let pending = m.hints_pending();
     let total: u64 = pending.iter().map(|p| p.1).sum();
     let _ = write!(out, "cluster_hints_pending:{total}\r\n");
@@ -222,6 +294,37 @@ pub fn info(m: &Membership) -> String {
         );
     }
     out
+}
+
+/// INFO cluster's anti-entropy lines (docs/cluster.md, "Anti-entropy").
+fn aae_info(m: &Membership, view: &crate::ring::membership::View, out: &mut String) {
+    let a = &m.stats.aae;
+    let r = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
+    let mine = (0..view.ring.partitions()).filter(|&p| view.ring.preference(p).contains(&view.me));
+    let (oldest, newest) = a.oldest_newest(mine);
+    let now = crate::util::now_ms();
+    // Age of the last exchange, ms; -1: never.
+    let age = |t: u64| match t {
+        0 => -1,
+        t => now.saturating_sub(t) as i64,
+    };
+    let _ = write!(
+        out,
+        "cluster_aae_rounds:{}\r\ncluster_aae_trees_compared:{}\r\n\
+         cluster_aae_segments_differing:{}\r\ncluster_aae_keys_repaired:{}\r\n\
+         cluster_aae_bytes_exchanged:{}\r\ncluster_aae_errors:{}\r\n\
+         cluster_aae_last_round_ms:{}\r\ncluster_aae_oldest_exchange_age_ms:{}\r\n\
+         cluster_aae_newest_exchange_age_ms:{}\r\n",
+        r(&a.rounds),
+        r(&a.trees_compared),
+        r(&a.segments_differing),
+        r(&a.keys_repaired),
+        r(&a.bytes_exchanged),
+        r(&a.errors),
+        r(&a.last_round_ms),
+        age(oldest),
+        age(newest),
+    );
 }
 
 /// The partition map for cluster-aware clients: `[layout version, partitions, [[id, addr],

@@ -28,6 +28,12 @@ pub const DEFAULT_PHI_CONVICT_THRESHOLD: f64 = 8.0;
 pub const MAX_PHI_CONVICT_THRESHOLD: f64 = 32.0;
 /// Deadline of one call on a peer link.
 pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 2_000;
+/// How often anti-entropy compares this node's partitions with their other replicas.
+pub const DEFAULT_AAE_INTERVAL_MS: u64 = 60_000;
+pub const MIN_AAE_INTERVAL_MS: u64 = 100;
+/// Anti-entropy traffic per second (requests and replies of its calls, entries fetched and
+/// pushed), bytes; 0: unthrottled.
+pub const DEFAULT_AAE_RATE: u64 = 8 << 20;
 /// Shortest cluster secret: 128 bits, if it is random.
 pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
 /// Longest zone name (it travels in PEER_HELLO and gossip as at most 64 bytes).
@@ -84,6 +90,26 @@ pub struct ClusterArgs {
     /// Deadline of one call on a peer link, in milliseconds. [default: 2000]
     #[arg(long)]
     pub peer_timeout_ms: Option<u64>,
+    /// Most bytes per second this node copies in when partitions move to it (join, leave,
+    /// forget); 0: no limit. [default: 67108864, 64 MiB/s]
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub stream_rate: Option<u64>,
+    /// Repair the replicas that answered a read with less than the others (in the
+    /// background); "off" leaves that to anti-entropy. [default: on]
+    #[arg(long, value_name = "on|off")]
+    pub read_repair: Option<OnOff>,
+    /// Compare this node's partitions with their other replicas periodically (Merkle
+    /// anti-entropy) and exchange the keys that differ; "off" runs a round only on CLUSTER
+    /// AAE. [default: on]
+    #[arg(long, value_name = "on|off")]
+    pub aae: Option<OnOff>,
+    /// Milliseconds between anti-entropy rounds (at least 100). [default: 60000]
+    #[arg(long)]
+    pub aae_interval_ms: Option<u64>,
+    /// Anti-entropy traffic this node starts, bytes per second (tree levels, key lists and
+    /// the entries fetched and pushed); 0: unthrottled. [default: 8388608]
+    #[arg(long)]
+    pub aae_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -197,7 +223,17 @@ pub struct ClusterConfig {
     pub hinted_handoff: bool,
     pub phi_convict_threshold: f64,
     pub peer_timeout_ms: u64,
+    /// Bytes per second a node copies in when partitions move to it; 0: unlimited.
+    pub stream_rate_bps: u64,
+    pub read_repair: bool,
+    pub aae: bool,
+    pub aae_interval_ms: u64,
+    pub aae_rate: u64,
 }
+
+/// The default `--stream-rate`: moves copy at most this many bytes per second per receiving
+/// node, so a join does not starve foreground requests of disk and network.
+pub const DEFAULT_STREAM_RATE_BPS: u64 = 64 << 20;
 
 fn parse_addr(flag: &str, s: &str) -> Result<PeerAddr, String> {
     s.parse()
@@ -257,6 +293,17 @@ impl ClusterConfig {
                 .peer_timeout_ms
                 .or(file.peer_timeout_ms)
                 .unwrap_or(DEFAULT_PEER_TIMEOUT_MS),
+            stream_rate_bps: cli
+                .stream_rate
+                .or(file.stream_rate)
+                .unwrap_or(DEFAULT_STREAM_RATE_BPS),
+            read_repair: cli.read_repair.or(file.read_repair).unwrap_or(OnOff::On) == OnOff::On,
+            aae: cli.aae.or(file.aae).unwrap_or(OnOff::On) == OnOff::On,
+            aae_interval_ms: cli
+                .aae_interval_ms
+                .or(file.aae_interval_ms)
+                .unwrap_or(DEFAULT_AAE_INTERVAL_MS),
+            aae_rate: cli.aae_rate.or(file.aae_rate).unwrap_or(DEFAULT_AAE_RATE),
         })
     }
 
@@ -303,6 +350,12 @@ impl ClusterConfig {
             return Err(format!(
                 "--peer-timeout-ms {} must be between 1 and {max_timeout_ms}",
                 self.peer_timeout_ms
+            ));
+        }
+        if self.aae_interval_ms < MIN_AAE_INTERVAL_MS {
+            return Err(format!(
+                "--aae-interval-ms {} must be at least {MIN_AAE_INTERVAL_MS}",
+                self.aae_interval_ms
             ));
         }
         Ok(())

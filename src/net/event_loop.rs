@@ -152,7 +152,10 @@ pub fn run(
             tokio::task::spawn_local(crate::cluster::gc::run(lp.clone()));
             if id == 0 {
                 tokio::task::spawn_local(crate::cluster::alive::run(lp.clone()));
-                tokio::task::spawn_local(crate::cluster::gossip::run(lp));
+                tokio::task::spawn_local(crate::cluster::gossip::run(lp.clone()));
+                tokio::task::spawn_local(crate::cluster::stream::copy::run(lp.clone()));
+                tokio::task::spawn_local(crate::cluster::stream::commit::run(lp.clone()));
+                tokio::task::spawn_local(crate::cluster::aae::run(lp));
             }
         }
         for shard in 0..ctx.node.durability.logs.len() {

@@ -27,6 +27,15 @@ pub fn owns(state: MemberState) -> bool {
     }
 }
 
+/// Whether a member in this state will own partitions once the layout's moves complete (the
+/// target ring): active and joining ones do.
+pub fn will_own(state: MemberState) -> bool {
+    match state {
+        MemberState::Active | MemberState::Joining => true,
+        MemberState::Leaving | MemberState::Removed => false,
+    }
+}
+
 /// The order that decides which of two records of one member wins a merge.
 fn rank(m: &Member) -> (u64, MemberState, &str, &str) {
     (m.version, m.state, &m.addr, &m.zone)
@@ -145,6 +154,18 @@ impl Layout {
     /// Members that own partitions, for building the ring.
     pub fn owners(&self) -> impl Iterator<Item = &Member> + '_ {
         self.members.values().filter(|m| owns(m.state))
+    }
+
+    /// Members that will own partitions once every move completes (the target ring).
+    pub fn future_owners(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.members.values().filter(|m| will_own(m.state))
+    }
+
+    /// Whether partitions are moving: some member joins or leaves.
+    pub fn in_transition(&self) -> bool {
+        self.members
+            .values()
+            .any(|m| matches!(m.state, MemberState::Joining | MemberState::Leaving))
     }
 }
 

@@ -34,7 +34,12 @@ pub struct Settings {
 /// One immutable picture of the cluster, for routing requests.
 pub struct View {
     pub layout: Layout,
+    /// Who owns each partition now: reads go here, writes need W acks here.
     pub ring: Ring,
+    /// While partitions move (a member joins or leaves): who will own each partition once
+    /// the moves complete. Writes also go to its new owners and need W acks among them too,
+    /// so the new owners miss no write acknowledged during the move (Garage's layout versions).
+    pub target: Option<Ring>,
     liveness: HashMap<NodeId, Liveness>,
     pub me: NodeId,
 }
@@ -42,6 +47,13 @@ pub struct View {
 impl View {
     pub fn layout_version(&self) -> u64 {
         self.layout.version()
+    }
+
+    /// The preference list partition `p` will have once the moves complete, when it differs
+    /// from today's.
+    pub fn moving(&self, p: u32) -> Option<&[NodeId]> {
+        let t = self.target.as_ref()?.preference(p);
+        (t != self.ring.preference(p)).then_some(t)
     }
 
     /// Where peers reach `id`.
@@ -98,11 +110,36 @@ pub struct ClusterStats {
     /// first start or no stamp), and whether that was longer than the tombstone grace.
     pub last_absence_ms: AtomicU64,
     pub stale_start: std::sync::atomic::AtomicBool,
+    /// Anti-entropy (cluster::aae).
+    pub aae: super::aae::AaeStats,
     /// Hints this node holds, per owner: (owner, count, age of the oldest in ms), refreshed
     /// by the cluster layer each heartbeat.
     hints_pending: Mutex<Vec<(NodeId, u64, u64)>>,
+    /// This node's incoming partition copies, refreshed by the cluster layer's copy task.
+    streaming: Mutex<StreamInfo>,
     /// Calls to each peer (each link keeps its peer's counters: no lock per call).
     per_peer: Mutex<HashMap<NodeId, Arc<PeerCounters>>>,
+}
+
+/// Where this node's incoming partition copies stand (INFO cluster).
+#[derive(Debug, Default, Clone)]
+pub struct StreamInfo {
+    pub phase: &'static str,
+    pub partitions: u32,
+    pub partitions_done: u32,
+    pub bytes: u64,
+    pub keys: u64,
+    pub bytes_resent: u64,
+    /// Bytes copied by this process (since its start).
+    pub session_bytes: u64,
+    pub rate_bps: u64,
+    pub eta_secs: u64,
+    /// Partitions whose owners change in the current layout (cluster-wide).
+    pub moving: u32,
+    /// On the node that commits the current move: every receiver's copies, summed
+    /// (partitions, done, bytes, bytes/s).
+    pub moves: (u32, u32, u64, u64),
+    pub dropped_keys: u64,
 }
 
 /// Calls to one peer, from every loop's link to it.
@@ -169,6 +206,9 @@ struct Inner {
     liveness: HashMap<NodeId, Liveness>,
     /// Addresses to dial whose node is not known yet (--peers, CLUSTER JOIN).
     seeds: Vec<String>,
+    /// The layout digest each peer last sent in gossip: when every reachable member's equals
+    /// this node's, they all route with the same layout.
+    heard: HashMap<NodeId, u64>,
 }
 
 pub struct Membership {
@@ -182,16 +222,18 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// This node, alone in its layout as an active member, with `seeds` to contact.
+    /// This node, alone in its layout in `state` (active, or joining a cluster), with `seeds`
+    /// to contact.
     pub fn new(
         me: NodeId,
         settings: Settings,
         addr: &str,
         zone: &str,
+        state: MemberState,
         seeds: Vec<String>,
     ) -> Result<Membership, RingError> {
         let mut layout = Layout::new();
-        layout.set(me, addr, zone, MemberState::Active);
+        layout.set(me, addr, zone, state);
         let view = build_view(me, &settings, layout.clone(), HashMap::new())?;
         Ok(Membership {
             me,
@@ -201,6 +243,7 @@ impl Membership {
                 detectors: HashMap::new(),
                 liveness: HashMap::new(),
                 seeds,
+                heard: HashMap::new(),
             }),
             view: Mutex::new(Arc::new(view)),
             generation: AtomicU64::new(1),
@@ -294,6 +337,109 @@ impl Membership {
         true
     }
 
+    /// CLUSTER LEAVE: `id` starts handing its partitions over (a joining node, which owns
+    /// nothing yet, is removed at once). Refused for the last owner.
+    pub fn leave(&self, id: NodeId) -> Result<(), String> {
+        let mut inner = self.inner();
+        let Some(m) = inner.layout.get(id) else {
+            return Err(format!("ERR unknown node {}", format_id(id)));
+        };
+        let next = match m.state {
+            MemberState::Active => MemberState::Leaving,
+            MemberState::Joining => MemberState::Removed,
+            MemberState::Leaving => return Ok(()),
+            MemberState::Removed => return Err(format!("ERR node {} already left", format_id(id))),
+        };
+        let others = inner.layout.future_owners().filter(|o| o.id != id).count();
+        if next == MemberState::Leaving && others == 0 {
+            return Err(format!(
+                "ERR node {} is the last owner: no node would hold its partitions",
+                format_id(id)
+            ));
+        }
+        inner.layout.set_state(id, next);
+        info!(node = %format_id(id), state = next.name(), "operator asked a node to leave");
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// CLUSTER FORGET: `id` is gone for good; its partitions are copied from the remaining
+    /// replicas (it leaves without being a source). Refused while it is reachable.
+    pub fn forget(&self, id: NodeId) -> Result<(), String> {
+        if id == self.me {
+            return Err("ERR a node can't forget itself; use CLUSTER LEAVE".into());
+        }
+        let view = self.view();
+        if view.layout.get(id).map(|m| m.state) == Some(MemberState::Removed) {
+            return Err(format!("ERR node {} already left", format_id(id)));
+        }
+        if view.reachable(id) {
+            return Err(format!(
+                "ERR node {} is up: use CLUSTER LEAVE {}, so that it hands its partitions over",
+                format_id(id),
+                format_id(id)
+            ));
+        }
+        self.leave(id)
+    }
+
+    /// CLUSTER CANCEL: stops `id`'s join (it is removed) or leave (it stays active). The
+    /// copies made so far stay; they are dropped as unowned once nothing moves.
+    pub fn cancel(&self, id: NodeId) -> Result<(), String> {
+        let mut inner = self.inner();
+        let Some(m) = inner.layout.get(id) else {
+            return Err(format!("ERR unknown node {}", format_id(id)));
+        };
+        let next = match m.state {
+            MemberState::Joining => MemberState::Removed,
+            MemberState::Leaving => MemberState::Active,
+            MemberState::Active | MemberState::Removed => {
+                return Err(format!(
+                    "ERR node {} is not joining or leaving; nothing to cancel",
+                    format_id(id)
+                ))
+            }
+        };
+        inner.layout.set_state(id, next);
+        info!(node = %format_id(id), state = next.name(), "operator cancelled a node's move");
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// CLUSTER JOIN on a node that is alone: it becomes a joining member (it must hold no
+    /// keys; the caller checks). A node already in a cluster only learns a new seed.
+    pub fn join_seed(&self, addr: String) -> Result<(), String> {
+        {
+            let mut inner = self.inner();
+            let alone = inner
+                .layout
+                .members()
+                .all(|m| m.id == self.me || m.state == MemberState::Removed);
+            let me = inner.layout.get(self.me).cloned();
+            if let Some(me) = me.filter(|_| alone) {
+                if matches!(me.state, MemberState::Active | MemberState::Removed) {
+                    inner
+                        .layout
+                        .set(self.me, &me.addr, &me.zone, MemberState::Joining);
+                    info!(
+                        "joining a cluster: this node owns nothing until its partitions are copied"
+                    );
+                    self.publish(&inner);
+                }
+            }
+        }
+        self.add_seed(addr);
+        Ok(())
+    }
+
+    /// Whether this node is alone in its layout (CLUSTER JOIN makes it join).
+    pub fn alone(&self) -> bool {
+        self.inner()
+            .layout
+            .members()
+            .all(|m| m.id == self.me || m.state == MemberState::Removed)
+    }
+
     /// A heartbeat from `id` arrived now.
     pub fn heartbeat(&self, id: NodeId, now_ms: u64) {
         let mut inner = self.inner();
@@ -337,6 +483,27 @@ impl Membership {
         self.publish(&inner);
     }
 
+    /// Peer `id` gossiped with layout digest `digest`.
+    pub fn heard_digest(&self, id: NodeId, digest: u64) {
+        self.inner().heard.insert(id, digest);
+    }
+
+    /// Whether every member this node can reach (not removed) last gossiped this node's
+    /// layout digest: they route with the same layout. Members that are down coordinate
+    /// nothing; they learn the layout by gossip when they return.
+    pub fn converged(&self) -> bool {
+        let inner = self.inner();
+        let mine = inner.layout.digest();
+        let view = self.view();
+        let all = inner
+            .layout
+            .members()
+            .filter(|m| m.id != self.me && m.state != MemberState::Removed)
+            .filter(|m| view.reachable(m.id))
+            .all(|m| inner.heard.get(&m.id) == Some(&mine));
+        all
+    }
+
     pub fn add_seed(&self, addr: String) {
         let mut inner = self.inner();
         if !inner.seeds.contains(&addr) {
@@ -357,6 +524,22 @@ impl Membership {
 }
 
 impl Membership {
+    pub fn set_streaming(&self, v: StreamInfo) {
+        *self
+            .stats
+            .streaming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    pub fn streaming(&self) -> StreamInfo {
+        self.stats
+            .streaming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn set_hints_pending(&self, v: Vec<(NodeId, u64, u64)>) {
         *self
             .stats
@@ -393,9 +576,22 @@ fn build_view(
         })
         .collect();
     let ring = Ring::build(s.partitions, s.vnodes, s.n, &nodes)?;
+    let target = if layout.in_transition() {
+        let future: Vec<RingNode> = layout
+            .future_owners()
+            .map(|m| RingNode {
+                id: m.id,
+                zone: m.zone.clone(),
+            })
+            .collect();
+        Some(Ring::build(s.partitions, s.vnodes, s.n, &future)?)
+    } else {
+        None
+    };
     Ok(View {
         layout,
         ring,
+        target,
         liveness,
         me,
     })

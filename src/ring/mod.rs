@@ -11,6 +11,7 @@
 //! - [`membership`]: what a node knows of its cluster, shared by its loops (layout, ring,
 //!   liveness), as immutable views.
 
+pub mod aae;
 pub mod detector;
 pub mod layout;
 pub mod membership;

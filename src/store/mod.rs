@@ -10,6 +10,7 @@ pub mod dvv;
 pub mod entry;
 pub mod glob;
 pub mod legacy;
+pub mod merkle;
 pub mod placement;
 pub mod range;
 pub mod shard;
@@ -65,6 +66,16 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.shards.is_empty()
+    }
+
+    /// Keys stored in every shard (tombstones included: they are data a replica holds).
+    pub fn stored_keys(&self) -> usize {
+        (0..self.shards.len())
+            .map(|s| {
+                let g = self.lock(s);
+                g.len() + g.tombstones()
+            })
+            .sum()
     }
 
     /// Which shard a key hash belongs to: its partition's (or, in a legacy directory, by bits

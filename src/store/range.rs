@@ -18,6 +18,10 @@ pub struct RangeKeys {
     pub marks: super::Marks,
 }
 
+/// A batch of a partition's entries: `(hash, entry bytes)` in hash order, where to resume
+/// (None: done), and the WAL positions showing them must wait for.
+pub type RangeEntries = (Vec<(u64, Vec<u8>)>, Option<u64>, super::Marks);
+
 impl Store {
     /// Examines the live keys whose hash is in `from..=to`, the smallest hashes first: at least
     /// `limit` (when there are that many, more only to keep keys of equal hash together).
@@ -59,6 +63,63 @@ impl Store {
             keys: all,
             next: left,
             marks,
+        }
+    }
+
+    /// The entries (as bytes, tombstones included) of one partition's hash range `from..=to`,
+    /// up to about `max_bytes`, and where to resume (None: the range is done); with the WAL
+    /// positions what they show must wait for.
+    pub fn range_entries(&self, from: u64, to: u64, max_bytes: usize) -> RangeEntries {
+        let mut marks = super::Marks::new();
+        if from > to {
+            return (Vec::new(), None, marks);
+        }
+        let shards: Vec<usize> = match self.placement {
+            Placement::Partitioned { bits }
+                if partition_of(from, bits) == partition_of(to, bits) =>
+            {
+                vec![self.shard_of(from)]
+            }
+            Placement::Partitioned { .. } | Placement::Legacy => (0..self.len()).collect(),
+        };
+        let mut all = Vec::new();
+        let mut left: Option<u64> = None;
+        for s in shards {
+            let mut g = self.lock(s);
+            let (entries, next) = g.range_entries(from, to, max_bytes);
+            if g.wal.enabled {
+                super::add_mark(&mut marks, s as u32, g.wal.seq);
+            }
+            drop(g);
+            all.extend(entries);
+            left = min_some(left, next);
+        }
+        if left.is_some() || all.windows(2).any(|w| w[0].0 > w[1].0) {
+            // Several shards (legacy placement): keep only what precedes every shard's cut.
+            all.sort_unstable_by_key(|e| e.0);
+            if let Some(cut) = left {
+                all.retain(|e| e.0 < cut);
+            }
+        }
+        (all, left, marks)
+    }
+
+    /// Removes (logged) from shard `shard` the keys, tombstones included, of the partitions
+    /// `drop` says to, looking at up to `limit` slots from `from`; how many, and where to go on
+    /// (None: the shard is done). A node drops this way the partitions it no longer
+    /// replicates. Nothing in a legacy directory (it has no partitions).
+    pub fn drop_partitions(
+        &self,
+        shard: usize,
+        drop: &dyn Fn(u32) -> bool,
+        from: usize,
+        limit: usize,
+    ) -> (usize, Option<usize>) {
+        match self.placement {
+            Placement::Partitioned { bits } => {
+                self.lock(shard).drop_partitions(bits, drop, from, limit)
+            }
+            Placement::Legacy => (0, None),
         }
     }
 

@@ -20,6 +20,7 @@ use crate::record;
 mod approve;
 mod merge;
 mod range;
+mod tree;
 pub use merge::{sync_entries, Merged};
 
 /// The shard's change log not yet handed to its WAL writer. Every mutation appends a record
@@ -92,6 +93,9 @@ pub struct Shard {
     /// Keys due for purging that wait for approval (`policy.purge_needs_approval`), bounded
     /// by `approve::MAX_PURGE_CANDIDATES`.
     candidates: Vec<Vec<u8>>,
+    /// Anti-entropy segment hashes of this shard's keys (`store::merkle`), kept current by
+    /// `place_quiet` and `remove_quiet`, which every change of a slot goes through.
+    tree: super::merkle::SegmentHashes,
 }
 
 /// A key as Redis commands see it: its entry and the winning version, which is live.
@@ -304,6 +308,7 @@ impl Shard {
     /// Stores `entry` in `found`'s slot (or a new one) without logging it.
     fn place_quiet(&mut self, found: Option<u32>, hash: u64, entry: Entry) -> (u32, Option<Entry>) {
         self.entry_bytes += entry.heap_size();
+        self.tree.toggle(hash, super::merkle::entry_hash(&entry));
         let fate = entry.fate();
         let expires = fate.expires_at_ms;
         let dead = fate.all_tombstones_since;
@@ -324,6 +329,7 @@ impl Shard {
                     }
                 };
                 self.inserted += 1;
+                self.note_inserted(hash, i);
                 let slots = &self.slots;
                 self.index.insert_unique(table_hash(hash), i, |&j| {
                     slots[j as usize]
@@ -347,6 +353,7 @@ impl Shard {
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
             self.untrack_tombstone(old);
+            self.tree.toggle(hash, super::merkle::entry_hash(old));
         }
         if fate.tombstone {
             self.tombstones += 1;
@@ -506,6 +513,7 @@ impl Shard {
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
             self.untrack_tombstone(old);
+            self.tree.toggle(hash, super::merkle::entry_hash(old));
         }
         old
     }
@@ -571,6 +579,7 @@ impl Shard {
                 .by_hash
                 .as_ref()
                 .map_or(0, range::HashOrder::heap_bytes)
+            + self.tree.heap_bytes()
     }
 
     /// Removes every key (logged).

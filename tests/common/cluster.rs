@@ -153,7 +153,21 @@ impl Cluster {
         })
     }
 
-    /// Waits until every running node lists every node, running ones up and the others down.
+    /// Starts one more node (a new port and data directory, `--peers` naming every other
+    /// node, plus `own` flags): it joins the running cluster. Its index.
+    pub fn add(&mut self, own: &[&str]) -> usize {
+        let i = self.nodes.len();
+        let port = free_ports(1)[0];
+        self.ports.push(port);
+        self.dirs.push(tempfile::tempdir().expect("tempdir"));
+        self.own.push(own.iter().map(|s| s.to_string()).collect());
+        let s = self.spawn(i);
+        self.nodes.push(Some(s));
+        i
+    }
+
+    /// Waits until every running node lists every node, running ones up and the others down,
+    /// and every one active (no join or leave in progress).
     pub fn wait_converged(&self) {
         let n = self.nodes.len();
         wait_until(
@@ -163,6 +177,7 @@ impl Cluster {
                 self.running().into_iter().all(|i| {
                     let lines = self.nodes_of(i);
                     lines.len() == n
+                        && lines.iter().all(|l| l.split(' ').nth(3) == Some("active"))
                         && (0..n).all(|j| {
                             let want = if self.nodes[j].is_some() {
                                 "up"
@@ -182,6 +197,76 @@ impl Cluster {
             Reply::Bulk(b) => b,
             other => panic!("CLUSTER GETLOCAL on node {i}: {other:?}"),
         }
+    }
+}
+
+/// A ring as CLUSTER MAP shows it: each partition's preference list, as node ports.
+pub struct RingMap {
+    bits: u32,
+    lists: Vec<Vec<u16>>,
+}
+
+impl RingMap {
+    /// The ports of the nodes that replicate `key`.
+    pub fn owners(&self, key: &[u8]) -> &[u16] {
+        let hash = ringkv_proto::key_hash(key);
+        let p = if self.bits == 0 {
+            0
+        } else {
+            (hash >> (64 - self.bits)) as usize
+        };
+        &self.lists[p]
+    }
+}
+
+impl Cluster {
+    /// Node `i`'s CLUSTER MAP.
+    pub fn map(&self, i: usize) -> RingMap {
+        let Reply::Array(Some(map)) = self.conn(i).call_str(&["CLUSTER", "MAP"]) else {
+            panic!("CLUSTER MAP")
+        };
+        let (Reply::Int(partitions), Reply::Array(Some(nodes)), Reply::Array(Some(lists))) =
+            (&map[1], &map[2], &map[3])
+        else {
+            panic!("CLUSTER MAP shape: {map:?}")
+        };
+        let port = |ix: &Reply| -> u16 {
+            let Reply::Int(ix) = ix else { panic!("{ix:?}") };
+            let Reply::Array(Some(node)) = &nodes[*ix as usize] else {
+                panic!("node {ix}")
+            };
+            let Reply::Bulk(Some(addr)) = &node[1] else {
+                panic!("{node:?}")
+            };
+            String::from_utf8_lossy(addr)
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        };
+        let lists = lists
+            .iter()
+            .map(|l| match l {
+                Reply::Array(Some(l)) => l.iter().map(port).collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        RingMap {
+            bits: partitions.trailing_zeros(),
+            lists,
+        }
+    }
+
+    /// A field of node `i`'s CLUSTER INFO (None: not there, or the node is not reachable).
+    pub fn info(&self, i: usize, field: &str) -> Option<String> {
+        let mut c = Conn::try_connect(self.node(i).addr).ok()?;
+        let Ok(Reply::Bulk(Some(b))) = c.try_call(&[b"CLUSTER", b"INFO"]) else {
+            return None;
+        };
+        let text = String::from_utf8_lossy(&b).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
     }
 }
 

@@ -10,11 +10,17 @@
 //! field before allocating, requires the payload to be consumed exactly and never panics; the
 //! `encode_*` functions append one whole request frame.
 
+mod aae;
 mod auth;
 mod gossip;
 mod keyspace;
+mod stream;
 mod tomb;
 
+pub use aae::{
+    decode_hashes, decode_key_hashes, encode_hashes, encode_key_hashes, AaeRequest, TreeShape,
+    AAE_SEGMENT_BITS, MAX_AAE_LIST, MAX_AAE_ROOTS,
+};
 pub use auth::{
     client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, HelloReply, AUTH_FAILED,
     NONCE_LEN, PROOF_LEN,
@@ -24,6 +30,7 @@ pub use keyspace::{
     decode_counts, encode_counts, ScanPartition, ScanSlice, MAX_COUNT_KEYS_PARTITIONS,
     MAX_SCAN_PARTITION_COUNT, SCAN_FLAG_MATCH,
 };
+pub use stream::{StreamBatch, StreamPhase, StreamRead, StreamStatus, MAX_STREAM_BATCH_BYTES};
 pub use tomb::{decode_states, encode_states, MAX_TOMB_BATCH, TOMB_HELD, TOMB_NEWER};
 
 use bytes::{BufMut, BytesMut};
@@ -58,6 +65,12 @@ pub enum PeerOpcode {
     PeerPing = 0x46,
     ScanPartition = 0x47,
     CountKeys = 0x48,
+    StreamRead = 0x49,
+    StreamStatus = 0x4a,
+    AaeRoots = 0x50,
+    AaeBranches = 0x51,
+    AaeLeaves = 0x52,
+    AaeKeys = 0x53,
     TombOffer = 0x58,
     TombPurge = 0x59,
 }
@@ -74,6 +87,12 @@ impl PeerOpcode {
             0x46 => PeerOpcode::PeerPing,
             0x47 => PeerOpcode::ScanPartition,
             0x48 => PeerOpcode::CountKeys,
+            0x49 => PeerOpcode::StreamRead,
+            0x4a => PeerOpcode::StreamStatus,
+            0x50 => PeerOpcode::AaeRoots,
+            0x51 => PeerOpcode::AaeBranches,
+            0x52 => PeerOpcode::AaeLeaves,
+            0x53 => PeerOpcode::AaeKeys,
             0x58 => PeerOpcode::TombOffer,
             0x59 => PeerOpcode::TombPurge,
             _ => return None,
@@ -92,6 +111,12 @@ impl PeerOpcode {
             PeerOpcode::PeerPing => "PEER_PING",
             PeerOpcode::ScanPartition => "SCAN_PARTITION",
             PeerOpcode::CountKeys => "COUNT_KEYS",
+            PeerOpcode::StreamRead => "STREAM_READ",
+            PeerOpcode::StreamStatus => "STREAM_STATUS",
+            PeerOpcode::AaeRoots => "AAE_ROOTS",
+            PeerOpcode::AaeBranches => "AAE_BRANCHES",
+            PeerOpcode::AaeLeaves => "AAE_LEAVES",
+            PeerOpcode::AaeKeys => "AAE_KEYS",
             PeerOpcode::TombOffer => "TOMB_OFFER",
             PeerOpcode::TombPurge => "TOMB_PURGE",
         }
@@ -160,6 +185,14 @@ pub enum PeerRequest<'a> {
     CountKeys {
         partitions: Vec<u32>,
     },
+    /// A batch of one partition's entries, for a node that will own it.
+    StreamRead(StreamRead),
+    /// Where this node's copies for the moves of the asker's layout stand.
+    StreamStatus {
+        digest: u64,
+    },
+    /// A call of anti-entropy (§6.2): tree levels of partitions, or a segment's keys.
+    Aae(AaeRequest),
     /// Tombstones past their grace (format-2 entries): merge each, say which are now held.
     TombOffer {
         entries: Vec<&'a [u8]>,
@@ -171,7 +204,8 @@ pub enum PeerRequest<'a> {
 }
 
 impl<'a> PeerRequest<'a> {
-    /// Parses a peer request payload. Unassigned opcodes are
+    /// Parses a peer request payload. Opcodes not assigned (0x40–0x4a, 0x50–0x53, 0x58–0x59
+    /// are) are
     /// [`ProtoError::UnknownOpcode`].
     pub fn parse(opcode: u8, payload: &'a [u8]) -> Result<Self, ProtoError> {
         let op = PeerOpcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
@@ -193,6 +227,12 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::CountKeys => PeerRequest::CountKeys {
                 partitions: keyspace::read_partitions(&mut r)?,
             },
+            PeerOpcode::StreamRead => PeerRequest::StreamRead(StreamRead::read(&mut r)?),
+            PeerOpcode::StreamStatus => PeerRequest::StreamStatus { digest: r.u64()? },
+            PeerOpcode::AaeRoots => PeerRequest::Aae(aae::read_roots(&mut r)?),
+            PeerOpcode::AaeBranches => PeerRequest::Aae(aae::read_branches(&mut r)?),
+            PeerOpcode::AaeLeaves => PeerRequest::Aae(aae::read_leaves(&mut r)?),
+            PeerOpcode::AaeKeys => PeerRequest::Aae(aae::read_keys(&mut r)?),
             PeerOpcode::TombOffer => PeerRequest::TombOffer {
                 entries: tomb::read_entries(&mut r)?,
             },
@@ -215,6 +255,9 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => PeerOpcode::PeerPing,
             PeerRequest::ScanPartition(_) => PeerOpcode::ScanPartition,
             PeerRequest::CountKeys { .. } => PeerOpcode::CountKeys,
+            PeerRequest::StreamRead(_) => PeerOpcode::StreamRead,
+            PeerRequest::StreamStatus { .. } => PeerOpcode::StreamStatus,
+            PeerRequest::Aae(a) => a.opcode(),
             PeerRequest::TombOffer { .. } => PeerOpcode::TombOffer,
             PeerRequest::TombPurge { .. } => PeerOpcode::TombPurge,
         }
@@ -234,6 +277,9 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::Ping => encode_peer_ping(request_id, out),
             PeerRequest::ScanPartition(s) => encode_scan_partition(request_id, s, out),
             PeerRequest::CountKeys { partitions } => encode_count_keys(request_id, partitions, out),
+            PeerRequest::StreamRead(s) => encode_stream_read(request_id, s, out),
+            PeerRequest::StreamStatus { digest } => encode_stream_status(request_id, *digest, out),
+            PeerRequest::Aae(a) => encode_aae(request_id, a, out),
             PeerRequest::TombOffer { entries } => encode_tomb_offer(request_id, entries, out),
             PeerRequest::TombPurge { entries } => encode_tomb_purge(request_id, entries, out),
         }
@@ -422,6 +468,36 @@ pub fn encode_scan_partition(request_id: u64, s: &ScanPartition<'_>, out: &mut B
     request_frame(out, request_id, PeerOpcode::ScanPartition, |out| {
         s.encode_body(out)
     });
+}
+
+/// Appends a STREAM_READ frame.
+pub fn encode_stream_read(request_id: u64, s: &StreamRead, out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::StreamRead, |out| {
+        s.encode_body(out)
+    });
+}
+
+/// Appends a STREAM_STATUS frame carrying the asker's layout digest.
+pub fn encode_stream_status(request_id: u64, digest: u64, out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::StreamStatus, |out| {
+        out.put_u64(digest)
+    });
+}
+
+/// Appends an anti-entropy request frame (its opcode follows the request).
+pub fn encode_aae(request_id: u64, req: &AaeRequest, out: &mut BytesMut) {
+    request_frame(out, request_id, req.opcode(), |out| req.encode_body(out));
+}
+
+impl AaeRequest {
+    pub fn opcode(&self) -> PeerOpcode {
+        match self {
+            AaeRequest::Roots { .. } => PeerOpcode::AaeRoots,
+            AaeRequest::Branches { .. } => PeerOpcode::AaeBranches,
+            AaeRequest::Leaves { .. } => PeerOpcode::AaeLeaves,
+            AaeRequest::Keys { .. } => PeerOpcode::AaeKeys,
+        }
+    }
 }
 
 /// Appends a COUNT_KEYS frame naming `partitions`.

@@ -429,7 +429,9 @@ fn auth_gossip_forward_field_limits() {
 fn opcode_ranges() {
     for op in 0..=255u8 {
         let peer = PeerOpcode::from_u8(op);
-        let assigned = (0x40..=0x48).contains(&op) || (0x58..=0x59).contains(&op);
+        let assigned = (0x40..=0x4a).contains(&op)
+            || (0x50..=0x53).contains(&op)
+            || (0x58..=0x59).contains(&op);
         assert_eq!(peer.is_some(), assigned, "{op:#04x}");
         if let Some(p) = peer {
             assert_eq!(p as u8, op);

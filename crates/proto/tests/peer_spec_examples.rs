@@ -7,7 +7,7 @@ use ringkv_proto::frame::decode_frame;
 use ringkv_proto::peer::{
     self, client_proof, server_proof, verify_proof, ClusterSettings, Conflicts, ForwardHead,
     GossipBody, HelloReply, MemberState, MemberWire, PeerHello, ScanPartition, ScanSlice,
-    AUTH_FAILED,
+    StreamBatch, StreamPhase, StreamRead, StreamStatus, AUTH_FAILED,
 };
 use ringkv_proto::{
     FrameWriter, Opcode, PeerOpcode, PeerRequest, Protocol, ReplySink, Request, Status, Value,
@@ -381,4 +381,63 @@ fn tomb_examples() {
     let bytes = reply(11, PeerOpcode::TombPurge, |w| w.int(1));
     assert_eq!(bytes, example("tomb-purge-reply"));
     assert_eq!(decode_reply(&bytes).3, Value::Int(1));
+}
+
+#[test]
+fn stream_examples_match_the_codec() {
+    let read = StreamRead {
+        partition: 3,
+        from: 0x00c0_0000_0000_0000,
+        max_bytes: 1 << 20,
+    };
+    check_request(
+        "stream-read-request",
+        &example("stream-read-request"),
+        10,
+        &PeerRequest::StreamRead(read),
+        encoded(|o| peer::encode_stream_read(10, &read, o)),
+    );
+    let batch = StreamBatch {
+        next: None,
+        entries: vec![vec![1, 2, 3, 4, 5]],
+    };
+    let bytes = reply(10, PeerOpcode::StreamRead, |w| {
+        w.bulk(&encoded(|o| batch.encode(o)))
+    });
+    assert_eq!(bytes, example("stream-read-reply"));
+    let (_, op, _, v) = decode_reply(&bytes);
+    assert_eq!(op, 0x49);
+    let Value::Bulk(b) = v else {
+        panic!("a Bulk: {v:?}")
+    };
+    assert_eq!(StreamBatch::decode(&b).unwrap(), batch);
+
+    check_request(
+        "stream-status-request",
+        &example("stream-status-request"),
+        11,
+        &PeerRequest::StreamStatus {
+            digest: 0x0123_4567_89ab_cdef,
+        },
+        encoded(|o| peer::encode_stream_status(11, 0x0123_4567_89ab_cdef, o)),
+    );
+    let status = StreamStatus {
+        digest: 0x0123_4567_89ab_cdef,
+        phase: StreamPhase::Copying,
+        partitions: 768,
+        partitions_done: 256,
+        bytes: 5_000_000,
+        keys: 40_000,
+        bytes_resent: 0,
+        rate_bps: 1 << 20,
+    };
+    let bytes = reply(11, PeerOpcode::StreamStatus, |w| {
+        w.bulk(&encoded(|o| status.encode(o)))
+    });
+    assert_eq!(bytes, example("stream-status-reply"));
+    let (_, _, _, v) = decode_reply(&bytes);
+    let Value::Bulk(b) = v else {
+        panic!("a Bulk: {v:?}")
+    };
+    assert_eq!(StreamStatus::decode(&b).unwrap(), status);
 }

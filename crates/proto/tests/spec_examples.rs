@@ -50,6 +50,16 @@ const EXAMPLES: &[&str] = &[
     "tomb-offer-reply",
     "tomb-purge-request",
     "tomb-purge-reply",
+    "stream-read-request",
+    "stream-read-reply",
+    "stream-status-request",
+    "stream-status-reply",
+    "aae-roots-request",
+    "aae-roots-reply",
+    "aae-branches-request",
+    "aae-leaves-request",
+    "aae-keys-request",
+    "aae-keys-reply",
 ];
 
 #[test]

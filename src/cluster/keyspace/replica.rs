@@ -320,7 +320,7 @@ pub fn serve(lp: &Rc<dyn LocalLoop>, link: &Link, id: u64, op: u8, req: Served<'
 }
 
 /// Waits until `marks` are durable (a scan of this node's own copy, before it is shown).
-async fn wait_durable(lp: &dyn LocalLoop, marks: Marks) -> Result<(), String> {
+pub(crate) async fn wait_durable(lp: &dyn LocalLoop, marks: Marks) -> Result<(), String> {
     if marks.is_empty() {
         return Ok(());
     }
