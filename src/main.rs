@@ -67,8 +67,13 @@ fn cluster(config: &Config, node_id: u64, has_keys: bool) -> Result<Option<Arc<C
     .map_err(|e| format!("invalid cluster settings: {e}"))?;
     let hints = Hints::open(config.data_dir.join("hints"))
         .map_err(|e| format!("can't open the hint directory: {e}"))?;
+    let membership = Arc::new(membership);
+    hints.set_max_age(
+        config.tombstone_grace_secs.saturating_mul(1000),
+        membership.clone(),
+    );
     Ok(Some(Arc::new(Cluster::new(
-        Arc::new(membership),
+        membership,
         secret.as_bytes().to_vec(),
         advertise,
         cc.zone.clone(),
@@ -174,6 +179,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(c) = &cluster {
+        // Before the stamp is renewed: how long was this node away?
+        ringkv::cluster::alive::check_absence(
+            &config.data_dir,
+            config.tombstone_grace_secs.saturating_mul(1000),
+            &c.membership,
+        );
+    }
     let node = Node::new(config, dir.node_id, store, durability)
         .with_tls(tls)
         .with_membership(cluster.as_ref().map(|c| c.membership.clone()));
@@ -293,6 +306,8 @@ fn version_policy(config: &Config, actor: u64) -> VersionPolicy {
         },
         max_siblings: config.max_siblings,
         tombstone_grace_ms: config.tombstone_grace_secs * 1000,
+        // A cluster node purges a tombstone only once every replica holds it (cluster::gc).
+        purge_needs_approval: config.clustered(),
     }
 }
 

@@ -483,6 +483,37 @@ fn cluster_metrics(s: &mut String, m: &crate::ring::membership::Membership) {
         "cluster_hints_delivered_total",
         st.hints_delivered.load(Relaxed),
     );
+    // Tombstone collection (cluster::gc).
+    for (name, help, v) in [
+        (
+            "cluster_gc_candidates_total",
+            "Tombstones past their grace offered for collection.",
+            &st.gc_candidates,
+        ),
+        (
+            "cluster_gc_confirmed_total",
+            "Tombstones every replica confirmed holding.",
+            &st.gc_confirmed,
+        ),
+        (
+            "cluster_gc_purged_total",
+            "Tombstones purged here by the collector.",
+            &st.gc_purged,
+        ),
+        (
+            "cluster_gc_refused_total",
+            "Tombstones kept because a replica could not confirm them.",
+            &st.gc_refused,
+        ),
+        (
+            "cluster_hints_expired_total",
+            "Hints dropped unsent, older than the tombstone grace.",
+            &st.hints_expired,
+        ),
+    ] {
+        family(s, name, "counter", help);
+        sample(s, name, v.load(Relaxed));
+    }
     family(
         s,
         "cluster_hints_pending",

@@ -44,12 +44,17 @@ struct Target {
     oldest_ms: Option<u64>,
     /// A replay is running.
     replaying: bool,
+    /// Hints of the running replay left out as too old (deleted with the delivered ones).
+    expired: u64,
 }
 
 pub struct Hints {
     dir: PathBuf,
     targets: Arc<Mutex<HashMap<NodeId, Target>>>,
     queue: std::sync::mpsc::SyncSender<Queued>,
+    /// Hints older than this are dropped unsent (the tombstone grace, see `set_max_age`), and
+    /// where to count them.
+    max_age: std::sync::OnceLock<(u64, Arc<crate::ring::membership::Membership>)>,
 }
 
 /// Pending hints for one owner, for INFO.
@@ -147,7 +152,16 @@ impl Hints {
             dir,
             targets,
             queue,
+            max_age: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hints older than `ms` are never delivered: once the tombstone grace has passed, the
+    /// tombstone that covers a hinted value may be purged everywhere (cluster::gc), and the
+    /// hint would bring the value back (Cassandra's max hint window is below gc_grace for the
+    /// same reason). What such a hint carried reached W replicas; anti-entropy repairs the rest.
+    pub fn set_max_age(&self, ms: u64, counted_in: Arc<crate::ring::membership::Membership>) {
+        let _ = self.max_age.set((ms, counted_in));
     }
 
     /// Stores a hint for `target` durably (appended and synced before this returns).
@@ -215,7 +229,15 @@ impl Hints {
             std::fs::remove_file(&log)?;
             recs.extend(fresh);
         }
-        t.entry(target).or_default().replaying = true;
+        let cutoff = self
+            .max_age
+            .get()
+            .map_or(0, |(ms, _)| now_ms().saturating_sub(*ms));
+        let before = recs.len();
+        recs.retain(|(stored, _)| *stored >= cutoff);
+        let e = t.entry(target).or_default();
+        e.replaying = true;
+        e.expired = (before - recs.len()) as u64;
         Ok(recs.into_iter().map(|(_, e)| e).collect())
     }
 
@@ -224,12 +246,22 @@ impl Hints {
         let mut t = lock(&self.targets);
         let e = t.entry(target).or_default();
         e.replaying = false;
+        let expired = std::mem::take(&mut e.expired);
         if let Some(n) = delivered {
             if let Err(err) = std::fs::remove_file(sending_path(&self.dir, target)) {
                 warn!(error = %err, "can't remove a delivered hint log; its hints will be sent again");
                 return;
             }
-            e.pending = e.pending.saturating_sub(n);
+            if expired > 0 {
+                warn!(node = %format!("{target:016x}"), hints = expired,
+                    "dropped hints older than the tombstone grace (they could bring deleted keys back)");
+                if let Some((_, m)) = self.max_age.get() {
+                    m.stats
+                        .hints_expired
+                        .fetch_add(expired, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            e.pending = e.pending.saturating_sub(n + expired);
             if e.pending == 0 {
                 e.oldest_ms = None;
             }

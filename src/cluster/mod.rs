@@ -11,7 +11,9 @@
 //! ```
 
 pub mod aae;
+pub mod alive;
 pub mod coordinator;
+pub mod gc;
 pub mod gossip;
 pub mod handshake;
 pub mod hints;

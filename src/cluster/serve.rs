@@ -16,7 +16,7 @@ use crate::durability::Marks;
 use crate::store::Entry;
 use crate::util::now_ms;
 
-fn reply(link: &Link, id: u64, op: u8, f: impl FnOnce(&mut dyn ReplySink)) {
+pub(super) fn reply(link: &Link, id: u64, op: u8, f: impl FnOnce(&mut dyn ReplySink)) {
     link.send_reply(|out: &mut BytesMut| {
         let mut w = FrameWriter::new(out, id, op);
         f(&mut w);
@@ -119,6 +119,8 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
         PeerRequest::StreamRead(req) => super::stream::serve::read(lp, link, id, op, req),
         PeerRequest::StreamStatus { digest: _ } => super::stream::serve::status(lp, link, id, op),
         PeerRequest::Aae(req) => super::aae::replica::serve(lp, link, id, op, &req),
+        PeerRequest::TombOffer { entries } => super::gc::serve_offer(lp, link, id, op, &entries),
+        PeerRequest::TombPurge { entries } => super::gc::serve_purge(lp, link, id, op, &entries),
         PeerRequest::Forward { head, args } => {
             let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
             let (lp, link) = (lp.clone(), link.clone());
@@ -148,7 +150,7 @@ pub fn apply(lp: &dyn LocalLoop, entry: &Entry) -> Marks {
     }
 }
 
-fn answer_when_durable(
+pub(super) fn answer_when_durable(
     lp: &Rc<dyn LocalLoop>,
     link: &Rc<Link>,
     id: u64,

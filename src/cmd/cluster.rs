@@ -238,6 +238,20 @@ pub fn info(m: &Membership) -> String {
         ),
     };
     let _ = write!(out, "cluster_keys:{keys}\r\ncluster_keys_age_ms:{age}\r\n");
+    let gc = |a: &std::sync::atomic::AtomicU64| r(a);
+    let _ = write!(
+        out,
+        "cluster_gc_candidates:{}\r\ncluster_gc_confirmed:{}\r\ncluster_gc_purged:{}\r\n\
+         cluster_gc_refused:{}\r\ncluster_hints_expired:{}\r\ncluster_last_absence_ms:{}\r\n\
+         cluster_stale_start:{}\r\n",
+        gc(&s.gc_candidates),
+        gc(&s.gc_confirmed),
+        gc(&s.gc_purged),
+        gc(&s.gc_refused),
+        gc(&s.hints_expired),
+        gc(&s.last_absence_ms),
+        u8::from(s.stale_start.load(std::sync::atomic::Ordering::Relaxed)),
+    );
     let st = m.streaming();
     let _ = write!(
         out,

@@ -211,6 +211,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
     let mut expiring = 0usize;
     let mut expired = 0u64;
     let mut tombstones = 0usize;
+    let mut tombstone_bytes = 0usize;
     let mut purged = 0u64;
     let mut used = 0usize;
     for i in 0..node.store.len() {
@@ -219,6 +220,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
         expiring += g.expiring();
         expired += g.expired_keys;
         tombstones += g.tombstones();
+        tombstone_bytes += g.tombstone_bytes();
         purged += g.purged;
         used += g.memory_bytes();
     }
@@ -284,7 +286,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{expired}\r\n\
-             tombstones:{tombstones}\r\ntombstones_purged:{purged}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
+             tombstones:{tombstones}\r\ntombstone_bytes:{tombstone_bytes}\r\ntombstones_purged:{purged}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
              forwarded_requests:{}\r\nprotocol_errors:{}\r\ntls_handshake_failures:{}\r\n\
              client_query_buffer_limit_disconnections:{}\r\n\
              client_output_buffer_limit_disconnections:{}\r\nrequest_timeouts:{}\r\n\r\n",

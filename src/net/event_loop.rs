@@ -149,7 +149,9 @@ pub fn run(
         if ctx.cluster.is_some() {
             let lp: Rc<dyn LocalLoop> = ctx.clone();
             tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
+            tokio::task::spawn_local(crate::cluster::gc::run(lp.clone()));
             if id == 0 {
+                tokio::task::spawn_local(crate::cluster::alive::run(lp.clone()));
                 tokio::task::spawn_local(crate::cluster::gossip::run(lp.clone()));
                 tokio::task::spawn_local(crate::cluster::stream::copy::run(lp.clone()));
                 tokio::task::spawn_local(crate::cluster::stream::commit::run(lp.clone()));

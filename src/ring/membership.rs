@@ -96,6 +96,20 @@ pub struct ClusterStats {
     /// when (ms since the epoch; 0: never). INFO shows them without calling peers.
     pub cluster_keys: AtomicU64,
     pub cluster_keys_at_ms: AtomicU64,
+    /// Tombstone collection (cluster::gc): dead keys past their grace taken as candidates;
+    /// those every replica confirmed holding; keys purged here by it (own candidates and
+    /// peers' TOMB_PURGE); candidates not purged because a replica was down, unreachable,
+    /// failed or held something newer (retried later).
+    pub gc_candidates: AtomicU64,
+    pub gc_confirmed: AtomicU64,
+    pub gc_purged: AtomicU64,
+    pub gc_refused: AtomicU64,
+    /// Hints dropped unsent because they were older than the tombstone grace.
+    pub hints_expired: AtomicU64,
+    /// How long this node was away before this start, as its last-alive stamp says (ms; 0:
+    /// first start or no stamp), and whether that was longer than the tombstone grace.
+    pub last_absence_ms: AtomicU64,
+    pub stale_start: std::sync::atomic::AtomicBool,
     /// Anti-entropy (cluster::aae).
     pub aae: super::aae::AaeStats,
     /// Hints this node holds, per owner: (owner, count, age of the oldest in ms), refreshed

@@ -17,6 +17,7 @@ use super::entry::{Entry, ValueKind, VersionRef, Versions};
 use super::write::{next_entry, Supersede, VersionPolicy, WriteError};
 use crate::record;
 
+mod approve;
 mod merge;
 mod range;
 mod tree;
@@ -71,6 +72,8 @@ pub struct Shard {
     /// Entries whose winning version is a tombstone (a deleted key's context and dots): in
     /// the index but not counted as keys.
     tombstones: usize,
+    /// Heap bytes of those entries (INFO `tombstone_bytes`).
+    tombstone_bytes: usize,
     rng: u64,
     pub policy: VersionPolicy,
     /// Highest dot counter minted here (see [`Shard::write`]).
@@ -87,6 +90,9 @@ pub struct Shard {
     inserted: u64,
     /// Every indexed slot by key hash, built on demand by cluster-wide SCAN/KEYS (`range`).
     by_hash: Option<range::HashOrder>,
+    /// Keys due for purging that wait for approval (`policy.purge_needs_approval`), bounded
+    /// by `approve::MAX_PURGE_CANDIDATES`.
+    candidates: Vec<Vec<u8>>,
     /// Anti-entropy segment hashes of this shard's keys (`store::merkle`), kept current by
     /// `place_quiet` and `remove_quiet`, which every change of a slot goes through.
     tree: super::merkle::SegmentHashes,
@@ -346,10 +352,15 @@ impl Shard {
         }
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
-            self.tombstones -= old.is_tombstone() as usize;
+            self.untrack_tombstone(old);
             self.tree.toggle(hash, super::merkle::entry_hash(old));
         }
-        self.tombstones += fate.tombstone as usize;
+        if fate.tombstone {
+            self.tombstones += 1;
+            if let Some(e) = &self.slots[slot as usize] {
+                self.tombstone_bytes += e.heap_size();
+            }
+        }
         if dead.is_some() {
             self.compact_purge_queue();
         }
@@ -408,12 +419,17 @@ impl Shard {
     }
 
     /// Purges up to `budget` dead keys whose grace has passed and whose last record is
-    /// durable (`durable_seq`). Returns how many.
+    /// durable (`durable_seq`). Returns how many. With `policy.purge_needs_approval` they are
+    /// not purged but become candidates (see `approve`), at most `MAX_PURGE_CANDIDATES`
+    /// waiting.
     pub fn purge_cycle(&mut self, now_ms: u64, durable_seq: u64, budget: usize) -> usize {
         self.durable_seq = durable_seq;
         let mut purged = 0;
         // Every item looked at counts against the budget, stale ones too.
         for _ in 0..budget {
+            if self.candidates.len() >= approve::MAX_PURGE_CANDIDATES {
+                break;
+            }
             match self.purge.front() {
                 Some(p) if p.due_ms <= now_ms && p.seq <= durable_seq => {}
                 _ => break,
@@ -430,9 +446,16 @@ impl Shard {
                 // Rewritten since, or died again later (a later item covers that).
                 _ => continue,
             };
+            purged += 1;
+            if self.policy.purge_needs_approval {
+                self.candidates.push(key);
+                if self.candidates.len() >= approve::MAX_PURGE_CANDIDATES {
+                    break;
+                }
+                continue;
+            }
             self.remove_quiet(key_hash(&key), &key);
             self.purged += 1;
-            purged += 1;
         }
         self.compact_purge_queue();
         purged
@@ -489,10 +512,22 @@ impl Shard {
         self.free.push(i);
         if let Some(old) = &old {
             self.entry_bytes -= old.heap_size();
-            self.tombstones -= old.is_tombstone() as usize;
+            self.untrack_tombstone(old);
             self.tree.toggle(hash, super::merkle::entry_hash(old));
         }
         old
+    }
+
+    fn untrack_tombstone(&mut self, old: &Entry) {
+        if old.is_tombstone() {
+            self.tombstones -= 1;
+            self.tombstone_bytes -= old.heap_size();
+        }
+    }
+
+    /// Heap bytes of the entries counted by [`Shard::tombstones`].
+    pub fn tombstone_bytes(&self) -> usize {
+        self.tombstone_bytes
     }
 
     /// Number of keys (including expired ones not yet collected, as Redis's DBSIZE; not
@@ -535,6 +570,11 @@ impl Shard {
             + self.free.capacity() * 4
             + self.expiry.capacity() * 16
             + self.purge.capacity() * std::mem::size_of::<Purge>()
+            + self
+                .candidates
+                .iter()
+                .map(|k| k.capacity() + 24)
+                .sum::<usize>()
             + self
                 .by_hash
                 .as_ref()

@@ -31,6 +31,10 @@ pub struct VersionPolicy {
     /// How long a dead key (tombstones, expired values) is kept before it is purged, so that
     /// replicas that missed the delete learn of it instead of resurrecting the value.
     pub tombstone_grace_ms: u64,
+    /// Dead keys past their grace are not purged by the shard itself but handed over as
+    /// candidates (`Shard::take_purge_candidates`) to whoever must approve each purge: in a
+    /// cluster, every replica of the key must hold the tombstone first (docs/cluster.md).
+    pub purge_needs_approval: bool,
 }
 
 impl Default for VersionPolicy {
@@ -40,6 +44,7 @@ impl Default for VersionPolicy {
             conflicts: Conflicts::Siblings,
             max_siblings: DEFAULT_MAX_SIBLINGS,
             tombstone_grace_ms: 0,
+            purge_needs_approval: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod gate;
+pub mod peer;
 pub mod resp;
 
 use std::io::{BufRead, BufReader, Read, Write};

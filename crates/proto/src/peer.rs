@@ -15,6 +15,7 @@ mod auth;
 mod gossip;
 mod keyspace;
 mod stream;
+mod tomb;
 
 pub use aae::{
     decode_hashes, decode_key_hashes, encode_hashes, encode_key_hashes, AaeRequest, TreeShape,
@@ -30,6 +31,7 @@ pub use keyspace::{
     MAX_SCAN_PARTITION_COUNT, SCAN_FLAG_MATCH,
 };
 pub use stream::{StreamBatch, StreamPhase, StreamRead, StreamStatus, MAX_STREAM_BATCH_BYTES};
+pub use tomb::{decode_states, encode_states, MAX_TOMB_BATCH, TOMB_HELD, TOMB_NEWER};
 
 use bytes::{BufMut, BytesMut};
 use smallvec::SmallVec;
@@ -69,6 +71,8 @@ pub enum PeerOpcode {
     AaeBranches = 0x51,
     AaeLeaves = 0x52,
     AaeKeys = 0x53,
+    TombOffer = 0x58,
+    TombPurge = 0x59,
 }
 
 impl PeerOpcode {
@@ -89,6 +93,8 @@ impl PeerOpcode {
             0x51 => PeerOpcode::AaeBranches,
             0x52 => PeerOpcode::AaeLeaves,
             0x53 => PeerOpcode::AaeKeys,
+            0x58 => PeerOpcode::TombOffer,
+            0x59 => PeerOpcode::TombPurge,
             _ => return None,
         })
     }
@@ -111,6 +117,8 @@ impl PeerOpcode {
             PeerOpcode::AaeBranches => "AAE_BRANCHES",
             PeerOpcode::AaeLeaves => "AAE_LEAVES",
             PeerOpcode::AaeKeys => "AAE_KEYS",
+            PeerOpcode::TombOffer => "TOMB_OFFER",
+            PeerOpcode::TombPurge => "TOMB_PURGE",
         }
     }
 }
@@ -185,10 +193,19 @@ pub enum PeerRequest<'a> {
     },
     /// A call of anti-entropy (§6.2): tree levels of partitions, or a segment's keys.
     Aae(AaeRequest),
+    /// Tombstones past their grace (format-2 entries): merge each, say which are now held.
+    TombOffer {
+        entries: Vec<&'a [u8]>,
+    },
+    /// Purge each key whose stored entry is still the tombstone given.
+    TombPurge {
+        entries: Vec<&'a [u8]>,
+    },
 }
 
 impl<'a> PeerRequest<'a> {
-    /// Parses a peer request payload. Opcodes not assigned (0x40–0x4a, 0x50–0x53 are) are
+    /// Parses a peer request payload. Opcodes not assigned (0x40–0x4a, 0x50–0x53, 0x58–0x59
+    /// are) are
     /// [`ProtoError::UnknownOpcode`].
     pub fn parse(opcode: u8, payload: &'a [u8]) -> Result<Self, ProtoError> {
         let op = PeerOpcode::from_u8(opcode).ok_or(ProtoError::UnknownOpcode(opcode))?;
@@ -216,6 +233,12 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::AaeBranches => PeerRequest::Aae(aae::read_branches(&mut r)?),
             PeerOpcode::AaeLeaves => PeerRequest::Aae(aae::read_leaves(&mut r)?),
             PeerOpcode::AaeKeys => PeerRequest::Aae(aae::read_keys(&mut r)?),
+            PeerOpcode::TombOffer => PeerRequest::TombOffer {
+                entries: tomb::read_entries(&mut r)?,
+            },
+            PeerOpcode::TombPurge => PeerRequest::TombPurge {
+                entries: tomb::read_entries(&mut r)?,
+            },
         };
         r.finish()?;
         Ok(req)
@@ -235,6 +258,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::StreamRead(_) => PeerOpcode::StreamRead,
             PeerRequest::StreamStatus { .. } => PeerOpcode::StreamStatus,
             PeerRequest::Aae(a) => a.opcode(),
+            PeerRequest::TombOffer { .. } => PeerOpcode::TombOffer,
+            PeerRequest::TombPurge { .. } => PeerOpcode::TombPurge,
         }
     }
 
@@ -255,6 +280,8 @@ impl<'a> PeerRequest<'a> {
             PeerRequest::StreamRead(s) => encode_stream_read(request_id, s, out),
             PeerRequest::StreamStatus { digest } => encode_stream_status(request_id, *digest, out),
             PeerRequest::Aae(a) => encode_aae(request_id, a, out),
+            PeerRequest::TombOffer { entries } => encode_tomb_offer(request_id, entries, out),
+            PeerRequest::TombPurge { entries } => encode_tomb_purge(request_id, entries, out),
         }
     }
 }
@@ -477,5 +504,20 @@ impl AaeRequest {
 pub fn encode_count_keys(request_id: u64, partitions: &[u32], out: &mut BytesMut) {
     request_frame(out, request_id, PeerOpcode::CountKeys, |out| {
         keyspace::put_partitions(out, partitions)
+    });
+}
+
+/// Appends a TOMB_OFFER frame. A count outside 1..=[`MAX_TOMB_BATCH`] is sent as given (the
+/// receiver refuses it).
+pub fn encode_tomb_offer(request_id: u64, entries: &[&[u8]], out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::TombOffer, |out| {
+        tomb::put_entries(out, entries)
+    });
+}
+
+/// Appends a TOMB_PURGE frame (the same body as TOMB_OFFER).
+pub fn encode_tomb_purge(request_id: u64, entries: &[&[u8]], out: &mut BytesMut) {
+    request_frame(out, request_id, PeerOpcode::TombPurge, |out| {
+        tomb::put_entries(out, entries)
     });
 }

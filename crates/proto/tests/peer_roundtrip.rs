@@ -305,7 +305,7 @@ proptest! {
     }
 
     #[test]
-    fn peer_parse_never_panics(op in 0x3fu8..0x48, payload in blob(128)) {
+    fn peer_parse_never_panics(op in 0x3fu8..0x60, payload in blob(128)) {
         let _ = PeerRequest::parse(op, &payload);
         let _ = GossipBody::decode(&payload);
     }
@@ -429,7 +429,9 @@ fn auth_gossip_forward_field_limits() {
 fn opcode_ranges() {
     for op in 0..=255u8 {
         let peer = PeerOpcode::from_u8(op);
-        let assigned = (0x40..=0x4a).contains(&op) || (0x50..=0x53).contains(&op);
+        let assigned = (0x40..=0x4a).contains(&op)
+            || (0x50..=0x53).contains(&op)
+            || (0x58..=0x59).contains(&op);
         assert_eq!(peer.is_some(), assigned, "{op:#04x}");
         if let Some(p) = peer {
             assert_eq!(p as u8, op);

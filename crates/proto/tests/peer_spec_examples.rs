@@ -343,6 +343,46 @@ fn keyspace_examples() {
     assert_eq!(peer::decode_counts(&b).unwrap(), vec![1200, 0]);
 }
 
+/// The tombstone collection examples of §6.3.
+#[test]
+fn tomb_examples() {
+    let entries: Vec<&[u8]> = vec![&[0xaa, 0xbb, 0xcc], &[0xdd, 0xee]];
+    check_request(
+        "tomb-offer-request",
+        &example("tomb-offer-request"),
+        10,
+        &PeerRequest::TombOffer {
+            entries: entries.clone(),
+        },
+        encoded(|o| peer::encode_tomb_offer(10, &entries, o)),
+    );
+    let states = [peer::TOMB_HELD, peer::TOMB_NEWER];
+    let bytes = reply(10, PeerOpcode::TombOffer, |w| {
+        w.bulk(&encoded(|o| peer::encode_states(&states, o)))
+    });
+    assert_eq!(bytes, example("tomb-offer-reply"));
+    let (_, op, status, v) = decode_reply(&bytes);
+    assert_eq!((op, status), (0x58, 0));
+    let Value::Bulk(b) = v else {
+        panic!("a Bulk: {v:?}")
+    };
+    assert_eq!(peer::decode_states(&b).unwrap(), states.to_vec());
+
+    let first = &entries[..1];
+    check_request(
+        "tomb-purge-request",
+        &example("tomb-purge-request"),
+        11,
+        &PeerRequest::TombPurge {
+            entries: first.to_vec(),
+        },
+        encoded(|o| peer::encode_tomb_purge(11, first, o)),
+    );
+    let bytes = reply(11, PeerOpcode::TombPurge, |w| w.int(1));
+    assert_eq!(bytes, example("tomb-purge-reply"));
+    assert_eq!(decode_reply(&bytes).3, Value::Int(1));
+}
+
 #[test]
 fn stream_examples_match_the_codec() {
     let read = StreamRead {
