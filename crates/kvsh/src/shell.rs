@@ -33,8 +33,9 @@ const SHELL_COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "cluster",
-        "cluster nodes|info|join host:port|leave [id]",
-        "the cluster: its nodes (a table), settings, join a node (waits until listed), leave",
+        "cluster nodes|info|join host:port|leave [id]|forget id|cancel [id]",
+        "the cluster: its nodes (a table), settings; join, leave or forget a node (waits, with a \
+         progress bar, until its partitions moved), cancel a join or leave",
     ),
     (
         "help",
@@ -205,12 +206,15 @@ mod tests {
     #[test]
     fn cluster_is_completed_and_documented() {
         assert!(complete("clu").contains(&"cluster".to_string()));
-        assert_eq!(complete("cluster "), ["info", "join", "leave", "nodes"]);
+        assert_eq!(
+            complete("cluster "),
+            ["cancel", "forget", "info", "join", "leave", "nodes"]
+        );
         assert_eq!(complete("CLUSTER j"), ["join"]);
         assert_eq!(complete("cluster N"), ["NODES"]);
         let help = help_text(None);
         assert!(
-            help.contains("cluster nodes|info|join host:port|leave [id]"),
+            help.contains("cluster nodes|info|join host:port|leave [id]|forget id|cancel [id]"),
             "{help}"
         );
         let one = help_text(Some(b"cluster"));
