@@ -582,12 +582,17 @@ fn a_paused_replica_costs_a_request_at_most_the_peer_deadline() {
     // Asked right away, before the detector convicts it: the calls to it are in flight and
     // only their deadline ends them (the connection's own read timeout is 10 s).
     assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "3", "3"]), ok);
+    // At most 2 of 3 answer (on a loaded machine a live replica may miss the 300 ms deadline
+    // too: 1 of 3); what matters is the NOQUORUM within the deadline instead of a hang.
+    let short = |e: &str| {
+        e.starts_with("NOQUORUM") && (e.contains("2 of the 3") || e.contains("1 of the 3"))
+    };
     match a.call_str(&["GET", "p"]) {
-        Reply::Error(e) => assert!(e.starts_with("NOQUORUM") && e.contains("2 of the 3"), "{e}"),
+        Reply::Error(e) => assert!(short(&e), "{e}"),
         r => panic!("GET with R=3 and a paused replica: {r:?}"),
     }
     match a.call_str(&["SET", "p", "2"]) {
-        Reply::Error(e) => assert!(e.starts_with("NOQUORUM") && e.contains("2 of the 3"), "{e}"),
+        Reply::Error(e) => assert!(short(&e), "{e}"),
         r => panic!("SET with W=3 and a paused replica: {r:?}"),
     }
     assert_eq!(a.call_str(&["CLUSTER", "QUORUM", "2", "2"]), ok);

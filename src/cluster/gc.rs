@@ -198,7 +198,7 @@ async fn confirm(
     let calls = others.iter().map(|&n| {
         let raw = &raw;
         async move {
-            let link = link_to(lp, cl, view, n)?;
+            let link = cl.link_to(lp, view, n)?;
             let v = link
                 .call(timeout, |rid, out| peer::encode_tomb_offer(rid, raw, out))
                 .await
@@ -243,7 +243,7 @@ async fn purge_others(
     timeout: Duration,
 ) {
     let calls = others.iter().map(|&n| async move {
-        let link = link_to(lp, cl, view, n)?;
+        let link = cl.link_to(lp, view, n)?;
         link.call(timeout, |rid, out| {
             peer::encode_tomb_purge(rid, confirmed, out)
         })
@@ -255,24 +255,6 @@ async fn purge_others(
             debug!(error = %e, "TOMB_PURGE failed; that replica will offer them again");
         }
     }
-}
-
-/// The link to replica `node`, if its address still belongs to it.
-fn link_to(
-    lp: &Rc<dyn LocalLoop>,
-    cl: &LoopCluster,
-    view: &View,
-    node: NodeId,
-) -> Result<Rc<Link>, String> {
-    let addr = view
-        .addr(node)
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| format!("node {node:016x} has no address"))?;
-    let link = cl.link(lp, addr);
-    if link.peer.get().is_some_and(|p| p != node) {
-        return Err(format!("address {addr} now belongs to another node"));
-    }
-    Ok(link)
 }
 
 fn decode(entries: &[&[u8]]) -> Option<Vec<Entry>> {

@@ -241,6 +241,18 @@ impl Link {
         self.wake.notify_one();
     }
 
+    /// Queues a reply to request `id` (opcode `op`): a Bulk of `r`'s bytes, or its error.
+    pub fn send_result(&self, id: u64, op: u8, r: Result<&[u8], &str>) {
+        self.send_reply(|out| {
+            let mut w = ringkv_proto::FrameWriter::new(out, id, op);
+            match r {
+                Ok(b) => ringkv_proto::ReplySink::bulk(&mut w, b),
+                Err(e) => ringkv_proto::ReplySink::error(&mut w, e),
+            }
+            w.finish();
+        });
+    }
+
     /// Queues a reply frame (to request `id`, opcode `op`) to go out once `marks` are durable;
     /// if the disk fails them, an error goes out instead.
     pub fn reply_when_durable(

@@ -135,6 +135,24 @@ impl LoopCluster {
         v.1.clone()
     }
 
+    /// The link to node `node` as `view` places it, if its address still belongs to it.
+    pub fn link_to(
+        &self,
+        lp: &Rc<dyn LocalLoop>,
+        view: &View,
+        node: crate::ring::NodeId,
+    ) -> Result<Rc<link::Link>, String> {
+        let addr = view
+            .addr(node)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| format!("node {node:016x} has no address"))?;
+        let link = self.link(lp, addr);
+        if link.peer.get().is_some_and(|p| p != node) {
+            return Err(format!("address {addr} now belongs to another node"));
+        }
+        Ok(link)
+    }
+
     /// The link to `addr`, dialed (in the background) the first time it is asked for.
     pub fn link(&self, lp: &Rc<dyn LocalLoop>, addr: &str) -> Rc<link::Link> {
         if let Some(l) = self.links.borrow().get(addr) {

@@ -115,14 +115,7 @@ pub fn serve(lp: &Rc<dyn LocalLoop>, link: &Link, id: u64, op: u8, req: &AaeRequ
         None => 0,
     };
     let r = answer(&lp.node().store, partitions, req);
-    link.send_reply(|out| {
-        let mut w = ringkv_proto::FrameWriter::new(out, id, op);
-        match &r {
-            Ok(b) => ringkv_proto::ReplySink::bulk(&mut w, b),
-            Err(e) => ringkv_proto::ReplySink::error(&mut w, e),
-        }
-        w.finish();
-    });
+    link.send_result(id, op, r.as_deref().map_err(String::as_str));
 }
 
 #[cfg(test)]

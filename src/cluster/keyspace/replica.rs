@@ -114,23 +114,6 @@ pub fn readers(
     out.into_iter().map(|t| t.1).collect()
 }
 
-/// The link to replica `node`, if its address still belongs to it.
-fn link_to(
-    lp: &Rc<dyn LocalLoop>,
-    cl: &LoopCluster,
-    view: &View,
-    node: NodeId,
-) -> Result<Rc<Link>, String> {
-    let addr = view
-        .addr(node)
-        .ok_or_else(|| format!("node {node:016x} has no address"))?;
-    let link = cl.link(lp, addr);
-    if link.peer.get().is_some_and(|p| p != node) {
-        return Err(format!("address {addr} now belongs to another node"));
-    }
-    Ok(link)
-}
-
 /// SCAN_PARTITION at one node (this one: no call).
 pub async fn scan_at(
     lp: &Rc<dyn LocalLoop>,
@@ -147,7 +130,7 @@ pub async fn scan_at(
         wait_durable(&**lp, marks).await?;
         return Ok(slice);
     }
-    let link = link_to(lp, cl, view, node)?;
+    let link = cl.link_to(lp, view, node)?;
     let v = link
         .call(timeout, |rid, out| {
             peer::encode_scan_partition(rid, req, out)
@@ -203,7 +186,7 @@ async fn count_at(
     if node == view.me {
         return Ok(local_count(&**lp, partitions));
     }
-    let link = link_to(lp, cl, view, node)?;
+    let link = cl.link_to(lp, view, node)?;
     let v = link
         .call(timeout, |rid, out| {
             peer::encode_count_keys(rid, partitions, out)
@@ -286,14 +269,7 @@ pub async fn count_all(
 pub fn serve(lp: &Rc<dyn LocalLoop>, link: &Link, id: u64, op: u8, req: Served<'_>) {
     let view = match lp.cluster() {
         Some(c) => c.view(),
-        None => {
-            return send(
-                link,
-                id,
-                op,
-                Err("ERR this node is not in cluster mode".into()),
-            )
-        }
+        None => return link.send_result(id, op, Err("ERR this node is not in cluster mode")),
     };
     let mut body = BytesMut::new();
     let r = match req {
@@ -315,7 +291,7 @@ pub fn serve(lp: &Rc<dyn LocalLoop>, link: &Link, id: u64, op: u8, req: Served<'
             w.finish();
             link.reply_when_durable(&**lp, marks, id, op, frame);
         }
-        Err(e) => send(link, id, op, Err(e)),
+        Err(e) => link.send_result(id, op, Err(&e)),
     }
 }
 
@@ -339,15 +315,4 @@ pub(crate) async fn wait_durable(lp: &dyn LocalLoop, marks: Marks) -> Result<(),
 pub enum Served<'a> {
     Scan(ScanPartition<'a>),
     Count(&'a [u32]),
-}
-
-fn send(link: &Link, id: u64, op: u8, r: Result<BytesMut, String>) {
-    link.send_reply(|out| {
-        let mut w = ringkv_proto::FrameWriter::new(out, id, op);
-        match &r {
-            Ok(b) => ringkv_proto::ReplySink::bulk(&mut w, b),
-            Err(e) => ringkv_proto::ReplySink::error(&mut w, e),
-        }
-        w.finish();
-    });
 }

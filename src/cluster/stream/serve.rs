@@ -14,26 +14,10 @@ use crate::cluster::LocalLoop;
 use crate::ring::partition::partition_of;
 use crate::util::now_ms;
 
-fn reply(link: &Link, id: u64, op: u8, r: Result<BytesMut, String>) {
-    link.send_reply(|out| {
-        let mut w = ringkv_proto::FrameWriter::new(out, id, op);
-        match &r {
-            Ok(b) => w.bulk(b),
-            Err(e) => w.error(e),
-        }
-        w.finish();
-    });
-}
-
 /// STREAM_READ: up to `max_bytes` of this node's entries of the partition, from `from` on.
 pub fn read(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, req: StreamRead) {
     let Some(cl) = lp.cluster() else {
-        return reply(
-            link,
-            id,
-            op,
-            Err("ERR this node is not in cluster mode".into()),
-        );
+        return link.send_result(id, op, Err("ERR this node is not in cluster mode"));
     };
     let view = cl.view();
     let bits = view.ring.partition_bits();
@@ -43,14 +27,14 @@ pub fn read(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, req: Strea
             req.partition,
             view.ring.partitions()
         );
-        return reply(link, id, op, Err(msg));
+        return link.send_result(id, op, Err(&msg));
     }
     if partition_of(req.from, bits) != req.partition {
         let msg = format!(
             "ERR resume position {:#018x} is not in partition {}",
             req.from, req.partition
         );
-        return reply(link, id, op, Err(msg));
+        return link.send_result(id, op, Err(&msg));
     }
     let to = partition_end(req.partition, bits);
     let (entries, next, marks) =
@@ -71,15 +55,10 @@ pub fn read(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, req: Strea
 /// digest lets it compare).
 pub fn status(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8) {
     let Some(cl) = lp.cluster() else {
-        return reply(
-            link,
-            id,
-            op,
-            Err("ERR this node is not in cluster mode".into()),
-        );
+        return link.send_result(id, op, Err("ERR this node is not in cluster mode"));
     };
     let r = cl.shared.streams.report(now_ms());
     let mut out = BytesMut::new();
     r.status.encode(&mut out);
-    reply(link, id, op, Ok(out));
+    link.send_result(id, op, Ok(&out));
 }
