@@ -126,10 +126,9 @@ fn preload(c: &Cluster, nodes: &[usize]) -> Vec<String> {
 fn wait_exactly_on_owners(c: &Cluster, nodes: &[usize], keys: &[String]) {
     let map = c.map(nodes[0]);
     let mut conns: Vec<Conn> = nodes.iter().map(|&i| c.conn(i)).collect();
-    let mut last = String::new();
-    let t = std::time::Instant::now();
-    loop {
+    wait_for("every key exactly on its owners", MOVE, || {
         let mut wrong = 0usize;
+        let mut first = String::new();
         for key in keys {
             let want: BTreeSet<u16> = map.owners(key.as_bytes()).iter().copied().collect();
             let mut have = BTreeSet::new();
@@ -144,21 +143,16 @@ fn wait_exactly_on_owners(c: &Cluster, nodes: &[usize], keys: &[String]) {
             }
             if have != want {
                 if wrong == 0 {
-                    last = format!("{key}: on {have:?}, owners {want:?}");
+                    first = format!("{key}: on {have:?}, owners {want:?}");
                 }
                 wrong += 1;
             }
         }
-        if wrong == 0 {
-            return;
+        match wrong {
+            0 => Ok(()),
+            n => Err(format!("{n} of {} keys are not, e.g. {first}", keys.len())),
         }
-        assert!(
-            t.elapsed() < MOVE,
-            "{wrong} of {} keys not exactly on their owners, e.g. {last}",
-            keys.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
 }
 
 fn addrs(c: &Cluster, nodes: &[usize]) -> Vec<SocketAddr> {

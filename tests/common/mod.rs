@@ -345,6 +345,23 @@ pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// [`wait_until`] for a check that says what is still wrong: the test fails with the last
+/// answer if it is still wrong after `within`.
+pub fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let t = Instant::now();
+    loop {
+        let why = match check() {
+            Ok(()) => return,
+            Err(why) => why,
+        };
+        assert!(
+            t.elapsed() < within,
+            "timed out after {within:?} waiting for {what}: {why}"
+        );
+        std::thread::park_timeout(POLL);
+    }
+}
+
 /// [`wait_until`] for a condition that needs the async runtime (a client call).
 pub async fn wait_until_async<F, Fut>(what: &str, within: Duration, mut cond: F)
 where
