@@ -470,4 +470,9 @@ fn cluster_join_of_nothing_gives_up_after_10s() {
     );
     assert!(t.elapsed() >= Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(nodes_of(&a).len(), 1);
+    // It stays joining (a seed that never answered may be an owner); cancel makes it itself.
+    assert!(nodes_of(&a)[0].contains(" joining "), "{:?}", nodes_of(&a));
+    let o = kvsh(&["-p", &pa, "-c", "cluster cancel"], None);
+    assert_eq!((o.code(), o.stdout.as_str()), (Some(0), "OK\n"), "{o:?}");
+    assert!(nodes_of(&a)[0].contains(" active "), "{:?}", nodes_of(&a));
 }

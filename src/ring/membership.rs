@@ -383,6 +383,28 @@ impl Membership {
         self.leave(id)
     }
 
+    /// Commits `id`'s move (`joining` → `active`, `leaving` → `removed`) only if its entry is
+    /// still at `version` (the one every receiver's copy was for): a cancel or another change
+    /// meanwhile wins. Whether it committed.
+    pub fn commit_move(&self, id: NodeId, version: u64) -> bool {
+        let mut inner = self.inner();
+        let Some(m) = inner.layout.get(id).cloned() else {
+            return false;
+        };
+        let next = match m.state {
+            MemberState::Joining => MemberState::Active,
+            MemberState::Leaving => MemberState::Removed,
+            MemberState::Active | MemberState::Removed => return false,
+        };
+        if m.version != version {
+            return false;
+        }
+        inner.layout.set(id, &m.addr, &m.zone, next);
+        info!(node = %format_id(id), from = m.state.name(), to = next.name(), "every moved partition is copied: committing the layout change");
+        self.publish(&inner);
+        true
+    }
+
     /// CLUSTER CANCEL: stops `id`'s join (it is removed) or leave (it stays active). The
     /// copies made so far stay; they are dropped as unowned once nothing moves.
     pub fn cancel(&self, id: NodeId) -> Result<(), String> {
@@ -390,7 +412,13 @@ impl Membership {
         let Some(m) = inner.layout.get(id) else {
             return Err(format!("ERR unknown node {}", format_id(id)));
         };
+        let alone = inner
+            .layout
+            .members()
+            .all(|o| o.id == id || o.state == MemberState::Removed);
         let next = match m.state {
+            // A lone node that was told to join (a seed never answered) is itself again.
+            MemberState::Joining if alone => MemberState::Active,
             MemberState::Joining => MemberState::Removed,
             MemberState::Leaving => MemberState::Active,
             MemberState::Active | MemberState::Removed => {

@@ -18,15 +18,12 @@ use tracing::{info, warn};
 use super::{moving_state, receivers};
 use crate::cluster::{sys, LocalLoop, LoopCluster};
 use crate::ring::layout::MemberState;
-use crate::ring::membership::{format_id, View};
+use crate::ring::membership::View;
 use crate::ring::NodeId;
 use crate::util::now_ms;
 
 /// How often the commit task looks at the moves.
 pub const COMMIT_TICK_MS: u64 = 250;
-/// A new node whose seeds are not all known yet waits this long for an owner to show up
-/// before it decides the cluster is new (every node joining) and admits itself.
-pub const BOOTSTRAP_WAIT_MS: u64 = 10_000;
 /// Slots looked at per shard lock when dropping the partitions this node no longer replicates.
 const CLEANUP_BATCH_SLOTS: usize = 4096;
 
@@ -35,7 +32,6 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
     let Some(cl) = lp.cluster().cloned() else {
         return;
     };
-    let mut joining_since: Option<u64> = None;
     let mut shutdown = lp.node().shutdown_signal();
     let mut tick = sys::interval(Duration::from_millis(COMMIT_TICK_MS));
     tick.set_missed_tick_behavior(sys::MissedTickBehavior::Delay);
@@ -46,7 +42,7 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
         }
         let view = cl.view();
         remember_membership(&cl, &view).await;
-        if bootstrap(&cl, &view, &mut joining_since) {
+        if bootstrap(&cl, &view) {
             continue;
         }
         let mine: Vec<NodeId> = view
@@ -78,20 +74,21 @@ fn committer(view: &View, id: NodeId) -> NodeId {
         .unwrap_or(view.me)
 }
 
-/// A joining node in a cluster with no owner yet is admitted at once, when its seeds are all
-/// known or it waited long enough for them. Whether it acted.
-fn bootstrap(cl: &LoopCluster, view: &View, joining_since: &mut Option<u64>) -> bool {
+/// A joining node in a cluster with no owner yet is admitted at once, once every seed is
+/// known. Whether it acted.
+fn bootstrap(cl: &LoopCluster, view: &View) -> bool {
     let me = view.layout.get(view.me).map(|m| m.state);
     if me != Some(MemberState::Joining) {
-        *joining_since = None;
         return false;
     }
-    let since = *joining_since.get_or_insert_with(now_ms);
     if view.layout.owners().next().is_some() {
         return false;
     }
     let m = &cl.shared.membership;
-    if m.seeds().is_empty() || now_ms().saturating_sub(since) >= BOOTSTRAP_WAIT_MS {
+    // Only once every seed answered: a seed not heard from may be an owner, and a node that
+    // admits itself beside owners would own partitions it holds nothing of. A node that
+    // began copying before (a restarted join) never admits itself.
+    if m.seeds().is_empty() && !cl.shared.streams.has_history() {
         // Every joining member is new and empty: admit them all at once, so that nodes started
         // together form the cluster together instead of copying empty partitions in turn.
         let joining: Vec<NodeId> = view
@@ -183,21 +180,10 @@ async fn status_of(
 }
 
 fn commit(cl: &LoopCluster, view: &View, ids: &[NodeId]) {
-    let m = &cl.shared.membership;
     for &id in ids {
-        let Some(state) = view.layout.get(id).map(|x| x.state) else {
-            continue;
-        };
-        let next = match state {
-            MemberState::Joining => MemberState::Active,
-            MemberState::Leaving => MemberState::Removed,
-            MemberState::Active | MemberState::Removed => continue,
-        };
-        info!(node = %format_id(id), from = state.name(), to = next.name(), "every moved partition is copied: committing the layout change");
-        if id == view.me {
-            m.set_self(cl.shared.advertise(), &cl.shared.zone, next);
-        } else {
-            m.set_state(id, next);
+        if let Some(m) = view.layout.get(id) {
+            // Only if nothing changed it since the copies were checked (a CANCEL wins).
+            cl.shared.membership.commit_move(id, m.version);
         }
     }
 }

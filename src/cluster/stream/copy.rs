@@ -40,7 +40,7 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
     let mut shutdown = lp.node().shutdown_signal();
     let mut tick = sys::interval(Duration::from_millis(STREAM_TICK_MS));
     tick.set_missed_tick_behavior(sys::MissedTickBehavior::Delay);
-    let mut settled_since: Option<u64> = None;
+    let mut settled_since: Option<(u64, u64)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -65,8 +65,17 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
             continue;
         }
         replan(&cl, &view).await;
+        let digest = view.layout.digest();
+        // The settle time runs per layout: one that converged during a long copy pass gets
+        // its own.
         let now = now_ms();
-        let since = *settled_since.get_or_insert(now);
+        let since = match settled_since {
+            Some((d, t)) if d == digest => t,
+            _ => {
+                settled_since = Some((digest, now));
+                now
+            }
+        };
         if now.saturating_sub(since) < settle_ms(&*lp) {
             streams.state().phase = StreamPhase::Settling;
             continue;
@@ -131,7 +140,7 @@ async fn replan(cl: &Rc<LoopCluster>, view: &Arc<View>) {
     let digest = view.layout.digest();
     let me = view.me;
     let streams = &cl.shared.streams;
-    let plan = incoming(view, me);
+    let plan = incoming(view, me, cl.shared.membership.settings.w);
     let (cursors, rewrite) = {
         let mut s = streams.state();
         // Same layout, same sources: nothing to plan. (Sources change when one becomes
@@ -142,12 +151,15 @@ async fn replan(cl: &Rc<LoopCluster>, view: &Arc<View>) {
         if s.phase == StreamPhase::Done {
             s.phase = StreamPhase::Copying;
         }
+        // Within one layout, a partition still to copy keeps its cursors from every source it
+        // was read from (a restart, or a source that went down and came back, resumes). A new
+        // layout starts over: a copy made for an earlier move may have missed writes since
+        // (a cancelled leave sends writes to the old owners only).
+        let same_layout = s.digest == digest;
         let keep: std::collections::HashMap<(u32, NodeId), Cursor> = s
             .cursors
             .iter()
-            // A partition still to copy keeps its cursors from every source it was read
-            // from: a source that went down and came back resumes where it stopped.
-            .filter(|((p, _), _)| plan.iter().any(|i| i.partition == *p))
+            .filter(|((p, _), _)| same_layout && plan.iter().any(|i| i.partition == *p))
             .map(|(k, v)| (*k, *v))
             .collect();
         let rewrite = s.digest != digest || keep.len() != s.cursors.len();
@@ -203,6 +215,20 @@ async fn copy_partition(
             });
         while !cur.done {
             let batch = fetch(lp, cl, src, inc.partition, cur.next).await?;
+            // A resume position must move forward within the partition, or the copy would
+            // loop on a source's bad answer.
+            if let Some(n) = batch.next {
+                let end = crate::cluster::keyspace::replica::partition_end(inc.partition, bits);
+                if n <= cur.next || n > end {
+                    return Err(format!(
+                        "source {} answered resume position {n:#018x} after {:#018x} in \
+                         partition {}",
+                        format_id(src),
+                        cur.next,
+                        inc.partition
+                    ));
+                }
+            }
             let bytes: u64 = batch.entries.iter().map(|e| e.len() as u64).sum();
             record_fetched(&cl.shared.streams, inc.partition, src, bytes).await;
             let marks = apply(&**lp, &batch)?;

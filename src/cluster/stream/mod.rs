@@ -40,10 +40,12 @@ pub struct Incoming {
 }
 
 /// The partitions `node` must copy in `view`: those it will own and does not own now, each
-/// from the owners it replaces (they hold every write acknowledged by a quorum of the
-/// current owners that the remaining ones miss), else from every current owner. Sources not
-/// reachable are left out when others remain.
-pub fn incoming(view: &View, node: NodeId) -> Vec<Incoming> {
+/// from every owner it replaces (together they hold every write a quorum of the current owners
+/// acknowledged that the remaining ones may miss). When one of those is unreachable (a dead
+/// node forgotten, or a join beside a failure), from every reachable current owner instead,
+/// if at least N - W + 1 of them are (any W acknowledgements meet them); else from all the
+/// current owners, which waits for the missing ones (the plan is made again each round).
+pub fn incoming(view: &View, node: NodeId, w: usize) -> Vec<Incoming> {
     let Some(target) = view.target.as_ref() else {
         return Vec::new();
     };
@@ -56,17 +58,14 @@ pub fn incoming(view: &View, node: NodeId) -> Vec<Incoming> {
             continue;
         }
         let replaced: Vec<NodeId> = now.iter().copied().filter(|n| !next.contains(n)).collect();
-        let live = |v: &[NodeId]| -> Vec<NodeId> {
-            v.iter().copied().filter(|&n| view.reachable(n)).collect()
+        let live: Vec<NodeId> = now.iter().copied().filter(|&n| view.reachable(n)).collect();
+        let sources = if !replaced.is_empty() && replaced.iter().all(|&n| view.reachable(n)) {
+            replaced
+        } else if live.len() + w > now.len() {
+            live
+        } else {
+            now.to_vec()
         };
-        let mut sources = live(&replaced);
-        if sources.is_empty() {
-            sources = live(now);
-        }
-        if sources.is_empty() {
-            // Nobody to copy from now: wait for one (the plan is recomputed each round).
-            sources = now.to_vec();
-        }
         out.push(Incoming {
             partition: p,
             sources,
@@ -282,7 +281,7 @@ mod tests {
     fn a_joining_node_copies_each_partition_from_the_owner_it_replaces() {
         use MemberState::{Active, Joining};
         let view = view_of(&[(4, Joining), (1, Active), (2, Active), (3, Active)]);
-        let plan = incoming(&view, 4);
+        let plan = incoming(&view, 4, 2);
         assert_eq!(receivers(&view), [4].into_iter().collect());
         assert!(
             !plan.is_empty() && plan.len() < 64,
@@ -300,7 +299,7 @@ mod tests {
         assert_eq!(moving_partitions(&view), plan.len() as u32);
         // Nothing moves once it is active.
         let view = view_of(&[(4, Active), (1, Active), (2, Active), (3, Active)]);
-        assert!(incoming(&view, 4).is_empty() && receivers(&view).is_empty());
+        assert!(incoming(&view, 4, 2).is_empty() && receivers(&view).is_empty());
     }
 
     #[test]
