@@ -256,7 +256,9 @@ fn a_node_leaves_under_load() {
         "leave: every key exactly on its owners after {:?} more",
         t.elapsed()
     );
-    assert_eq!(c.info(3, "cluster_stream_phase").as_deref(), Some("idle"));
+    wait_until("node 3's copies to show idle", MOVE, || {
+        c.info(3, "cluster_stream_phase").as_deref() == Some("idle")
+    });
 }
 
 #[test]
@@ -325,6 +327,39 @@ fn a_receiver_killed_mid_copy_resumes_where_it_stopped() {
     );
     // At most the batches in flight at the kill are copied again.
     assert!(resent <= 2 * 40_000, "{resent} bytes resent");
+    // Every field docs/cluster.md lists for a move is in CLUSTER INFO, as a number (the phase:
+    // a name).
+    for f in [
+        "cluster_moving_partitions",
+        "cluster_stream_partitions",
+        "cluster_stream_partitions_done",
+        "cluster_stream_bytes",
+        "cluster_stream_keys",
+        "cluster_stream_bytes_this_run",
+        "cluster_stream_bytes_resent",
+        "cluster_stream_rate_bps",
+        "cluster_stream_eta_secs",
+        "cluster_moves_partitions",
+        "cluster_moves_partitions_done",
+        "cluster_moves_bytes",
+        "cluster_moves_rate_bps",
+        "cluster_unowned_keys_dropped",
+    ] {
+        let v = c.info(new, f).unwrap_or_else(|| panic!("{f} missing"));
+        assert!(v.parse::<u64>().is_ok(), "{f}:{v}");
+    }
+    wait_until("the new node's copies to show idle", MOVE, || {
+        c.info(new, "cluster_stream_phase").as_deref() == Some("idle")
+    });
     let keys: Vec<String> = (0..PRELOAD).map(|n| format!("big{n}")).collect();
     wait_exactly_on_owners(&c, &[0, 1, 2, 3], &keys);
+    // The old owners dropped what they gave away.
+    let dropped: u64 = (0..3)
+        .map(|i| {
+            c.info(i, "cluster_unowned_keys_dropped")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(dropped > 0, "no old owner dropped a key");
 }
