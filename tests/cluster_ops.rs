@@ -558,6 +558,21 @@ fn signal(sig: &str, pid: u32) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill {sig} {pid}");
+    // SIGSTOP takes effect asynchronously: wait until every thread of the process is stopped
+    // (state T in /proc), or a request sent right after may still be served.
+    if sig == "-STOP" {
+        wait_until("the process to be stopped", Duration::from_secs(10), || {
+            let dir = format!("/proc/{pid}/task");
+            std::fs::read_dir(&dir).is_ok_and(|tasks| {
+                tasks.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                        st.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                    })
+                })
+            })
+        });
+    }
 }
 
 /// Three nodes with a 300 ms peer deadline, `p` written, node 2 stopped (SIGSTOP: its
