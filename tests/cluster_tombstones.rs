@@ -68,17 +68,17 @@ fn anti_entropy(c: &Cluster, via: usize, keys: &[String]) {
 /// absence longer than the grace, which it logs), holding the old values: the keys stay
 /// deleted on every node, and the tombstones are then collected everywhere (INFO count and
 /// memory drop).
+/// Every test's cluster: the short grace, and a peer deadline that a down node costs.
+const FLAGS: &[&str] = &[
+    "--tombstone-grace-secs",
+    GRACE_SECS,
+    "--peer-timeout-ms",
+    "1000",
+];
+
 #[test]
 fn deletes_made_while_a_replica_was_down_stay_deleted_and_are_collected_once_it_is_back() {
-    let mut c = Cluster::start(
-        3,
-        &[
-            "--tombstone-grace-secs",
-            GRACE_SECS,
-            "--peer-timeout-ms",
-            "1000",
-        ],
-    );
+    let mut c = Cluster::start(3, FLAGS);
     c.wait_converged();
     let keys: Vec<String> = (0..1000).map(|i| format!("gone{i}")).collect();
     let ok = Reply::Simple("OK".into());
@@ -191,15 +191,7 @@ fn server_ms(c: &Cluster, i: usize) -> u64 {
 /// logs its absence; INFO counts the dropped hints.
 #[test]
 fn hints_older_than_the_grace_are_dropped_not_delivered() {
-    let mut c = Cluster::start(
-        3,
-        &[
-            "--tombstone-grace-secs",
-            GRACE_SECS,
-            "--peer-timeout-ms",
-            "1000",
-        ],
-    );
+    let mut c = Cluster::start(3, FLAGS);
     c.wait_converged();
     c.kill(2);
     c.wait_converged();
