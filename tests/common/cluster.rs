@@ -18,6 +18,8 @@ pub const CONVERGE: Duration = Duration::from_secs(30);
 pub struct Cluster {
     pub nodes: Vec<Option<Server>>,
     pub ports: Vec<u16>,
+    /// The port each node's peers dial: its own, or a proxy's in front of it (fault runs).
+    pub reach: Vec<u16>,
     dirs: Vec<tempfile::TempDir>,
     extra: Vec<String>,
     /// Flags for one node only, by index.
@@ -25,7 +27,7 @@ pub struct Cluster {
 }
 
 /// Ports free now (bound then released) for nodes that must know each other's ports.
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let ls: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
         .collect();
@@ -42,9 +44,23 @@ impl Cluster {
 
     /// [`Cluster::start`], with flags for each node from `own(i)` too.
     pub fn start_each(n: usize, extra: &[&str], own: impl Fn(usize) -> Vec<String>) -> Cluster {
+        let ports = free_ports(n);
+        Self::start_reached(ports.clone(), ports, extra, own)
+    }
+
+    /// Starts a node on each of `ports`, whose peers reach it on `reach` (where `reach`
+    /// differs, the node advertises it: a proxy listens there).
+    pub fn start_reached(
+        ports: Vec<u16>,
+        reach: Vec<u16>,
+        extra: &[&str],
+        own: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
+        let n = ports.len();
         let mut c = Cluster {
             nodes: Vec::new(),
-            ports: free_ports(n),
+            ports,
+            reach,
             dirs: (0..n)
                 .map(|_| tempfile::tempdir().expect("tempdir"))
                 .collect(),
@@ -64,7 +80,7 @@ impl Cluster {
 
     fn args(&self, i: usize) -> Vec<String> {
         let peers: Vec<String> = self
-            .ports
+            .reach
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
@@ -79,6 +95,9 @@ impl Cluster {
         // One loop per node unless the test asks for more (several nodes share 2 cores).
         if !self.extra.iter().any(|a| a == "--threads") {
             a.extend(["--threads".into(), "1".into()]);
+        }
+        if self.reach[i] != self.ports[i] {
+            a.extend(["--advertise".into(), format!("127.0.0.1:{}", self.reach[i])]);
         }
         if !peers.is_empty() {
             a.push("--peers".into());
@@ -159,6 +178,7 @@ impl Cluster {
         let i = self.nodes.len();
         let port = free_ports(1)[0];
         self.ports.push(port);
+        self.reach.push(port);
         self.dirs.push(tempfile::tempdir().expect("tempdir"));
         self.own.push(own.iter().map(|s| s.to_string()).collect());
         let s = self.spawn(i);
@@ -184,7 +204,7 @@ impl Cluster {
                             } else {
                                 "down"
                             };
-                            self.liveness_seen(i, self.ports[j]).as_deref() == Some(want)
+                            self.liveness_seen(i, self.reach[j]).as_deref() == Some(want)
                         })
                 })
             },

@@ -1,0 +1,521 @@
+//! What clients do during a fault run, what they were told, and the checks made from that
+//! after the cluster heals. Every client talks to every node directly (not through the
+//! proxies) and sends each request to a node picked at random; a write whose reply was an
+//! error or never came is *unknown* (it may or may not have been applied), never lost.
+//!
+//! - **Set**: unique keys, each written once. Every acknowledged key must be readable (at the
+//!   node's R) from every node, with its value.
+//! - **Register** (`siblings`): clients read a register (siblings and context) and write a new
+//!   value with that context. A value acknowledged and absent at the end must have been read
+//!   by some later write (whose context then superseded it); otherwise it was lost.
+//! - **Counter**: INCRBY through random nodes; every node's final value lies between the sum
+//!   of acknowledged increments and that plus the unknown ones.
+//! - **Sequential register** (`lww` mode): one writer per key writes blind (no context), a
+//!   write only after the previous one's reply, and reads the key back (through a random
+//!   node) after each acknowledged write. With W + R > N that read must not return an earlier
+//!   acknowledged write: that means this one was discarded in favour of an older one (lost).
+//!   At the end, the value must be the last acknowledged write or an unknown one.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ringkv_client::{Client, ClientConfig, PutOptions};
+use tokio::sync::watch;
+
+use super::rng::Rng;
+
+/// A reply may take this long; a SIGSTOPped node never answers.
+const CLIENT_TIMEOUT_MS: u64 = 3_000;
+/// Reads in flight per node during a check.
+const CHECK_READS_INFLIGHT: usize = 64;
+
+/// Answered / asked, during the faults.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub ok: u64,
+    pub failed: u64,
+}
+
+impl Tally {
+    fn count<T, E>(&mut self, r: &Result<T, E>) {
+        match r {
+            Ok(_) => self.ok += 1,
+            Err(_) => self.failed += 1,
+        }
+    }
+
+    pub fn add(&mut self, o: Tally) {
+        self.ok += o.ok;
+        self.failed += o.failed;
+    }
+
+    pub fn availability(&self) -> f64 {
+        self.ok as f64 / (self.ok + self.failed).max(1) as f64
+    }
+}
+
+/// One client per node, each with its own connection.
+pub async fn connect(addrs: &[SocketAddr]) -> Vec<Client> {
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(CLIENT_TIMEOUT_MS),
+        connect_timeout: Duration::from_millis(1_000),
+        ..ClientConfig::default()
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(
+            Client::connect(*a, config.clone())
+                .await
+                .unwrap_or_else(|e| panic!("connect to {a}: {e}")),
+        );
+    }
+    out
+}
+
+/// What a check found: `lost` counts acknowledged writes missing, `unexpected` values nobody
+/// wrote or a disagreement between nodes; `pending` is true while reads still fail or
+/// replicas still disagree (the check is worth repeating).
+#[derive(Debug, Default, Clone)]
+pub struct Check {
+    pub lost: u64,
+    pub unexpected: u64,
+    pub pending: bool,
+    pub detail: String,
+}
+
+// ---------------------------------------------------------------- set
+
+#[derive(Debug, Default)]
+pub struct SetLog {
+    pub acked: Vec<String>,
+    pub unknown: u64,
+    pub tally: Tally,
+}
+
+pub async fn set_client(
+    addrs: Vec<SocketAddr>,
+    prefix: String,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+    pace: Duration,
+) -> SetLog {
+    let clients = connect(&addrs).await;
+    let mut log = SetLog::default();
+    let mut tick = tokio::time::interval(pace);
+    for i in 0.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let key = format!("{prefix}-{i}");
+        let node = rng.below(clients.len() as u64) as usize;
+        let r = clients[node].put(&key, &key).await;
+        log.tally.count(&r);
+        match r {
+            Ok(_) => log.acked.push(key),
+            Err(_) => log.unknown += 1,
+        }
+    }
+    log
+}
+
+/// Every acknowledged key from every node, skipping (node, key) pairs already confirmed in
+/// an earlier round (`confirmed`); `strict` rereads everything.
+pub async fn check_set(
+    clients: &[Client],
+    acked: &[String],
+    confirmed: &mut HashSet<(usize, usize)>,
+    strict: bool,
+) -> Check {
+    let mut c = Check::default();
+    for (node, client) in clients.iter().enumerate() {
+        let todo: Vec<usize> = (0..acked.len())
+            .filter(|k| strict || !confirmed.contains(&(node, *k)))
+            .collect();
+        let mut reads = futures::stream::iter(todo)
+            .map(|k| async move { (k, client.get(&acked[k]).await) })
+            .buffer_unordered(CHECK_READS_INFLIGHT);
+        while let Some((k, r)) = reads.next().await {
+            match r {
+                Ok(Some(v)) if v.values.len() == 1 && v.values[0] == acked[k].as_bytes() => {
+                    confirmed.insert((node, k));
+                }
+                Ok(Some(v)) => {
+                    c.unexpected += 1;
+                    if c.detail.len() < 400 {
+                        c.detail += &format!("node {node} has {} = {:?}; ", acked[k], v.values);
+                    }
+                }
+                Ok(None) => {
+                    c.lost += 1;
+                    if c.detail.len() < 400 {
+                        c.detail += &format!("node {node} lacks {}; ", acked[k]);
+                    }
+                }
+                Err(e) => {
+                    c.pending = true;
+                    if c.detail.len() < 400 {
+                        c.detail += &format!("node {node}, read of {}: {e}; ", acked[k]);
+                    }
+                }
+            }
+        }
+    }
+    c.pending |= c.lost > 0;
+    c
+}
+
+// ---------------------------------------------------------------- register (siblings)
+
+#[derive(Debug, Clone)]
+pub struct RegWrite {
+    pub key: usize,
+    pub value: String,
+    /// The values the read before this write returned: its context covered them.
+    pub seen: Vec<String>,
+    pub acked: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RegLog {
+    pub writes: Vec<RegWrite>,
+    pub tally: Tally,
+}
+
+pub fn reg_key(k: usize) -> String {
+    format!("reg-{k}")
+}
+
+pub async fn register_client(
+    addrs: Vec<SocketAddr>,
+    id: usize,
+    keys: usize,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+    pace: Duration,
+) -> RegLog {
+    let clients = connect(&addrs).await;
+    let mut log = RegLog::default();
+    let mut tick = tokio::time::interval(pace);
+    for i in 0.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let key = rng.below(keys as u64) as usize;
+        let reader = &clients[rng.below(clients.len() as u64) as usize];
+        let writer = &clients[rng.below(clients.len() as u64) as usize];
+        let read = reader.get(reg_key(key)).await;
+        log.tally.count(&read);
+        // Registers exist before the run ([`create_registers`]), and every write carries a
+        // context: a write without one would supersede whatever its coordinator holds,
+        // unseen (protocol.md §2.4), which the check could not tell from a loss.
+        let (context, seen) = match read {
+            Ok(Some(v)) => (Some(v.context), v.values.iter().map(text).collect()),
+            Ok(None) | Err(_) => continue,
+        };
+        let value = format!("c{id}-{i}");
+        let r = writer
+            .put_with(reg_key(key), &value, PutOptions { context, ttl: None })
+            .await;
+        log.tally.count(&r);
+        log.writes.push(RegWrite {
+            key,
+            value,
+            seen,
+            acked: r.is_ok(),
+        });
+    }
+    log
+}
+
+/// Writes each register's first value, before the faults.
+pub async fn create_registers(addrs: &[SocketAddr], keys: usize) -> Vec<RegWrite> {
+    let clients = connect(addrs).await;
+    let mut out = Vec::new();
+    for key in 0..keys {
+        let value = format!("init-{key}");
+        clients[0]
+            .put(reg_key(key), &value)
+            .await
+            .unwrap_or_else(|e| panic!("create {}: {e}", reg_key(key)));
+        out.push(RegWrite {
+            key,
+            value,
+            seen: Vec::new(),
+            acked: true,
+        });
+    }
+    out
+}
+
+fn text(b: &ringkv_client::Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Each register's siblings as every node reads them: all nodes must agree, and every
+/// acknowledged value is there or was read by a later write.
+pub async fn check_registers(clients: &[Client], keys: usize, writes: &[RegWrite]) -> Check {
+    let mut c = Check::default();
+    let mut superseded: HashSet<(usize, &str)> = HashSet::new();
+    let mut written: HashSet<(usize, &str)> = HashSet::new();
+    for w in writes {
+        written.insert((w.key, &w.value));
+        for s in &w.seen {
+            superseded.insert((w.key, s));
+        }
+    }
+    for key in 0..keys {
+        let mut finals: Vec<HashSet<String>> = Vec::new();
+        for (node, client) in clients.iter().enumerate() {
+            match client.get(reg_key(key)).await {
+                Ok(v) => finals.push(
+                    v.map(|v| v.values.iter().map(text).collect())
+                        .unwrap_or_default(),
+                ),
+                Err(e) => {
+                    c.pending = true;
+                    c.detail += &format!("node {node}, read of {}: {e}; ", reg_key(key));
+                }
+            }
+        }
+        let Some(first) = finals.first() else {
+            continue;
+        };
+        if finals.iter().any(|f| f != first) {
+            c.pending = true;
+            c.detail += &format!("nodes disagree on {}; ", reg_key(key));
+            continue;
+        }
+        for v in first {
+            if !written.contains(&(key, v.as_str())) {
+                c.unexpected += 1;
+                c.detail += &format!("{} holds {v}, never written; ", reg_key(key));
+            }
+        }
+        for w in writes.iter().filter(|w| w.key == key && w.acked) {
+            if !first.contains(&w.value) && !superseded.contains(&(key, w.value.as_str())) {
+                c.lost += 1;
+                if c.detail.len() < 400 {
+                    c.detail += &format!("{} lost {}; ", reg_key(key), w.value);
+                }
+            }
+        }
+    }
+    c.pending |= c.lost > 0;
+    c
+}
+
+// ---------------------------------------------------------------- counters
+
+#[derive(Debug, Default)]
+pub struct CounterLog {
+    /// Per key: the sum of acknowledged increments, and of unknown ones.
+    pub acked: HashMap<usize, i64>,
+    pub unknown: HashMap<usize, i64>,
+    pub tally: Tally,
+}
+
+pub fn counter_key(k: usize) -> String {
+    format!("cnt-{k}")
+}
+
+pub async fn counter_client(
+    addrs: Vec<SocketAddr>,
+    keys: usize,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+    pace: Duration,
+) -> CounterLog {
+    let clients = connect(&addrs).await;
+    let mut log = CounterLog::default();
+    let mut tick = tokio::time::interval(pace);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let key = rng.below(keys as u64) as usize;
+        let by = rng.range(1, 5) as i64;
+        let node = rng.below(clients.len() as u64) as usize;
+        let r = clients[node].incr_by(counter_key(key), by).await;
+        log.tally.count(&r);
+        let sum = match r {
+            Ok(_) => log.acked.entry(key).or_default(),
+            Err(_) => log.unknown.entry(key).or_default(),
+        };
+        *sum += by;
+    }
+    log
+}
+
+pub async fn check_counters(clients: &[Client], keys: usize, log: &CounterLog) -> Check {
+    let mut c = Check::default();
+    for key in 0..keys {
+        let acked = log.acked.get(&key).copied().unwrap_or(0);
+        let most = acked + log.unknown.get(&key).copied().unwrap_or(0);
+        let mut values = Vec::new();
+        for (node, client) in clients.iter().enumerate() {
+            match client.counter(counter_key(key)).await {
+                Ok(v) => values.push(v.unwrap_or(0)),
+                Err(e) => {
+                    c.pending = true;
+                    c.detail += &format!("node {node}, read of {}: {e}; ", counter_key(key));
+                }
+            }
+        }
+        if values.iter().any(|v| Some(v) != values.first()) {
+            c.pending = true;
+            c.detail += &format!("nodes disagree on {}: {values:?}; ", counter_key(key));
+            continue;
+        }
+        let Some(&v) = values.first() else { continue };
+        if v < acked {
+            c.lost += (acked - v) as u64;
+            c.detail += &format!("{} = {v}, acknowledged {acked}; ", counter_key(key));
+        } else if v > most {
+            c.unexpected += (v - most) as u64;
+            c.detail += &format!("{} = {v}, at most {most} sent; ", counter_key(key));
+        }
+    }
+    c.pending |= c.lost > 0;
+    c
+}
+
+// ---------------------------------------------------------------- sequential register
+
+/// One key's writes, in the order its single writer made them: (value, acknowledged).
+#[derive(Debug, Default)]
+pub struct SeqLog {
+    pub key: String,
+    pub writes: Vec<(String, bool)>,
+    /// Acknowledged writes whose read-back returned an earlier write, and the first few.
+    pub stale: u64,
+    pub stale_seen: Vec<(String, String)>,
+    pub tally: Tally,
+}
+
+/// The write number in a sequential register's value `<key>-<i>`.
+fn seq_index(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()?
+        .rsplit('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub async fn sequential_client(
+    addrs: Vec<SocketAddr>,
+    key: String,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+    pace: Duration,
+) -> SeqLog {
+    let clients = connect(&addrs).await;
+    let mut log = SeqLog {
+        key,
+        ..SeqLog::default()
+    };
+    // At least `pace` (more than a millisecond) between a reply and the next write: without
+    // clock skew, each write's timestamp is then later than its predecessor's.
+    let mut tick = tokio::time::interval(pace);
+    for i in 0.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let value = format!("{}-{i}", log.key);
+        let node = rng.below(clients.len() as u64) as usize;
+        let r = clients[node].put(&log.key, &value).await;
+        log.tally.count(&r);
+        log.writes.push((value.clone(), r.is_ok()));
+        if r.is_err() {
+            continue;
+        }
+        let reader = rng.below(clients.len() as u64) as usize;
+        if let Ok(Some(v)) = clients[reader].get(&log.key).await {
+            // An earlier write that was acknowledged: it completed before this one began, so
+            // reading it now means this one was discarded. (An earlier write whose outcome
+            // was unknown may take effect late, e.g. from the socket of a paused node: no
+            // proof of anything.)
+            let got = v.value().and_then(|b| seq_index(b));
+            let acked_earlier = got.is_some_and(|g| g < i && log.writes[g as usize].1);
+            if acked_earlier {
+                log.stale += 1;
+                if log.stale_seen.len() < 3 {
+                    log.stale_seen.push((value, text(&v.values[0])));
+                }
+            }
+        }
+    }
+    log
+}
+
+pub async fn check_sequential(clients: &[Client], logs: &[SeqLog]) -> Check {
+    let mut c = Check::default();
+    for log in logs {
+        let mut finals = Vec::new();
+        for (node, client) in clients.iter().enumerate() {
+            match client.get(&log.key).await {
+                Ok(v) => finals.push(v.map(|v| v.values.iter().map(text).collect::<Vec<_>>())),
+                Err(e) => {
+                    c.pending = true;
+                    c.detail += &format!("node {node}, read of {}: {e}; ", log.key);
+                }
+            }
+        }
+        if finals.iter().any(|f| Some(f) != finals.first()) {
+            c.pending = true;
+            c.detail += &format!("nodes disagree on {}: {finals:?}; ", log.key);
+            continue;
+        }
+        let Some(last) = finals.first() else { continue };
+        let Some(values) = last else {
+            // Nothing there: every acknowledged write was lost.
+            c.lost += log.writes.iter().filter(|w| w.1).count() as u64;
+            continue;
+        };
+        let [value] = values.as_slice() else {
+            c.unexpected += 1;
+            c.detail += &format!("{} has siblings {values:?}; ", log.key);
+            continue;
+        };
+        let Some(at) = log.writes.iter().position(|w| &w.0 == value) else {
+            c.unexpected += 1;
+            c.detail += &format!("{} holds {value}, never written; ", log.key);
+            continue;
+        };
+        // The writes acknowledged after the final one, if that one was acknowledged too (an
+        // unknown write may have taken effect after all of them).
+        let lost = if log.writes[at].1 {
+            log.writes[at + 1..].iter().filter(|w| w.1).count() as u64
+        } else {
+            0
+        };
+        if lost > 0 {
+            c.detail += &format!(
+                "{} ends at {value}, {lost} acknowledged writes after it; ",
+                log.key
+            );
+        }
+        c.lost += lost;
+    }
+    c
+}
+
+/// Acknowledged writes that read back as an earlier one, over every sequential register
+/// (what the clients saw during the run; a later check cannot change it).
+pub fn stale_reads(logs: &[SeqLog]) -> Check {
+    let mut c = Check::default();
+    for log in logs.iter().filter(|l| l.stale > 0) {
+        c.lost += log.stale;
+        c.detail += &format!(
+            "{}: {} acknowledged writes read back as an earlier one (wrote, read: {:?}); ",
+            log.key, log.stale, log.stale_seen
+        );
+    }
+    c
+}

@@ -1,0 +1,190 @@
+//! What ringkv guarantees under faults, checked on real processes: partitions of several
+//! shapes, message loss, delays, SIGKILL and restart, SIGSTOP and SIGCONT, clock skew, each
+//! run driven by one seed (tests/fault/). A failing run prints its seed, its schedule and
+//! the command that repeats it; `custom_run` (ignored) runs any seed for any length:
+//!
+//! `FAULTS_SEED=7 FAULTS_SECS=600 cargo test --release --test faults custom_run -- --ignored --nocapture`
+
+mod common;
+mod fault;
+
+use fault::nemesis::{Menu, Schedule};
+use fault::{report, run, Outcome, Scenario};
+
+/// Seconds of faults per run in CI (the issue asks at least 60).
+const CI_FAULT_SECS: u64 = 60;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// Every workload lost nothing, saw nothing unexpected, and the cluster converged.
+fn assert_nothing_lost(s: &Scenario, o: &Outcome) {
+    let text = report(s, o);
+    println!("{text}");
+    let bad = o
+        .lines
+        .iter()
+        .any(|l| l.check.lost > 0 || l.check.unexpected > 0);
+    assert!(
+        !bad && o.converge_ms.is_some(),
+        "acknowledged writes lost or the cluster did not converge:\n{text}\nrepeat: {}",
+        s.repeat_command()
+    );
+    for l in &o.lines {
+        assert!(
+            l.acked > 0,
+            "{}: nothing was acknowledged\n{text}",
+            l.workload
+        );
+    }
+}
+
+fn base(name: &'static str, seed: u64, nodes: usize, conflicts: &'static str) -> Scenario {
+    Scenario {
+        name,
+        seed,
+        nodes,
+        fault_secs: CI_FAULT_SECS,
+        conflicts,
+        menu: Menu::ALL,
+        skews_ms: Vec::new(),
+        set_clients: 3,
+        register_clients: 0,
+        counter_clients: 2,
+        sequential_keys: 0,
+        extra_flags: Vec::new(),
+    }
+}
+
+/// Siblings mode, every fault kind: sets, registers with contexts and counters lose nothing.
+#[test]
+fn siblings_mode_loses_no_acknowledged_write() {
+    let s = Scenario {
+        register_clients: 3,
+        ..base("siblings", 101, 5, "siblings")
+    };
+    let o = run(&s);
+    assert_nothing_lost(&s, &o);
+    assert!(o.kills > 0 && o.pauses > 0 && o.frames_dropped > 0 && o.connections_cut > 0);
+}
+
+/// Last-write-wins with clocks in agreement: unique keys and counters lose nothing, and a
+/// register written by one client at a time ends at its last acknowledged write.
+#[test]
+fn lww_mode_without_skew_loses_no_acknowledged_write() {
+    let s = Scenario {
+        sequential_keys: 4,
+        ..base("lww", 202, 5, "lww")
+    };
+    let o = run(&s);
+    assert_nothing_lost(&s, &o);
+}
+
+/// --fsync always, and two of the three nodes (two of every key's three replicas) killed at
+/// the same instant, again and again: acknowledged writes survive in the WAL.
+#[test]
+fn two_of_three_nodes_killed_at_once_lose_nothing() {
+    let s = Scenario {
+        menu: Menu {
+            partitions: true,
+            loss: false,
+            delay: false,
+            kills: false,
+            kill_two: true,
+            pauses: false,
+        },
+        ..base("durability", 303, 3, "siblings")
+    };
+    let o = run(&s);
+    assert_nothing_lost(&s, &o);
+    assert!(o.kills >= 4, "the schedule killed {} nodes", o.kills);
+}
+
+/// Last-write-wins with a node whose clock is 5 s behind: a write it coordinates before the
+/// previous write reached it carries an older timestamp and loses to that write wherever the
+/// two meet, although it was acknowledged. The checker must see that loss; the same seed and
+/// faults with clocks in agreement must lose nothing (docs/faults.md). Three nodes, so every
+/// quorum is of real replicas and a stale read-back is a lost write.
+#[test]
+fn lww_with_clock_skew_loses_acknowledged_writes() {
+    let skewed = Scenario {
+        fault_secs: env_or("FAULTS_SECS", 30),
+        // Slow and lossy links: the skewed node then often coordinates a write before the
+        // previous one reached it (partitions alone rarely do: a cut-off node reaches no W).
+        menu: Menu::LINKS,
+        skews_ms: vec![0, -5_000, 0],
+        set_clients: 1,
+        counter_clients: 0,
+        sequential_keys: 6,
+        ..base("lww-skew", 404, 3, "lww")
+    };
+    let control = Scenario {
+        name: "lww-no-skew",
+        skews_ms: Vec::new(),
+        ..skewed.clone()
+    };
+    let (o, c) = std::thread::scope(|t| {
+        let o = t.spawn(|| run(&skewed));
+        let c = t.spawn(|| run(&control));
+        (
+            o.join().expect("skewed run"),
+            c.join().expect("control run"),
+        )
+    });
+    let text = report(&skewed, &o);
+    println!("{text}");
+    let seq = o.line("sequential");
+    assert!(
+        seq.check.lost > 0,
+        "with a clock 5 s behind, last-write-wins must lose some acknowledged writes:\n{text}"
+    );
+    let set = o.line("set");
+    assert_eq!(
+        set.check.lost, 0,
+        "unique keys are never overwritten:\n{text}"
+    );
+    assert!(o.converge_ms.is_some(), "did not converge:\n{text}");
+    assert_nothing_lost(&control, &c);
+}
+
+/// The seed decides the whole schedule: the same seed gives the same one, another seed
+/// another, and faults are in force for at least the time asked.
+#[test]
+fn a_seed_repeats_its_schedule() {
+    let a = Schedule::generate(7, 5, 60_000, Menu::ALL);
+    assert_eq!(a, Schedule::generate(7, 5, 60_000, Menu::ALL));
+    assert_ne!(a, Schedule::generate(8, 5, 60_000, Menu::ALL));
+    assert!(a.faulty_ms() >= 60_000, "{a}");
+    assert!(matches!(
+        a.events.last().map(|e| &e.action),
+        Some(fault::nemesis::Action::Heal)
+    ));
+}
+
+/// Any seed, length, size and mode, from the environment (defaults: a 60 s siblings run on
+/// 5 nodes): for repeating a failed seed and for long runs.
+#[test]
+#[ignore]
+fn custom_run() {
+    let conflicts: String = env_or("FAULTS_CONFLICTS", "siblings".to_string());
+    let conflicts: &'static str = Box::leak(conflicts.into_boxed_str());
+    let nodes = env_or("FAULTS_NODES", 5);
+    let s = Scenario {
+        fault_secs: env_or("FAULTS_SECS", CI_FAULT_SECS),
+        register_clients: if conflicts == "siblings" { 3 } else { 0 },
+        sequential_keys: if conflicts == "lww" { 4 } else { 0 },
+        extra_flags: env_or("FAULTS_FLAGS", String::new())
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        ..base("custom", env_or("FAULTS_SEED", 1), nodes, conflicts)
+    };
+    let o = run(&s);
+    assert_nothing_lost(&s, &o);
+}
