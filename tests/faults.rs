@@ -188,3 +188,106 @@ fn custom_run() {
     let o = run(&s);
     assert_nothing_lost(&s, &o);
 }
+
+/// The proxy itself, against an echo server standing in for node 1 and a dialer that says it
+/// is node 0: frames pass; dropped frames never arrive while later ones do; delayed frames
+/// arrive no sooner than the delay; a cut closes the connection and refuses a new one.
+#[test]
+fn the_proxy_passes_drops_delays_and_cuts() {
+    use bytes::BytesMut;
+    use fault::proxy::{self, LinkMode, Net};
+    use ringkv_proto::peer::{ClusterSettings, Conflicts, PeerHello, PeerRequest};
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let io = fault::Io::start();
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let (mut r, mut w) = (s.try_clone().unwrap(), s);
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    let l0 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addrs = [l0.local_addr().unwrap(), l1.local_addr().unwrap()];
+    let net = Net::new(&addrs);
+    l1.set_nonblocking(true).unwrap();
+    let n = net.clone();
+    io.spawn(async move {
+        let l = tokio::net::TcpListener::from_std(l1).unwrap();
+        proxy::serve(n, 1, l, echo_addr).await
+    });
+
+    let hello = |id: u64| {
+        let mut out = BytesMut::new();
+        let advertise = addrs[0].to_string();
+        PeerRequest::Hello(PeerHello {
+            min_version: 1,
+            max_version: 1,
+            node_id: 7,
+            nonce: &[0; 32],
+            advertise: &advertise,
+            zone: "",
+            settings: ClusterSettings {
+                n: 3,
+                partitions: 64,
+                conflicts: Conflicts::Siblings,
+            },
+        })
+        .encode(id, &mut out);
+        out.to_vec()
+    };
+    let read_frame = |s: &mut std::net::TcpStream| -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut rest).ok()?;
+        Some([len.to_vec(), rest].concat())
+    };
+    let connect = || {
+        let s = std::net::TcpStream::connect(addrs[1]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+
+    // Pass: the hello comes back (the echo server answers every frame with itself).
+    let mut s = connect();
+    s.write_all(&hello(1)).unwrap();
+    assert_eq!(read_frame(&mut s), Some(hello(1)));
+    // Drop: frame 2 vanishes, frame 3 (sent after the link passes again) arrives first.
+    net.set(0, 1, LinkMode::Drop);
+    s.write_all(&hello(2)).unwrap();
+    wait_for_count(&net.frames_dropped, 1);
+    net.set(0, 1, LinkMode::Pass);
+    s.write_all(&hello(3)).unwrap();
+    assert_eq!(read_frame(&mut s), Some(hello(3)));
+    // Delay: no sooner than asked.
+    net.set(1, 0, LinkMode::Delay(300));
+    let sent = Instant::now();
+    s.write_all(&hello(4)).unwrap();
+    assert_eq!(read_frame(&mut s), Some(hello(4)));
+    assert!(sent.elapsed() >= Duration::from_millis(300));
+    // Cut: the open connection closes, a new one is closed after its hello.
+    net.set(1, 0, LinkMode::Cut);
+    assert_eq!(read_frame(&mut s), None);
+    let mut s = connect();
+    s.write_all(&hello(5)).unwrap();
+    assert_eq!(read_frame(&mut s), None);
+    assert!(
+        net.connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+fn wait_for_count(c: &std::sync::atomic::AtomicU64, at_least: u64) {
+    common::wait_until(
+        "the proxy to count the frame",
+        std::time::Duration::from_secs(10),
+        || c.load(std::sync::atomic::Ordering::Relaxed) >= at_least,
+    );
+}
