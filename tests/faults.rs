@@ -86,6 +86,22 @@ fn lww_mode_without_skew_loses_no_acknowledged_write() {
     assert_nothing_lost(&s, &o);
 }
 
+/// Siblings mode, every fault kind, and the layout changing under them: node 4 joins a
+/// third of the way in and node 0 leaves two thirds in, their partitions streaming while the
+/// faults go on. Nothing acknowledged is lost, and both moves commit after the heal.
+#[test]
+fn a_join_and_a_leave_under_faults_lose_nothing() {
+    let s = Scenario {
+        menu: Menu {
+            membership: true,
+            ..Menu::ALL
+        },
+        ..base("membership", 505, 5, "siblings")
+    };
+    let o = run(&s);
+    assert_nothing_lost(&s, &o);
+}
+
 /// --fsync always, and two of the three nodes (two of every key's three replicas) killed at
 /// the same instant, again and again: acknowledged writes survive in the WAL.
 #[test]
@@ -98,6 +114,7 @@ fn two_of_three_nodes_killed_at_once_lose_nothing() {
             kills: false,
             kill_two: true,
             pauses: false,
+            membership: false,
         },
         ..base("durability", 303, 3, "siblings")
     };

@@ -24,6 +24,9 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Flags for one node only, by index.
     own: Vec<Vec<String>>,
+    /// Nodes started later ([`Cluster::start_first`]): the first ones do not name them in
+    /// --peers (a seed that never answers would hold their bootstrap).
+    first: usize,
 }
 
 /// Ports free now (bound then released) for nodes that must know each other's ports.
@@ -57,7 +60,21 @@ impl Cluster {
         own: impl Fn(usize) -> Vec<String>,
     ) -> Cluster {
         let n = ports.len();
+        Self::start_first(n, ports, reach, extra, own)
+    }
+
+    /// [`Cluster::start_reached`], starting only nodes `0..first`; the others are started
+    /// with [`Cluster::restart`] and join the running cluster.
+    pub fn start_first(
+        first: usize,
+        ports: Vec<u16>,
+        reach: Vec<u16>,
+        extra: &[&str],
+        own: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
+        let n = ports.len();
         let mut c = Cluster {
+            first,
             nodes: Vec::new(),
             ports,
             reach,
@@ -68,8 +85,8 @@ impl Cluster {
             own: (0..n).map(own).collect(),
         };
         for i in 0..n {
-            let s = c.spawn(i);
-            c.nodes.push(Some(s));
+            let s = (i < first).then(|| c.spawn(i));
+            c.nodes.push(s);
         }
         c
     }
@@ -83,7 +100,7 @@ impl Cluster {
             .reach
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j != i)
+            .filter(|(j, _)| *j != i && (*j < self.first || i >= self.first))
             .map(|(_, p)| format!("127.0.0.1:{p}"))
             .collect();
         let mut a = vec![
@@ -179,6 +196,7 @@ impl Cluster {
         let port = free_ports(1)[0];
         self.ports.push(port);
         self.reach.push(port);
+        self.first += 1;
         self.dirs.push(tempfile::tempdir().expect("tempdir"));
         self.own.push(own.iter().map(|s| s.to_string()).collect());
         let s = self.spawn(i);

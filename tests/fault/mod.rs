@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 
 use crate::common::cluster::{free_ports, Cluster};
+use crate::common::resp::Reply;
 use nemesis::{Action, Menu, Schedule};
 use proxy::{LinkMode, Net};
 use rng::Rng;
@@ -91,6 +92,10 @@ impl Drop for Io {
 pub struct FaultCluster {
     pub net: Arc<Net>,
     pub cluster: Cluster,
+    /// Nodes in the layout (started, and not left).
+    pub members: Vec<usize>,
+    /// Nodes that left, still running until the leave commits.
+    left: Vec<usize>,
     killed: Vec<usize>,
     paused: Vec<usize>,
     // Last: dropped after the nodes, so that no proxy dies under a live node first.
@@ -99,8 +104,9 @@ pub struct FaultCluster {
 
 impl FaultCluster {
     /// Starts `n` nodes with `flags`, node `i` with its clock `skews_ms[i]` off, and waits
-    /// until they agree on their members.
-    pub fn start(n: usize, flags: &[&str], skews_ms: &[i64]) -> FaultCluster {
+    /// until they agree on their members; only nodes `0..first` run, the others start at an
+    /// [`Action::Join`].
+    pub fn start_first(n: usize, first: usize, flags: &[&str], skews_ms: &[i64]) -> FaultCluster {
         let io = Io::start();
         let ports = free_ports(n);
         let listeners: Vec<std::net::TcpListener> = (0..n)
@@ -123,24 +129,34 @@ impl FaultCluster {
         let skews: Vec<i64> = (0..n)
             .map(|i| skews_ms.get(i).copied().unwrap_or(0))
             .collect();
-        let cluster = Cluster::start_reached(ports, reach, flags, |i| match skews[i] {
+        let cluster = Cluster::start_first(first, ports, reach, flags, |i| match skews[i] {
             0 => Vec::new(),
             s => vec!["--test-clock-skew-ms".into(), s.to_string()],
         });
-        cluster.wait_converged();
-        FaultCluster {
+        let mut fc = FaultCluster {
             net,
             cluster,
+            members: (0..first).collect(),
+            left: Vec::new(),
             killed: Vec::new(),
             paused: Vec::new(),
             io,
-        }
+        };
+        fc.wait_moves_done(crate::common::cluster::CONVERGE);
+        fc
     }
 
+    /// Every node's client address (nodes not started or gone included).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         (0..self.cluster.nodes.len())
             .map(|i| SocketAddr::from(([127, 0, 0, 1], self.cluster.ports[i])))
             .collect()
+    }
+
+    /// The members' client addresses: what the final checks read from.
+    pub fn member_addrs(&self) -> Vec<SocketAddr> {
+        let all = self.addrs();
+        self.members.iter().map(|&i| all[i]).collect()
     }
 
     fn signal(&self, i: usize, sig: libc::c_int) {
@@ -182,6 +198,60 @@ impl FaultCluster {
                 self.paused.push(*i);
             }
             Action::Heal => self.heal(),
+            Action::Join(i) => {
+                self.cluster.restart(*i);
+                self.members.push(*i);
+            }
+            Action::Leave(i) => {
+                let r = self.cluster.conn(*i).call_str(&["CLUSTER", "LEAVE"]);
+                assert_eq!(r, Reply::Simple("OK".into()), "CLUSTER LEAVE on node {i}");
+                self.members.retain(|m| m != i);
+                self.left.push(*i);
+            }
+        }
+    }
+
+    /// Waits until every member lists exactly the members as active and up, and the nodes
+    /// that left as removed (joins and leaves committed), then stops the nodes that left.
+    pub fn wait_moves_done(&mut self, within: Duration) {
+        let want = self.members.len();
+        let done = |fc: &FaultCluster| {
+            fc.members.iter().all(|&i| {
+                // CLUSTER NODES keeps listing a node that left, as `removed`.
+                let lines: Vec<Vec<String>> = fc
+                    .cluster
+                    .nodes_of(i)
+                    .iter()
+                    .map(|l| l.split(' ').map(str::to_string).collect())
+                    .filter(|f: &Vec<String>| f.get(3).map(String::as_str) != Some("removed"))
+                    .collect();
+                lines.len() == want
+                    && lines.iter().all(|f| {
+                        f.get(3).map(String::as_str) == Some("active")
+                            && f.get(4).map(String::as_str) == Some("up")
+                    })
+            })
+        };
+        let deadline = Instant::now() + within;
+        while !done(self) {
+            if Instant::now() > deadline {
+                let mut why = String::new();
+                for &i in self.members.iter().chain(&self.left) {
+                    why += &format!(
+                        "node {i}: {:?} phase {:?} partitions done {:?}/{:?} moving {:?}\n",
+                        self.cluster.nodes_of(i),
+                        self.cluster.info(i, "cluster_stream_phase"),
+                        self.cluster.info(i, "cluster_stream_partitions_done"),
+                        self.cluster.info(i, "cluster_stream_partitions"),
+                        self.cluster.info(i, "cluster_moving_partitions"),
+                    );
+                }
+                panic!("joins and leaves did not commit within {within:?}:\n{why}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for i in std::mem::take(&mut self.left) {
+            self.cluster.kill(i);
         }
     }
 
@@ -236,6 +306,8 @@ pub struct Outcome {
     pub connections_cut: u64,
     pub kills: usize,
     pub pauses: usize,
+    /// When every join and leave had committed, in ms after the heal.
+    pub moves_done_ms: u64,
 }
 
 impl Outcome {
@@ -331,7 +403,12 @@ pub fn run(s: &Scenario) -> Outcome {
     ];
     let mut flags = flags.to_vec();
     flags.extend(s.extra_flags.iter().map(|f| f.as_str()));
-    let mut fc = FaultCluster::start(s.nodes, &flags, &s.skews_ms);
+    let first = if s.menu.membership {
+        s.nodes - 1
+    } else {
+        s.nodes
+    };
+    let mut fc = FaultCluster::start_first(s.nodes, first, &flags, &s.skews_ms);
     let (stop_tx, stop) = watch::channel(false);
     let work = Workers::spawn(s, &fc, stop);
     let started = Instant::now();
@@ -351,7 +428,7 @@ pub fn run(s: &Scenario) -> Outcome {
             Action::Kill(n) => kills += n.len(),
             Action::Pause(_) => pauses += 1,
             Action::Partition { .. } | Action::Loss { .. } | Action::Delay { .. } => {}
-            Action::Heal => {}
+            Action::Heal | Action::Join(_) | Action::Leave(_) => {}
         }
         fc.apply(&e.action);
     }
@@ -359,6 +436,8 @@ pub fn run(s: &Scenario) -> Outcome {
     let _ = stop_tx.send(true);
     let logs = work.join(&fc.io);
     let healed = Instant::now();
+    fc.wait_moves_done(CONVERGE_MAX);
+    let moves_done_ms = healed.elapsed().as_millis() as u64;
     let converge_ms = converge(&fc, s, &logs, healed);
     let lines = logs.verdict(&fc, s);
     Outcome {
@@ -378,6 +457,7 @@ pub fn run(s: &Scenario) -> Outcome {
                 .load(std::sync::atomic::Ordering::Relaxed),
         kills,
         pauses,
+        moves_done_ms,
     }
 }
 
@@ -390,7 +470,7 @@ fn converge(
     logs: &Arc<Logs>,
     healed: Instant,
 ) -> Option<(u64, u64)> {
-    let addrs = fc.addrs();
+    let addrs = fc.member_addrs();
     let (logs, s) = (logs.clone(), s.clone());
     let deadline = healed + CONVERGE_MAX;
     fc.io.wait(async move {
@@ -462,7 +542,7 @@ impl Logs {
 
     /// The final, strict pass over everything, as the report's lines.
     fn verdict(self: &Arc<Self>, fc: &FaultCluster, s: &Scenario) -> Vec<Line> {
-        let (addrs, logs, s) = (fc.addrs(), self.clone(), s.clone());
+        let (addrs, logs, s) = (fc.member_addrs(), self.clone(), s.clone());
         let checks = fc.io.wait(async move {
             let clients = workload::connect(&addrs).await;
             let mut confirmed = Default::default();
@@ -528,7 +608,7 @@ impl Workers {
         let initial = if s.register_clients > 0 {
             let a = addrs.clone();
             fc.io
-                .wait(async move { workload::create_registers(&a, REGISTER_KEYS).await })
+                .wait(async move { workload::create_registers(a[0], REGISTER_KEYS).await })
         } else {
             Vec::new()
         };
@@ -628,7 +708,8 @@ impl Workers {
 pub fn report(s: &Scenario, o: &Outcome) -> String {
     let mut out = format!(
         "== {} seed {} ({} nodes, {}, {:.0} s of faults, {} kills, {} pauses, {} frames \
-         dropped, {} connections cut or refused): converged {}\n",
+         dropped, {} connections cut or refused): moves committed {:.1} s after healing, \
+         converged {}\n",
         s.name,
         s.seed,
         s.nodes,
@@ -638,6 +719,7 @@ pub fn report(s: &Scenario, o: &Outcome) -> String {
         o.pauses,
         o.frames_dropped,
         o.connections_cut,
+        o.moves_done_ms as f64 / 1000.0,
         o.converge_ms
             .map_or("NOT within the limit".to_string(), |(a, b)| format!(
                 "by {:.1} s after healing (the passing check ran from {:.1} s)",

@@ -19,6 +19,10 @@ pub struct Menu {
     /// replicas, so an acknowledged write survives only through the WAL).
     pub kill_two: bool,
     pub pauses: bool,
+    /// The last node starts a third of the way in and joins (its partitions stream to it);
+    /// node 0 leaves two thirds of the way in (its partitions stream away). Both happen
+    /// right after a heal, and process faults spare a node not yet joined or leaving.
+    pub membership: bool,
 }
 
 impl Menu {
@@ -29,6 +33,7 @@ impl Menu {
         kills: true,
         kill_two: true,
         pauses: true,
+        membership: false,
     };
     pub const LINKS: Menu = Menu {
         partitions: false,
@@ -37,6 +42,7 @@ impl Menu {
         kills: false,
         kill_two: false,
         pauses: false,
+        membership: false,
     };
 }
 
@@ -63,6 +69,10 @@ pub enum Action {
     /// SIGSTOP; SIGCONT at the next heal.
     Pause(usize),
     Heal,
+    /// Start this node, new and empty: it joins the cluster.
+    Join(usize),
+    /// CLUSTER LEAVE on this node.
+    Leave(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,10 +95,34 @@ impl Schedule {
         let mut rng = Rng::new(seed).fork(0x5eed);
         let mut events = Vec::new();
         let (mut t, mut faulty) = (1_000, 0);
+        let (mut joined, mut left) = (!menu.membership, !menu.membership);
         while faulty < fault_ms {
+            // Membership changes start in a quiet moment: everything healed, all nodes up.
+            if !joined && faulty >= fault_ms / 3 {
+                joined = true;
+                events.push(Event {
+                    at_ms: t,
+                    action: Action::Join(nodes - 1),
+                });
+            }
+            if !left && faulty >= fault_ms * 2 / 3 {
+                left = true;
+                events.push(Event {
+                    at_ms: t,
+                    action: Action::Leave(0),
+                });
+            }
             let lasts = rng.range(2_000, 8_000);
             let at_once = if rng.chance(0.4) { 2 } else { 1 };
+            // Not yet started, or leaving: no process faults (a leaving node restarted
+            // could not tell it had left; the layout is not persisted, docs/cluster.md).
             let mut busy = Vec::new();
+            if !joined {
+                busy.push(nodes - 1);
+            }
+            if left && menu.membership {
+                busy.push(0);
+            }
             for _ in 0..at_once {
                 if let Some(action) = pick(&mut rng, nodes, menu, &mut busy) {
                     events.push(Event { at_ms: t, action });
@@ -118,7 +152,7 @@ impl Schedule {
                     total += e.at_ms - s;
                     since = None;
                 }
-                (Action::Heal, None) => {}
+                (Action::Heal | Action::Join(_) | Action::Leave(_), _) => {}
                 (_, None) => since = Some(e.at_ms),
                 (_, Some(_)) => {}
             }
@@ -183,7 +217,12 @@ fn pick(rng: &mut Rng, n: usize, menu: Menu, busy: &mut Vec<usize>) -> Option<Ac
     match &action {
         Action::Kill(nodes) => busy.extend(nodes),
         Action::Pause(i) => busy.push(*i),
-        Action::Partition { .. } | Action::Loss { .. } | Action::Delay { .. } | Action::Heal => {}
+        Action::Partition { .. }
+        | Action::Loss { .. }
+        | Action::Delay { .. }
+        | Action::Heal
+        | Action::Join(_)
+        | Action::Leave(_) => {}
     }
     Some(action)
 }
@@ -267,6 +306,8 @@ impl fmt::Display for Action {
             Action::Kill(nodes) => write!(f, "SIGKILL {nodes:?}"),
             Action::Pause(i) => write!(f, "SIGSTOP [{i}]"),
             Action::Heal => write!(f, "heal: links back, restart killed, SIGCONT paused"),
+            Action::Join(i) => write!(f, "start [{i}]: it joins"),
+            Action::Leave(i) => write!(f, "CLUSTER LEAVE on [{i}]"),
         }
     }
 }

@@ -58,20 +58,51 @@ impl Tally {
 
 /// One client per node, each with its own connection.
 pub async fn connect(addrs: &[SocketAddr]) -> Vec<Client> {
-    let config = ClientConfig {
-        request_timeout: Duration::from_millis(CLIENT_TIMEOUT_MS),
-        connect_timeout: Duration::from_millis(1_000),
-        ..ClientConfig::default()
-    };
     let mut out = Vec::new();
     for a in addrs {
         out.push(
-            Client::connect(*a, config.clone())
+            Client::connect(*a, config())
                 .await
                 .unwrap_or_else(|e| panic!("connect to {a}: {e}")),
         );
     }
     out
+}
+
+/// A workload client's connections, one per node, made when first needed and again after a
+/// failure to connect (a node may not have started yet, or be down).
+pub struct Pool {
+    addrs: Vec<SocketAddr>,
+    clients: Vec<Option<Client>>,
+}
+
+impl Pool {
+    pub fn new(addrs: Vec<SocketAddr>) -> Pool {
+        let clients = addrs.iter().map(|_| None).collect();
+        Pool { addrs, clients }
+    }
+
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// Node `i`'s client, or an error if it can't be reached now.
+    pub async fn get(&mut self, i: usize) -> Result<Client, ringkv_client::ClientError> {
+        if let Some(c) = &self.clients[i] {
+            return Ok(c.clone());
+        }
+        let c = Client::connect(self.addrs[i], config()).await?;
+        self.clients[i] = Some(c.clone());
+        Ok(c)
+    }
+}
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_millis(CLIENT_TIMEOUT_MS),
+        connect_timeout: Duration::from_millis(1_000),
+        ..ClientConfig::default()
+    }
 }
 
 /// What a check found: `lost` counts acknowledged writes missing, `unexpected` values nobody
@@ -101,7 +132,7 @@ pub async fn set_client(
     mut stop: watch::Receiver<bool>,
     pace: Duration,
 ) -> SetLog {
-    let clients = connect(&addrs).await;
+    let mut pool = Pool::new(addrs);
     let mut log = SetLog::default();
     let mut tick = tokio::time::interval(pace);
     for i in 0.. {
@@ -110,8 +141,11 @@ pub async fn set_client(
             _ = stop.wait_for(|s| *s) => break,
         }
         let key = format!("{prefix}-{i}");
-        let node = rng.below(clients.len() as u64) as usize;
-        let r = clients[node].put(&key, &key).await;
+        let node = rng.below(pool.len() as u64) as usize;
+        let r = match pool.get(node).await {
+            Ok(c) => c.put(&key, &key).await,
+            Err(e) => Err(e),
+        };
         log.tally.count(&r);
         match r {
             Ok(_) => log.acked.push(key),
@@ -196,7 +230,7 @@ pub async fn register_client(
     mut stop: watch::Receiver<bool>,
     pace: Duration,
 ) -> RegLog {
-    let clients = connect(&addrs).await;
+    let mut pool = Pool::new(addrs);
     let mut log = RegLog::default();
     let mut tick = tokio::time::interval(pace);
     for i in 0.. {
@@ -205,8 +239,12 @@ pub async fn register_client(
             _ = stop.wait_for(|s| *s) => break,
         }
         let key = rng.below(keys as u64) as usize;
-        let reader = &clients[rng.below(clients.len() as u64) as usize];
-        let writer = &clients[rng.below(clients.len() as u64) as usize];
+        let (r, w) = (rng.below(pool.len() as u64), rng.below(pool.len() as u64));
+        let (Ok(reader), Ok(writer)) = (pool.get(r as usize).await, pool.get(w as usize).await)
+        else {
+            log.tally.failed += 1;
+            continue;
+        };
         let read = reader.get(reg_key(key)).await;
         log.tally.count(&read);
         // Registers exist before the run ([`create_registers`]), and every write carries a
@@ -232,8 +270,8 @@ pub async fn register_client(
 }
 
 /// Writes each register's first value, before the faults.
-pub async fn create_registers(addrs: &[SocketAddr], keys: usize) -> Vec<RegWrite> {
-    let clients = connect(addrs).await;
+pub async fn create_registers(addr: SocketAddr, keys: usize) -> Vec<RegWrite> {
+    let clients = connect(&[addr]).await;
     let mut out = Vec::new();
     for key in 0..keys {
         let value = format!("init-{key}");
@@ -329,7 +367,7 @@ pub async fn counter_client(
     mut stop: watch::Receiver<bool>,
     pace: Duration,
 ) -> CounterLog {
-    let clients = connect(&addrs).await;
+    let mut pool = Pool::new(addrs);
     let mut log = CounterLog::default();
     let mut tick = tokio::time::interval(pace);
     loop {
@@ -339,8 +377,11 @@ pub async fn counter_client(
         }
         let key = rng.below(keys as u64) as usize;
         let by = rng.range(1, 5) as i64;
-        let node = rng.below(clients.len() as u64) as usize;
-        let r = clients[node].incr_by(counter_key(key), by).await;
+        let node = rng.below(pool.len() as u64) as usize;
+        let r = match pool.get(node).await {
+            Ok(c) => c.incr_by(counter_key(key), by).await,
+            Err(e) => Err(e),
+        };
         log.tally.count(&r);
         let sum = match r {
             Ok(_) => log.acked.entry(key).or_default(),
@@ -414,7 +455,7 @@ pub async fn sequential_client(
     mut stop: watch::Receiver<bool>,
     pace: Duration,
 ) -> SeqLog {
-    let clients = connect(&addrs).await;
+    let mut pool = Pool::new(addrs);
     let mut log = SeqLog {
         key,
         ..SeqLog::default()
@@ -428,15 +469,21 @@ pub async fn sequential_client(
             _ = stop.wait_for(|s| *s) => break,
         }
         let value = format!("{}-{i}", log.key);
-        let node = rng.below(clients.len() as u64) as usize;
-        let r = clients[node].put(&log.key, &value).await;
+        let node = rng.below(pool.len() as u64) as usize;
+        let r = match pool.get(node).await {
+            Ok(c) => c.put(&log.key, &value).await,
+            Err(e) => Err(e),
+        };
         log.tally.count(&r);
         log.writes.push((value.clone(), r.is_ok()));
         if r.is_err() {
             continue;
         }
-        let reader = rng.below(clients.len() as u64) as usize;
-        if let Ok(Some(v)) = clients[reader].get(&log.key).await {
+        let reader = rng.below(pool.len() as u64) as usize;
+        let Ok(reader) = pool.get(reader).await else {
+            continue;
+        };
+        if let Ok(Some(v)) = reader.get(&log.key).await {
             // An earlier write that was acknowledged: it completed before this one began, so
             // reading it now means this one was discarded. (An earlier write whose outcome
             // was unknown may take effect late, e.g. from the socket of a paused node: no
