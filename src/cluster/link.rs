@@ -445,7 +445,7 @@ pub async fn run(
     let node = lp.node().clone();
     let max_frame = node.config.max_frame_bytes;
     let mut shutdown = node.shutdown_signal();
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = crate::sockets::split(&mut stream);
     // Frames taken from `link.out`, being written; new frames queue in `link.out` meanwhile.
     let mut wbuf = BytesMut::new();
     let mut sweep = super::sys::interval(Duration::from_millis(DEADLINE_SWEEP_MS));
