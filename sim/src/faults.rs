@@ -109,7 +109,7 @@ pub fn schedule(rng: &mut Rng, names: &[String]) -> Vec<(u64, Fault)> {
     out
 }
 
-fn heal(sim: &mut turmoil::Sim<'_>, names: &[String], state: &mut State) {
+fn heal(sim: &mut turmoil::Sim<'_>, names: &[String], state: &mut State, power: &Power) {
     for a in names {
         for b in names {
             if a < b {
@@ -121,11 +121,20 @@ fn heal(sim: &mut turmoil::Sim<'_>, names: &[String], state: &mut State) {
     sim.set_fail_rate(0.0);
     sim.set_max_message_latency(Duration::from_millis(BASE_LATENCY_MS));
     for n in std::mem::take(&mut state.crashed) {
-        sim.bounce(n.as_str());
+        power(&n).set_down(false);
     }
 }
 
-pub fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], f: &Fault, state: &mut State) {
+/// The power switch of a node, by name.
+pub type Power<'a> = dyn Fn(&str) -> std::rc::Rc<crate::node::Power> + 'a;
+
+pub fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    names: &[String],
+    f: &Fault,
+    state: &mut State,
+    power: &Power,
+) {
     match f {
         Fault::Partition(a, b) => {
             for x in a {
@@ -141,16 +150,16 @@ pub fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], f: &Fault, state: &mu
         Fault::Latency(ms) => sim.set_max_message_latency(Duration::from_millis(*ms)),
         Fault::Crash(n) => {
             if !state.crashed.contains(n) {
-                sim.crash(n.as_str());
+                power(n).set_down(true);
                 state.crashed.push(n.clone());
             }
         }
         Fault::Restart(n) => {
             if let Some(i) = state.crashed.iter().position(|c| c == n) {
                 state.crashed.remove(i);
-                sim.bounce(n.as_str());
+                power(n).set_down(false);
             }
         }
-        Fault::HealAll => heal(sim, names, state),
+        Fault::HealAll => heal(sim, names, state, power),
     }
 }

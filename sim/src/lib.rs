@@ -88,6 +88,10 @@ pub struct Log {
 impl Log {
     /// Mixes an event into the trace digest.
     pub fn note(&mut self, what: &str) {
+        if std::env::var_os("SIM_TRACE").is_some() {
+            let t = turmoil::sim_elapsed().map_or(0, |d| d.as_millis());
+            println!("trace {t} {what}");
+        }
         for b in what.bytes() {
             self.trace = (self.trace ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -108,30 +112,11 @@ fn scratch() -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("ringkv-sim").tempdir()
 }
 
-/// Runs one seed to the end: Err if the simulation itself failed (a node's software returned
-/// an error or panicked, or the run hung past its limit).
-pub fn run_seed(seed: u64) -> Result<Outcome, String> {
-    ringkv::util::sim_rng::seed(seed);
-    let mut rng = Rng::new(seed);
-    let n = 3 + rng.below(3) as usize;
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-        .simulation_duration(SIM_LIMIT)
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(BASE_LATENCY_MS))
-        .enable_random_order()
-        .build();
-    let tmp = scratch().map_err(|e| format!("can't make a scratch directory: {e}"))?;
-    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let flags: Vec<String> = [
+/// The nodes' settings: N=3, the given W and R, siblings, short peer timeouts.
+pub fn flags(w: u32, r: u32) -> Vec<String> {
+    let mut f: Vec<String> = [
         "--n",
         "3",
-        "--w",
-        "2",
-        "--r",
-        "2",
         "--conflicts",
         "siblings",
         "--partitions",
@@ -144,17 +129,60 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for name in &names {
+    f.extend(["--w".into(), w.to_string(), "--r".into(), r.to_string()]);
+    f
+}
+
+/// Registers one host per name, each running a node; returns their power switches.
+pub fn start_nodes(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut Rng,
+    names: &[String],
+    root: &std::path::Path,
+    flags: &[String],
+) -> Vec<(String, Rc<node::Power>)> {
+    let mut powers = Vec::new();
+    for name in names {
         let spec = Arc::new(node::NodeSpec {
             name: name.clone(),
             id: (rng.next_u64() & ringkv::store::MAX_NODE_ID).max(1),
-            all: names.clone(),
-            dir: tmp.path().join(name),
-            flags: flags.clone(),
+            all: names.to_vec(),
+            dir: root.join(name),
+            flags: flags.to_vec(),
         });
         let disk = Rc::new(node::Disk::default());
-        sim.host(name.as_str(), move || node::run(spec.clone(), disk.clone()));
+        let power = Rc::new(node::Power::default());
+        powers.push((name.clone(), power.clone()));
+        sim.host(name.as_str(), move || {
+            node::host(spec.clone(), disk.clone(), power.clone())
+        });
     }
+    powers
+}
+
+/// A simulation with the settings every run uses.
+pub fn builder(seed: u64) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .simulation_duration(SIM_LIMIT)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(BASE_LATENCY_MS))
+        .enable_random_order()
+        .build()
+}
+
+/// Runs one seed to the end: Err if the simulation itself failed (a node's software returned
+/// an error or panicked, or the run hung past its limit).
+pub fn run_seed(seed: u64) -> Result<Outcome, String> {
+    ringkv::util::sim_rng::seed(seed);
+    let mut rng = Rng::new(seed);
+    let n = 3 + rng.below(3) as usize;
+    let mut sim = builder(seed);
+    let tmp = scratch().map_err(|e| format!("can't make a scratch directory: {e}"))?;
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let powers = start_nodes(&mut sim, &mut rng, &names, tmp.path(), &flags(2, 2));
     let log = Rc::new(RefCell::new(Log::default()));
     for c in 0..workload::CLIENTS {
         let w = workload::Writer {
@@ -172,10 +200,17 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     let schedule = faults::schedule(&mut rng, &names);
     let mut next = 0;
     let mut state = faults::State::default();
+    let power = |n: &str| {
+        powers
+            .iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    };
     loop {
         let now = sim.elapsed().as_millis() as u64;
         while next < schedule.len() && schedule[next].0 <= now {
-            faults::apply(&mut sim, &names, &schedule[next].1, &mut state);
+            faults::apply(&mut sim, &names, &schedule[next].1, &mut state, &power);
             next += 1;
         }
         match sim.step() {

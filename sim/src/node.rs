@@ -146,7 +146,71 @@ fn cluster(config: &Config, node_id: u64, has_keys: bool) -> Result<Arc<Cluster>
     )))
 }
 
-/// The host's software: starts the node and serves until the host is crashed.
+/// Crashes and restarts of one node, driven by the fault schedule.
+///
+/// Not turmoil's own `crash`/`bounce`: a bounce builds the host a new tokio runtime, whose
+/// paused clock starts from the real `Instant` of that moment, and the sub-millisecond
+/// difference shifts the node's timers from one run of a seed to the next. Here the host's
+/// software stays, and the node runs in a `LocalSet` of its own: a crash drops that set,
+/// which ends every task of the node and closes its sockets at once (its listener goes, so
+/// peers and clients are refused, as by a dead process), and a restart starts the node again
+/// on the same clock.
+#[derive(Default)]
+pub struct Power {
+    down: std::cell::Cell<bool>,
+    changed: tokio::sync::Notify,
+}
+
+impl Power {
+    pub fn set_down(&self, down: bool) {
+        self.down.set(down);
+        self.changed.notify_waiters();
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.get()
+    }
+
+    async fn until(&self, down: bool) {
+        loop {
+            let changed = self.changed.notified();
+            if self.down.get() == down {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// The host's software: runs the node whenever it is powered, forever (the simulation ends
+/// when the clients are done).
+pub async fn host(
+    spec: Arc<NodeSpec>,
+    disk: std::rc::Rc<Disk>,
+    power: std::rc::Rc<Power>,
+) -> turmoil::Result {
+    loop {
+        power.until(false).await;
+        let local = tokio::task::LocalSet::new();
+        let ran = local
+            .run_until(async {
+                tokio::select! {
+                    r = run(spec.clone(), disk.clone()) => r,
+                    _ = power.until(true) => Ok(()),
+                }
+            })
+            .await;
+        // The crash: every task the node spawned ends here.
+        drop(local);
+        ran?;
+        // A node that returned by itself (it shut down) stays down until the next restart.
+        if !power.is_down() {
+            power.until(true).await;
+        }
+    }
+}
+
+/// Starts the node and serves until it shuts down.
 pub async fn run(spec: Arc<NodeSpec>, disk: std::rc::Rc<Disk>) -> turmoil::Result {
     let config = config(&spec)?;
     let fs: Arc<dyn Fs> = Arc::new(RealFs);

@@ -38,6 +38,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How often a link fails the calls past their deadline: a call's deadline is kept to within
 /// this (one sweep per link instead of a timer per call).
 const DEADLINE_SWEEP_MS: u64 = 20;
+/// A link on which calls went unanswered for this many peer timeouts (--peer-timeout-ms)
+/// with not one byte read meanwhile is dead, and is closed (and redialed): a connection whose
+/// packets are black-holed (a partition, a lost middlebox state) never fails by itself, and
+/// calls on it would time out forever after the network healed.
+const SILENT_LINK_TIMEOUTS: u32 = 3;
 
 /// Why a call to a peer got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +90,9 @@ pub struct Link {
     /// Replies to the peer that show or acknowledge writes of this node not yet durable; the
     /// link's task releases them as the WAL catches up (one wait for all, not a task each).
     held: RefCell<Vec<Held>>,
+    /// When the first call still unanswered since the last read was sent (see
+    /// [`SILENT_LINK_TIMEOUTS`]); None once anything was read.
+    silent_since: Cell<Option<Instant>>,
 }
 
 /// A reply frame waiting for WAL positions.
@@ -110,6 +118,7 @@ impl Link {
             up_changed: Notify::new(),
             redial: Notify::new(),
             held: RefCell::new(Vec::new()),
+            silent_since: Cell::new(None),
         }
     }
 
@@ -198,6 +207,9 @@ impl Link {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1).max(1));
         encode(id, &mut self.out.borrow_mut());
+        if self.silent_since.get().is_none() {
+            self.silent_since.set(Some(sent));
+        }
         let (tx, rx) = oneshot::channel();
         let deadline = sent + timeout;
         self.pending
@@ -445,6 +457,9 @@ pub async fn run(
     let node = lp.node().clone();
     let max_frame = node.config.max_frame_bytes;
     let mut shutdown = node.shutdown_signal();
+    let silent_limit =
+        Duration::from_millis(node.config.cluster.peer_timeout_ms) * SILENT_LINK_TIMEOUTS;
+    link.silent_since.set(None);
     let (mut rd, mut wr) = crate::sockets::split(&mut stream);
     // Frames taken from `link.out`, being written; new frames queue in `link.out` meanwhile.
     let mut wbuf = BytesMut::new();
@@ -495,6 +510,7 @@ pub async fn run(
                 if r? == 0 {
                     return Ok(());
                 }
+                link.silent_since.set(None);
             }
             r = wr.write(&wbuf), if !wbuf.is_empty() => {
                 match r? {
@@ -506,7 +522,15 @@ pub async fn run(
             _ = &mut changed, if !link.held.borrow().is_empty() => {}
             // Also while a write is in progress: `wake` is off then, and a call queued meanwhile
             // must still meet its deadline.
-            now = sweep.tick(), if !link.pending.borrow().is_empty() || !wbuf.is_empty() => link.sweep(now),
+            now = sweep.tick(), if !link.pending.borrow().is_empty() || !wbuf.is_empty() => {
+                link.sweep(now);
+                if link.silent_since.get().is_some_and(|t| now.saturating_duration_since(t) > silent_limit) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("nothing read for {} ms with calls waiting: reconnecting", silent_limit.as_millis()),
+                    ));
+                }
+            }
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
     }
