@@ -53,9 +53,45 @@ pub struct State {
     crashed: Vec<String>,
 }
 
-/// The seed's faults: one every 100-500 ms from [`FAULT_START_MS`]; each crash is followed
-/// by its restart 200-1500 ms later (or at the heal), each hold by its release.
-pub fn schedule(rng: &mut Rng, names: &[String]) -> Vec<(u64, Fault)> {
+/// How hard a schedule hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// One fault every 100-500 ms; loss up to 2%, latency up to 300 ms, a crashed node back
+    /// within 200-1500 ms.
+    Mixed,
+    /// One fault every 50-250 ms; loss up to 10%, latency up to 600 ms, a crashed node back
+    /// within 500-2500 ms (so two or more are often down at once).
+    Harsh,
+}
+
+struct Limits {
+    gap: (u64, u64),
+    loss: [f64; 3],
+    latency: (u64, u64),
+    down: (u64, u64),
+}
+
+fn limits(p: Profile) -> Limits {
+    match p {
+        Profile::Mixed => Limits {
+            gap: (100, 500),
+            loss: [0.001, 0.005, 0.02],
+            latency: (20, 300),
+            down: (200, 1_500),
+        },
+        Profile::Harsh => Limits {
+            gap: (50, 250),
+            loss: [0.01, 0.05, 0.1],
+            latency: (50, 600),
+            down: (500, 2_500),
+        },
+    }
+}
+
+/// The seed's faults: one every `gap` ms from [`FAULT_START_MS`]; each crash is followed by
+/// its restart (or the heal), each hold by its release, each loss by its end.
+pub fn schedule(rng: &mut Rng, names: &[String], profile: Profile) -> Vec<(u64, Fault)> {
+    let lim = limits(profile);
     let mut out: Vec<(u64, Fault)> = Vec::new();
     let mut t = FAULT_START_MS + rng.below(300);
     while t < HEAL_MS {
@@ -87,21 +123,21 @@ pub fn schedule(rng: &mut Rng, names: &[String]) -> Vec<(u64, Fault)> {
                 out.push((until, Fault::Release(a, b)));
             }
             4 => {
-                let p = [0.001, 0.005, 0.02][rng.below(3) as usize];
+                let p = lim.loss[rng.below(3) as usize];
                 out.push((t, Fault::Loss(p)));
                 out.push(((t + rng.range(100, 600)).min(HEAL_MS), Fault::Loss(0.0)));
             }
-            5 => out.push((t, Fault::Latency(rng.range(20, 300)))),
+            5 => out.push((t, Fault::Latency(rng.range(lim.latency.0, lim.latency.1)))),
             6 | 7 => {
                 out.push((t, Fault::Crash(a.clone())));
-                let back = t + rng.range(200, 1_500);
+                let back = t + rng.range(lim.down.0, lim.down.1);
                 if back < HEAL_MS {
                     out.push((back, Fault::Restart(a)));
                 }
             }
             _ => out.push((t, Fault::HealAll)),
         }
-        t += rng.range(100, 500);
+        t += rng.range(lim.gap.0, lim.gap.1);
     }
     out.push((HEAL_MS, Fault::HealAll));
     // Stable: events at one time keep the order they were drawn in.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use faults::Fault;
+pub use faults::Profile;
 use rng::Rng;
 
 /// When the clients start writing (the cluster forms before: every node starts joining).
@@ -42,6 +43,7 @@ pub const BASE_LATENCY_MS: u64 = 10;
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
     pub seed: u64,
+    pub profile: Option<Profile>,
     pub nodes: usize,
     /// Writes answered +OK.
     pub acked: usize,
@@ -61,8 +63,9 @@ pub struct Outcome {
 impl Outcome {
     pub fn line(&self) -> String {
         format!(
-            "seed {} nodes {} acked {} failed {} lost {} converge_ms {} trace {:016x}",
+            "seed {} {:?} nodes {} acked {} failed {} lost {} converge_ms {} trace {:016x}",
             self.seed,
+            self.profile.unwrap_or(Profile::Mixed),
             self.nodes,
             self.acked,
             self.failed,
@@ -176,6 +179,11 @@ pub fn builder(seed: u64) -> turmoil::Sim<'static> {
 /// Runs one seed to the end: Err if the simulation itself failed (a node's software returned
 /// an error or panicked, or the run hung past its limit).
 pub fn run_seed(seed: u64) -> Result<Outcome, String> {
+    run_profile(seed, Profile::Mixed)
+}
+
+/// Runs one seed with the given fault profile.
+pub fn run_profile(seed: u64, profile: Profile) -> Result<Outcome, String> {
     ringkv::util::sim_rng::seed(seed);
     let mut rng = Rng::new(seed);
     let n = 3 + rng.below(3) as usize;
@@ -197,7 +205,7 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
         "checker",
         check::run(names.clone(), log.clone(), Rng::new(rng.next_u64())),
     );
-    let schedule = faults::schedule(&mut rng, &names);
+    let schedule = faults::schedule(&mut rng, &names, profile);
     let mut next = 0;
     let mut state = faults::State::default();
     let power = |n: &str| {
@@ -222,6 +230,7 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     let l = log.borrow();
     Ok(Outcome {
         seed,
+        profile: Some(profile),
         nodes: n,
         acked: l.acked.len(),
         failed: l.failed,

@@ -1,12 +1,16 @@
 //! Many seeds per run: every acknowledged write must be readable from every node after the
 //! heal. `SIM_SEED=<n>` runs that one seed (printing its fault schedule and what was lost);
-//! `SIM_SEEDS=<count>` and `SIM_SEED_BASE=<first>` choose the range of `many_seeds`.
+//! `SIM_SEEDS=<count>` and `SIM_SEED_BASE=<first>` choose the range of `many_seeds` and
+//! `harsh_seeds`; `SIM_PROFILE=harsh` makes `one_seed` use the harsh fault profile.
 
-use ringkv_sim::{run_seed, Outcome};
+use ringkv_sim::{run_profile, run_seed, Outcome, Profile};
 
 /// Seeds `many_seeds` runs by default (CI), from [`DEFAULT_BASE`].
 const DEFAULT_SEEDS: u64 = 100;
 const DEFAULT_BASE: u64 = 1_000;
+/// Seeds `harsh_seeds` runs by default, from [`HARSH_BASE`].
+const HARSH_SEEDS: u64 = 50;
+const HARSH_BASE: u64 = 20_000;
 /// Threads the seeds are spread over (CI machines have 2 cores).
 const THREADS: u64 = 2;
 
@@ -33,14 +37,20 @@ fn logs() {
 }
 
 /// Runs `seeds` on [`THREADS`] threads; returns every outcome, and the failures.
-fn run_all(seeds: Vec<u64>) -> (Vec<Outcome>, Vec<String>) {
+fn run_all(seeds: Vec<u64>, profile: Profile) -> (Vec<Outcome>, Vec<String>) {
     let chunks: Vec<Vec<u64>> = (0..THREADS)
         .map(|t| seeds.iter().copied().filter(|s| s % THREADS == t).collect())
         .collect();
     let results: Vec<Vec<Result<Outcome, String>>> = std::thread::scope(|sc| {
         let hs: Vec<_> = chunks
             .into_iter()
-            .map(|c| sc.spawn(move || c.into_iter().map(run_seed).collect::<Vec<_>>()))
+            .map(|c| {
+                sc.spawn(move || {
+                    c.into_iter()
+                        .map(|s| run_profile(s, profile))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         hs.into_iter()
             .map(|h| {
@@ -77,7 +87,11 @@ fn one_seed() {
         return;
     };
     logs();
-    let o = run_seed(seed).unwrap_or_else(|e| panic!("{e}"));
+    let profile = match std::env::var("SIM_PROFILE").as_deref() {
+        Ok("harsh") => Profile::Harsh,
+        _ => Profile::Mixed,
+    };
+    let o = run_profile(seed, profile).unwrap_or_else(|e| panic!("{e}"));
     for s in &o.schedule {
         println!("  {s}");
     }
@@ -88,21 +102,21 @@ fn one_seed() {
     assert!(o.lost.is_empty(), "seed {seed} lost acknowledged writes");
 }
 
-#[test]
-fn many_seeds() {
+/// Runs `count` seeds (env overrides) with `profile` and requires that none lost a write.
+fn seeds(default_count: u64, default_base: u64, profile: Profile) {
     if env_u64("SIM_SEED").is_some() {
         return;
     }
-    let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let base = env_u64("SIM_SEED_BASE").unwrap_or(DEFAULT_BASE);
+    let count = env_u64("SIM_SEEDS").unwrap_or(default_count);
+    let base = env_u64("SIM_SEED_BASE").unwrap_or(default_base);
     let started = std::time::Instant::now();
-    let (outcomes, failures) = run_all((base..base + count).collect());
+    let (outcomes, failures) = run_all((base..base + count).collect(), profile);
     let acked: usize = outcomes.iter().map(|o| o.acked).sum();
     let failed: usize = outcomes.iter().map(|o| o.failed).sum();
     let worst = outcomes.iter().filter_map(|o| o.converge_ms).max();
     println!(
-        "{count} seeds from {base}: {acked} writes acknowledged, {failed} failed or timed out, \
-         0 lost allowed; slowest convergence {worst:?} ms; {:.1} s real time",
+        "{count} {profile:?} seeds from {base}: {acked} writes acknowledged, {failed} failed or \
+         timed out, 0 lost allowed; slowest convergence {worst:?} ms; {:.1} s real time",
         started.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -111,11 +125,21 @@ fn many_seeds() {
 }
 
 #[test]
+fn many_seeds() {
+    seeds(DEFAULT_SEEDS, DEFAULT_BASE, Profile::Mixed);
+}
+
+#[test]
+fn harsh_seeds() {
+    seeds(HARSH_SEEDS, HARSH_BASE, Profile::Harsh);
+}
+
+#[test]
 fn seeds_that_found_bugs() {
     if env_u64("SIM_SEED").is_some() {
         return;
     }
-    let (_, failures) = run_all(FOUND.iter().map(|(s, _)| *s).collect());
+    let (_, failures) = run_all(FOUND.iter().map(|(s, _)| *s).collect(), Profile::Mixed);
     let why: Vec<String> = failures
         .iter()
         .map(|f| {

@@ -38,10 +38,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How often a link fails the calls past their deadline: a call's deadline is kept to within
 /// this (one sweep per link instead of a timer per call).
 const DEADLINE_SWEEP_MS: u64 = 20;
-/// A link on which calls went unanswered for this many peer timeouts (--peer-timeout-ms)
-/// with not one byte read meanwhile is dead, and is closed (and redialed): a connection whose
-/// packets are black-holed (a partition, a lost middlebox state) never fails by itself, and
-/// calls on it would time out forever after the network healed.
+/// A link on which calls went unanswered for this many peer timeouts (--peer-timeout-ms),
+/// some of them past their deadline, with not one byte read meanwhile is dead, and is closed
+/// (and redialed): a connection whose packets are black-holed (a partition, lost middlebox
+/// state) never fails by itself, and calls on it would time out forever after the network
+/// healed. (Gossip calls each peer every heartbeat, so a live peer is never that silent.)
 const SILENT_LINK_TIMEOUTS: u32 = 3;
 
 /// Why a call to a peer got no answer.
@@ -219,17 +220,30 @@ impl Link {
         Call::Sent(rx, self.clone())
     }
 
-    /// Fails the calls past their deadline.
-    fn sweep(&self, now: Instant) {
+    /// Fails the calls past their deadline; whether any was.
+    fn sweep(&self, now: Instant) -> bool {
         let mut expired: SmallVec<[Pending; 4]> = SmallVec::new();
         self.pending
             .borrow_mut()
             .extract_if(|_, p| p.deadline <= now)
             .for_each(|(_, p)| expired.push(p));
+        let any = !expired.is_empty();
         for p in expired {
             self.count(Some(now.saturating_duration_since(p.sent)), false);
             let _ = p.tx.send(Err(CallError::Timeout(self.addr.clone())));
         }
+        any
+    }
+
+    /// Whether the link is dead (see [`SILENT_LINK_TIMEOUTS`]): calls just went past their
+    /// deadline, and nothing was read since the first of them still unanswered was sent,
+    /// `limit` ago or more. A call with a long deadline, alone, never makes a link dead.
+    fn dead(&self, expired: bool, now: Instant, limit: Duration) -> bool {
+        expired
+            && self
+                .silent_since
+                .get()
+                .is_some_and(|t| now.saturating_duration_since(t) >= limit)
     }
 
     /// Counts one finished call (with its round trip if it got an answer).
@@ -523,8 +537,8 @@ pub async fn run(
             // Also while a write is in progress: `wake` is off then, and a call queued meanwhile
             // must still meet its deadline.
             now = sweep.tick(), if !link.pending.borrow().is_empty() || !wbuf.is_empty() => {
-                link.sweep(now);
-                if link.silent_since.get().is_some_and(|t| now.saturating_duration_since(t) > silent_limit) {
+                let expired = link.sweep(now);
+                if link.dead(expired, now, silent_limit) {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("nothing read for {} ms with calls waiting: reconnecting", silent_limit.as_millis()),
