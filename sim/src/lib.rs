@@ -117,11 +117,28 @@ fn scratch() -> std::io::Result<tempfile::TempDir> {
 
 /// The nodes' settings: N=3, the given W and R, siblings, short peer timeouts.
 pub fn flags(w: u32, r: u32) -> Vec<String> {
+    flags_with(w, r, Conflicts::Siblings)
+}
+
+/// How concurrent writes of a key are kept (`--conflicts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflicts {
+    Siblings,
+    /// Last write wins, with every node's clock the same (the simulation's).
+    Lww,
+}
+
+/// The nodes' settings: N=3, the given W and R and conflict mode, short peer timeouts.
+pub fn flags_with(w: u32, r: u32, conflicts: Conflicts) -> Vec<String> {
+    let mode = match conflicts {
+        Conflicts::Siblings => "siblings",
+        Conflicts::Lww => "lww",
+    };
     let mut f: Vec<String> = [
         "--n",
         "3",
         "--conflicts",
-        "siblings",
+        mode,
         "--partitions",
         "32",
         "--peer-timeout-ms",
@@ -184,13 +201,24 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
 
 /// Runs one seed with the given fault profile.
 pub fn run_profile(seed: u64, profile: Profile) -> Result<Outcome, String> {
+    run_with(seed, profile, Conflicts::Siblings)
+}
+
+/// Runs one seed with the given fault profile and conflict mode.
+pub fn run_with(seed: u64, profile: Profile, conflicts: Conflicts) -> Result<Outcome, String> {
     ringkv::util::sim_rng::seed(seed);
     let mut rng = Rng::new(seed);
     let n = 3 + rng.below(3) as usize;
     let mut sim = builder(seed);
     let tmp = scratch().map_err(|e| format!("can't make a scratch directory: {e}"))?;
     let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let powers = start_nodes(&mut sim, &mut rng, &names, tmp.path(), &flags(2, 2));
+    let powers = start_nodes(
+        &mut sim,
+        &mut rng,
+        &names,
+        tmp.path(),
+        &flags_with(2, 2, conflicts),
+    );
     let log = Rc::new(RefCell::new(Log::default()));
     for c in 0..workload::CLIENTS {
         let w = workload::Writer {

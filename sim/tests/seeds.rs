@@ -1,9 +1,10 @@
 //! Many seeds per run: every acknowledged write must be readable from every node after the
 //! heal. `SIM_SEED=<n>` runs that one seed (printing its fault schedule and what was lost);
 //! `SIM_SEEDS=<count>` and `SIM_SEED_BASE=<first>` choose the range of `many_seeds` and
-//! `harsh_seeds`; `SIM_PROFILE=harsh` makes `one_seed` use the harsh fault profile.
+//! `harsh_seeds` and `lww_seeds`; `SIM_PROFILE=harsh` and `SIM_CONFLICTS=lww` change what
+//! `one_seed` runs.
 
-use ringkv_sim::{run_profile, run_seed, Outcome, Profile};
+use ringkv_sim::{run_seed, run_with, Conflicts, Outcome, Profile};
 
 /// Seeds `many_seeds` runs by default (CI), from [`DEFAULT_BASE`].
 const DEFAULT_SEEDS: u64 = 100;
@@ -11,6 +12,9 @@ const DEFAULT_BASE: u64 = 1_000;
 /// Seeds `harsh_seeds` runs by default, from [`HARSH_BASE`].
 const HARSH_SEEDS: u64 = 50;
 const HARSH_BASE: u64 = 20_000;
+/// Seeds `lww_seeds` runs by default, from [`LWW_BASE`].
+const LWW_SEEDS: u64 = 50;
+const LWW_BASE: u64 = 30_000;
 /// Threads the seeds are spread over (CI machines have 2 cores).
 const THREADS: u64 = 2;
 
@@ -37,7 +41,7 @@ fn logs() {
 }
 
 /// Runs `seeds` on [`THREADS`] threads; returns every outcome, and the failures.
-fn run_all(seeds: Vec<u64>, profile: Profile) -> (Vec<Outcome>, Vec<String>) {
+fn run_all(seeds: Vec<u64>, profile: Profile, mode: Conflicts) -> (Vec<Outcome>, Vec<String>) {
     let chunks: Vec<Vec<u64>> = (0..THREADS)
         .map(|t| seeds.iter().copied().filter(|s| s % THREADS == t).collect())
         .collect();
@@ -47,7 +51,7 @@ fn run_all(seeds: Vec<u64>, profile: Profile) -> (Vec<Outcome>, Vec<String>) {
             .map(|c| {
                 sc.spawn(move || {
                     c.into_iter()
-                        .map(|s| run_profile(s, profile))
+                        .map(|s| run_with(s, profile, mode))
                         .collect::<Vec<_>>()
                 })
             })
@@ -91,7 +95,11 @@ fn one_seed() {
         Ok("harsh") => Profile::Harsh,
         _ => Profile::Mixed,
     };
-    let o = run_profile(seed, profile).unwrap_or_else(|e| panic!("{e}"));
+    let mode = match std::env::var("SIM_CONFLICTS").as_deref() {
+        Ok("lww") => Conflicts::Lww,
+        _ => Conflicts::Siblings,
+    };
+    let o = run_with(seed, profile, mode).unwrap_or_else(|e| panic!("{e}"));
     for s in &o.schedule {
         println!("  {s}");
     }
@@ -103,19 +111,19 @@ fn one_seed() {
 }
 
 /// Runs `count` seeds (env overrides) with `profile` and requires that none lost a write.
-fn seeds(default_count: u64, default_base: u64, profile: Profile) {
+fn seeds(default_count: u64, default_base: u64, profile: Profile, mode: Conflicts) {
     if env_u64("SIM_SEED").is_some() {
         return;
     }
     let count = env_u64("SIM_SEEDS").unwrap_or(default_count);
     let base = env_u64("SIM_SEED_BASE").unwrap_or(default_base);
     let started = std::time::Instant::now();
-    let (outcomes, failures) = run_all((base..base + count).collect(), profile);
+    let (outcomes, failures) = run_all((base..base + count).collect(), profile, mode);
     let acked: usize = outcomes.iter().map(|o| o.acked).sum();
     let failed: usize = outcomes.iter().map(|o| o.failed).sum();
     let worst = outcomes.iter().filter_map(|o| o.converge_ms).max();
     println!(
-        "{count} {profile:?} seeds from {base}: {acked} writes acknowledged, {failed} failed or \
+        "{count} {profile:?} {mode:?} seeds from {base}: {acked} writes acknowledged, {failed} failed or \
          timed out, 0 lost allowed; slowest convergence {worst:?} ms; {:.1} s real time",
         started.elapsed().as_secs_f64()
     );
@@ -126,12 +134,24 @@ fn seeds(default_count: u64, default_base: u64, profile: Profile) {
 
 #[test]
 fn many_seeds() {
-    seeds(DEFAULT_SEEDS, DEFAULT_BASE, Profile::Mixed);
+    seeds(
+        DEFAULT_SEEDS,
+        DEFAULT_BASE,
+        Profile::Mixed,
+        Conflicts::Siblings,
+    );
+}
+
+/// Last-write-wins without clock skew (every node reads the simulation's clock) loses
+/// nothing either: each key is written once.
+#[test]
+fn lww_seeds() {
+    seeds(LWW_SEEDS, LWW_BASE, Profile::Mixed, Conflicts::Lww);
 }
 
 #[test]
 fn harsh_seeds() {
-    seeds(HARSH_SEEDS, HARSH_BASE, Profile::Harsh);
+    seeds(HARSH_SEEDS, HARSH_BASE, Profile::Harsh, Conflicts::Siblings);
 }
 
 #[test]
@@ -139,7 +159,11 @@ fn seeds_that_found_bugs() {
     if env_u64("SIM_SEED").is_some() {
         return;
     }
-    let (_, failures) = run_all(FOUND.iter().map(|(s, _)| *s).collect(), Profile::Mixed);
+    let (_, failures) = run_all(
+        FOUND.iter().map(|(s, _)| *s).collect(),
+        Profile::Mixed,
+        Conflicts::Siblings,
+    );
     let why: Vec<String> = failures
         .iter()
         .map(|f| {
