@@ -14,7 +14,8 @@
 //!   quorum counting (no sockets, no store);
 //! - [`config`]: flags, config file, defaults; [`tls`]: certificates and the TLS handshake;
 //! - [`record`]: the WAL record format (a leaf, so the store can log without the WAL);
-//! - [`util`]: the wall clock and the mutex helper every layer uses.
+//! - [`util`]: the wall clock and the mutex helper every layer uses; [`sockets`]: the TCP
+//!   types every layer uses (simulated ones under feature `sim`).
 //!
 //! Dependencies point one way, top to bottom: net, metrics → cluster → cmd → node → ring, stats, durability →
 //! wal → snapshot → store → record, util, config, disk. `tests/layering.rs` checks that the
@@ -32,6 +33,7 @@ pub mod node;
 pub mod record;
 pub mod ring;
 pub mod snapshot;
+pub mod sockets;
 pub mod stats;
 pub mod store;
 pub mod tls;

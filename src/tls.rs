@@ -17,13 +17,13 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::config::{Config, TlsAuthClients};
+use crate::sockets::{self, TcpStream};
 
 /// First byte of a TLS record of type handshake (RFC 8446 §5.1), i.e. of every ClientHello.
 pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
@@ -210,7 +210,7 @@ const REFUSED_DRAIN_MS: u64 = 1_000;
 /// `idle` is `--timeout`: a silent client in mixed mode is closed after it, as in `run`.
 pub async fn accept(
     tls: &TlsServer,
-    stream: TcpStream,
+    mut stream: TcpStream,
     mut shutdown: watch::Receiver<bool>,
     idle: Option<Duration>,
 ) -> Accepted {
@@ -226,15 +226,15 @@ pub async fn accept(
     let mut first = [0u8; 1];
     let peeked = async {
         if tls.only {
-            tokio::time::timeout_at(deadline, stream.peek(&mut first)).await
+            tokio::time::timeout_at(deadline, sockets::peek(&mut stream, &mut first)).await
         } else if let Some(idle) = idle {
-            match tokio::time::timeout(idle, stream.peek(&mut first)).await {
+            match tokio::time::timeout(idle, sockets::peek(&mut stream, &mut first)).await {
                 Ok(r) => Ok(r),
                 // Idle, not a failed handshake.
                 Err(_) => Ok(Ok(0)),
             }
         } else {
-            Ok(stream.peek(&mut first).await)
+            Ok(sockets::peek(&mut stream, &mut first).await)
         }
     };
     let peeked = tokio::select! {

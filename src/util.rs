@@ -6,8 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Wall-clock milliseconds since the epoch. The one place wall time is read (expiry times,
 /// version timestamps, tombstone dates), so a test can skew a node's clock
-/// (`--test-clock-skew-ms`, feature `test-hooks` only).
+/// (`--test-clock-skew-ms`, feature `test-hooks` only). Under feature `sim`, inside a
+/// simulated host, it is the simulation's clock.
 pub fn now_ms() -> u64 {
+    #[cfg(feature = "sim")]
+    if let Some(d) = turmoil::since_epoch() {
+        return d.as_millis() as u64;
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -37,6 +42,36 @@ mod skew {
 #[cfg(feature = "test-hooks")]
 pub fn set_test_clock_skew_ms(ms: i64) {
     skew::set(ms);
+}
+
+/// Simulation only (feature `sim`): the randomness the server draws (handshake nonces,
+/// RANDOMKEY) comes from the run's seed, so that a seed replays the same run. Per thread: a
+/// simulation runs every host on the thread that drives it, and parallel tests each have
+/// their own.
+#[cfg(feature = "sim")]
+pub mod sim_rng {
+    use std::cell::Cell;
+
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
+    }
+
+    /// Seeds this thread's generator (at the start of a simulated run).
+    pub fn seed(seed: u64) {
+        STATE.with(|s| s.set(seed));
+    }
+
+    /// The next number (splitmix64).
+    pub fn next_u64() -> u64 {
+        STATE.with(|s| {
+            let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(x);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    }
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked.

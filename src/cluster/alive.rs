@@ -87,8 +87,8 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let d = dir.clone();
-        let r = tokio::task::spawn_blocking(move || write(&d, now_ms())).await;
-        match r.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+        let r = super::sys::blocking(move || write(&d, now_ms())).await;
+        match r.and_then(|r| r) {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 failing = true;

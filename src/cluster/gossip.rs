@@ -146,8 +146,8 @@ async fn replay(lp: Rc<dyn LocalLoop>, link: Rc<Link>, target: NodeId) {
     let hints = &cl.shared.hints;
     // Reading and syncing the log is file I/O: off the event loop.
     let shared = cl.shared.clone();
-    let taken = tokio::task::spawn_blocking(move || shared.hints.begin_replay(target)).await;
-    let entries = match taken.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+    let taken = super::sys::blocking(move || shared.hints.begin_replay(target)).await;
+    let entries = match taken.and_then(|r| r) {
         Ok(e) => e,
         Err(e) => {
             warn!(error = %e, "can't read hints");

@@ -3,7 +3,6 @@
 //! HMAC-SHA256 over both nonces and both ids, keyed by the cluster secret: each side proves it
 //! knows the secret without sending it, and a recorded exchange can't be replayed.
 
-use std::io::Read;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -59,9 +58,21 @@ pub enum HandshakeError {
 }
 
 /// 32 bytes from the kernel's CSPRNG.
+#[cfg(not(feature = "sim"))]
 fn nonce() -> std::io::Result<[u8; NONCE_LEN]> {
+    use std::io::Read;
     let mut n = [0u8; NONCE_LEN];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
+    Ok(n)
+}
+
+/// Under `sim`: from the run's seed (a seed replays the same run).
+#[cfg(feature = "sim")]
+fn nonce() -> std::io::Result<[u8; NONCE_LEN]> {
+    let mut n = [0u8; NONCE_LEN];
+    for c in n.chunks_mut(8) {
+        c.copy_from_slice(&crate::util::sim_rng::next_u64().to_le_bytes()[..c.len()]);
+    }
     Ok(n)
 }
 

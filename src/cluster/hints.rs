@@ -51,6 +51,7 @@ struct Target {
 pub struct Hints {
     dir: PathBuf,
     targets: Arc<Mutex<HashMap<NodeId, Target>>>,
+    #[cfg_attr(feature = "sim", allow(dead_code))]
     queue: std::sync::mpsc::SyncSender<Queued>,
     /// Hints older than this are dropped unsent (the tombstone grace, see `set_max_age`), and
     /// where to count them.
@@ -144,10 +145,17 @@ impl Hints {
         }
         let targets = Arc::new(Mutex::new(targets));
         let (queue, rx) = std::sync::mpsc::sync_channel(MAX_QUEUED_HINTS);
-        let (d, t) = (dir.clone(), targets.clone());
-        std::thread::Builder::new()
-            .name("ringkv-hints".into())
-            .spawn(move || write_hints(&d, &t, rx))?;
+        // Under `sim` there is no writer thread (it would run outside the simulated clock):
+        // `store` appends inline, and the queue's receiver is dropped unused.
+        #[cfg(feature = "sim")]
+        drop(rx);
+        #[cfg(not(feature = "sim"))]
+        {
+            let (d, t) = (dir.clone(), targets.clone());
+            std::thread::Builder::new()
+                .name("ringkv-hints".into())
+                .spawn(move || write_hints(&d, &t, rx))?;
+        }
         Ok(Hints {
             dir,
             targets,
@@ -173,12 +181,18 @@ impl Hints {
         rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
         rec.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
         rec.extend_from_slice(&body);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue
-            .try_send((target, rec, tx))
-            .map_err(|_| format!("more than {MAX_QUEUED_HINTS} hints are waiting for the disk"))?;
-        rx.await
-            .map_err(|_| "the hint writer stopped".to_string())?
+        #[cfg(feature = "sim")]
+        return append_for(&self.dir, &self.targets, target, [&rec[..]].into_iter(), 1)
+            .map_err(|e| e.to_string());
+        #[cfg(not(feature = "sim"))]
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.queue.try_send((target, rec, tx)).map_err(|_| {
+                format!("more than {MAX_QUEUED_HINTS} hints are waiting for the disk")
+            })?;
+            rx.await
+                .map_err(|_| "the hint writer stopped".to_string())?
+        }
     }
 
     /// Owners with pending hints and no replay running.
@@ -269,6 +283,7 @@ impl Hints {
     }
 }
 
+#[cfg(not(feature = "sim"))]
 /// The writer thread: takes every queued hint, appends each owner's records to its log, syncs
 /// each log once, then acknowledges them all. The targets' lock is held while a log is written,
 /// so a replay never takes a log mid-append.
@@ -287,19 +302,31 @@ fn write_hints(
             by_target.entry(q.0).or_default().push(q);
         }
         for (target, hints) in by_target {
-            let mut t = lock(targets);
-            let r = append_synced(&log_path(dir, target), hints.iter().map(|h| &h.1[..]));
-            if r.is_ok() {
-                let e = t.entry(target).or_default();
-                e.pending += hints.len() as u64;
-                e.oldest_ms.get_or_insert(now_ms());
-            }
-            drop(t);
+            let n = hints.len() as u64;
+            let r = append_for(dir, targets, target, hints.iter().map(|h| &h.1[..]), n);
             for (_, _, tx) in hints {
                 let _ = tx.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             }
         }
     }
+}
+
+/// Appends `n` records to `target`'s log, synced, and counts them pending.
+fn append_for<'a>(
+    dir: &Path,
+    targets: &Mutex<HashMap<NodeId, Target>>,
+    target: NodeId,
+    recs: impl Iterator<Item = &'a [u8]>,
+    n: u64,
+) -> std::io::Result<()> {
+    let mut t = lock(targets);
+    let r = append_synced(&log_path(dir, target), recs);
+    if r.is_ok() {
+        let e = t.entry(target).or_default();
+        e.pending += n;
+        e.oldest_ms.get_or_insert(now_ms());
+    }
+    r
 }
 
 fn append_synced<'a>(path: &Path, recs: impl Iterator<Item = &'a [u8]>) -> std::io::Result<()> {

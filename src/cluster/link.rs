@@ -38,6 +38,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How often a link fails the calls past their deadline: a call's deadline is kept to within
 /// this (one sweep per link instead of a timer per call).
 const DEADLINE_SWEEP_MS: u64 = 20;
+/// A link on which calls went unanswered for this many peer timeouts (--peer-timeout-ms),
+/// some of them past their deadline, with not one byte read meanwhile is dead, and is closed
+/// (and redialed): a connection whose packets are black-holed (a partition, lost middlebox
+/// state) never fails by itself, and calls on it would time out forever after the network
+/// healed. (Gossip calls each peer every heartbeat, so a live peer is never that silent.)
+const SILENT_LINK_TIMEOUTS: u32 = 3;
 
 /// Why a call to a peer got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +91,9 @@ pub struct Link {
     /// Replies to the peer that show or acknowledge writes of this node not yet durable; the
     /// link's task releases them as the WAL catches up (one wait for all, not a task each).
     held: RefCell<Vec<Held>>,
+    /// When the first call still unanswered since the last read was sent (see
+    /// [`SILENT_LINK_TIMEOUTS`]); None once anything was read.
+    silent_since: Cell<Option<Instant>>,
 }
 
 /// A reply frame waiting for WAL positions.
@@ -110,6 +119,7 @@ impl Link {
             up_changed: Notify::new(),
             redial: Notify::new(),
             held: RefCell::new(Vec::new()),
+            silent_since: Cell::new(None),
         }
     }
 
@@ -198,6 +208,9 @@ impl Link {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1).max(1));
         encode(id, &mut self.out.borrow_mut());
+        if self.silent_since.get().is_none() {
+            self.silent_since.set(Some(sent));
+        }
         let (tx, rx) = oneshot::channel();
         let deadline = sent + timeout;
         self.pending
@@ -207,17 +220,30 @@ impl Link {
         Call::Sent(rx, self.clone())
     }
 
-    /// Fails the calls past their deadline.
-    fn sweep(&self, now: Instant) {
+    /// Fails the calls past their deadline; whether any was.
+    fn sweep(&self, now: Instant) -> bool {
         let mut expired: SmallVec<[Pending; 4]> = SmallVec::new();
         self.pending
             .borrow_mut()
             .extract_if(|_, p| p.deadline <= now)
             .for_each(|(_, p)| expired.push(p));
+        let any = !expired.is_empty();
         for p in expired {
             self.count(Some(now.saturating_duration_since(p.sent)), false);
             let _ = p.tx.send(Err(CallError::Timeout(self.addr.clone())));
         }
+        any
+    }
+
+    /// Whether the link is dead (see [`SILENT_LINK_TIMEOUTS`]): calls just went past their
+    /// deadline, and nothing was read since the first of them still unanswered was sent,
+    /// `limit` ago or more. A call with a long deadline, alone, never makes a link dead.
+    fn dead(&self, expired: bool, now: Instant, limit: Duration) -> bool {
+        expired
+            && self
+                .silent_since
+                .get()
+                .is_some_and(|t| now.saturating_duration_since(t) >= limit)
     }
 
     /// Counts one finished call (with its round trip if it got an answer).
@@ -445,7 +471,10 @@ pub async fn run(
     let node = lp.node().clone();
     let max_frame = node.config.max_frame_bytes;
     let mut shutdown = node.shutdown_signal();
-    let (mut rd, mut wr) = stream.split();
+    let silent_limit =
+        Duration::from_millis(node.config.cluster.peer_timeout_ms) * SILENT_LINK_TIMEOUTS;
+    link.silent_since.set(None);
+    let (mut rd, mut wr) = crate::sockets::split(&mut stream);
     // Frames taken from `link.out`, being written; new frames queue in `link.out` meanwhile.
     let mut wbuf = BytesMut::new();
     let mut sweep = super::sys::interval(Duration::from_millis(DEADLINE_SWEEP_MS));
@@ -495,6 +524,7 @@ pub async fn run(
                 if r? == 0 {
                     return Ok(());
                 }
+                link.silent_since.set(None);
             }
             r = wr.write(&wbuf), if !wbuf.is_empty() => {
                 match r? {
@@ -506,7 +536,15 @@ pub async fn run(
             _ = &mut changed, if !link.held.borrow().is_empty() => {}
             // Also while a write is in progress: `wake` is off then, and a call queued meanwhile
             // must still meet its deadline.
-            now = sweep.tick(), if !link.pending.borrow().is_empty() || !wbuf.is_empty() => link.sweep(now),
+            now = sweep.tick(), if !link.pending.borrow().is_empty() || !wbuf.is_empty() => {
+                let expired = link.sweep(now);
+                if link.dead(expired, now, silent_limit) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("nothing read for {} ms with calls waiting: reconnecting", silent_limit.as_millis()),
+                    ));
+                }
+            }
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
     }

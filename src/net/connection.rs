@@ -18,7 +18,6 @@ use bytes::{Buf, BytesMut};
 use ringkv_proto::{key_hash, Protocol};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::deadlines::{expired, write_out, Deadlines};
@@ -30,6 +29,7 @@ use crate::cmd::{
     self, connection as conncmd, server as servercmd, Command, Ctx, Family, Route, Session,
 };
 use crate::node::{ClientInfo, LoopStats};
+use crate::sockets::{self, TcpStream};
 use crate::stats::Track;
 use crate::tls::{self, Accepted};
 use crate::util::{lock, now_ms};
@@ -88,7 +88,7 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
     } else {
         node.config.cluster.peer_timeout_ms
     };
-    if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&stream, &node, limit_ms).await {
+    if ctx.cluster.is_some() && node.tls.is_none() && is_peer(&mut stream, &node, limit_ms).await {
         if admitted {
             node.release();
         }
@@ -162,12 +162,12 @@ pub async fn serve(ctx: Rc<LoopCtx>, mut stream: TcpStream) {
 /// at its first 13 bytes without consuming them, for at most `limit_ms` (0: unbounded, as
 /// --request-read-timeout-ms 0 means for any request). A shutdown ends the wait; the
 /// connection then closes as a client's would.
-async fn is_peer(stream: &TcpStream, node: &crate::node::Node, limit_ms: u64) -> bool {
+async fn is_peer(stream: &mut TcpStream, node: &crate::node::Node, limit_ms: u64) -> bool {
     let mut b = [0u8; 13];
     let mut shutdown = node.shutdown_signal();
     let look = async {
         loop {
-            match stream.peek(&mut b).await {
+            match sockets::peek(stream, &mut b).await {
                 Ok(0) | Err(_) => return false,
                 Ok(n) if Protocol::detect(b[0]) != Protocol::Binary => return n == 0,
                 Ok(n) if n >= b.len() => {

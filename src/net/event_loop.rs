@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
@@ -17,13 +16,14 @@ use super::{connection, forward, Loops};
 use crate::cluster::{LocalLoop, LoopCluster};
 use crate::durability::Gate;
 use crate::node::{LoopStats, Node};
+use crate::sockets::{self, TcpListener};
 use crate::util::now_ms;
 
 pub enum LoopMsg {
     /// Commands for shards this loop owns, from a connection on another loop.
     Batch(RemoteBatch),
     /// A connection dealt to this loop (`--accept handoff`).
-    Conn(std::net::TcpStream),
+    Conn(sockets::Handoff),
 }
 
 /// What the tasks of one loop share.
@@ -127,6 +127,29 @@ pub fn run(
         }
     };
     let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = match listener.map(sockets::listener_from_std).transpose() {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(loop_id = id, error = %e, "can't register listener");
+                node.shutdown();
+                None
+            }
+        };
+        run_tasks(id, node, loops, rx, listener).await
+    });
+}
+
+/// The loop's tasks, spawned on the current runtime's `LocalSet`; returns once the node shut
+/// down and its connections drained. [`run`] calls it on the loop's own thread; a simulated
+/// node (feature `sim`) on its host's runtime.
+pub async fn run_tasks(
+    id: usize,
+    node: Arc<Node>,
+    loops: Arc<Loops>,
+    rx: mpsc::Receiver<LoopMsg>,
+    listener: Option<TcpListener>,
+) {
     let gate = Gate::new(&node.durability);
     let cluster = loops
         .cluster
@@ -141,65 +164,55 @@ pub fn run(
         gate,
         cluster,
     });
-    local.block_on(&rt, async move {
-        let mut shutdown = ctx.node.shutdown_signal();
-        tokio::task::spawn_local(inbox(ctx.clone(), rx));
-        tokio::task::spawn_local(expire(ctx.clone()));
-        tokio::task::spawn_local(wake_writers(ctx.clone()));
-        if ctx.cluster.is_some() {
-            let lp: Rc<dyn LocalLoop> = ctx.clone();
-            tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
-            tokio::task::spawn_local(crate::cluster::gc::run(lp.clone()));
-            if id == 0 {
-                tokio::task::spawn_local(crate::cluster::alive::run(lp.clone()));
-                tokio::task::spawn_local(crate::cluster::gossip::run(lp.clone()));
-                tokio::task::spawn_local(crate::cluster::stream::copy::run(lp.clone()));
-                tokio::task::spawn_local(crate::cluster::stream::commit::run(lp.clone()));
-                tokio::task::spawn_local(crate::cluster::aae::run(lp));
+    let mut shutdown = ctx.node.shutdown_signal();
+    tokio::task::spawn_local(inbox(ctx.clone(), rx));
+    tokio::task::spawn_local(expire(ctx.clone()));
+    tokio::task::spawn_local(wake_writers(ctx.clone()));
+    if ctx.cluster.is_some() {
+        let lp: Rc<dyn LocalLoop> = ctx.clone();
+        tokio::task::spawn_local(crate::cluster::keep_links(lp.clone()));
+        tokio::task::spawn_local(crate::cluster::gc::run(lp.clone()));
+        if id == 0 {
+            tokio::task::spawn_local(crate::cluster::alive::run(lp.clone()));
+            tokio::task::spawn_local(crate::cluster::gossip::run(lp.clone()));
+            tokio::task::spawn_local(crate::cluster::stream::copy::run(lp.clone()));
+            tokio::task::spawn_local(crate::cluster::stream::commit::run(lp.clone()));
+            tokio::task::spawn_local(crate::cluster::aae::run(lp));
+        }
+    }
+    for shard in 0..ctx.node.durability.logs.len() {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            ctx.gate
+                .follow(&ctx.node.durability.logs[shard], shard)
+                .await
+        });
+    }
+    if let Some(l) = listener {
+        tokio::task::spawn_local(accept(ctx.clone(), l));
+    }
+    let _ = shutdown.wait_for(|s| *s).await;
+    // Keep running other loops' batches until every connection on the node is gone, so
+    // that in-flight requests finish; bounded so a stuck client can't hold the exit.
+    let drain = async {
+        loop {
+            let notified = ctx.node.disconnected.notified();
+            if ctx.node.connected.load(Relaxed) == 0 {
+                break;
             }
+            notified.await;
         }
-        for shard in 0..ctx.node.durability.logs.len() {
-            let ctx = ctx.clone();
-            tokio::task::spawn_local(async move {
-                ctx.gate
-                    .follow(&ctx.node.durability.logs[shard], shard)
-                    .await
-            });
-        }
-        if let Some(l) = listener {
-            match TcpListener::from_std(l) {
-                Ok(l) => {
-                    tokio::task::spawn_local(accept(ctx.clone(), l));
-                }
-                Err(e) => {
-                    warn!(loop_id = id, error = %e, "can't register listener");
-                    ctx.node.shutdown();
-                }
-            }
-        }
-        let _ = shutdown.wait_for(|s| *s).await;
-        // Keep running other loops' batches until every connection on the node is gone, so
-        // that in-flight requests finish; bounded so a stuck client can't hold the exit.
-        let drain = async {
-            loop {
-                let notified = ctx.node.disconnected.notified();
-                if ctx.node.connected.load(Relaxed) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(10), drain)
-            .await
-            .is_err()
-        {
-            warn!(
-                loop_id = id,
-                "connections still open after 10 s; exiting anyway"
-            );
-        }
-        debug!(loop_id = id, "loop stopped");
-    });
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        warn!(
+            loop_id = id,
+            "connections still open after 10 s; exiting anyway"
+        );
+    }
+    debug!(loop_id = id, "loop stopped");
 }
 
 async fn accept(ctx: Rc<LoopCtx>, listener: TcpListener) {
@@ -231,7 +244,7 @@ async fn accept(ctx: Rc<LoopCtx>, listener: TcpListener) {
             tokio::task::spawn_local(connection::serve(ctx.clone(), stream));
             continue;
         }
-        match stream.into_std() {
+        match sockets::handoff(stream) {
             Ok(s) => {
                 if ctx.loops.inbox[target]
                     .send(LoopMsg::Conn(s))
@@ -251,7 +264,7 @@ async fn inbox(ctx: Rc<LoopCtx>, mut rx: mpsc::Receiver<LoopMsg>) {
     while let Some(msg) = rx.recv().await {
         match msg {
             LoopMsg::Batch(b) => forward::execute(&ctx, b),
-            LoopMsg::Conn(s) => match tokio::net::TcpStream::from_std(s) {
+            LoopMsg::Conn(s) => match sockets::adopt(s) {
                 Ok(s) => {
                     tokio::task::spawn_local(connection::serve(ctx.clone(), s));
                 }

@@ -51,6 +51,9 @@ pub enum ServeError {
     },
     #[error("can't start event loop thread: {0}")]
     Thread(std::io::Error),
+    #[cfg(feature = "sim")]
+    #[error("a simulated node runs one event loop, not {0} (set threads to 1)")]
+    OneLoop(usize),
 }
 
 impl Server {
@@ -113,4 +116,38 @@ impl Server {
             let _ = t.join();
         }
     }
+}
+
+/// Simulation only (feature `sim`): runs a node with one event loop on the current runtime
+/// (a turmoil host's current-thread runtime, whose `LocalSet` takes the loop's tasks), until
+/// it shuts down or the host is crashed. Binds `--bind`:`--port` on the simulated network.
+#[cfg(feature = "sim")]
+pub async fn run_local(
+    node: Arc<Node>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+) -> Result<(), ServeError> {
+    let cfg = &node.config;
+    if cfg.threads != 1 {
+        return Err(ServeError::OneLoop(cfg.threads));
+    }
+    let want = SocketAddr::new(cfg.bind, cfg.port);
+    let listener = crate::sockets::TcpListener::bind(want)
+        .await
+        .map_err(|source| ServeError::Bind { addr: want, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr: want, source })?;
+    if let Ok(mut b) = node.bound.lock() {
+        *b = Some(addr);
+    }
+    if let Some(c) = &cluster {
+        c.bound(addr);
+    }
+    let (tx, rx) = mpsc::channel(INBOX);
+    let loops = Arc::new(Loops {
+        inbox: vec![tx],
+        cluster,
+    });
+    event_loop::run_tasks(0, node, loops, rx, Some(listener)).await;
+    Ok(())
 }

@@ -256,7 +256,14 @@ async fn keys(
     })
 }
 
+/// Under `sim`: from the run's seed.
+#[cfg(feature = "sim")]
+fn random() -> u64 {
+    crate::util::sim_rng::next_u64()
+}
+
 /// A random u64 (RANDOMKEY needs spread, not unpredictability).
+#[cfg(not(feature = "sim"))]
 fn random() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

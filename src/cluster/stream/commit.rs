@@ -116,14 +116,8 @@ async fn remember_membership(cl: &Rc<LoopCluster>, view: &View) {
         return;
     }
     let file = cl.shared.streams.file.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        file.lock().unwrap_or_else(|e| e.into_inner()).member()
-    })
-    .await;
-    match r
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|r| r)
-    {
+    let r = sys::blocking(move || file.lock().unwrap_or_else(|e| e.into_inner()).member()).await;
+    match r.and_then(|r| r) {
         Ok(()) => cl.shared.streams.state().member = true,
         Err(e) => warn!(error = %e, "can't record that this node is a member"),
     }

@@ -178,15 +178,12 @@ async fn replan(cl: &Rc<LoopCluster>, view: &Arc<View>) {
             "planned the partitions this node copies for the new layout"
         );
         let file = streams.file.clone();
-        let r = tokio::task::spawn_blocking(move || {
+        let r = sys::blocking(move || {
             let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
             f.rewrite(digest, &cursors)
         })
         .await;
-        if let Err(e) = r
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r)
-        {
+        if let Err(e) = r.and_then(|r| r) {
             warn!(error = %e, "can't write the stream progress file");
         }
     }
@@ -302,7 +299,7 @@ fn apply(lp: &dyn LocalLoop, batch: &StreamBatch) -> Result<Marks, String> {
 
 async fn record_fetched(streams: &Streams, p: u32, src: NodeId, bytes: u64) {
     let file = streams.file.clone();
-    let _ = tokio::task::spawn_blocking(move || {
+    let _ = sys::blocking(move || {
         file.lock()
             .unwrap_or_else(|e| e.into_inner())
             .fetched(p, src, bytes)
@@ -318,7 +315,7 @@ async fn record_applied(
     batch_bytes: u64,
 ) -> Result<(), String> {
     let file = streams.file.clone();
-    let r = tokio::task::spawn_blocking(move || {
+    let r = sys::blocking(move || {
         file.lock()
             .unwrap_or_else(|e| e.into_inner())
             .applied(p, src, &cur)
