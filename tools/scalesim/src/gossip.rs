@@ -115,6 +115,7 @@ enum Kind {
         to: u32,
         digest: u64,
         snap: Option<Rc<Snap>>,
+        sent_us: u64,
     },
     Rep {
         from: u32,
@@ -389,7 +390,8 @@ impl Sim {
                     to,
                     digest,
                     snap,
-                } => self.on_request(from, to, digest, snap),
+                    sent_us,
+                } => self.on_request(from, to, digest, snap, sent_us),
                 Kind::Rep {
                     from,
                     to,
@@ -446,12 +448,13 @@ impl Sim {
                     to: p,
                     digest: snap.digest,
                     snap: full.then(|| snap.clone()),
+                    sent_us: now,
                 },
             );
         }
     }
 
-    fn on_request(&mut self, from: u32, to: u32, digest: u64, snap: Option<Rc<Snap>>) {
+    fn on_request(&mut self, from: u32, to: u32, digest: u64, snap: Option<Rc<Snap>>, sent: u64) {
         if !self.nodes[to as usize].alive {
             return;
         }
@@ -471,7 +474,6 @@ impl Sim {
             return;
         }
         let at = self.now_us + self.delay_us();
-        let sent_us = self.now_us;
         self.push(
             at,
             Kind::Rep {
@@ -479,13 +481,13 @@ impl Sim {
                 to: from,
                 digest: mine.digest,
                 snap: full.then_some(mine),
-                sent_us,
+                sent_us: sent,
             },
         );
     }
 
     fn on_reply(&mut self, from: u32, to: u32, digest: u64, snap: Option<Rc<Snap>>, sent: u64) {
-        // `sent` is when the peer answered; the call began at most one delay before.
+        // `sent` is when the call began: an answer after the peer timeout is dropped.
         let timeout_us = self.cfg.peer_timeout_ms * US_PER_MS;
         if !self.nodes[to as usize].alive || self.now_us.saturating_sub(sent) > timeout_us {
             return;

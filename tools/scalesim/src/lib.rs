@@ -14,4 +14,5 @@ pub mod cost;
 pub mod gossip;
 pub mod ring_stats;
 pub mod rng;
+pub mod turmoil_sim;
 pub mod wire;

@@ -64,6 +64,13 @@ struct Args {
     /// Also time the real operations on this machine (use a release build).
     #[arg(long)]
     cost: bool,
+    /// Also run each size under turmoil (real Membership per host; slow past a few hundred
+    /// nodes): one change and one kill, to cross-check the discrete-event numbers.
+    #[arg(long)]
+    turmoil: bool,
+    /// turmoil's step, ms (the resolution of its timings).
+    #[arg(long, default_value_t = 1)]
+    turmoil_tick_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +134,31 @@ fn run(args: &Args, shape: RingShape) -> Result<(), ringkv::ring::RingError> {
             b.replica_mean, b.replica_min, b.replica_max, b.replica_max_over_mean(), b.replica_min_over_mean(),
             m.replica_moved_mean, m.replica_moved_max, m.ideal, m.over_ideal(), m.primary_moved_mean, m.collateral
         );
+    }
+    if args.turmoil {
+        println!("\n## Cross-check under turmoil (real Membership per host)\n");
+        println!("| nodes | change reaches all, ms | origin converged(), ms | kill → down, ms (min/med/max) | not convicted | live peers seen down | real time, s |");
+        println!("|---|---|---|---|---|---|---|");
+        for &n in &args.nodes {
+            let started = std::time::Instant::now();
+            let mut c = scalesim::turmoil_sim::TurmoilConfig::new(n, args.seed);
+            c.tick_ms = args.turmoil_tick_ms;
+            let r = scalesim::turmoil_sim::run(&c).map_err(|e| e.to_string());
+            match r {
+                Ok(r) => println!(
+                    "| {n} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {} | {} | {:.1} |",
+                    r.reach_all_ms,
+                    r.origin_converged_ms,
+                    r.down_ms[0],
+                    r.down_ms[1],
+                    r.down_ms[2],
+                    r.not_convicted,
+                    r.false_down,
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(e) => println!("| {n} | turmoil run failed: {e} |||||"),
+            }
+        }
     }
     if args.cost {
         println!("\n## CPU of the real operations on this machine (wall clock, indicative)\n");
