@@ -12,6 +12,9 @@ use scalesim::gossip::{self, GossipConfig, GossipReport, NetModel};
 use scalesim::ring_stats::{self, node_ids, RingShape};
 use scalesim::rng::Rng;
 
+/// Time between two timed layout changes (each is measured until the next).
+const CHANGE_SPACING_MS: u64 = 3_000;
+
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -113,11 +116,11 @@ fn validate(a: &Args) -> Result<(), String> {
 fn run(args: &Args, shape: RingShape) -> Result<(), ringkv::ring::RingError> {
     if !args.no_gossip {
         println!("\n## Gossip and failure detection (simulated)\n");
-        println!("| nodes | change reaches all, ms (median / max of changes) | origin sees it everywhere, ms (max) | bytes per node per change | kill → suspect, ms (min/med/max) | kill → down, ms (min/med/max) | not convicted | false suspect / down (pair-s watched) | max phi of a live peer | msgs per node per s | bytes per node per s | layout bytes | sim events |");
+        println!("| nodes | change reaches all, ms (median / max of changes) | origin sees it everywhere, ms (max) | bytes per node per change (over steady) | kill → suspect, ms (min/med/max) | kill → down, ms (min/med/max) | not convicted | false suspect / down (pair-s watched) | max phi of a live peer | msgs per node per s | bytes per node per s | layout bytes | sim events |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for &n in &args.nodes {
             let r = gossip::run(&gossip_config(args, n));
-            print_gossip(&r);
+            print_gossip(&r, CHANGE_SPACING_MS);
         }
     }
     println!("\n## Ring balance and movement (Ring::build)\n");
@@ -190,12 +193,13 @@ fn gossip_config(a: &Args, nodes: usize) -> GossipConfig {
     c.observers = a.observers;
     c.warmup_ms = a.warmup_s * 1000;
     c.changes = a.changes;
+    c.change_spacing_ms = CHANGE_SPACING_MS;
     c.quiet_ms = a.quiet_s * 1000;
     c.after_kill_ms = a.after_kill_s * 1000;
     c
 }
 
-fn print_gossip(r: &GossipReport) {
+fn print_gossip(r: &GossipReport, spacing_ms: u64) {
     let reach: Vec<f64> = r.changes.iter().map(|c| c.reach_all_ms).collect();
     let [_, reach_med, reach_max] = gossip::spread(reach);
     let conv = r
@@ -205,6 +209,8 @@ fn print_gossip(r: &GossipReport) {
         .fold(0.0, f64::max);
     let bytes =
         r.changes.iter().map(|c| c.bytes_per_node).sum::<f64>() / r.changes.len().max(1) as f64;
+    // What the change added to the steady digest-only traffic of the same stretch.
+    let bytes = bytes - r.bytes_per_node_s * spacing_ms as f64 / 1000.0;
     let k = &r.kill;
     println!(
         "| {} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} of {} | {} / {} ({:.0}) | {:.2} | {:.0} | {:.0} | {} | {} |",
