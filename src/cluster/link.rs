@@ -38,11 +38,13 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How often a link fails the calls past their deadline: a call's deadline is kept to within
 /// this (one sweep per link instead of a timer per call).
 const DEADLINE_SWEEP_MS: u64 = 20;
-/// A link on which calls went unanswered for this many peer timeouts (--peer-timeout-ms),
-/// some of them past their deadline, with not one byte read meanwhile is dead, and is closed
-/// (and redialed): a connection whose packets are black-holed (a partition, lost middlebox
-/// state) never fails by itself, and calls on it would time out forever after the network
-/// healed. (Gossip calls each peer every heartbeat, so a live peer is never that silent.)
+/// A link on which calls kept going past their deadline for this many peer timeouts
+/// (--peer-timeout-ms) after the first one did, with not one byte read meanwhile, is dead,
+/// and is closed (and redialed): a connection whose packets are black-holed (a partition,
+/// lost middlebox state) never fails by itself, and calls on it would time out forever after
+/// the network healed. Silence counts only while this end reads and its own loop runs on
+/// time (see `run`), and from the first expiry, not the first send, so a call with a long
+/// deadline (a stream batch) is not cut short by the rule.
 const SILENT_LINK_TIMEOUTS: u32 = 3;
 
 /// Why a call to a peer got no answer.
@@ -91,8 +93,8 @@ pub struct Link {
     /// Replies to the peer that show or acknowledge writes of this node not yet durable; the
     /// link's task releases them as the WAL catches up (one wait for all, not a task each).
     held: RefCell<Vec<Held>>,
-    /// When the first call still unanswered since the last read was sent (see
-    /// [`SILENT_LINK_TIMEOUTS`]); None once anything was read.
+    /// When the first call expired with nothing read since (see [`SILENT_LINK_TIMEOUTS`]);
+    /// None once anything was read.
     silent_since: Cell<Option<Instant>>,
 }
 
@@ -208,9 +210,6 @@ impl Link {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1).max(1));
         encode(id, &mut self.out.borrow_mut());
-        if self.silent_since.get().is_none() {
-            self.silent_since.set(Some(sent));
-        }
         let (tx, rx) = oneshot::channel();
         let deadline = sent + timeout;
         self.pending
@@ -228,6 +227,9 @@ impl Link {
             .extract_if(|_, p| p.deadline <= now)
             .for_each(|(_, p)| expired.push(p));
         let any = !expired.is_empty();
+        if any && self.silent_since.get().is_none() {
+            self.silent_since.set(Some(now));
+        }
         for p in expired {
             self.count(Some(now.saturating_duration_since(p.sent)), false);
             let _ = p.tx.send(Err(CallError::Timeout(self.addr.clone())));
@@ -236,8 +238,7 @@ impl Link {
     }
 
     /// Whether the link is dead (see [`SILENT_LINK_TIMEOUTS`]): calls just went past their
-    /// deadline, and nothing was read since the first of them still unanswered was sent,
-    /// `limit` ago or more. A call with a long deadline, alone, never makes a link dead.
+    /// deadline, and nothing was read since the first call expired, `limit` ago or more.
     fn dead(&self, expired: bool, now: Instant, limit: Duration) -> bool {
         expired
             && self
@@ -515,6 +516,10 @@ pub async fn run(
             std::mem::swap(&mut wbuf, &mut *link.out.borrow_mut());
         }
         let may_read = link.out.borrow().len() < MAX_QUEUED_BYTES;
+        if !may_read {
+            // Not reading: the peer's silence is not heard, so it must not count.
+            link.silent_since.set(None);
+        }
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
         }
@@ -538,7 +543,12 @@ pub async fn run(
             // must still meet its deadline.
             now = sweep.tick(), if !link.pending.borrow().is_empty() || !wbuf.is_empty() => {
                 let expired = link.sweep(now);
-                if link.dead(expired, now, silent_limit) {
+                // A tick this late means this loop was not running (a stall, SIGSTOP, or the
+                // sweep was off while nothing was pending): replies may wait unread in the
+                // socket, so the silence is not the peer's; it starts again from now.
+                if Instant::now().saturating_duration_since(now) > silent_limit / SILENT_LINK_TIMEOUTS {
+                    link.silent_since.set(None);
+                } else if link.dead(expired, now, silent_limit) {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("nothing read for {} ms with calls waiting: reconnecting", silent_limit.as_millis()),
