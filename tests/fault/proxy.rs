@@ -92,6 +92,18 @@ impl Net {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    /// Sets the mode of `from` → `to` unless the link is cut or held already.
+    pub fn set_if_passing(&self, from: usize, to: usize, mode: LinkMode) {
+        let mut modes = self.modes.lock().unwrap();
+        let m = &mut modes[from * self.n + to];
+        match *m {
+            LinkMode::Cut | LinkMode::Hold => return,
+            LinkMode::Pass | LinkMode::Drop | LinkMode::Delay(_) => *m = mode,
+        }
+        drop(modes);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
     /// Sets both directions between `a` and `b`.
     pub fn set_both(&self, a: usize, b: usize, mode: LinkMode) {
         self.set(a, b, mode);

@@ -142,10 +142,12 @@ pub async fn set_client(
         }
         let key = format!("{prefix}-{i}");
         let node = rng.below(pool.len() as u64) as usize;
-        let r = match pool.get(node).await {
-            Ok(c) => c.put(&key, &key).await,
-            Err(e) => Err(e),
+        // No connection: nothing was sent, so the write surely did not happen.
+        let Ok(c) = pool.get(node).await else {
+            log.tally.failed += 1;
+            continue;
         };
+        let r = c.put(&key, &key).await;
         log.tally.count(&r);
         match r {
             Ok(_) => log.acked.push(key),
@@ -215,6 +217,8 @@ pub struct RegWrite {
 #[derive(Debug, Default)]
 pub struct RegLog {
     pub writes: Vec<RegWrite>,
+    /// Every value a read returned, by key: proof that its write took effect.
+    pub observed: Vec<(usize, String)>,
     pub tally: Tally,
 }
 
@@ -250,10 +254,11 @@ pub async fn register_client(
         // Registers exist before the run ([`create_registers`]), and every write carries a
         // context: a write without one would supersede whatever its coordinator holds,
         // unseen (protocol.md §2.4), which the check could not tell from a loss.
-        let (context, seen) = match read {
+        let (context, seen): (_, Vec<String>) = match read {
             Ok(Some(v)) => (Some(v.context), v.values.iter().map(text).collect()),
             Ok(None) | Err(_) => continue,
         };
+        log.observed.extend(seen.iter().map(|v| (key, v.clone())));
         let value = format!("c{id}-{i}");
         let r = writer
             .put_with(reg_key(key), &value, PutOptions { context, ttl: None })
@@ -294,17 +299,19 @@ fn text(b: &ringkv_client::Bytes) -> String {
 }
 
 /// Each register's siblings as every node reads them: all nodes must agree, and every
-/// acknowledged value is there or was read by a later write.
-pub async fn check_registers(clients: &[Client], keys: usize, writes: &[RegWrite]) -> Check {
+/// acknowledged value is there or was read by a later write that took effect (whose context
+/// then superseded it). A write took effect if it was acknowledged or some read returned its
+/// value; a failed write with no such evidence excuses nothing.
+pub async fn check_registers(clients: &[Client], keys: usize, log: &RegLog) -> Check {
+    let writes = &log.writes;
     let mut c = Check::default();
-    let mut superseded: HashSet<(usize, &str)> = HashSet::new();
     let mut written: HashSet<(usize, &str)> = HashSet::new();
+    let mut observed: HashSet<(usize, &str)> = HashSet::new();
     for w in writes {
         written.insert((w.key, &w.value));
-        for s in &w.seen {
-            superseded.insert((w.key, s));
-        }
+        observed.extend(w.seen.iter().map(|s| (w.key, s.as_str())));
     }
+    observed.extend(log.observed.iter().map(|(k, v)| (*k, v.as_str())));
     for key in 0..keys {
         let mut finals: Vec<HashSet<String>> = Vec::new();
         for (node, client) in clients.iter().enumerate() {
@@ -333,8 +340,16 @@ pub async fn check_registers(clients: &[Client], keys: usize, writes: &[RegWrite
                 c.detail += &format!("{} holds {v}, never written; ", reg_key(key));
             }
         }
+        let took_effect = |w: &RegWrite| {
+            w.acked || first.contains(&w.value) || observed.contains(&(key, w.value.as_str()))
+        };
+        let superseded: HashSet<&str> = writes
+            .iter()
+            .filter(|w| w.key == key && took_effect(w))
+            .flat_map(|w| w.seen.iter().map(String::as_str))
+            .collect();
         for w in writes.iter().filter(|w| w.key == key && w.acked) {
-            if !first.contains(&w.value) && !superseded.contains(&(key, w.value.as_str())) {
+            if !first.contains(&w.value) && !superseded.contains(w.value.as_str()) {
                 c.lost += 1;
                 if c.detail.len() < 400 {
                     c.detail += &format!("{} lost {}; ", reg_key(key), w.value);
@@ -378,10 +393,11 @@ pub async fn counter_client(
         let key = rng.below(keys as u64) as usize;
         let by = rng.range(1, 5) as i64;
         let node = rng.below(pool.len() as u64) as usize;
-        let r = match pool.get(node).await {
-            Ok(c) => c.incr_by(counter_key(key), by).await,
-            Err(e) => Err(e),
+        let Ok(c) = pool.get(node).await else {
+            log.tally.failed += 1;
+            continue;
         };
+        let r = c.incr_by(counter_key(key), by).await;
         log.tally.count(&r);
         let sum = match r {
             Ok(_) => log.acked.entry(key).or_default(),
@@ -433,7 +449,7 @@ pub struct SeqLog {
     pub key: String,
     pub writes: Vec<(String, bool)>,
     /// Acknowledged writes whose read-back returned an earlier write, and the first few.
-    pub stale: u64,
+    pub stale: Vec<usize>,
     pub stale_seen: Vec<(String, String)>,
     pub tally: Tally,
 }
@@ -460,20 +476,20 @@ pub async fn sequential_client(
         key,
         ..SeqLog::default()
     };
-    // At least `pace` (more than a millisecond) between a reply and the next write: without
-    // clock skew, each write's timestamp is then later than its predecessor's.
-    let mut tick = tokio::time::interval(pace);
     for i in 0.. {
+        // `pace` (several milliseconds) between a reply and the next write: without clock
+        // skew, each write's timestamp is then later than its predecessor's, never equal.
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(pace) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
         let value = format!("{}-{i}", log.key);
         let node = rng.below(pool.len() as u64) as usize;
-        let r = match pool.get(node).await {
-            Ok(c) => c.put(&log.key, &value).await,
-            Err(e) => Err(e),
+        let Ok(c) = pool.get(node).await else {
+            log.tally.failed += 1;
+            continue;
         };
+        let r = c.put(&log.key, &value).await;
         log.tally.count(&r);
         log.writes.push((value.clone(), r.is_ok()));
         if r.is_err() {
@@ -491,7 +507,7 @@ pub async fn sequential_client(
             let got = v.value().and_then(|b| seq_index(b));
             let acked_earlier = got.is_some_and(|g| g < i && log.writes[g as usize].1);
             if acked_earlier {
-                log.stale += 1;
+                log.stale.push(i as usize);
                 if log.stale_seen.len() < 3 {
                     log.stale_seen.push((value, text(&v.values[0])));
                 }
@@ -501,7 +517,9 @@ pub async fn sequential_client(
     log
 }
 
-pub async fn check_sequential(clients: &[Client], logs: &[SeqLog]) -> Check {
+/// `count_stale`: whether a stale read-back proves a loss (quorums of real replicas only;
+/// see [`super::Scenario::sloppy`]); otherwise stale read-backs are only reported.
+pub async fn check_sequential(clients: &[Client], logs: &[SeqLog], count_stale: bool) -> Check {
     let mut c = Check::default();
     for log in logs {
         let mut finals = Vec::new();
@@ -520,9 +538,32 @@ pub async fn check_sequential(clients: &[Client], logs: &[SeqLog]) -> Check {
             continue;
         }
         let Some(last) = finals.first() else { continue };
+        // Lost writes by index: stale read-backs and acknowledged writes after the final
+        // value, each counted once.
+        let mut lost: HashSet<usize> = HashSet::new();
+        if !log.stale.is_empty() {
+            c.detail +=
+                &format!(
+                "{}: {} acknowledged writes read back as an earlier one{} (wrote, read: {:?}); ",
+                log.key,
+                log.stale.len(),
+                if count_stale { "" } else { " (not counted: sloppy quorum)" },
+                log.stale_seen
+            );
+            if count_stale {
+                lost.extend(&log.stale);
+            }
+        }
         let Some(values) = last else {
             // Nothing there: every acknowledged write was lost.
-            c.lost += log.writes.iter().filter(|w| w.1).count() as u64;
+            lost.extend(
+                log.writes
+                    .iter()
+                    .enumerate()
+                    .filter(|w| w.1 .1)
+                    .map(|w| w.0),
+            );
+            c.lost += lost.len() as u64;
             continue;
         };
         let [value] = values.as_slice() else {
@@ -537,32 +578,20 @@ pub async fn check_sequential(clients: &[Client], logs: &[SeqLog]) -> Check {
         };
         // The writes acknowledged after the final one, if that one was acknowledged too (an
         // unknown write may have taken effect after all of them).
-        let lost = if log.writes[at].1 {
-            log.writes[at + 1..].iter().filter(|w| w.1).count() as u64
-        } else {
-            0
-        };
-        if lost > 0 {
-            c.detail += &format!(
-                "{} ends at {value}, {lost} acknowledged writes after it; ",
-                log.key
-            );
+        if log.writes[at].1 {
+            let after: Vec<usize> = (at + 1..log.writes.len())
+                .filter(|&j| log.writes[j].1)
+                .collect();
+            if !after.is_empty() {
+                c.detail += &format!(
+                    "{} ends at {value}, {} acknowledged writes after it; ",
+                    log.key,
+                    after.len()
+                );
+            }
+            lost.extend(after);
         }
-        c.lost += lost;
-    }
-    c
-}
-
-/// Acknowledged writes that read back as an earlier one, over every sequential register
-/// (what the clients saw during the run; a later check cannot change it).
-pub fn stale_reads(logs: &[SeqLog]) -> Check {
-    let mut c = Check::default();
-    for log in logs.iter().filter(|l| l.stale > 0) {
-        c.lost += log.stale;
-        c.detail += &format!(
-            "{}: {} acknowledged writes read back as an earlier one (wrote, read: {:?}); ",
-            log.key, log.stale, log.stale_seen
-        );
+        c.lost += lost.len() as u64;
     }
     c
 }
