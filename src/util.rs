@@ -1,5 +1,6 @@
-//! Leaf helpers every layer may use: the one wall clock and the poison-tolerant mutex lock.
-//! Imports nothing from the crate, so it can sit below the store.
+//! Leaf helpers every layer may use: the one wall clock, the poison-tolerant mutex lock and
+//! the one seeded pseudo-random generator (splitmix64). Imports nothing from the crate, so it
+//! can sit below the store.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +20,30 @@ pub fn now_ms() -> u64 {
     #[cfg(feature = "test-hooks")]
     let now = now.saturating_add_signed(skew::get());
     now
+}
+
+/// The splitmix64 increment (2^64 / golden ratio).
+pub const SPLITMIX_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The splitmix64 output mix (Stafford's variant 13): a bijection of u64 with full avalanche.
+/// Token placement, counter actor names and every seeded generator use this one function.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// splitmix64 (Steele, Lea and Flood, 2014): one 64-bit state, full period. Written out rather
+/// than taken from a crate so that a seed means the same stream on every machine and with every
+/// dependency version (the fault harness, the simulator and scalesim replay runs by seed).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(SPLITMIX_GAMMA);
+        mix64(self.0)
+    }
 }
 
 /// Testing only (feature `test-hooks`): this process's clock offset, so that a test can run
@@ -53,7 +78,7 @@ pub mod sim_rng {
     use std::cell::Cell;
 
     thread_local! {
-        static STATE: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
+        static STATE: Cell<u64> = const { Cell::new(super::SPLITMIX_GAMMA) };
     }
 
     /// Seeds this thread's generator (at the start of a simulated run).
@@ -64,12 +89,10 @@ pub mod sim_rng {
     /// The next number (splitmix64).
     pub fn next_u64() -> u64 {
         STATE.with(|s| {
-            let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-            s.set(x);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+            let mut g = super::SplitMix64(s.get());
+            let x = g.next_u64();
+            s.set(g.0);
+            x
         })
     }
 }

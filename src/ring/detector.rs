@@ -177,13 +177,12 @@ mod tests {
             .find(|&t| d.liveness(t, DEFAULT_PHI_CONVICT_THRESHOLD) == want)
     }
 
-    /// A deterministic pseudo-random source for jitter (splitmix64).
+    /// A deterministic pseudo-random source for jitter.
     fn jitter(state: &mut u64, range: u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % range
+        let mut g = crate::util::SplitMix64(*state);
+        let x = g.next_u64();
+        *state = g.0;
+        x % range
     }
 
     /// Where suspicion and conviction fall for a perfectly regular peer: std is at its floor,

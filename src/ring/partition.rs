@@ -14,6 +14,7 @@
 //!   not in the preference list, in clockwise order.
 
 use super::NodeId;
+use crate::util::{mix64, SPLITMIX_GAMMA};
 use thiserror::Error;
 
 /// Most partitions a ring may have (`--partitions`): 16 bits of the key hash.
@@ -44,23 +45,13 @@ pub enum RingError {
     DuplicateNode(NodeId),
 }
 
-/// The splitmix64 increment (2^64 / golden ratio).
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// The splitmix64 output mix (Stafford's variant 13): a bijection of u64 with full avalanche.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The position of node `id`'s `i`-th token: the `i`-th output of a splitmix64 generator
 /// seeded with the mixed node id. A pure function of `(id, i)`, so every node places every
 /// other node's tokens without being told, and a node's first `V` tokens stay its tokens when
 /// `V` grows.
 pub fn token(id: NodeId, i: u32) -> u64 {
-    let seed = mix64(id.wrapping_add(GOLDEN_GAMMA));
-    mix64(seed.wrapping_add((u64::from(i) + 1).wrapping_mul(GOLDEN_GAMMA)))
+    let seed = mix64(id.wrapping_add(SPLITMIX_GAMMA));
+    mix64(seed.wrapping_add((u64::from(i) + 1).wrapping_mul(SPLITMIX_GAMMA)))
 }
 
 /// The partition of a 64-bit key hash on a ring of `2^bits` partitions: its top `bits` bits.
@@ -406,7 +397,7 @@ mod tests {
         assert_eq!(token(1, 0), 6_791_897_765_849_424_158);
         assert_eq!(token(42, 255), 11_367_426_340_363_700_365);
         // mix64 is splitmix64's: its first output from seed 0 is the published 0xe220a8397b1dcdaf.
-        assert_eq!(mix64(GOLDEN_GAMMA), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(mix64(SPLITMIX_GAMMA), 0xe220_a839_7b1d_cdaf);
         let mut all: Vec<u64> = (1..=50)
             .flat_map(|id| (0..256).map(move |i| token(id, i)))
             .collect();

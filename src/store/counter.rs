@@ -41,6 +41,7 @@ use smallvec::SmallVec;
 
 use super::clock::{get_varint, put_varint, NodeId};
 use super::entry::{ValueKind, VersionRef};
+use crate::util::mix64;
 
 /// Most actors a counter state may name: one per run of a node that incremented the key on
 /// its current lineages, plus the bases. Past it an increment is refused (SET the key anew).
@@ -58,13 +59,6 @@ pub enum CounterError {
     TooManyActors,
 }
 
-/// 64-bit mix (splitmix64's finalizer): actor names from their parts.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// This process's run: drawn once per start (time and pid), so no run reuses another's.
 fn run_id() -> u64 {
     static RUN: OnceLock<u64> = OnceLock::new();
@@ -72,13 +66,13 @@ fn run_id() -> u64 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        mix(nanos ^ mix(u64::from(std::process::id())))
+        mix64(nanos ^ mix64(u64::from(std::process::id())))
     })
 }
 
 /// The lineage that starts by replacing the version with this dot (or none: 0).
 pub fn lineage_after(dot: Option<super::dvv::Dot>) -> u64 {
-    dot.map_or(0, |d| mix(mix(d.actor) ^ d.counter) | 1)
+    dot.map_or(0, |d| mix64(mix64(d.actor) ^ d.counter) | 1)
 }
 
 /// A counter's state: its current lineage, and per actor increments and decrements.
@@ -101,7 +95,7 @@ impl CounterState {
             } else {
                 (0, base.unsigned_abs())
             };
-            s.entries.push((mix(lineage), p, n));
+            s.entries.push((mix64(lineage), p, n));
         }
         s
     }
@@ -153,7 +147,7 @@ impl CounterState {
     pub fn add(&mut self, node: NodeId, delta: i64) -> Result<i64, CounterError> {
         let total =
             i64::try_from(self.total() + delta as i128).map_err(|_| CounterError::Overflow)?;
-        let actor = mix(mix(node ^ run_id()) ^ self.lineage);
+        let actor = mix64(mix64(node ^ run_id()) ^ self.lineage);
         let i = match self.entries.binary_search_by_key(&actor, |e| e.0) {
             Ok(i) => i,
             Err(i) => {

@@ -1,27 +1,27 @@
-//! The one source of randomness of a fault run: SplitMix64 from the run's seed. Written out
-//! (a dozen lines) rather than taken from a crate so that a seed means the same schedule on
+//! The one source of randomness of a fault run: the project's splitmix64
+//! (`ringkv::util::SplitMix64`) from the run's seed, so that a seed means the same schedule on
 //! every machine and with every dependency version.
 
+use ringkv::util::SplitMix64;
+
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix64(seed))
     }
 
     /// An independent stream for one part of the run (a client, the schedule), so that adding
     /// draws in one part does not change the others.
     pub fn fork(&mut self, stream: u64) -> Rng {
-        Rng(self.next_u64() ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        Rng(SplitMix64(
+            self.next_u64() ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        ))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0).

@@ -1,27 +1,27 @@
-//! A seeded pseudo-random source (splitmix64): every run is a function of its seed, with no
-//! dependency and the same stream on every platform.
+//! A seeded pseudo-random source (the project's splitmix64): every run is a function of its
+//! seed, with the same stream on every platform.
 
-/// splitmix64: one 64-bit state, full period, good enough for simulation draws.
+use ringkv::util::SplitMix64;
+
+/// Draws for the simulation, from one splitmix64 stream.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix64(seed))
     }
 
     /// An independent stream for one purpose (so that adding draws to one part of a run does
     /// not shift the draws of another).
     pub fn fork(&mut self, purpose: u64) -> Rng {
-        Rng(self.next_u64() ^ purpose.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+        Rng(SplitMix64(
+            self.next_u64() ^ purpose.wrapping_mul(0xD6E8_FEB8_6659_FD93),
+        ))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
