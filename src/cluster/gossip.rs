@@ -104,17 +104,18 @@ async fn exchange(
         return;
     };
     let m = &cl.shared.membership;
-    let layout = m.layout();
-    let digest = layout.digest();
+    let view = m.view();
+    let digest = view.digest;
     let send_all = heard.borrow().get(&link.addr) != Some(&digest);
     let body = GossipBody {
         digest,
         members: if send_all {
-            layout.members().cloned().collect()
+            view.layout.members().cloned().collect()
         } else {
             Vec::new()
         },
     };
+    drop(view);
     let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
     let r = link
         .call(timeout, |id, out: &mut BytesMut| {

@@ -53,15 +53,15 @@ pub fn handle(lp: &Rc<dyn LocalLoop>, link: &Rc<Link>, id: u64, op: u8, payload:
                 membership.heard_digest(peer, theirs);
             }
             membership.merge(body.members);
-            let layout = membership.layout();
+            let view = membership.view();
             let mut out = BytesMut::new();
-            let members = if layout.digest() == theirs {
+            let members = if view.digest == theirs {
                 Vec::new()
             } else {
-                layout.members().cloned().collect()
+                view.layout.members().cloned().collect()
             };
             GossipBody {
-                digest: layout.digest(),
+                digest: view.digest,
                 members,
             }
             .encode(&mut out);

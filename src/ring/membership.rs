@@ -15,9 +15,18 @@ use super::partition::{Ring, RingError, RingNode};
 use super::NodeId;
 
 mod moves;
+#[cfg(test)]
+mod tests;
 
 /// How often a node sends each peer a heartbeat (its gossip message).
 pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
+
+/// Least time between two evaluations of every peer's liveness on heartbeats. A heartbeat
+/// updates its sender's liveness at once; the others' (whose phi grows with silence) are
+/// re-evaluated on a heartbeat at most this often, and on every gossip tick. Without it each
+/// of the 4 (n-1) heartbeats a second scanned all n members: O(n^2) a second, more than a
+/// core at 1,000 nodes (docs/scale.md). It delays a conviction by at most this much.
+pub const LIVENESS_SCAN_INTERVAL_MS: u64 = 100;
 
 /// The replication settings every node of a cluster must share (checked at the handshake),
 /// and this node's defaults for requests.
@@ -33,15 +42,20 @@ pub struct Settings {
     pub phi_convict_threshold: f64,
 }
 
-/// One immutable picture of the cluster, for routing requests.
+/// One immutable picture of the cluster, for routing requests. The layout and the rings are
+/// shared between views: a change of a peer's liveness makes a new view without rebuilding
+/// the rings (a node starting among n peers sees n such changes).
 pub struct View {
-    pub layout: Layout,
+    pub layout: Arc<Layout>,
+    /// [`Layout::digest`] of `layout`, computed once per layout change (gossip sends it with
+    /// every message).
+    pub digest: u64,
     /// Who owns each partition now: reads go here, writes need W acks here.
-    pub ring: Ring,
+    pub ring: Arc<Ring>,
     /// While partitions move (a member joins or leaves): who will own each partition once
     /// the moves complete. Writes also go to its new owners and need W acks among them too,
     /// so the new owners miss no write acknowledged during the move (Garage's layout versions).
-    pub target: Option<Ring>,
+    pub target: Option<Arc<Ring>>,
     liveness: HashMap<NodeId, Liveness>,
     pub me: NodeId,
 }
@@ -211,6 +225,8 @@ struct Inner {
     /// The layout digest each peer last sent in gossip: when every reachable member's equals
     /// this node's, they all route with the same layout.
     heard: HashMap<NodeId, u64>,
+    /// When every peer's liveness was last evaluated (ms).
+    scanned_ms: u64,
 }
 
 pub struct Membership {
@@ -246,6 +262,7 @@ impl Membership {
                 liveness: HashMap::new(),
                 seeds,
                 heard: HashMap::new(),
+                scanned_ms: 0,
             }),
             view: Mutex::new(Arc::new(view)),
             generation: AtomicU64::new(1),
@@ -267,11 +284,12 @@ impl Membership {
         self.generation.load(Relaxed)
     }
 
-    /// The layout, for gossip.
-    pub fn layout(&self) -> Layout {
-        self.inner().layout.clone()
+    /// The layout, for gossip (shared with the current view: no copy).
+    pub fn layout(&self) -> Arc<Layout> {
+        self.view().layout.clone()
     }
 
+    /// Publishes a new view after a change of the layout: the rings are rebuilt.
     fn publish(&self, inner: &Inner) {
         match build_view(
             self.me,
@@ -279,13 +297,28 @@ impl Membership {
             inner.layout.clone(),
             inner.liveness.clone(),
         ) {
-            Ok(v) => {
-                *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
-                self.generation.fetch_add(1, Relaxed);
-            }
+            Ok(v) => self.set_view(v),
             // Settings were validated at start-up, so the ring always builds.
             Err(e) => warn!(error = %e, "can't build the ring for the new layout"),
         }
+    }
+
+    /// Publishes a new view after a change of liveness only: same layout, same rings.
+    fn publish_liveness(&self, inner: &Inner) {
+        let cur = self.view();
+        self.set_view(View {
+            layout: cur.layout.clone(),
+            digest: cur.digest,
+            ring: cur.ring.clone(),
+            target: cur.target.clone(),
+            liveness: inner.liveness.clone(),
+            me: self.me,
+        });
+    }
+
+    fn set_view(&self, v: View) {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+        self.generation.fetch_add(1, Relaxed);
     }
 
     /// Merges members heard from a peer; whether the layout changed. Each change is logged
@@ -339,7 +372,8 @@ impl Membership {
         true
     }
 
-    /// A heartbeat from `id` arrived now.
+    /// A heartbeat from `id` arrived now: its liveness is updated at once, every other
+    /// peer's at most every [`LIVENESS_SCAN_INTERVAL_MS`].
     pub fn heartbeat(&self, id: NodeId, now_ms: u64) {
         let mut inner = self.inner();
         inner
@@ -347,39 +381,53 @@ impl Membership {
             .entry(id)
             .or_insert_with(|| PhiDetector::watching_from(HEARTBEAT_INTERVAL_MS, now_ms))
             .heartbeat(now_ms);
-        drop(inner);
-        self.check_liveness(now_ms);
+        if now_ms.saturating_sub(inner.scanned_ms) >= LIVENESS_SCAN_INTERVAL_MS {
+            self.scan_liveness(&mut inner, now_ms);
+        } else if id != self.me
+            && inner.layout.get(id).is_some()
+            && self.evaluate(&mut inner, id, now_ms)
+        {
+            self.publish_liveness(&inner);
+        }
     }
 
     /// Re-evaluates every peer's liveness; logs and publishes changes.
     pub fn check_liveness(&self, now_ms: u64) {
         let mut inner = self.inner();
-        let threshold = self.settings.phi_convict_threshold;
-        let mut changes = Vec::new();
+        self.scan_liveness(&mut inner, now_ms);
+    }
+
+    fn scan_liveness(&self, inner: &mut Inner, now_ms: u64) {
+        inner.scanned_ms = now_ms;
         let ids: Vec<NodeId> = inner
             .layout
             .members()
             .map(|m| m.id)
             .filter(|&id| id != self.me)
             .collect();
+        let mut changed = false;
         for id in ids {
-            let now = match inner.detectors.get(&id) {
-                Some(d) => d.liveness(now_ms, threshold),
-                None => Liveness::Down,
-            };
-            let before = inner.liveness.insert(id, now);
-            if before != Some(now) {
-                changes.push((id, before, now));
-            }
+            changed |= self.evaluate(inner, id, now_ms);
         }
-        if changes.is_empty() {
-            return;
+        if changed {
+            self.publish_liveness(inner);
         }
-        for (id, before, now) in &changes {
-            let from = before.map_or("unknown", liveness_name);
-            info!(node = %format_id(*id), from, to = liveness_name(*now), "peer liveness changed");
+    }
+
+    /// Evaluates peer `id`'s liveness now (never heard from: down); logs a change and says
+    /// whether there was one.
+    fn evaluate(&self, inner: &mut Inner, id: NodeId, now_ms: u64) -> bool {
+        let now = match inner.detectors.get(&id) {
+            Some(d) => d.liveness(now_ms, self.settings.phi_convict_threshold),
+            None => Liveness::Down,
+        };
+        let before = inner.liveness.insert(id, now);
+        if before == Some(now) {
+            return false;
         }
-        self.publish(&inner);
+        let from = before.map_or("unknown", liveness_name);
+        info!(node = %format_id(id), from, to = liveness_name(now), "peer liveness changed");
+        true
     }
 
     /// Peer `id` gossiped with layout digest `digest`.
@@ -392,8 +440,8 @@ impl Membership {
     /// nothing; they learn the layout by gossip when they return.
     pub fn converged(&self) -> bool {
         let inner = self.inner();
-        let mine = inner.layout.digest();
         let view = self.view();
+        let mine = view.digest;
         let all = inner
             .layout
             .members()
@@ -467,6 +515,7 @@ fn build_view(
     layout: Layout,
     liveness: HashMap<NodeId, Liveness>,
 ) -> Result<View, RingError> {
+    let digest = layout.digest();
     let nodes: Vec<RingNode> = layout
         .owners()
         .map(|m| RingNode {
@@ -483,13 +532,14 @@ fn build_view(
                 zone: m.zone.clone(),
             })
             .collect();
-        Some(Ring::build(s.partitions, s.vnodes, s.n, &future)?)
+        Some(Arc::new(Ring::build(s.partitions, s.vnodes, s.n, &future)?))
     } else {
         None
     };
     Ok(View {
-        layout,
-        ring,
+        layout: Arc::new(layout),
+        digest,
+        ring: Arc::new(ring),
         target,
         liveness,
         me,

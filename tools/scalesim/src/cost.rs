@@ -1,17 +1,19 @@
 //! The CPU side, timed on the machine that runs the tool (wall clock, so indicative only,
 //! never asserted): what steady gossip costs a node at a given cluster size, and what ring
-//! rebuilds cost. Per exchange it starts, `cluster::gossip` clones the layout and computes
-//! its digest once; per exchange it answers, `cluster::serve` clones it and computes the
-//! digest twice; every heartbeat (two per peer per interval) runs
-//! `Membership::check_liveness` over every member; and `Membership` rebuilds the ring on
-//! every layout change and every change of a peer's liveness, so a node that starts rebuilds
-//! it once per peer it hears from.
-
+//! rebuilds cost. Per peer and heartbeat interval a node starts one exchange and answers one:
+//! two `Membership::view` reads (the layout digest is cached in the view), two digest-only
+//! GOSSIP bodies encoded and two decoded, one `Membership::merge` of no members, and two
+//! `Membership::heartbeat`s (each updates its sender's liveness; every peer's is re-evaluated
+//! at most every `LIVENESS_SCAN_INTERVAL_MS`). A layout change costs a `Layout` clone, a digest
+//! and a ring build; a change of a peer's liveness a new view sharing the rings.
 use std::time::Instant;
 
+use bytes::BytesMut;
 use ringkv::ring::layout::{Layout, MemberState};
-use ringkv::ring::membership::{Membership, Settings, HEARTBEAT_INTERVAL_MS};
+use ringkv::ring::membership::{Membership, HEARTBEAT_INTERVAL_MS};
 use ringkv::ring::{Ring, RingError, RingNode};
+
+use ringkv_proto::peer::GossipBody;
 
 use crate::ring_stats::{node_ids, RingShape};
 use crate::rng::Rng;
@@ -22,8 +24,15 @@ pub struct Cost {
     /// One `Layout` clone, and one `Layout::digest`, microseconds.
     pub clone_us: f64,
     pub digest_us: f64,
-    /// One `Membership::check_liveness` with every peer up, microseconds.
+    /// One `Membership::check_liveness` (every peer evaluated) with every peer up,
+    /// microseconds.
     pub check_liveness_us: f64,
+    /// One `Membership::heartbeat` at the steady rate (every peer heard every quarter
+    /// interval), with the periodic scans amortized, microseconds.
+    pub heartbeat_us: f64,
+    /// The rest of one round trip, both ends (views, digest-only bodies, the empty merge),
+    /// microseconds.
+    pub round_trip_us: f64,
     /// One `Ring::build` of `nodes` members, milliseconds.
     pub ring_build_ms: f64,
     /// A node hearing from each of its peers for the first time (n-1 liveness changes, each
@@ -36,10 +45,8 @@ impl Cost {
     pub fn gossip_cpu_share(&self) -> f64 {
         let per_s = 1000.0 / HEARTBEAT_INTERVAL_MS as f64;
         let peers = self.nodes.saturating_sub(1) as f64;
-        let start = self.clone_us + self.digest_us;
-        let answer = self.clone_us + 2.0 * self.digest_us;
-        let heartbeats = 2.0 * self.check_liveness_us;
-        peers * per_s * (start + answer + heartbeats) / 1e6
+        // Per peer and interval: one round trip started, one answered, each end a heartbeat.
+        peers * per_s * (self.round_trip_us + 2.0 * self.heartbeat_us) / 1e6
     }
 }
 
@@ -74,16 +81,7 @@ pub fn measure(nodes: usize, shape: RingShape, seed: u64, reps: u32) -> Result<C
         let ring = Ring::build(shape.partitions, shape.vnodes, shape.n, &members);
         drop(std::hint::black_box(ring));
     }) / 1e3;
-    let settings = Settings {
-        partitions: shape.partitions,
-        vnodes: shape.vnodes,
-        n: shape.n,
-        w: ringkv::config::DEFAULT_W as usize,
-        r: ringkv::config::DEFAULT_R as usize,
-        lww: false,
-        hinted_handoff: true,
-        phi_convict_threshold: ringkv::config::DEFAULT_PHI_CONVICT_THRESHOLD,
-    };
+    let settings = shape.settings();
     let m = Membership::new(
         ids[0],
         settings,
@@ -100,12 +98,50 @@ pub fn measure(nodes: usize, shape: RingShape, seed: u64, reps: u32) -> Result<C
         }
     }) / 1e3;
     let check_liveness_us = time_us(reps, || m.check_liveness(t0 + 100));
+    let heartbeat_us = steady_heartbeat_us(&m, &ids[1..], t0 + 200);
+    let round_trip_us = time_us(reps, || {
+        let mut out = BytesMut::new();
+        for _ in 0..2 {
+            let view = m.view();
+            out.clear();
+            GossipBody {
+                digest: view.digest,
+                members: Vec::new(),
+            }
+            .encode(&mut out);
+            std::hint::black_box(GossipBody::decode(&out).ok());
+        }
+        m.merge(Vec::new());
+    });
     Ok(Cost {
         nodes,
         clone_us,
         digest_us,
         check_liveness_us,
+        heartbeat_us,
+        round_trip_us,
         ring_build_ms,
         first_contact_ms,
     })
+}
+
+/// Mean cost of one heartbeat when every peer is heard every quarter interval (a request and
+/// an answer per interval, each way), after a warm-up that fills the detectors' windows.
+fn steady_heartbeat_us(m: &Membership, peers: &[ringkv::ring::NodeId], from_ms: u64) -> f64 {
+    const WARM_CYCLES: u64 = 8;
+    const TIMED_CYCLES: u64 = 4;
+    let quarter_ms = HEARTBEAT_INTERVAL_MS / 2;
+    let n = peers.len().max(1) as u64;
+    let beat = |k: u64| {
+        let id = peers[(k % n) as usize];
+        m.heartbeat(id, from_ms + k * quarter_ms / n);
+    };
+    for k in 0..WARM_CYCLES * n {
+        beat(k);
+    }
+    let start = Instant::now();
+    for k in WARM_CYCLES * n..(WARM_CYCLES + TIMED_CYCLES) * n {
+        beat(k);
+    }
+    start.elapsed().as_secs_f64() * 1e6 / (TIMED_CYCLES * n) as f64
 }

@@ -12,9 +12,11 @@
 //! - the requester counts the answer as the peer's heartbeat (unless it came after the peer
 //!   timeout), notes the digest and merges the members.
 //!
-//! Liveness is evaluated as `Membership::heartbeat` does, at every event of the node; for the
-//! false-positive count, phi is read just before each heartbeat is applied, which is the
-//! highest phi the silence reached (phi only grows with silence).
+//! Liveness is evaluated as `Membership` does: every peer's on each tick, and on a heartbeat
+//! when the last such scan is [`LIVENESS_SCAN_INTERVAL_MS`] old (a heartbeat's own sender is
+//! up at once, which matters only to the false-positive count below); for the false-positive
+//! count, phi is read just before each heartbeat is applied, which is the highest phi the
+//! silence reached (phi only grows with silence).
 //!
 //! What is not modelled: connection set-up and the handshake, TCP (a lost message is a call
 //! that never completes, as if the link had dropped it), CPU time (a node answers at once),
@@ -26,7 +28,7 @@ use std::rc::Rc;
 
 use ringkv::ring::detector::{classify, Liveness, PhiDetector};
 use ringkv::ring::layout::{Layout, Member, MemberState};
-use ringkv::ring::membership::HEARTBEAT_INTERVAL_MS;
+use ringkv::ring::membership::{HEARTBEAT_INTERVAL_MS, LIVENESS_SCAN_INTERVAL_MS};
 use ringkv::ring::NodeId;
 
 use crate::ring_stats::node_ids;
@@ -164,6 +166,8 @@ struct Node {
     heard: Vec<Option<u64>>,
     /// Detectors by peer index (observers: all peers; others: only the victim's slot).
     watch: HashMap<u32, PhiDetector>,
+    /// When every peer's liveness was last evaluated (ms).
+    scanned_ms: u64,
     observer: bool,
     msgs_sent: u64,
     bytes_sent: u64,
@@ -314,6 +318,7 @@ impl Sim {
                 answered: vec![None; n],
                 heard: vec![None; n],
                 watch: HashMap::new(),
+                scanned_ms: 0,
                 observer: i < observers,
                 msgs_sent: 0,
                 bytes_sent: 0,
@@ -425,7 +430,7 @@ impl Sim {
         if !self.nodes[i as usize].alive {
             return;
         }
-        self.watch_victim(i);
+        self.watch_victim(i, true);
         let snap = self.nodes[i as usize].snap.clone();
         let req_empty = self.empty.0;
         for &p in &snap.peers {
@@ -469,7 +474,7 @@ impl Sim {
         let node = &mut self.nodes[to as usize];
         node.msgs_sent += 1;
         node.bytes_sent += if full { mine.rep_full } else { self.empty.1 };
-        self.watch_victim(to);
+        self.watch_victim(to, false);
         if self.lost() {
             return;
         }
@@ -500,7 +505,7 @@ impl Sim {
         if let Some(s) = snap {
             self.merge(to, &s);
         }
-        self.watch_victim(to);
+        self.watch_victim(to, false);
     }
 
     /// `Membership::heartbeat` for the detectors this node keeps; counts a false suspicion or
@@ -530,13 +535,20 @@ impl Sim {
         det.heartbeat(now_ms);
     }
 
-    /// After the kill: whether node `i` now sees the victim Suspect or Down.
-    fn watch_victim(&mut self, i: u32) {
+    /// A liveness scan at node `i` (`tick`: always; after a heartbeat: if the last is
+    /// [`LIVENESS_SCAN_INTERVAL_MS`] old). After the kill: whether `i` now sees the victim
+    /// Suspect or Down.
+    fn watch_victim(&mut self, i: u32, tick: bool) {
+        let now_ms = self.now_us / US_PER_MS;
+        let node = &mut self.nodes[i as usize];
+        if !tick && now_ms.saturating_sub(node.scanned_ms) < LIVENESS_SCAN_INTERVAL_MS {
+            return;
+        }
+        node.scanned_ms = now_ms;
         let Some(_) = self.killed_at_us else { return };
         if self.down_at[i as usize].is_some() {
             return;
         }
-        let now_ms = self.now_us / US_PER_MS;
         let live = match self.nodes[i as usize].watch.get(&self.victim) {
             Some(d) => d.liveness(now_ms, self.cfg.phi_convict_threshold),
             None => Liveness::Down,

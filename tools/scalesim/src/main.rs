@@ -165,16 +165,18 @@ fn run(args: &Args, shape: RingShape) -> Result<(), ringkv::ring::RingError> {
     }
     if args.cost {
         println!("\n## CPU of the real operations on this machine (wall clock, indicative)\n");
-        println!("| nodes | layout clone, µs | layout digest, µs | check_liveness, µs | steady gossip, share of a core | Ring::build, ms | first contact with every peer (n-1 ring rebuilds), ms |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| nodes | layout clone, µs | layout digest, µs | check_liveness, µs | heartbeat, µs | rest of a round trip, µs | steady gossip, share of a core | Ring::build, ms | first contact with every peer, ms |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for &n in &args.nodes {
             let c = scalesim::cost::measure(n, shape, args.seed, 200)?;
             println!(
-                "| {n} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.0} |",
+                "| {n} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2}% | {:.1} | {:.0} |",
                 c.clone_us,
                 c.digest_us,
                 c.check_liveness_us,
-                c.gossip_cpu_share(),
+                c.heartbeat_us,
+                c.round_trip_us,
+                100.0 * c.gossip_cpu_share(),
                 c.ring_build_ms,
                 c.first_contact_ms
             );

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use ringkv::ring::membership::Settings;
 use ringkv::ring::{NodeId, Ring, RingError, RingNode};
 
 use crate::rng::Rng;
@@ -13,6 +14,23 @@ pub struct RingShape {
     pub partitions: u32,
     pub vnodes: u32,
     pub n: usize,
+}
+
+impl RingShape {
+    /// A node's `Membership` settings for this shape, the rest at the server's defaults
+    /// (siblings mode, hinted handoff on).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            partitions: self.partitions,
+            vnodes: self.vnodes,
+            n: self.n,
+            w: ringkv::config::DEFAULT_W as usize,
+            r: ringkv::config::DEFAULT_R as usize,
+            lww: false,
+            hinted_handoff: true,
+            phi_convict_threshold: ringkv::config::DEFAULT_PHI_CONVICT_THRESHOLD,
+        }
+    }
 }
 
 impl Default for RingShape {

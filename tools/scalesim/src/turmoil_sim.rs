@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringkv::ring::layout::{Layout, MemberState};
-use ringkv::ring::membership::{Membership, Settings, HEARTBEAT_INTERVAL_MS};
+use ringkv::ring::membership::{Membership, HEARTBEAT_INTERVAL_MS};
 use ringkv::ring::{Liveness, NodeId};
 use ringkv_proto::frame::{decode_frame, FLAG_REPLY};
 use ringkv_proto::peer::{self, GossipBody, PeerRequest};
@@ -74,19 +74,6 @@ pub struct TurmoilReport {
 #[derive(Default)]
 struct Shared {
     members: Vec<Option<Rc<Membership>>>,
-}
-
-fn settings(shape: RingShape) -> Settings {
-    Settings {
-        partitions: shape.partitions,
-        vnodes: shape.vnodes,
-        n: shape.n,
-        w: ringkv::config::DEFAULT_W as usize,
-        r: ringkv::config::DEFAULT_R as usize,
-        lww: false,
-        hinted_handoff: true,
-        phi_convict_threshold: ringkv::config::DEFAULT_PHI_CONVICT_THRESHOLD,
-    }
 }
 
 fn sim_ms() -> u64 {
@@ -256,7 +243,7 @@ async fn host(
     let addr = format!("{}:{PORT}", host_name(me));
     let m = Rc::new(Membership::new(
         ids[me],
-        settings(RingShape::default()),
+        RingShape::default().settings(),
         &addr,
         "",
         MemberState::Active,
