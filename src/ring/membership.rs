@@ -25,7 +25,9 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
 /// updates its sender's liveness at once; the others' (whose phi grows with silence) are
 /// re-evaluated on a heartbeat at most this often, and on every gossip tick. Without it each
 /// of the 4 (n-1) heartbeats a second scanned all n members: O(n^2) a second, more than a
-/// core at 1,000 nodes (docs/scale.md). It delays a conviction by at most this much.
+/// core at 1,000 nodes (docs/scale.md). It delays a conviction by at most this much plus the
+/// gap until another peer's next heartbeat (at 64 nodes and more, under a millisecond); with
+/// no other peer (two nodes) the tick's scan convicts.
 pub const LIVENESS_SCAN_INTERVAL_MS: u64 = 100;
 
 /// The replication settings every node of a cluster must share (checked at the handshake),

@@ -28,7 +28,7 @@ fn member(id: NodeId, addr: &str) -> Member {
     }
 }
 
-/// Node 1 with peers 2 and 3, both heard every quarter interval from 0 to `until_ms`.
+/// Node 1 with peers 2 and 3, both heard twice per heartbeat interval from 0 to `until_ms`.
 fn three_heard_until(until_ms: u64) -> Membership {
     let m = Membership::new(1, settings(), "a:1", "", MemberState::Active, Vec::new())
         .expect("the ring builds");
@@ -69,7 +69,29 @@ fn the_view_digest_is_its_layouts_and_a_layout_change_rebuilds_the_ring() {
     assert_ne!(after.digest, before.digest);
     assert!(!Arc::ptr_eq(&before.ring, &after.ring));
     assert!(after.target.is_some());
-    assert_eq!(Some(after.digest), Some(m.layout().digest()));
+    assert_eq!(after.digest, m.inner().layout.digest());
+}
+
+/// Every path that changes the layout publishes it: the view's digest is the layout's.
+#[test]
+fn every_layout_change_reaches_the_view() {
+    let m = three_heard_until(1_000);
+    let agrees = |what: &str| {
+        assert_eq!(m.view().digest, m.inner().layout.digest(), "after {what}");
+        assert_eq!(*m.view().layout, m.inner().layout, "after {what}");
+    };
+    agrees("merge");
+    m.set_self("a:2", "z1", MemberState::Active);
+    agrees("set_self");
+    m.leave(3).expect("node 3 may leave");
+    agrees("leave");
+    let version = m.view().layout.get(3).map_or(0, |x| x.version);
+    assert!(m.commit_move(3, version));
+    agrees("commit_move");
+    assert!(m.set_state(2, MemberState::Leaving));
+    agrees("set_state");
+    m.merge(vec![member(4, "d:1")]);
+    agrees("a merged newcomer");
 }
 
 /// Peer 3 falls silent while peer 2 keeps beating every 10 ms: every peer is scanned at

@@ -27,7 +27,7 @@ pub struct Cost {
     /// One `Membership::check_liveness` (every peer evaluated) with every peer up,
     /// microseconds.
     pub check_liveness_us: f64,
-    /// One `Membership::heartbeat` at the steady rate (every peer heard every quarter
+    /// One `Membership::heartbeat` at the steady rate (every peer heard twice per
     /// interval), with the periodic scans amortized, microseconds.
     pub heartbeat_us: f64,
     /// The rest of one round trip, both ends (views, digest-only bodies, the empty merge),
@@ -45,8 +45,10 @@ impl Cost {
     pub fn gossip_cpu_share(&self) -> f64 {
         let per_s = 1000.0 / HEARTBEAT_INTERVAL_MS as f64;
         let peers = self.nodes.saturating_sub(1) as f64;
-        // Per peer and interval: one round trip started, one answered, each end a heartbeat.
-        peers * per_s * (self.round_trip_us + 2.0 * self.heartbeat_us) / 1e6
+        // Per peer and interval: one round trip started, one answered, each end a heartbeat;
+        // and per interval one scan of every peer (the tick).
+        let per_peer = peers * (self.round_trip_us + 2.0 * self.heartbeat_us);
+        per_s * (per_peer + self.check_liveness_us) / 1e6
     }
 }
 
@@ -125,16 +127,16 @@ pub fn measure(nodes: usize, shape: RingShape, seed: u64, reps: u32) -> Result<C
     })
 }
 
-/// Mean cost of one heartbeat when every peer is heard every quarter interval (a request and
+/// Mean cost of one heartbeat when every peer is heard twice per interval (a request and
 /// an answer per interval, each way), after a warm-up that fills the detectors' windows.
 fn steady_heartbeat_us(m: &Membership, peers: &[ringkv::ring::NodeId], from_ms: u64) -> f64 {
     const WARM_CYCLES: u64 = 8;
     const TIMED_CYCLES: u64 = 4;
-    let quarter_ms = HEARTBEAT_INTERVAL_MS / 2;
+    let half_ms = HEARTBEAT_INTERVAL_MS / 2;
     let n = peers.len().max(1) as u64;
     let beat = |k: u64| {
         let id = peers[(k % n) as usize];
-        m.heartbeat(id, from_ms + k * quarter_ms / n);
+        m.heartbeat(id, from_ms + k * half_ms / n);
     };
     for k in 0..WARM_CYCLES * n {
         beat(k);
