@@ -4,8 +4,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use ringkv::cluster::hints::Hints;
-use ringkv::cluster::stream::Streams;
 use ringkv::cluster::Cluster;
 use ringkv::config::{Cli, Config, ConflictMode, FsyncPolicy, LogFormat};
 use ringkv::datadir::DataDir;
@@ -14,8 +12,6 @@ use ringkv::durability::Durability;
 use ringkv::metrics::Metrics;
 use ringkv::net::Server;
 use ringkv::node::Node;
-use ringkv::ring::layout::MemberState;
-use ringkv::ring::membership::{Membership, Settings};
 use ringkv::store::{Conflicts, Placement, Store, VersionPolicy};
 use tracing::{error, info};
 
@@ -23,64 +19,6 @@ use tracing::{error, info};
 /// a quarter of its CPU there.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The cluster layer, in cluster mode (--cluster-secret).
-fn cluster(config: &Config, node_id: u64, has_keys: bool) -> Result<Option<Arc<Cluster>>, String> {
-    let cc = &config.cluster;
-    let Some(secret) = &cc.secret else {
-        return Ok(None);
-    };
-    let settings = Settings {
-        partitions: cc.partitions,
-        vnodes: cc.vnodes,
-        n: cc.n as usize,
-        w: cc.w as usize,
-        r: cc.r as usize,
-        lww: config.conflicts == ConflictMode::Lww,
-        hinted_handoff: cc.hinted_handoff,
-        phi_convict_threshold: cc.phi_convict_threshold,
-    };
-    let advertise = cc.advertise.as_ref().map(|a| a.to_string());
-    let streams = Streams::open(config.data_dir.clone(), cc.stream_rate_bps)
-        .map_err(|e| format!("can't read the stream progress file: {e}"))?;
-    // A new, empty node started with --peers joins: it owns nothing until the partitions it
-    // will own are copied to it, and a join interrupted by a restart goes on. A node that was
-    // an owner starts as one; so do a node with no peers (a cluster of one, joined later) and
-    // one holding keys from before membership was recorded.
-    let state = if streams.was_member() {
-        MemberState::Active
-    } else if streams.has_history() {
-        MemberState::Joining
-    } else if cc.peers.is_empty() || has_keys {
-        MemberState::Active
-    } else {
-        MemberState::Joining
-    };
-    let membership = Membership::new(
-        node_id,
-        settings,
-        advertise.as_deref().unwrap_or(""),
-        &cc.zone,
-        state,
-        cc.peers.iter().map(|p| p.to_string()).collect(),
-    )
-    .map_err(|e| format!("invalid cluster settings: {e}"))?;
-    let hints = Hints::open(config.data_dir.join("hints"))
-        .map_err(|e| format!("can't open the hint directory: {e}"))?;
-    let membership = Arc::new(membership);
-    hints.set_max_age(
-        config.tombstone_grace_secs.saturating_mul(1000),
-        membership.clone(),
-    );
-    Ok(Some(Arc::new(Cluster::new(
-        membership,
-        secret.as_bytes().to_vec(),
-        advertise,
-        cc.zone.clone(),
-        hints,
-        streams,
-    ))))
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -172,7 +110,7 @@ fn main() -> ExitCode {
         );
         durability.bgsave();
     }
-    let cluster = match cluster(&config, dir.node_id, store.stored_keys() > 0) {
+    let cluster = match Cluster::open(&config, dir.node_id, store.stored_keys() > 0) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");

@@ -13,16 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use ringkv::cluster::hints::Hints;
-use ringkv::cluster::stream::Streams;
 use ringkv::cluster::Cluster;
 use ringkv::config::{Cli, Config, ConflictMode};
 use ringkv::datadir::DataDir;
 use ringkv::disk::{Fs, RealFs};
 use ringkv::durability::Durability;
 use ringkv::node::Node;
-use ringkv::ring::layout::MemberState;
-use ringkv::ring::membership::{Membership, Settings};
 use ringkv::store::{Conflicts, Store, VersionPolicy};
 
 /// The client and peer port of every node.
@@ -93,57 +89,6 @@ fn config(spec: &NodeSpec) -> Result<Config, BoxError> {
     args.extend(spec.flags.iter().cloned());
     let cli = Cli::try_parse_from(args)?;
     Ok(Config::from_cli(cli)?)
-}
-
-/// The cluster layer, as `src/main.rs` builds it.
-fn cluster(config: &Config, node_id: u64, has_keys: bool) -> Result<Arc<Cluster>, BoxError> {
-    let cc = &config.cluster;
-    let settings = Settings {
-        partitions: cc.partitions,
-        vnodes: cc.vnodes,
-        n: cc.n as usize,
-        w: cc.w as usize,
-        r: cc.r as usize,
-        lww: config.conflicts == ConflictMode::Lww,
-        hinted_handoff: cc.hinted_handoff,
-        phi_convict_threshold: cc.phi_convict_threshold,
-    };
-    let secret = cc.secret.as_ref().ok_or("no cluster secret")?;
-    let advertise = cc.advertise.as_ref().map(|a| a.to_string());
-    let streams = Streams::open(config.data_dir.clone(), cc.stream_rate_bps)?;
-    // As `src/main.rs` decides: a new, empty node started with --peers joins (the nodes of a
-    // new cluster all do, and become owners together).
-    let state = if streams.was_member() {
-        MemberState::Active
-    } else if streams.has_history() {
-        MemberState::Joining
-    } else if cc.peers.is_empty() || has_keys {
-        MemberState::Active
-    } else {
-        MemberState::Joining
-    };
-    let membership = Membership::new(
-        node_id,
-        settings,
-        advertise.as_deref().unwrap_or(""),
-        &cc.zone,
-        state,
-        cc.peers.iter().map(|p| p.to_string()).collect(),
-    )?;
-    let hints = Hints::open(config.data_dir.join("hints"))?;
-    let membership = Arc::new(membership);
-    hints.set_max_age(
-        config.tombstone_grace_secs.saturating_mul(1000),
-        membership.clone(),
-    );
-    Ok(Arc::new(Cluster::new(
-        membership,
-        secret.as_bytes().to_vec(),
-        advertise,
-        cc.zone.clone(),
-        hints,
-        streams,
-    )))
 }
 
 /// Crashes and restarts of one node, driven by the fault schedule.
@@ -240,7 +185,8 @@ pub async fn run(spec: Arc<NodeSpec>, disk: std::rc::Rc<Disk>) -> turmoil::Resul
         })
         .clone();
     let durability = Durability::start(&config, store.clone(), fs)?;
-    let cluster = cluster(&config, dir.node_id, store.stored_keys() > 0)?;
+    let cluster =
+        Cluster::open(&config, dir.node_id, store.stored_keys() > 0)?.ok_or("no cluster secret")?;
     ringkv::cluster::alive::check_absence(
         &config.data_dir,
         config.tombstone_grace_secs.saturating_mul(1000),

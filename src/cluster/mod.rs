@@ -20,6 +20,7 @@ pub mod hints;
 pub mod keyspace;
 pub mod link;
 pub mod multi;
+pub mod open;
 mod read;
 pub mod rename;
 mod replicate;
