@@ -1371,3 +1371,45 @@ mod tests {
         }
     }
 }
+
+/// A replica that lost the tail of its log (SIGKILL before its WAL write) and then mints a new
+/// dot for the key covers the dots it lost, because a version vector names every counter up to
+/// its entry: the versions it lost, and what they superseded, vanish at the next sync although
+/// nothing that descends from them survives (Riak's "kv679"). Found by the 10-minute fault run
+/// of issue 13 (seed 2026: one acknowledged register write lost). Ignored until fixed (a new
+/// actor per incarnation, as Riak's fix, or the coordinator's own log write before replicating).
+#[cfg(test)]
+mod lost_tail {
+    use super::*;
+
+    #[test]
+    #[ignore = "known bug (kv679): fix pending, see the notes of issue 13"]
+    fn a_replica_that_lost_its_log_tail_does_not_cover_the_versions_it_lost() {
+        const X: NodeId = 1;
+        const Z: NodeId = 3;
+        // P through X; every replica has it.
+        let mut x: Siblings<&str> = Siblings::new();
+        x.update(&VersionVector::new(), X, "P");
+        let ctx_p = x.context();
+        // A through Z, by a client that read P: acknowledged, every replica has it.
+        let mut z = x.clone();
+        z.update(&ctx_p, Z, "A");
+        x.sync(&z);
+        let mut y = z.clone();
+        // U through X, by a client that read A: Y holds it; X is killed before its own log
+        // write, so after the restart X holds A but not U.
+        let mut x_before_kill = x.clone();
+        x_before_kill.update(&x.context(), X, "U");
+        y.sync(&x_before_kill);
+        // X restarts (its dots jump by the restart margin) and takes N from a client that
+        // read P before A was written: N is concurrent with A and U.
+        x.update_from(&ctx_p, X, 1 << 24, "N");
+        x.sync(&y);
+        let left: Vec<&str> = x.iter().map(|v| v.value).collect();
+        // A, or U which superseded it, must survive beside N.
+        assert!(
+            left.contains(&"A") || left.contains(&"U"),
+            "the acknowledged A vanished with nothing descending from it: {left:?}"
+        );
+    }
+}
