@@ -48,22 +48,12 @@ impl Cluster {
     /// [`Cluster::start`], with flags for each node from `own(i)` too.
     pub fn start_each(n: usize, extra: &[&str], own: impl Fn(usize) -> Vec<String>) -> Cluster {
         let ports = free_ports(n);
-        Self::start_reached(ports.clone(), ports, extra, own)
+        Self::start_first(n, ports.clone(), ports, extra, own)
     }
 
     /// Starts a node on each of `ports`, whose peers reach it on `reach` (where `reach`
-    /// differs, the node advertises it: a proxy listens there).
-    pub fn start_reached(
-        ports: Vec<u16>,
-        reach: Vec<u16>,
-        extra: &[&str],
-        own: impl Fn(usize) -> Vec<String>,
-    ) -> Cluster {
-        let n = ports.len();
-        Self::start_first(n, ports, reach, extra, own)
-    }
-
-    /// [`Cluster::start_reached`], starting only nodes `0..first`; the others are started
+    /// differs, the node advertises it: a proxy listens there), starting only nodes
+    /// `0..first`; the others are started
     /// with [`Cluster::restart`] and join the running cluster.
     pub fn start_first(
         first: usize,

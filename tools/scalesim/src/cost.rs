@@ -11,11 +11,11 @@ use std::time::Instant;
 use bytes::BytesMut;
 use ringkv::ring::layout::{Layout, MemberState};
 use ringkv::ring::membership::{Membership, HEARTBEAT_INTERVAL_MS};
-use ringkv::ring::{Ring, RingError, RingNode};
+use ringkv::ring::RingError;
 
 use ringkv_proto::peer::GossipBody;
 
-use crate::ring_stats::{node_ids, RingShape};
+use crate::ring_stats::{node_ids, ring_of, RingShape};
 use crate::rng::Rng;
 
 #[derive(Debug, Clone)]
@@ -72,16 +72,8 @@ pub fn measure(nodes: usize, shape: RingShape, seed: u64, reps: u32) -> Result<C
     let digest_us = time_us(reps, || {
         std::hint::black_box(layout.digest());
     });
-    let members: Vec<RingNode> = ids
-        .iter()
-        .map(|&id| RingNode {
-            id,
-            zone: String::new(),
-        })
-        .collect();
     let ring_build_ms = time_us(1, || {
-        let ring = Ring::build(shape.partitions, shape.vnodes, shape.n, &members);
-        drop(std::hint::black_box(ring));
+        drop(std::hint::black_box(ring_of(shape, &ids)));
     }) / 1e3;
     let settings = shape.settings();
     let m = Membership::new(

@@ -84,7 +84,8 @@ pub fn node_ids(rng: &mut Rng, count: usize) -> Vec<NodeId> {
     ids
 }
 
-fn ring_of(shape: RingShape, ids: &[NodeId]) -> Result<Ring, RingError> {
+/// The ring of `ids` (one zone) in `shape`.
+pub fn ring_of(shape: RingShape, ids: &[NodeId]) -> Result<Ring, RingError> {
     let nodes: Vec<RingNode> = ids
         .iter()
         .map(|&id| RingNode {
