@@ -206,6 +206,11 @@ pub struct Cli {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_skew_ms: i64,
+    /// Testing only (feature `test-hooks`): the machine's boot id as this node sees it (what
+    /// `/proc/sys/kernel/random/boot_id` says otherwise), so a test can show a reboot.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true)]
+    pub test_boot_id: Option<String>,
     /// TOML file with any of these settings (the cluster ones included).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -425,6 +430,9 @@ pub struct Config {
     /// Testing only (see `Cli::test_clock_skew_ms`).
     #[cfg(feature = "test-hooks")]
     pub test_clock_skew_ms: i64,
+    /// Testing only (see `Cli::test_boot_id`).
+    #[cfg(feature = "test-hooks")]
+    pub test_boot_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -575,6 +583,8 @@ impl Config {
             test_hold_syncs_file: cli.test_hold_syncs_file.clone(),
             #[cfg(feature = "test-hooks")]
             test_clock_skew_ms: cli.test_clock_skew_ms,
+            #[cfg(feature = "test-hooks")]
+            test_boot_id: cli.test_boot_id.clone(),
         };
         c.validate()?;
         Ok(c)
@@ -749,6 +759,7 @@ mod tests {
                     | "test-delay-us"
                     | "test-hold-syncs-file"
                     | "test-clock-skew-ms"
+                    | "test-boot-id"
             ) {
                 continue;
             }

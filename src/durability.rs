@@ -239,7 +239,9 @@ impl Durability {
 
     /// Graceful shutdown: snapshot every shard (in parallel), write and sync the WAL, stop
     /// the threads.
-    pub fn shutdown(&self) {
+    /// Stops snapshots and writers after a last snapshot and sync of every shard. True if
+    /// every record this run logged is synced (never with `--fsync off`, which keeps none).
+    pub fn shutdown(&self) -> bool {
         if let Some(tx) = lock(&self.jobs).take() {
             let _ = tx.send(Job::Stop);
         }
@@ -261,6 +263,11 @@ impl Durability {
         for h in lock(&self.writers).drain(..) {
             let _ = h.join();
         }
+        self.enabled()
+            && self.logs.iter().enumerate().all(|(i, l)| {
+                let d = l.state.borrow();
+                d.error.is_none() && d.synced >= self.ctx.store.lock(i).wal.seq
+            })
     }
 }
 

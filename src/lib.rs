@@ -21,6 +21,7 @@
 //! wal → snapshot → store → record, util, config, disk. `tests/layering.rs` checks that the
 //! module graph has no cycle and that the store imports nothing above it.
 
+pub mod actor;
 pub mod cluster;
 pub mod cmd;
 pub mod config;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use ringkv::actor::ActorFile;
 use ringkv::cluster::Cluster;
 use ringkv::config::{Cli, Config, ConflictMode, FsyncPolicy, LogFormat};
 use ringkv::datadir::DataDir;
@@ -13,7 +14,7 @@ use ringkv::metrics::Metrics;
 use ringkv::net::Server;
 use ringkv::node::Node;
 use ringkv::store::{Conflicts, Placement, Store, VersionPolicy};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// mimalloc: the cluster path allocates per request (futures, peer frames); glibc malloc cost
 /// a quarter of its CPU there.
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
         &config.data_dir,
         config.shards,
         config.cluster.partitions,
-        new_node_id(),
+        random_id(),
     );
     // A cluster node needs partition placement; an older directory is refused, never moved.
     let opened = opened.and_then(|d| match config.clustered() {
@@ -82,11 +83,25 @@ fn main() -> ExitCode {
     if config.fsync == FsyncPolicy::Off {
         info!("--fsync off: no WAL and no snapshots; data lives in memory only");
     }
+    #[cfg(not(feature = "test-hooks"))]
+    let boot = ringkv::actor::boot_id();
+    #[cfg(feature = "test-hooks")]
+    let boot = config.test_boot_id.clone().or_else(ringkv::actor::boot_id);
+    let actor = match ActorFile::start(fs.as_ref(), &dir.path, config.fsync, boot, random_id()) {
+        Ok((a, _)) => a,
+        Err(e) => {
+            error!(
+                "can't write {}: {e}",
+                dir.path.join(ringkv::actor::ACTOR_FILE).display()
+            );
+            return ExitCode::from(1);
+        }
+    };
     let fs_meta = fs.clone();
     let store = Arc::new(Store::with_policy(
         config.shards,
         dir.placement,
-        version_policy(&config, dir.node_id),
+        version_policy(&config, actor.actor()),
     ));
     let durability = match Durability::start(&config, store.clone(), fs) {
         Ok(d) => d,
@@ -183,7 +198,12 @@ fn main() -> ExitCode {
     if let Some(m) = metrics {
         m.join();
     }
-    node.durability.shutdown();
+    if node.durability.shutdown() {
+        // Everything is synced: the next start may keep this run's dot actor.
+        if let Err(e) = actor.mark_clean(fs_meta.as_ref()) {
+            warn!("can't mark the clean stop (the next start takes a new dot actor): {e}");
+        }
+    }
     drop(dir);
     info!("bye");
     ExitCode::SUCCESS
@@ -249,9 +269,9 @@ fn version_policy(config: &Config, actor: u64) -> VersionPolicy {
     }
 }
 
-/// A random node id: 56 random bits (see `store::MAX_NODE_ID`), never 0. Used only when the
-/// data directory is new; it is then kept in its metadata.
-fn new_node_id() -> u64 {
+/// A random id of 56 bits (see `store::MAX_NODE_ID`), never 0: a new data directory's node id
+/// (kept in its metadata), or a new dot actor (`ringkv::actor`).
+fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -31,10 +31,6 @@ fn clock(ctx: &[u8]) -> VersionVector {
     VersionVector::decode(ctx).expect("a context the server made decodes")
 }
 
-fn node_id(client: &Client) -> u64 {
-    client.server_info().expect("handshake done").node_id
-}
-
 async fn context_of(client: &Client, key: &str) -> VersionVector {
     let v = client.get(key).await.unwrap().expect("key present");
     clock(&v.context)
@@ -44,7 +40,7 @@ async fn context_of(client: &Client, key: &str) -> VersionVector {
 async fn put_descends_from_the_context_it_is_given() {
     let server = Server::start(&["--threads", "2"]);
     let client = connect(&server).await;
-    let me = node_id(&client);
+    let me = dot_actor(&server);
 
     let opts = PutOptions {
         context: Some(context_with(OTHER, 5)),

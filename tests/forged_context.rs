@@ -18,7 +18,7 @@ async fn a_forged_context_does_not_stop_the_node_from_restarting() {
         let client = Client::connect(server.addr, ClientConfig::default())
             .await
             .expect("connect");
-        let me = client.server_info().expect("handshake").node_id;
+        let me = dot_actor(&server);
         client.put("k", "v").await.unwrap();
         let mut forged = VersionVector::new();
         forged.add_dot(Dot {

@@ -295,7 +295,7 @@ fn run_case(shards: usize, lives: &[Life]) -> Result<(), TestCaseError> {
         }
         prop_assert_eq!(dump(&store), model.clone(), "live state of life {}", n);
         match life.restart {
-            Restart::Graceful => d.shutdown(),
+            Restart::Graceful => prop_assert!(d.shutdown(), "a graceful stop syncs everything"),
             Restart::PowerLoss => {
                 fs.fail_after(0);
                 d.shutdown();

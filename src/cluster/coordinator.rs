@@ -198,17 +198,11 @@ pub(super) fn run_on(lp: &dyn LocalLoop, store: &Store, req: &Req) -> Reply {
 /// The local shard's copy of `key`, the WAL position it shows, and the shard's dot counter
 /// floor (it rises with every version the shard mints, WAL or not: how a write is noticed).
 pub(super) fn local_copy(lp: &dyn LocalLoop, key: &[u8]) -> (Option<Entry>, Marks, u64) {
+    let marks = super::shard_mark(lp, key);
     let store = &lp.node().store;
     let hash = key_hash(key);
-    let shard = store.shard_of(hash);
-    let s = store.lock(shard);
-    let e = s.entry(hash, key).cloned();
-    let marks = if s.wal.enabled {
-        [(shard as u32, s.wal.seq)].into_iter().collect()
-    } else {
-        Marks::new()
-    };
-    (e, marks, s.dot_floor())
+    let s = store.lock(store.shard_of(hash));
+    (s.entry(hash, key).cloned(), marks, s.dot_floor())
 }
 
 pub(super) fn conflicts(lp: &dyn LocalLoop) -> Conflicts {
@@ -346,9 +340,14 @@ fn write_now(
     match entry.filter(|_| after > before) {
         // Nothing written (a failed command): the reply waits only for what it showed.
         None => Coordinated::Ready((out, marks)),
-        // This replica counts toward W: its ack is the durability of `marks`, which the
-        // connection waits for before the reply goes out.
+        // This replica counts toward W: its ack is the durability of `marks`. The other
+        // replicas get the write only once it is durable here (see `super::wait_durable`:
+        // sent earlier, a crash here before the WAL write would leave them a version whose
+        // dot this node's next write of the key would cover).
         Some(entry) => Coordinated::Pending(Box::pin(async move {
+            if let Err(e) = super::wait_durable(&*lp, &marks).await {
+                return error(reply_to, &e);
+            }
             match replicate(lp, cl, view, p, entry, w, watch).await {
                 Ok(()) => (out, marks),
                 Err(msg) => error(reply_to, &msg),

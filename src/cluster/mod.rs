@@ -52,6 +52,39 @@ pub trait LocalLoop {
     fn cluster(&self) -> Option<&Rc<LoopCluster>>;
 }
 
+/// Waits until `marks` (WAL positions of this node) are durable as `--fsync` requires, or the
+/// disk fails them. Everything this node sends out of its own store waits so (a client reply,
+/// a FETCH answer, a REPLICATE it coordinated, a read repair, an anti-entropy push): a peer
+/// must never hold a version of this node that a crash here could lose, or this node's next
+/// dot for that key, minted without it, would cover it (docs/cluster.md, "Versions after a
+/// crash").
+pub(crate) async fn wait_durable(lp: &dyn LocalLoop, marks: &[(u32, u64)]) -> Result<(), String> {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let changed = lp.durable_changed();
+        match lp.durable_now(marks) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) => return Err(format!("ERR the WAL failed: {e}")),
+            None => lp.wake_writers(marks),
+        }
+        changed.await;
+    }
+}
+
+/// The WAL position of the shard holding `key`: what must be durable before anything read
+/// from that shard now leaves this node (empty when the node keeps no WAL).
+pub(crate) fn shard_mark(lp: &dyn LocalLoop, key: &[u8]) -> crate::durability::Marks {
+    let store = &lp.node().store;
+    let shard = store.shard_of(ringkv_proto::key_hash(key));
+    let s = store.lock(shard);
+    match s.wal.enabled {
+        true => [(shard as u32, s.wal.seq)].into_iter().collect(),
+        false => crate::durability::Marks::new(),
+    }
+}
+
 /// What every loop of a node shares about its cluster.
 pub struct Cluster {
     pub membership: Arc<Membership>,

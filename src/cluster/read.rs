@@ -315,45 +315,57 @@ impl Repair {
             answers,
             futs,
         };
-        if r.futs.is_empty() {
-            r.finish();
-            return None;
-        }
-        Some(r)
+        (!r.futs.is_empty() || r.stale().next().is_some()).then_some(r)
     }
 
     pub async fn run(mut self) {
         while let Some((from, r)) = self.futs.next().await {
             self.answers.add(from, r);
         }
-        self.finish();
+        self.finish().await;
     }
 
-    fn finish(self) {
+    /// The replicas whose answer differs from the merged copy (none with --read-repair off:
+    /// stale replicas are then left to anti-entropy).
+    fn stale(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let merged = self.answers.merged.as_ref();
+        let on = self.lp.node().config.cluster.read_repair && merged.is_some();
+        let copies = if on { &self.answers.copies[..] } else { &[] };
+        copies
+            .iter()
+            .filter(move |(_, copy)| copy.as_ref() != merged)
+            .map(|(node, _)| *node)
+    }
+
+    async fn finish(self) {
+        let stale: SmallVec<[NodeId; 4]> = self.stale().collect();
         let Repair {
             lp, cl, answers, ..
         } = self;
-        // --read-repair off: stale replicas are left to anti-entropy.
-        if !lp.node().config.cluster.read_repair {
+        let Some(merged) = answers.merged else { return };
+        if stale.is_empty() {
             return;
         }
-        let Some(merged) = answers.merged else { return };
         let me = lp.node().node_id;
+        cl.shared
+            .membership
+            .stats
+            .read_repairs
+            .fetch_add(stale.len() as u64, Relaxed);
+        if stale.contains(&me) {
+            serve::apply(&*lp, &merged);
+        }
+        // The merged copy holds this replica's versions: they leave only once durable here.
+        if stale.iter().any(|&n| n != me)
+            && super::wait_durable(&*lp, &super::shard_mark(&*lp, merged.key()))
+                .await
+                .is_err()
+        {
+            return;
+        }
         let view = cl.view();
         let timeout = Duration::from_millis(lp.node().config.cluster.peer_timeout_ms);
-        for (node, copy) in answers.copies {
-            if copy.as_ref() == Some(&merged) {
-                continue;
-            }
-            cl.shared
-                .membership
-                .stats
-                .read_repairs
-                .fetch_add(1, Relaxed);
-            if node == me {
-                serve::apply(&*lp, &merged);
-                continue;
-            }
+        for node in stale.into_iter().filter(|&n| n != me) {
             let Some(addr) = view.addr(node) else {
                 continue;
             };

@@ -181,6 +181,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             s,
             "# Server\r\nringkv_version:{v}\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n\
              os:{os} {arch}\r\narch_bits:64\r\nprocess_id:{pid}\r\nnode_id:{node:016x}\r\n\
+             dot_actor:{actor:016x}\r\n\
              tcp_port:{port}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{days}\r\n\
              event_loops:{threads}\r\nshards:{shards}\r\nshard_placement:{placement}\r\n\r\n",
             v = env!("CARGO_PKG_VERSION"),
@@ -188,6 +189,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             arch = std::env::consts::ARCH,
             pid = std::process::id(),
             node = node.node_id,
+            actor = node.store.actor(),
             port = node.bound.lock().ok().and_then(|b| *b).map_or(0, |a| a.port()),
             days = uptime / 86400,
             threads = node.config.threads,

@@ -55,6 +55,11 @@ impl Store {
         }
     }
 
+    /// The actor of the dots this node mints (every shard has the same).
+    pub fn actor(&self) -> NodeId {
+        self.lock(0).actor()
+    }
+
     /// How keys are spread over the shards (fixed by the data directory).
     pub fn placement(&self) -> Placement {
         self.placement

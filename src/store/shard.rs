@@ -245,6 +245,11 @@ impl Shard {
         self.place(found, hash, entry)
     }
 
+    /// The actor of the dots this shard mints.
+    pub fn actor(&self) -> super::NodeId {
+        self.policy.actor
+    }
+
     /// The highest dot counter this shard has minted or loaded (kept in snapshots).
     pub fn dot_floor(&self) -> u64 {
         self.dot_floor

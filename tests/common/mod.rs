@@ -378,6 +378,24 @@ where
     }
 }
 
+/// A field of a server's INFO server section.
+pub fn info_server(server: &Server, field: &str) -> String {
+    let reply = resp::Conn::connect(server.addr).call_str(&["INFO", "server"]);
+    let resp::Reply::Bulk(Some(b)) = reply else {
+        panic!("INFO server: {reply:?}")
+    };
+    String::from_utf8_lossy(&b)
+        .lines()
+        .find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
+        .unwrap_or_else(|| panic!("INFO server has no {field}"))
+}
+
+/// The actor of the dots a server mints (`ringkv::actor`): not its node id.
+pub fn dot_actor(server: &Server) -> u64 {
+    let hex = info_server(server, "dot_actor");
+    u64::from_str_radix(&hex, 16).unwrap_or_else(|e| panic!("dot_actor {hex:?}: {e}"))
+}
+
 /// PING over a fresh connection answers PONG: the server is up and serving.
 pub fn assert_serving(server: &Server) {
     let mut s = server.tcp();

@@ -23,12 +23,13 @@ use ringkv_proto::{key_hash, Value};
 use tracing::{debug, info, warn};
 
 use super::link::Link;
-use super::{serve, sys, LocalLoop, LoopCluster};
+use super::{serve, sys, wait_durable, LocalLoop, LoopCluster};
+use crate::durability::Marks;
 use crate::ring::aae::AaeStats;
 use crate::ring::membership::View;
 use crate::ring::NodeId;
 use crate::store::merkle::entry_hash;
-use crate::store::Entry;
+use crate::store::{add_mark, Entry};
 use crate::util::now_ms;
 
 /// Segments named by one AAE_KEYS (a segment holds a few keys: ~5 at 5M keys).
@@ -302,15 +303,22 @@ impl Exchange<'_> {
         }
         // What to push: every key whose (merged) entry here still differs from theirs.
         let mut push: Vec<Entry> = Vec::new();
+        let mut marks = Marks::new();
         for k in fetch.iter().chain(&only_mine) {
             let h = key_hash(k);
-            let s = store.lock(store.shard_of(h));
+            let shard = store.shard_of(h);
+            let s = store.lock(shard);
             if let Some(e) = s.entry(h, k) {
                 if remote.get(k) != Some(&entry_hash(e)) {
                     push.push(e.clone());
+                    if s.wal.enabled {
+                        add_mark(&mut marks, shard as u32, s.wal.seq);
+                    }
                 }
             }
         }
+        // What leaves this node must be durable here first (see `wait_durable`).
+        wait_durable(&*self.lp, &marks).await?;
         for chunk in push.chunks(ENTRY_CALLS_IN_FLIGHT) {
             self.push(link, chunk).await?;
         }

@@ -11,7 +11,7 @@ use ringkv_proto::Value;
 use smallvec::SmallVec;
 
 use crate::cluster::link::Link;
-use crate::cluster::{LocalLoop, LoopCluster};
+use crate::cluster::{wait_durable, LocalLoop, LoopCluster};
 use crate::durability::Marks;
 use crate::ring::membership::View;
 use crate::ring::partition::{partition_of, partition_start};
@@ -127,7 +127,7 @@ pub async fn scan_at(
         // The connection holds the reply for these marks, as for any reply from this node's
         // store; here they are awaited before the keys are used at all.
         let (slice, marks) = local_scan(&**lp, view, req)?;
-        wait_durable(&**lp, marks).await?;
+        wait_durable(&**lp, &marks).await?;
         return Ok(slice);
     }
     let link = cl.link_to(lp, view, node)?;
@@ -292,22 +292,6 @@ pub fn serve(lp: &Rc<dyn LocalLoop>, link: &Link, id: u64, op: u8, req: Served<'
             link.reply_when_durable(&**lp, marks, id, op, frame);
         }
         Err(e) => link.send_result(id, op, Err(&e)),
-    }
-}
-
-/// Waits until `marks` are durable (a scan of this node's own copy, before it is shown).
-pub(crate) async fn wait_durable(lp: &dyn LocalLoop, marks: Marks) -> Result<(), String> {
-    if marks.is_empty() {
-        return Ok(());
-    }
-    loop {
-        let changed = lp.durable_changed();
-        match lp.durable_now(&marks) {
-            Some(Ok(())) => return Ok(()),
-            Some(Err(e)) => return Err(format!("ERR the WAL failed: {e}")),
-            None => lp.wake_writers(&marks),
-        }
-        changed.await;
     }
 }
 

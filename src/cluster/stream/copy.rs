@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::progress::Cursor;
 use super::{incoming, Incoming, Streams};
-use crate::cluster::keyspace::replica::wait_durable;
+use crate::cluster::wait_durable;
 use crate::cluster::{sys, LocalLoop, LoopCluster};
 use crate::durability::Marks;
 use crate::ring::membership::{format_id, StreamInfo, View};
@@ -229,7 +229,7 @@ async fn copy_partition(
             let bytes: u64 = batch.entries.iter().map(|e| e.len() as u64).sum();
             record_fetched(&cl.shared.streams, inc.partition, src, bytes).await;
             let marks = apply(&**lp, &batch)?;
-            wait_durable(&**lp, marks).await?;
+            wait_durable(&**lp, &marks).await?;
             cur.bytes += bytes;
             cur.keys += batch.entries.len() as u64;
             match batch.next {
