@@ -59,13 +59,17 @@ pub enum Why {
     /// Fresh: the previous run crashed without syncing and the machine may have rebooted
     /// since: records it shipped may be gone here.
     Reboot,
+    /// Fresh: `--repair` may drop damaged records, which may have been shipped.
+    Repair,
+    /// Fresh: the actor file is damaged, or was removed after a failed fsync.
+    Unreadable,
 }
 
 impl Why {
     pub fn kept(self) -> bool {
         match self {
             Why::Clean | Why::Synced | Why::SameBoot => true,
-            Why::First | Why::NoLog | Why::Reboot => false,
+            Why::First | Why::NoLog | Why::Reboot | Why::Repair | Why::Unreadable => false,
         }
     }
 
@@ -77,16 +81,30 @@ impl Why {
             Why::First => "new: first start with this data directory's format",
             Why::NoLog => "new: --fsync off keeps no log",
             Why::Reboot => "new: unclean stop and a reboot since (unsynced records may be lost)",
+            Why::Repair => "new: --repair may drop records",
+            Why::Unreadable => "new: the actor file is damaged",
         }
     }
 }
 
-/// The rule of the module doc: whether `prev`'s actor may be kept by a run with `fsync`, on a
-/// machine whose boot id is `boot`.
-pub fn decide(prev: Option<&Previous>, fsync: FsyncPolicy, boot: Option<&str>) -> Why {
+/// How a run starts, as far as its dot actor is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct Start<'a> {
+    pub fsync: FsyncPolicy,
+    /// The machine's boot id now (None: unknown).
+    pub boot: Option<&'a str>,
+    /// `--repair`: recovery may drop damaged records.
+    pub repair: bool,
+}
+
+/// The rule of the module doc: whether `prev`'s actor may be kept by this start.
+pub fn decide(prev: Option<&Previous>, now: Start<'_>) -> Why {
     let Some(prev) = prev else { return Why::First };
-    if fsync == FsyncPolicy::Off || prev.fsync == FsyncPolicy::Off {
+    if now.fsync == FsyncPolicy::Off || prev.fsync == FsyncPolicy::Off {
         return Why::NoLog;
+    }
+    if now.repair {
+        return Why::Repair;
     }
     if prev.clean {
         return Why::Clean;
@@ -94,7 +112,7 @@ pub fn decide(prev: Option<&Previous>, fsync: FsyncPolicy, boot: Option<&str>) -
     if prev.fsync == FsyncPolicy::Always {
         return Why::Synced;
     }
-    match (prev.boot.as_deref(), boot) {
+    match (prev.boot.as_deref(), now.boot) {
         (Some(a), Some(b)) if a == b => Why::SameBoot,
         _ => Why::Reboot,
     }
@@ -119,33 +137,34 @@ impl ActorFile {
     pub fn start(
         fs: &dyn Fs,
         dir: &Path,
-        fsync: FsyncPolicy,
-        boot: Option<String>,
+        now: Start<'_>,
         fresh: u64,
     ) -> std::io::Result<(ActorFile, Why)> {
         let path = dir.join(ACTOR_FILE);
-        let prev = match fs.read(&path) {
-            Ok(bytes) => {
-                let parsed = std::str::from_utf8(&bytes).ok().and_then(parse);
-                if parsed.is_none() {
-                    warn!(path = %path.display(), "the actor file is unreadable; taking a new actor");
+        let (prev, why) = match fs.read(&path) {
+            Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(parse) {
+                Some(p) => {
+                    let why = decide(Some(&p), now);
+                    (Some(p), why)
                 }
-                parsed
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                None => (None, Why::Unreadable),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Why::First),
             Err(e) => return Err(e),
         };
-        let why = decide(prev.as_ref(), fsync, boot.as_deref());
-        let actor = match (&prev, why.kept()) {
-            (Some(p), true) => p.actor,
-            _ => fresh,
+        let (actor, fsync) = match (&prev, why) {
+            // Records of the crashed run may still be unsynced: until a clean stop, the file
+            // must keep saying so, whatever this run's policy.
+            (Some(p), Why::SameBoot) => (p.actor, p.fsync),
+            (Some(p), Why::Clean | Why::Synced) => (p.actor, now.fsync),
+            _ => (fresh, now.fsync),
         };
         let file = ActorFile {
             path,
             state: Previous {
                 actor,
                 fsync,
-                boot,
+                boot: now.boot.map(str::to_string),
                 clean: false,
             },
         };
@@ -177,6 +196,23 @@ impl ActorFile {
     }
 }
 
+/// After a failed fsync the OS may have dropped records this run wrote, and perhaps shipped,
+/// without any reboot: the next start must take a fresh actor. Best effort (the disk is
+/// failing): the file is removed, and a missing file means a fresh actor.
+pub fn forget(fs: &dyn Fs, dir: &Path) {
+    let path = dir.join(ACTOR_FILE);
+    let removed = match fs.remove(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r.and_then(|()| fs.sync_dir(dir)),
+    };
+    match removed {
+        Ok(()) => warn!("a WAL fsync failed: the next start takes a new dot actor"),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "a WAL fsync failed and the actor file can't be removed: remove it before the next start")
+        }
+    }
+}
+
 /// The file's contents; None if any line is missing or malformed.
 fn parse(text: &str) -> Option<Previous> {
     let (mut actor, mut fsync, mut boot, mut clean) = (None, None, None, None);
@@ -188,16 +224,7 @@ fn parse(text: &str) -> Option<Previous> {
         let v = v.trim();
         match k.trim() {
             "actor" => actor = v.parse::<u64>().ok().filter(|&a| a != 0),
-            "fsync" => {
-                fsync = [
-                    FsyncPolicy::Always,
-                    FsyncPolicy::Batch,
-                    FsyncPolicy::Never,
-                    FsyncPolicy::Off,
-                ]
-                .into_iter()
-                .find(|&p| p.name() == v)
-            }
+            "fsync" => fsync = <FsyncPolicy as clap::ValueEnum>::from_str(v, false).ok(),
             "boot" => boot = Some((v != "unknown").then(|| v.to_string())),
             "clean" => clean = matches!(v, "0" | "1").then_some(v == "1"),
             _ => return None,
@@ -225,66 +252,63 @@ mod tests {
         }
     }
 
+    fn at(fsync: FsyncPolicy, boot: Option<&str>) -> Start<'_> {
+        Start {
+            fsync,
+            boot,
+            repair: false,
+        }
+    }
+
     #[test]
     fn the_actor_changes_only_when_shipped_records_may_be_lost() {
         use FsyncPolicy::*;
-        let b = Some("boot-a");
-        assert_eq!(decide(None, Batch, b), Why::First);
-        assert_eq!(
-            decide(Some(&prev(Batch, b, true)), Batch, Some("boot-b")),
-            Why::Clean
-        );
-        assert_eq!(
-            decide(Some(&prev(Always, b, false)), Batch, Some("boot-b")),
-            Why::Synced
-        );
-        assert_eq!(
-            decide(Some(&prev(Batch, b, false)), Batch, b),
-            Why::SameBoot
-        );
-        assert_eq!(
-            decide(Some(&prev(Never, b, false)), Always, b),
-            Why::SameBoot
-        );
-        assert_eq!(
-            decide(Some(&prev(Batch, b, false)), Batch, Some("boot-b")),
-            Why::Reboot
-        );
-        assert_eq!(
-            decide(Some(&prev(Batch, None, false)), Batch, None),
-            Why::Reboot
-        );
-        assert_eq!(
-            decide(Some(&prev(Batch, b, false)), Batch, None),
-            Why::Reboot
-        );
-        assert_eq!(decide(Some(&prev(Off, b, true)), Batch, b), Why::NoLog);
-        assert_eq!(decide(Some(&prev(Batch, b, true)), Off, b), Why::NoLog);
+        let (a, b) = (Some("boot-a"), Some("boot-b"));
+        let cases = [
+            (None, at(Batch, a), Why::First),
+            (Some(prev(Batch, a, true)), at(Batch, b), Why::Clean),
+            (Some(prev(Always, a, false)), at(Batch, b), Why::Synced),
+            (Some(prev(Batch, a, false)), at(Batch, a), Why::SameBoot),
+            (Some(prev(Never, a, false)), at(Always, a), Why::SameBoot),
+            (Some(prev(Batch, a, false)), at(Batch, b), Why::Reboot),
+            (Some(prev(Batch, None, false)), at(Batch, None), Why::Reboot),
+            (Some(prev(Batch, a, false)), at(Batch, None), Why::Reboot),
+            (Some(prev(Off, a, true)), at(Batch, a), Why::NoLog),
+            (Some(prev(Batch, a, true)), at(Off, a), Why::NoLog),
+        ];
+        for (p, now, want) in cases {
+            assert_eq!(decide(p.as_ref(), now), want, "{p:?} {now:?}");
+        }
+        let repair = Start {
+            repair: true,
+            ..at(Always, a)
+        };
+        assert_eq!(decide(Some(&prev(Always, a, true)), repair), Why::Repair);
     }
 
     #[test]
     fn the_file_round_trips_and_a_damaged_one_is_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = RealFs;
-        let boot = || Some("b1".to_string());
-        let (f, why) = ActorFile::start(&fs, dir.path(), FsyncPolicy::Batch, boot(), 11).unwrap();
+        let (fs, d) = (RealFs, dir.path());
+        let start = |policy, boot: &str, fresh| {
+            ActorFile::start(&fs, d, at(policy, Some(boot)), fresh).unwrap()
+        };
+        let (f, why) = start(FsyncPolicy::Batch, "b1", 11);
         assert_eq!((f.actor(), why), (11, Why::First));
         // A crash (no clean mark), same boot: kept.
-        let (f, why) = ActorFile::start(&fs, dir.path(), FsyncPolicy::Batch, boot(), 12).unwrap();
+        let (f, why) = start(FsyncPolicy::Batch, "b1", 12);
         assert_eq!((f.actor(), why), (11, Why::SameBoot));
         // A crash, then a reboot: fresh.
-        let other = Some("b2".to_string());
-        let (f, why) = ActorFile::start(&fs, dir.path(), FsyncPolicy::Batch, other, 13).unwrap();
+        let (f, why) = start(FsyncPolicy::Batch, "b2", 13);
         assert_eq!((f.actor(), why), (13, Why::Reboot));
         // A clean stop, then a reboot: kept.
         f.mark_clean(&fs).unwrap();
-        let other = Some("b3".to_string());
-        let (f, why) = ActorFile::start(&fs, dir.path(), FsyncPolicy::Batch, other, 14).unwrap();
+        let (f, why) = start(FsyncPolicy::Batch, "b3", 14);
         assert_eq!((f.actor(), why), (13, Why::Clean));
         drop(f);
-        let path = dir.path().join(ACTOR_FILE);
+        let path = d.join(ACTOR_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(parse(&text), Some(prev_with(13)));
+        assert_eq!(parse(&text), Some(prev_with(13, "b3")));
         for bad in [
             text.replace("actor = 13", "actor = 0"),
             text.replace("fsync = batch", "fsync = sometimes"),
@@ -295,15 +319,43 @@ mod tests {
             assert_eq!(parse(&bad), None, "{bad}");
         }
         std::fs::write(&path, "actor = 13\n").unwrap();
-        let (f, why) = ActorFile::start(&fs, dir.path(), FsyncPolicy::Batch, boot(), 15).unwrap();
-        assert_eq!((f.actor(), why), (15, Why::First));
+        let (f, why) = start(FsyncPolicy::Batch, "b3", 15);
+        assert_eq!((f.actor(), why), (15, Why::Unreadable));
+        drop(f);
+        // A failed fsync forgets the actor.
+        forget(&fs, d);
+        let (f, why) = start(FsyncPolicy::Batch, "b3", 16);
+        assert_eq!((f.actor(), why), (16, Why::First));
+        drop(f);
     }
 
-    fn prev_with(actor: u64) -> Previous {
+    /// A batch run crashed; a same-boot restart under `always` keeps the actor but must not
+    /// record `always`: the crashed run's records may still be unsynced when it crashes too.
+    #[test]
+    fn a_kept_actor_keeps_the_weaker_policy_until_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fs, d) = (RealFs, dir.path());
+        let start = |policy, boot: &str, fresh| {
+            ActorFile::start(&fs, d, at(policy, Some(boot)), fresh).unwrap()
+        };
+        drop(start(FsyncPolicy::Batch, "b1", 21));
+        let (f, why) = start(FsyncPolicy::Always, "b1", 22);
+        assert_eq!((f.actor(), why), (21, Why::SameBoot));
+        drop(f);
+        let (f, why) = start(FsyncPolicy::Always, "b2", 23);
+        assert_eq!((f.actor(), why), (23, Why::Reboot));
+        // Now a run under `always` from the start: its crash keeps the actor across a reboot.
+        drop(f);
+        let (f, why) = start(FsyncPolicy::Always, "b3", 24);
+        assert_eq!((f.actor(), why), (23, Why::Synced));
+        drop(f);
+    }
+
+    fn prev_with(actor: u64, boot: &str) -> Previous {
         Previous {
             actor,
             fsync: FsyncPolicy::Batch,
-            boot: Some("b3".into()),
+            boot: Some(boot.into()),
             clean: false,
         }
     }

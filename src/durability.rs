@@ -238,9 +238,8 @@ impl Durability {
     }
 
     /// Graceful shutdown: snapshot every shard (in parallel), write and sync the WAL, stop
-    /// the threads.
-    /// Stops snapshots and writers after a last snapshot and sync of every shard. True if
-    /// every record this run logged is synced (never with `--fsync off`, which keeps none).
+    /// the threads. True if every record this run logged is synced (never with `--fsync
+    /// off`, which keeps none): the next start may keep the dot actor (`crate::actor`).
     pub fn shutdown(&self) -> bool {
         if let Some(tx) = lock(&self.jobs).take() {
             let _ = tx.send(Job::Stop);

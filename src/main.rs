@@ -83,17 +83,10 @@ fn main() -> ExitCode {
     if config.fsync == FsyncPolicy::Off {
         info!("--fsync off: no WAL and no snapshots; data lives in memory only");
     }
-    #[cfg(not(feature = "test-hooks"))]
-    let boot = ringkv::actor::boot_id();
-    #[cfg(feature = "test-hooks")]
-    let boot = config.test_boot_id.clone().or_else(ringkv::actor::boot_id);
-    let actor = match ActorFile::start(fs.as_ref(), &dir.path, config.fsync, boot, random_id()) {
-        Ok((a, _)) => a,
+    let actor = match start_actor(&config, fs.as_ref(), &dir.path) {
+        Ok(a) => a,
         Err(e) => {
-            error!(
-                "can't write {}: {e}",
-                dir.path.join(ringkv::actor::ACTOR_FILE).display()
-            );
+            error!("{e}");
             return ExitCode::from(1);
         }
     };
@@ -252,6 +245,27 @@ fn wait_for_signal(node: &Arc<Node>, ready: &str) {
         }
     });
     node.shutdown();
+}
+
+/// This run's dot actor (`ringkv::actor`), recorded before anything is minted.
+fn start_actor(config: &Config, fs: &dyn Fs, dir: &std::path::Path) -> Result<ActorFile, String> {
+    #[cfg(not(feature = "test-hooks"))]
+    let boot = ringkv::actor::boot_id();
+    #[cfg(feature = "test-hooks")]
+    let boot = config.test_boot_id.clone().or_else(ringkv::actor::boot_id);
+    let now = ringkv::actor::Start {
+        fsync: config.fsync,
+        boot: boot.as_deref(),
+        repair: config.repair,
+    };
+    ActorFile::start(fs, dir, now, random_id())
+        .map(|(a, _)| a)
+        .map_err(|e| {
+            format!(
+                "can't write {}: {e}",
+                dir.join(ringkv::actor::ACTOR_FILE).display()
+            )
+        })
 }
 
 /// The rules for new versions: the store's view of the conflict settings.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::resp::{Conn, Reply};
 use ringkv::config::{Cli, Config, FsyncPolicy};
-use ringkv::disk::SimFs;
+use ringkv::disk::{Fs, SimFs};
 use ringkv::durability::Durability;
 use ringkv::net::Server;
 use ringkv::node::Node;
@@ -211,6 +211,13 @@ fn full_disk_closes_unacknowledged_connections_then_misconf_while_reads_work() {
 fn failed_fdatasync_refuses_writes_until_restart() {
     let fs = SimFs::new();
     let n = SimNode::start(&fs, 1, 1);
+    let start = ringkv::actor::Start {
+        fsync: FsyncPolicy::Always,
+        boot: Some("boot-1"),
+        repair: false,
+    };
+    ringkv::actor::ActorFile::start(&fs, &sim_dir(), start, 9).expect("the actor file");
+    let actor_file = sim_dir().join(ringkv::actor::ACTOR_FILE);
     let mut c = n.conn();
     assert_eq!(c.call(&[b"SET", b"before", b"v"]), ok());
 
@@ -223,8 +230,14 @@ fn failed_fdatasync_refuses_writes_until_restart() {
         "answered: {:?}",
         String::from_utf8_lossy(&got)
     );
-    // The disk is healthy again, but what the failed fdatasync left is unknown.
+    // The disk is healthy again, but what the failed fdatasync left is unknown. Records the
+    // OS dropped may have been sent to other nodes: the next start takes a fresh dot actor
+    // (docs/cluster.md, "Versions after a crash"), because the actor file is gone.
     fs.fail_syncs(false);
+    assert!(
+        fs.read(&actor_file).is_err(),
+        "the actor file outlived a failed fdatasync"
+    );
     let r = c.call(&[b"SET", b"during", b"v"]);
     match &r {
         Reply::Error(e) => assert!(

@@ -6,8 +6,9 @@
 //!   one that errs or times out does not). The rest are awaited in the background, and every
 //!   replica whose copy is older than the sync gets it (read repair).
 //! - Blind writes (SET without conditions, binary PUT and DELETE with a context): run on this
-//!   replica at once (new version, this node's dot), then REPLICATE the key's entry to the
-//!   others; the reply goes out once W replicas durably hold it. A replica that is down (or
+//!   replica at once (new version, this node's dot), then, once that is durable here
+//!   (`super::wait_durable`), REPLICATE the key's entry to the others; the reply goes out
+//!   once W replicas durably hold it. A replica that is down (or
 //!   fails) is replaced by a stand-in that stores a durable hint.
 //! - Other writes (DEL, INCR, APPEND, EXPIRE, SET NX ...) first read at R and merge what the
 //!   others hold into this replica, so they act on the key's latest state, then write as
@@ -198,10 +199,15 @@ pub(super) fn run_on(lp: &dyn LocalLoop, store: &Store, req: &Req) -> Reply {
 /// The local shard's copy of `key`, the WAL position it shows, and the shard's dot counter
 /// floor (it rises with every version the shard mints, WAL or not: how a write is noticed).
 pub(super) fn local_copy(lp: &dyn LocalLoop, key: &[u8]) -> (Option<Entry>, Marks, u64) {
-    let marks = super::shard_mark(lp, key);
     let store = &lp.node().store;
     let hash = key_hash(key);
-    let s = store.lock(store.shard_of(hash));
+    let shard = store.shard_of(hash);
+    // One lock: the mark covers exactly what the copy shows, even with other loops writing.
+    let s = store.lock(shard);
+    let marks = match s.wal.enabled {
+        true => [(shard as u32, s.wal.seq)].into_iter().collect(),
+        false => Marks::new(),
+    };
     (s.entry(hash, key).cloned(), marks, s.dot_floor())
 }
 
@@ -330,7 +336,9 @@ fn write_now(
         store.lock(store.shard_of(key_hash(key))).dot_floor()
     };
     let (out, marks) = run_on(&**lp, &lp.node().store, &req);
-    let (entry, _, after) = local_copy(&**lp, key);
+    // The copy sent may hold more than this write (another loop's write to the key in
+    // between): it leaves only once all of it is durable, hence its own mark.
+    let (entry, shown, after) = local_copy(&**lp, key);
     let lp = lp.clone();
     let reply_to = req.reply_to;
     let w = req.q.w;
@@ -345,7 +353,7 @@ fn write_now(
         // sent earlier, a crash here before the WAL write would leave them a version whose
         // dot this node's next write of the key would cover).
         Some(entry) => Coordinated::Pending(Box::pin(async move {
-            if let Err(e) = super::wait_durable(&*lp, &marks).await {
+            if let Err(e) = super::wait_durable(&*lp, &shown).await {
                 return error(reply_to, &e);
             }
             match replicate(lp, cl, view, p, entry, w, watch).await {

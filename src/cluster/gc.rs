@@ -96,9 +96,16 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
     // Tombstones grouped by the other replicas they need (one call per group and batch, not
     // per partition: with few nodes most partitions share their replicas).
     let mut by_replicas: BTreeMap<Replicas, Vec<Entry>> = BTreeMap::new();
+    // What the offered tombstones need durable here before they leave (a key deleted again
+    // since it was queued carries a newer record: `super::wait_durable`).
+    let mut marks = Marks::new();
     for shard in (lp.loop_id()..store.len()).step_by(node.config.threads.max(1)) {
         let mut s = store.lock(shard);
-        for key in s.take_purge_candidates() {
+        let keys = s.take_purge_candidates();
+        if s.wal.enabled && !keys.is_empty() {
+            add_mark(&mut marks, shard as u32, s.wal.seq);
+        }
+        for key in keys {
             // Written again since it was queued: no longer a candidate.
             let Some(e) = s.purge_candidate(&key, now) else {
                 continue;
@@ -119,8 +126,8 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
             by_replicas.entry(others).or_default().push(e);
         }
     }
-    if by_replicas.is_empty() {
-        return;
+    if by_replicas.is_empty() || super::wait_durable(&**lp, &marks).await.is_err() {
+        return; // A disk error: the candidates come back at the next round.
     }
     let stats = &cl.shared.membership.stats;
     let timeout = Duration::from_millis(node.config.cluster.peer_timeout_ms);

@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! client ─▶ any node ─(not a replica: FORWARD, one hop)─▶ coordinating replica
-//!   coordinator: runs the command on its replica (new version, own dot) ─▶ REPLICATE to the
-//!   other replicas in parallel ─▶ reply at W durable acks; reads FETCH from all N, reply at R,
+//!   coordinator: runs the command on its replica (new version, own dot), durable here ─▶
+//!   REPLICATE to the other replicas in parallel ─▶ reply at W durable acks; reads FETCH from all N, reply at R,
 //!   repair the stale ones in the background; a replica that is down gets a hint instead.
 //! ```
 

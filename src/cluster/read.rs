@@ -301,8 +301,7 @@ pub struct Repair {
 }
 
 impl Repair {
-    /// None when there is nothing left to do (every answer is in and none was stale: the
-    /// stale ones are repaired now).
+    /// None when there is nothing left to do: every answer is in and none is stale.
     fn new(
         lp: Rc<dyn LocalLoop>,
         cl: Rc<LoopCluster>,
@@ -347,6 +346,7 @@ impl Repair {
             return;
         }
         let me = lp.node().node_id;
+        // Counted when decided, before the wait below (tests/dot_actor.rs relies on it).
         cl.shared
             .membership
             .stats

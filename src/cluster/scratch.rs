@@ -78,8 +78,10 @@ async fn run_on_copies(
         add_marks(&mut marks, &m);
         before.push((k, copy));
     }
+    // The scratch copy's versions never leave it (only values are written back), but its
+    // dots are this node's.
     let policy = VersionPolicy {
-        actor: lp.node().node_id,
+        actor: lp.node().store.actor(),
         ..VersionPolicy::default()
     };
     let scratch = Store::with_policy(1, Placement::Legacy, policy);

@@ -17,9 +17,9 @@
 //!   "sibling explosion" — because two writes through one replica look ordered or not by
 //!   accident of arrival). [`Siblings::sync`] merges two replicas' sets.
 //!
-//! Actors are node ids, not client ids: only the replica that accepts a write mints its dot, so
-//! a context has at most one entry per replica that ever coordinated the key, however many
-//! clients write. The dot, not the vector, tells concurrent writes through one replica apart.
+//! Actors are replicas (a node's dot actor, `crate::actor`), not clients: only the replica
+//! that accepts a write mints its dot, so a context has one entry per replica actor that ever
+//! coordinated the key, however many clients write. The dot, not the vector, tells concurrent writes through one replica apart.
 //!
 //! A client that writes must hand back a context it got *together with the sibling values* (a
 //! read, or a write reply carrying all siblings): a context claiming dots whose values the

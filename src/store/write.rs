@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_SIBLINGS: usize = 100;
 /// The node's rules for new versions, fixed at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VersionPolicy {
-    /// The actor of the dots this node mints: its node id.
+    /// The actor of the dots this node mints (`crate::actor`: not always its node id).
     pub actor: NodeId,
     pub conflicts: Conflicts,
     /// Most siblings a key may hold; a write that would leave more is refused.
@@ -49,8 +49,10 @@ impl Default for VersionPolicy {
     }
 }
 
-/// Most actors a client's causal context may name: one per replica that ever accepted a
-/// write of the key, so a handful; a context naming more was not made by ringkv.
+/// Most actors a client's causal context may name, unless the key's own context names more:
+/// one per dot actor that ever accepted a write of the key (a replica, and a fresh one after
+/// a crash that may have lost writes it had sent: `crate::actor`), so a handful; a context
+/// naming more than both was not made by ringkv.
 pub const MAX_CONTEXT_ACTORS: usize = 64;
 
 /// A write refused before it changed anything.
@@ -60,12 +62,11 @@ pub enum WriteError {
     TooManySiblings(#[from] TooManySiblings),
     #[error(
         "invalid causal context: it claims write {claimed} of this node, which has made only \
-         {made}; pass back a context the server returned (a context from before a crash that \
-         lost the write is refused too: read the key again)"
+         {made}; pass back a context the server returned"
     )]
     ForgedContext { claimed: u64, made: u64 },
     #[error(
-        "invalid causal context: it names {actors} nodes, more than {max}; pass back a context \
+        "invalid causal context: it names {actors} actors, more than {max}; pass back a context \
          the server returned"
     )]
     ContextTooLarge { actors: usize, max: usize },
@@ -109,11 +110,17 @@ pub fn next_entry(
     let dot = match sup {
         Supersede::Local => versions.overwrite_from(p.actor, floor, v),
         Supersede::Context(ctx) => {
+            // A key's own context may have grown past the bound (a fresh actor per crash that
+            // may have lost sent writes, or per start under --fsync off): what the server
+            // handed out is always accepted back.
             if ctx.len() > MAX_CONTEXT_ACTORS {
-                return Err(WriteError::ContextTooLarge {
-                    actors: ctx.len(),
-                    max: MAX_CONTEXT_ACTORS,
-                });
+                let max = old.map_or(0, |e| e.context().len()).max(MAX_CONTEXT_ACTORS);
+                if ctx.len() > max {
+                    return Err(WriteError::ContextTooLarge {
+                        actors: ctx.len(),
+                        max,
+                    });
+                }
             }
             let claimed = ctx.get(p.actor);
             if claimed > floor {
@@ -133,4 +140,51 @@ pub fn next_entry(
         resolve_lww(&mut versions);
     }
     Ok((Entry::new(key, &versions), dot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key written through 70 actors (crashes that each took a fresh one) takes its own
+    /// context back; a wider one, or one as wide for a new key, is refused.
+    #[test]
+    fn a_context_past_the_bound_is_taken_back_only_if_the_key_has_one_as_wide() {
+        let v = VersionRef::value(b"v", 1, None);
+        let policy = |actor| VersionPolicy {
+            actor,
+            ..VersionPolicy::default()
+        };
+        let mut entry: Option<Entry> = None;
+        for actor in 1..=70 {
+            let (e, _) = next_entry(entry.as_ref(), b"k", Supersede::Local, v, 0, &policy(actor))
+                .expect("a write without a context");
+            entry = Some(e);
+        }
+        let ctx = entry.as_ref().map(Entry::context).unwrap_or_default();
+        assert_eq!(ctx.len(), 70);
+        let write = |old: Option<&Entry>, ctx: &VersionVector| {
+            next_entry(old, b"k", Supersede::Context(ctx), v, 0, &policy(1000)).map(|_| ())
+        };
+        assert_eq!(write(entry.as_ref(), &ctx), Ok(()));
+        let mut wider = ctx.clone();
+        wider.add_dot(Dot {
+            actor: 5000,
+            counter: 1,
+        });
+        assert_eq!(
+            write(entry.as_ref(), &wider),
+            Err(WriteError::ContextTooLarge {
+                actors: 71,
+                max: 70
+            })
+        );
+        assert_eq!(
+            write(None, &ctx),
+            Err(WriteError::ContextTooLarge {
+                actors: 70,
+                max: MAX_CONTEXT_ACTORS
+            })
+        );
+    }
 }

@@ -207,6 +207,10 @@ pub fn recover(
                 } else {
                     fs.truncate(&path, scanned.good_len as u64)
                         .map_err(io(&path))?;
+                    // As for an intact segment: the good prefix may be unsynced.
+                    if scanned.records > 0 {
+                        fs.sync_file(&path).map_err(io(&path))?;
+                    }
                     out.wal_bytes += scanned.good_len as u64;
                 }
             }

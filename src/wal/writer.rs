@@ -334,6 +334,8 @@ impl Writer {
                 error!(shard = self.shard, error = %e, "fdatasync failed; refusing writes until restart");
                 self.file = None;
                 self.fatal = true;
+                // Records written but lost may have been sent to other nodes already.
+                crate::actor::forget(self.fs.as_ref(), &self.cfg.data_dir);
                 self.fail(format!("fdatasync of the WAL of shard {} failed: {e} (restart the node after fixing the disk)", self.shard));
             }
         }
