@@ -2,7 +2,7 @@
 # A 3-node cluster vs one standalone node on this machine, same client (redis-benchmark), same
 # pinning (every server on core $SERVER_CPU, the client on core $CLIENT_CPU; SERVER_CPU=any
 # lets the servers run on every core, as the client then does too), all with
-# --threads 1 --fsync always; the cluster with N=3 W=2 R=2. Rounds alternate between the two
+# --threads 1 --fsync $FSYNC (default always); the cluster with N=3 W=2 R=2. Rounds alternate between the two
 # so that machine noise hits both alike; the table shows medians and the ratio cluster/standalone,
 # with p50 and p99 latency.
 #
@@ -22,6 +22,7 @@ ROUNDS=3
 OPS="set get"
 OPS_ONLY=0
 SERVER_CPU=${SERVER_CPU:-0}
+FSYNC=${FSYNC:-always}
 CLIENT_CPU=${CLIENT_CPU:-1}
 if [ "$SERVER_CPU" = any ]; then
   SERVER_CPU=0-$(( $(nproc) - 1 )); CLIENT_CPU=$SERVER_CPU
@@ -64,12 +65,12 @@ ports=("$P1" "$P2" "$P3")
 start_node() { # index 0..2
   local i=$1 peers=""
   for j in 0 1 2; do [ "$j" != "$i" ] && peers+="127.0.0.1:${ports[$j]},"; done
-  taskset -c "$SERVER_CPU" "$BIN" --port "${ports[$i]}" --threads 1 --fsync always \
+  taskset -c "$SERVER_CPU" "$BIN" --port "${ports[$i]}" --threads 1 --fsync "$FSYNC" \
     --data-dir "$WORK/node$i" --cluster-secret "$SECRET" --peers "${peers%,}" \
     --n 3 --w 2 --r 2 --log-level warn &
   pid[node$i]=$!
 }
-taskset -c "$SERVER_CPU" "$BIN" --port "$SP" --threads 1 --fsync always --data-dir "$WORK/standalone" --log-level warn &
+taskset -c "$SERVER_CPU" "$BIN" --port "$SP" --threads 1 --fsync "$FSYNC" --data-dir "$WORK/standalone" --log-level warn &
 pid[standalone]=$!
 for i in 0 1 2; do start_node "$i"; done
 for p in "$SP" "${ports[@]}"; do wait_ping "$p"; done
@@ -80,7 +81,7 @@ wait_up() { # port count: until CLUSTER NODES shows count nodes up
   echo "cluster did not converge" >&2; exit 1
 }
 wait_up "$P1" 3
-echo "== standalone on $SP, cluster on ${ports[*]} (N=3 W=2 R=2), all --threads 1 --fsync always" >&2
+echo "== standalone on $SP, cluster on ${ports[*]} (N=3 W=2 R=2), all --threads 1 --fsync $FSYNC" >&2
 echo "== servers on cpu $SERVER_CPU, redis-benchmark on cpu $CLIENT_CPU, -c 50 -n $N, $ROUNDS rounds" >&2
 
 declare -A results

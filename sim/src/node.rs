@@ -171,6 +171,8 @@ pub async fn run(spec: Arc<NodeSpec>, disk: std::rc::Rc<Disk>) -> turmoil::Resul
         .store
         .borrow_mut()
         .get_or_insert_with(|| {
+            // The store outlives every crash here (nothing is ever lost), so the node may
+            // keep one dot actor for good (`ringkv::actor` would keep it too).
             let policy = VersionPolicy {
                 actor: dir.node_id,
                 conflicts: match config.conflicts {
