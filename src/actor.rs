@@ -252,6 +252,10 @@ mod tests {
         }
     }
 
+    fn start_in(d: &Path, policy: FsyncPolicy, boot: &str, fresh: u64) -> (ActorFile, Why) {
+        ActorFile::start(&RealFs, d, at(policy, Some(boot)), fresh).unwrap()
+    }
+
     fn at(fsync: FsyncPolicy, boot: Option<&str>) -> Start<'_> {
         Start {
             fsync,
@@ -290,9 +294,7 @@ mod tests {
     fn the_file_round_trips_and_a_damaged_one_is_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let (fs, d) = (RealFs, dir.path());
-        let start = |policy, boot: &str, fresh| {
-            ActorFile::start(&fs, d, at(policy, Some(boot)), fresh).unwrap()
-        };
+        let start = |policy, boot, fresh| start_in(d, policy, boot, fresh);
         let (f, why) = start(FsyncPolicy::Batch, "b1", 11);
         assert_eq!((f.actor(), why), (11, Why::First));
         // A crash (no clean mark), same boot: kept.
@@ -334,10 +336,8 @@ mod tests {
     #[test]
     fn a_kept_actor_keeps_the_weaker_policy_until_a_clean_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let (fs, d) = (RealFs, dir.path());
-        let start = |policy, boot: &str, fresh| {
-            ActorFile::start(&fs, d, at(policy, Some(boot)), fresh).unwrap()
-        };
+        let d = dir.path();
+        let start = |policy, boot, fresh| start_in(d, policy, boot, fresh);
         drop(start(FsyncPolicy::Batch, "b1", 21));
         let (f, why) = start(FsyncPolicy::Always, "b1", 22);
         assert_eq!((f.actor(), why), (21, Why::SameBoot));

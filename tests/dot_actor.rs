@@ -12,16 +12,21 @@ use common::cluster::{Cluster, CONVERGE};
 use common::resp::{Conn, Reply};
 use common::*;
 
-fn start(dir: &Path, boot: &str, fsync: &str) -> Server {
-    Server::start_in(dir, &["--test-boot-id", boot, "--fsync", fsync])
+/// Starts a server on `dir` as if on boot `boot`: the server and its dot actor.
+fn start(dir: &Path, boot: &str, extra: &[&str]) -> (Server, String) {
+    let mut args = vec!["--test-boot-id", boot];
+    args.extend_from_slice(extra);
+    let s = Server::start_in(dir, &args);
+    let actor = info_server(&s, "dot_actor");
+    (s, actor)
 }
 
 #[test]
 fn the_dot_actor_changes_only_after_a_crash_that_may_have_lost_shipped_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    let s = start(dir, "boot-1", "batch");
-    let first = info_server(&s, "dot_actor");
+    let (batch, always) = (&["--fsync", "batch"][..], &["--fsync", "always"][..]);
+    let (s, first) = start(dir, "boot-1", batch);
     assert_ne!(
         first,
         info_server(&s, "node_id"),
@@ -30,39 +35,29 @@ fn the_dot_actor_changes_only_after_a_crash_that_may_have_lost_shipped_records()
     s.kill();
 
     // A process crash: the OS kept every record the run wrote, so it keeps its actor.
-    let s = start(dir, "boot-1", "batch");
-    assert_eq!(
-        info_server(&s, "dot_actor"),
-        first,
-        "kept after a crash in the same boot"
-    );
+    let (s, actor) = start(dir, "boot-1", batch);
+    assert_eq!(actor, first, "kept after a crash in the same boot");
     s.kill();
 
     // A crash, then a reboot, under --fsync batch: records it shipped may be gone here.
-    let s = start(dir, "boot-2", "batch");
-    let second = info_server(&s, "dot_actor");
+    let (s, second) = start(dir, "boot-2", batch);
     assert_ne!(second, first, "a new actor after a crash and a reboot");
     assert!(s
         .log_text()
         .contains("dot actor new: unclean stop and a reboot"));
     // A clean stop syncs everything: a reboot after it keeps the actor.
     assert!(s.terminate().success());
-    let s = start(dir, "boot-3", "batch");
-    assert_eq!(
-        info_server(&s, "dot_actor"),
-        second,
-        "kept after a clean stop"
-    );
+    let (s, actor) = start(dir, "boot-3", batch);
+    assert_eq!(actor, second, "kept after a clean stop");
     s.kill();
 
     // A run under --fsync always after a crash under batch on the same boot keeps the actor,
     // but the crashed run's records may still be unsynced: until a clean stop it records
     // batch, so a crash and a reboot take a new actor.
-    let s = start(dir, "boot-3", "always");
-    assert_eq!(info_server(&s, "dot_actor"), second);
+    let (s, actor) = start(dir, "boot-3", always);
+    assert_eq!(actor, second, "kept after a crash in the same boot");
     s.kill();
-    let s = start(dir, "boot-4", "always");
-    let third = info_server(&s, "dot_actor");
+    let (s, third) = start(dir, "boot-4", always);
     assert_ne!(
         third, second,
         "the batch run's records may be lost: a new actor"
@@ -70,27 +65,18 @@ fn the_dot_actor_changes_only_after_a_crash_that_may_have_lost_shipped_records()
     s.kill();
     // Under --fsync always from its start nothing left the node unsynced: a crash and a
     // reboot keep the actor.
-    let s = start(dir, "boot-5", "always");
-    assert_eq!(
-        info_server(&s, "dot_actor"),
-        third,
-        "kept: the crashed run synced"
-    );
+    let (s, actor) = start(dir, "boot-5", always);
+    assert_eq!(actor, third, "kept: the crashed run synced");
     assert!(s.terminate().success());
 
     // --repair may drop damaged records, which may have been sent: a new actor.
-    let s = Server::start_in(dir, &["--test-boot-id", "boot-5", "--repair"]);
-    let fourth = info_server(&s, "dot_actor");
+    let (s, fourth) = start(dir, "boot-5", &["--repair"]);
     assert_ne!(fourth, third, "--repair: a new actor");
     s.kill();
 
     // --fsync off keeps nothing: every start is a new actor.
-    let s = start(dir, "boot-5", "off");
-    assert_ne!(
-        info_server(&s, "dot_actor"),
-        fourth,
-        "--fsync off: a new actor"
-    );
+    let (_s, actor) = start(dir, "boot-5", &["--fsync", "off"]);
+    assert_ne!(actor, fourth, "--fsync off: a new actor");
 }
 
 /// The write's REPLICATE, and a read repair carrying it, wait for the coordinator's own fsync

@@ -8,8 +8,8 @@
 //! - Blind writes (SET without conditions, binary PUT and DELETE with a context): run on this
 //!   replica at once (new version, this node's dot), then, once that is durable here
 //!   (`super::wait_durable`), REPLICATE the key's entry to the others; the reply goes out
-//!   once W replicas durably hold it. A replica that is down (or
-//!   fails) is replaced by a stand-in that stores a durable hint.
+//!   once W replicas durably hold it. A replica that is down (or fails) is replaced by a
+//!   stand-in that stores a durable hint.
 //! - Other writes (DEL, INCR, APPEND, EXPIRE, SET NX ...) first read at R and merge what the
 //!   others hold into this replica, so they act on the key's latest state, then write as
 //!   above. A connection waits for such a command before running its next one.

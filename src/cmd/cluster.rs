@@ -76,6 +76,23 @@ pub fn parse<'a>(a: &[&'a [u8]]) -> CmdResult<Command<'a>> {
     Ok(Command::Cluster(sub))
 }
 
+/// CLUSTER GETLOCAL: this replica's own copy of `key`, and the WAL position the reply must
+/// wait for (what it shows must be durable here, as for GET).
+pub fn get_local(node: &Node, key: &[u8], out: &mut dyn ReplySink) -> crate::store::Marks {
+    let hash = ringkv_proto::key_hash(key);
+    let shard = node.store.shard_of(hash);
+    let mut s = node.store.lock(shard);
+    let mut marks = crate::store::Marks::new();
+    if s.wal.enabled {
+        crate::store::add_mark(&mut marks, shard as u32, s.wal.seq);
+    }
+    match s.get(hash, key, crate::util::now_ms()) {
+        Some(live) => out.bulk(live.value()),
+        None => out.nil(),
+    }
+    marks
+}
+
 pub fn exec(sub: &ClusterSub<'_>, node: &Node, out: &mut dyn ReplySink) {
     let Some(m) = node.membership.as_deref() else {
         return out.error(
@@ -88,13 +105,8 @@ pub fn exec(sub: &ClusterSub<'_>, node: &Node, out: &mut dyn ReplySink) {
         ClusterSub::MyId => out.bulk(format_id(m.me).as_bytes()),
         ClusterSub::Map => map(m, out),
         ClusterSub::Quorum(_) => out.error("ERR internal: CLUSTER QUORUM is run by the connection"),
-        ClusterSub::GetLocal(key) => {
-            let hash = ringkv_proto::key_hash(key);
-            let mut s = node.store.lock(node.store.shard_of(hash));
-            match s.get(hash, key, crate::util::now_ms()) {
-                Some(live) => out.bulk(live.value()),
-                None => out.nil(),
-            }
+        ClusterSub::GetLocal(_) => {
+            out.error("ERR internal: CLUSTER GETLOCAL is run by the connection")
         }
         ClusterSub::Aae => {
             m.stats.aae.trigger.notify_one();

@@ -26,7 +26,8 @@ use super::forward::ReplyTo;
 use super::replies::Replies;
 use super::request::{hello, next_binary, next_resp, Next};
 use crate::cmd::{
-    self, connection as conncmd, server as servercmd, Command, Ctx, Family, Route, Session,
+    self, cluster::ClusterSub, connection as conncmd, server as servercmd, Command, Ctx, Family,
+    Route, Session,
 };
 use crate::node::{ClientInfo, LoopStats};
 use crate::sockets::{self, TcpStream};
@@ -539,6 +540,14 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
     }
     let mut failed = false;
     match command.route() {
+        // A replica's own copy: shown once durable here, as GET's is.
+        Route::None if matches!(command, Command::Cluster(ClusterSub::GetLocal(_))) => {
+            if let Command::Cluster(ClusterSub::GetLocal(key)) = &command {
+                st.out.reply_marked(&ctx, reply_to, false, |s| {
+                    cmd::cluster::get_local(node, key, s)
+                });
+            }
+        }
         Route::None => {
             let session = &mut st.session;
             st.out.reply(reply_to, |s| {
@@ -546,7 +555,7 @@ fn handle(st: &mut State, args: &[&[u8]], internal: bool, reply_to: ReplyTo, c: 
                 match command.family() {
                     Family::Connection => conncmd::exec(&command, session, node, &mut s),
                     Family::Server => match command {
-                        Command::Cluster(cmd::cluster::ClusterSub::Quorum(set)) => {
+                        Command::Cluster(ClusterSub::Quorum(set)) => {
                             cmd::cluster::quorum(node, set, &mut session.quorum, &mut s)
                         }
                         _ => servercmd::exec(&command, node, &mut s),
