@@ -204,10 +204,7 @@ pub(super) fn local_copy(lp: &dyn LocalLoop, key: &[u8]) -> (Option<Entry>, Mark
     let shard = store.shard_of(hash);
     // One lock: the mark covers exactly what the copy shows, even with other loops writing.
     let s = store.lock(shard);
-    let marks = match s.wal.enabled {
-        true => [(shard as u32, s.wal.seq)].into_iter().collect(),
-        false => Marks::new(),
-    };
+    let marks = s.logged().map(|q| (shard as u32, q)).into_iter().collect();
     (s.entry(hash, key).cloned(), marks, s.dot_floor())
 }
 

@@ -102,8 +102,8 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
     for shard in (lp.loop_id()..store.len()).step_by(node.config.threads.max(1)) {
         let mut s = store.lock(shard);
         let keys = s.take_purge_candidates();
-        if s.wal.enabled && !keys.is_empty() {
-            add_mark(&mut marks, shard as u32, s.wal.seq);
+        if let Some(seq) = s.logged().filter(|_| !keys.is_empty()) {
+            add_mark(&mut marks, shard as u32, seq);
         }
         for key in keys {
             // Written again since it was queued: no longer a candidate.

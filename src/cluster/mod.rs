@@ -6,8 +6,9 @@
 //! ```text
 //! client ─▶ any node ─(not a replica: FORWARD, one hop)─▶ coordinating replica
 //!   coordinator: runs the command on its replica (new version, own dot), durable here ─▶
-//!   REPLICATE to the other replicas in parallel ─▶ reply at W durable acks; reads FETCH from all N, reply at R,
-//!   repair the stale ones in the background; a replica that is down gets a hint instead.
+//!   REPLICATE to the other replicas in parallel ─▶ reply at W durable acks; reads FETCH
+//!   from all N, reply at R, repair the stale ones in the background; a replica that is
+//!   down gets a hint instead.
 //! ```
 
 pub mod aae;
@@ -78,11 +79,8 @@ pub(crate) async fn wait_durable(lp: &dyn LocalLoop, marks: &[(u32, u64)]) -> Re
 pub(crate) fn shard_mark(lp: &dyn LocalLoop, key: &[u8]) -> crate::durability::Marks {
     let store = &lp.node().store;
     let shard = store.shard_of(ringkv_proto::key_hash(key));
-    let s = store.lock(shard);
-    match s.wal.enabled {
-        true => [(shard as u32, s.wal.seq)].into_iter().collect(),
-        false => crate::durability::Marks::new(),
-    }
+    let seq = store.lock(shard).logged();
+    seq.map(|q| (shard as u32, q)).into_iter().collect()
 }
 
 /// What every loop of a node shares about its cluster.

@@ -82,10 +82,7 @@ pub fn get_local(node: &Node, key: &[u8], out: &mut dyn ReplySink) -> crate::sto
     let hash = ringkv_proto::key_hash(key);
     let shard = node.store.shard_of(hash);
     let mut s = node.store.lock(shard);
-    let mut marks = crate::store::Marks::new();
-    if s.wal.enabled {
-        crate::store::add_mark(&mut marks, shard as u32, s.wal.seq);
-    }
+    let marks = s.logged().map(|q| (shard as u32, q)).into_iter().collect();
     match s.get(hash, key, crate::util::now_ms()) {
         Some(live) => out.bulk(live.value()),
         None => out.nil(),

@@ -245,6 +245,12 @@ impl Shard {
         self.place(found, hash, entry)
     }
 
+    /// The WAL position of everything this shard holds now: what a reply or a peer message
+    /// showing any of it waits for (None when the node keeps no WAL).
+    pub fn logged(&self) -> Option<u64> {
+        self.wal.enabled.then_some(self.wal.seq)
+    }
+
     /// The actor of the dots this shard mints.
     pub fn actor(&self) -> super::NodeId {
         self.policy.actor

@@ -311,8 +311,8 @@ impl Exchange<'_> {
             if let Some(e) = s.entry(h, k) {
                 if remote.get(k) != Some(&entry_hash(e)) {
                     push.push(e.clone());
-                    if s.wal.enabled {
-                        add_mark(&mut marks, shard as u32, s.wal.seq);
+                    if let Some(seq) = s.logged() {
+                        add_mark(&mut marks, shard as u32, seq);
                     }
                 }
             }
