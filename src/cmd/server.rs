@@ -216,6 +216,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
     let mut tombstone_bytes = 0usize;
     let mut purged = 0u64;
     let mut used = 0usize;
+    let mut dataset = 0usize;
     for i in 0..node.store.len() {
         let g = node.store.lock(i);
         keys += g.len();
@@ -225,6 +226,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
         tombstone_bytes += g.tombstone_bytes();
         purged += g.purged;
         used += g.memory_bytes();
+        dataset += g.dataset_bytes();
     }
     if want("memory") {
         let rss = rss_bytes();
@@ -232,7 +234,7 @@ fn write_info(node: &Node, sections: &[&[u8]]) -> String {
             s,
             "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\n\
              used_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\n\
-             used_memory_dataset:{used}\r\nbytes_per_key:{}\r\n\r\n",
+             used_memory_dataset:{dataset}\r\nbytes_per_key:{}\r\n\r\n",
             used as f64 / 1048576.0,
             rss as f64 / 1048576.0,
             used.checked_div(keys).unwrap_or(0),

@@ -573,6 +573,12 @@ impl Shard {
         self.expiry.len().min(self.len())
     }
 
+    /// Heap bytes of the entries themselves (keys, values, versions, tombstones): the part of
+    /// [`Shard::memory_bytes`] that is data rather than the structures around it.
+    pub fn dataset_bytes(&self) -> usize {
+        self.entry_bytes
+    }
+
     /// Approximate heap bytes of this shard: entries, slots, index, free list, expiry heap.
     pub fn memory_bytes(&self) -> usize {
         self.entry_bytes
