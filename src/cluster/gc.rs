@@ -126,8 +126,17 @@ async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
             by_replicas.entry(others).or_default().push(e);
         }
     }
-    if by_replicas.is_empty() || super::wait_durable(&**lp, &marks).await.is_err() {
-        return; // A disk error: the candidates come back at the next round.
+    if by_replicas.is_empty() {
+        return;
+    }
+    if super::wait_durable(&**lp, &marks).await.is_err() {
+        // A disk error: the candidates are tried again later, as a refused batch is.
+        for e in by_replicas.values().flatten() {
+            store
+                .lock(store.shard_of(key_hash(e.key())))
+                .retry_purge(e.key(), retry_at);
+        }
+        return;
     }
     let stats = &cl.shared.membership.stats;
     let timeout = Duration::from_millis(node.config.cluster.peer_timeout_ms);
