@@ -110,6 +110,14 @@ async fn a_concurrent_change_elsewhere_becomes_a_sibling() {
         bulk("base-c"),
         "RESP sees the newest sibling"
     );
+    // A binary COMMAND GET carries every sibling its context covers, as the GET opcode does.
+    match c.client(1).await.command(&["GET", "k"]).await {
+        Ok(ringkv_client::Value::Versioned { mut values, .. }) => {
+            values.sort();
+            assert_eq!(values, bytes(&["base-a", "base-c"]), "COMMAND GET");
+        }
+        other => panic!("COMMAND GET replied {other:?}"),
+    }
     assert_eq!(c.conn(1).call_str(&["APPEND", "k", "-z"]), Reply::Int(8));
     assert_eq!(
         siblings(&c, 2, "k").await,

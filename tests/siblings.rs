@@ -79,9 +79,17 @@ async fn concurrent_writes_are_siblings_until_a_write_resolves_them() {
         common::resp::Reply::Bulk(Some(b"from-b".to_vec())),
         "RESP GET shows the newest sibling"
     );
-    // A binary COMMAND GET too (one value, as Redis commands see it).
+    // A binary COMMAND GET replies as the GET opcode: its context covers both siblings, so
+    // it carries both (a context with one value would let a write supersede the other unseen).
     match a.command(&["GET", "k"]).await.unwrap() {
-        Value::Versioned { values, .. } => assert_eq!(values, ["from-b"]),
+        Value::Versioned {
+            mut values,
+            context,
+        } => {
+            values.sort();
+            assert_eq!(values, ["from-a", "from-b"]);
+            assert_eq!(context, read.context);
+        }
         other => panic!("COMMAND GET replied {other:?}"),
     }
     assert_eq!(a.command(&["DBSIZE"]).await.unwrap(), Value::Int(1));
@@ -174,8 +182,10 @@ async fn tombstone_survives_restart_and_is_purged_after_the_grace() {
         let server = Server::start_in(data.path(), &long);
         let client = connect(&server).await;
         let ctx = client.put("t", "v").await.unwrap();
-        assert!(client.delete_with("t", &ctx).await.unwrap());
+        // Taken before the request: the tombstone's time is the server's, somewhere in the
+        // round trip, so only this is a lower bound for it.
         deleted_at = Instant::now();
+        assert!(client.delete_with("t", &ctx).await.unwrap());
         assert_eq!(info_field(&client, "tombstones").await, 1);
         assert_eq!(client.dbsize().await.unwrap(), 0, "tombstones are not keys");
         // kill -9: the tombstone comes back from the WAL, not from a shutdown snapshot.

@@ -278,8 +278,10 @@ pub(super) async fn read(
 /// GET's reply from the key's reconciled copy, as `cmd::strings` encodes it.
 fn get_reply(reply_to: ReplyTo, merged: Option<&Entry>, now_ms: u64) -> BytesMut {
     encode(reply_to, |out| {
+        if out.wants_context() {
+            return crate::cmd::versioned::reply(merged, now_ms, out);
+        }
         match merged.and_then(|e| Live::of(e, now_ms)) {
-            Some(e) if out.wants_context() => out.versioned(&e.context_bytes(), &[e.value()]),
             Some(e) => out.bulk(e.value()),
             None => out.nil(),
         }

@@ -356,10 +356,13 @@ pub fn exec(
     let now = ctx.now_ms;
     match *cmd {
         Command::Get(key) => {
-            // Versioned: RESP sees the bulk string, a binary COMMAND also gets the context.
+            // RESP sees the winner as a bulk string; a binary COMMAND GET replies as the GET
+            // opcode does (every sibling, with the context that covers them).
+            if out.wants_context() {
+                return super::versioned::get(tx, key, now, out);
+            }
             let h = key_hash(key);
             match tx.shard(h)?.get(h, key, now) {
-                Some(e) if out.wants_context() => out.versioned(&e.context_bytes(), &[e.value()]),
                 Some(e) => out.bulk(e.value()),
                 None => out.nil(),
             }

@@ -36,9 +36,17 @@ pub fn get(tx: &mut Tx<'_>, key: &[u8], now_ms: u64, out: &mut dyn ReplySink) ->
     let shard = tx.shard(h)?;
     // Lazy expiry first, as every read does.
     let _ = shard.get(h, key, now_ms);
-    let Some(e) = shard.entry(h, key) else {
+    reply(shard.entry(h, key), now_ms, out);
+    Ok(())
+}
+
+/// A versioned read's reply from the key's entry: every live sibling with the context that
+/// covers them, nil if there is none. Never a context with fewer values than it covers: a
+/// write with it would supersede siblings the client never saw.
+pub fn reply(e: Option<&Entry>, now_ms: u64, out: &mut dyn ReplySink) {
+    let Some(e) = e else {
         out.nil();
-        return Ok(());
+        return;
     };
     let mut total = itoa::Buffer::new();
     let values = live_values(e, now_ms, &mut total);
@@ -47,7 +55,6 @@ pub fn get(tx: &mut Tx<'_>, key: &[u8], now_ms: u64, out: &mut dyn ReplySink) ->
     } else {
         out.versioned(&e.context_bytes(), &values);
     }
-    Ok(())
 }
 
 /// PUT: supersedes the versions `context` covers (all this node has, without a context).
