@@ -549,6 +549,32 @@ pub fn resolve_lww(versions: &mut Versions<'_>) {
     }
 }
 
+/// One line per entry for the `ringkv::versions` trace log: its context, then each version's
+/// dot and the first bytes of its value (enough to follow a write through the replicas).
+pub struct Brief<'a>(pub &'a Entry);
+
+impl std::fmt::Display for Brief<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Value bytes shown per version.
+        const SHOWN_BYTES: usize = 24;
+        let v = self.0.versions();
+        write!(f, "ctx=[")?;
+        for (i, (a, c)) in v.context_ref().iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{a:x}:{c}")?;
+        }
+        write!(f, "] vals=[")?;
+        for (i, x) in v.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            let val = x.value.value;
+            let shown = String::from_utf8_lossy(&val[..val.len().min(SHOWN_BYTES)]);
+            let dead = if x.value.is_tombstone() { "(del)" } else { "" };
+            write!(f, "{sep}{:x}:{}={shown}{dead}", x.dot.actor, x.dot.counter)?;
+        }
+        write!(f, "]")
+    }
+}
+
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let v = self.versions();

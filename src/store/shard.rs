@@ -304,6 +304,9 @@ impl Shard {
         let old = found.and_then(|i| self.slots[i as usize].as_ref());
         let floor = self.dot_floor.max(self.wal.seq);
         let (entry, dot) = next_entry(old, key, sup, v, floor, &self.policy)?;
+        if tracing::enabled!(target: "ringkv::versions", tracing::Level::TRACE) {
+            trace_write(old, &sup, &entry);
+        }
         self.dot_floor = self.dot_floor.max(dot.counter);
         seen(&entry);
         self.wal.log(record::VERSIONS, entry.as_bytes());
@@ -732,6 +735,24 @@ impl Shard {
                 .collect();
         }
         removed
+    }
+}
+
+/// Logs a write at trace level (target `ringkv::versions`): what the key held, what the
+/// writer's context superseded, and what it holds now; for following a version by hand.
+#[cold]
+fn trace_write(old: Option<&Entry>, sup: &Supersede<'_>, new: &Entry) {
+    use super::entry::Brief;
+    let key = String::from_utf8_lossy(new.key());
+    let ctx = match sup {
+        Supersede::Local => "local".to_string(),
+        Supersede::Context(c) => format!("{:x?}", c.iter().collect::<Vec<_>>()),
+    };
+    match old {
+        Some(o) => tracing::trace!(target: "ringkv::versions", %key, client_ctx = %ctx,
+            old = %Brief(o), new = %Brief(new), "write"),
+        None => tracing::trace!(target: "ringkv::versions", %key, client_ctx = %ctx,
+            new = %Brief(new), "write"),
     }
 }
 

@@ -85,12 +85,26 @@ impl Server {
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let log = Arc::new(Mutex::new(Vec::new()));
+        // RINGKV_TEST_LOG_DIR keeps every incarnation's log, appended to a file named after
+        // the data directory (for following a run by hand; the in-memory log is per process).
+        let mut keep = std::env::var_os("RINGKV_TEST_LOG_DIR").and_then(|d| {
+            let name = dir.path().file_name()?.to_os_string();
+            let path = Path::new(&d).join(name).with_extension("log");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
         let (tx, rx) = mpsc::channel();
         let reader = {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     let ready = ready_addr(&line);
+                    if let Some(f) = keep.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
                     // Log first, then announce: whoever learns the address must also find
                     // the ready line in the log.
                     log.lock().unwrap().push(line);

@@ -52,6 +52,8 @@ impl Shard {
         let key = incoming.key();
         let found = self.find(hash, key);
         let Some(old) = found.and_then(|i| self.slots[i as usize].as_ref()) else {
+            tracing::trace!(target: "ringkv::versions", key = %String::from_utf8_lossy(key),
+                new = %crate::store::entry::Brief(incoming), "merge");
             self.wal.log(record::VERSIONS, incoming.as_bytes());
             self.place_quiet(None, hash, incoming.clone());
             return Merged::Changed;
@@ -59,6 +61,12 @@ impl Shard {
         let Some(merged) = sync_entries(old, incoming, self.policy.conflicts) else {
             return Merged::Unchanged;
         };
+        if tracing::enabled!(target: "ringkv::versions", tracing::Level::TRACE) {
+            use crate::store::entry::Brief;
+            tracing::trace!(target: "ringkv::versions",
+                key = %String::from_utf8_lossy(key), old = %Brief(old),
+                incoming = %Brief(incoming), new = %Brief(&merged), "merge");
+        }
         self.wal.log(record::VERSIONS, merged.as_bytes());
         self.place_quiet(found, hash, merged);
         Merged::Changed
