@@ -29,14 +29,54 @@ pub struct Cluster {
     first: usize,
 }
 
-/// Ports free now (bound then released) for nodes that must know each other's ports.
+/// Ports free now (bound then released) for nodes that must know each other's ports, and
+/// that are restarted on them. Taken below the kernel's ephemeral range when there is room:
+/// a released port of that range may go to any outgoing connection (a client's, a peer
+/// link's) before its node binds it again, and the node then fails with "Address already in
+/// use". Nothing takes a port below that range unless asked for it by number.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    ls.iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    /// Ports this process handed out already (its tests run in parallel).
+    static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    /// The lowest port tried: above the well-known and most registered service ports.
+    const LOWEST_PORT: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    let span = u64::from(ephemeral_low.saturating_sub(LOWEST_PORT));
+    let mut seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut found = None;
+        // Enough tries to find a free one unless that range is nearly full.
+        for _ in 0..(if span >= 1_000 { 2_000 } else { 0 }) {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let port = LOWEST_PORT + ((seed >> 33) % span) as u16;
+            if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                found = Some(port);
+                break;
+            }
+        }
+        // No room below the ephemeral range: any free port (the old way).
+        let port = found.unwrap_or_else(|| {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("bind an ephemeral port")
+                .port()
+        });
+        taken.insert(port);
+        out.push(port);
+    }
+    out
 }
 
 impl Cluster {

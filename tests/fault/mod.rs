@@ -405,6 +405,12 @@ pub fn run(s: &Scenario) -> Outcome {
         "warn,ringkv=info",
     ];
     let mut flags = flags.to_vec();
+    // A level in the scenario's flags (FAULTS_FLAGS) replaces the default one.
+    if s.extra_flags.iter().any(|f| f == "--log-level") {
+        if let Some(i) = flags.iter().position(|&f| f == "--log-level") {
+            flags.drain(i..i + 2);
+        }
+    }
     flags.extend(s.extra_flags.iter().map(|f| f.as_str()));
     let first = if s.menu.membership {
         s.nodes - 1
