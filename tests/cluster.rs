@@ -454,3 +454,64 @@ fn a_peer_link_with_large_frames_both_ways_does_not_stall() {
     );
     assert_eq!(c.local(1, b"small"), Some(b"v".to_vec()));
 }
+
+/// A member restarted while its peers are down comes back knowing the whole layout (saved in
+/// its data directory), not alone: it does not coordinate a write for a key it does not
+/// replicate on a ring of itself. Before the layout was saved, such a write was acknowledged
+/// (W=1) on the restarted node alone and dropped once the peers were back ("copies of
+/// partitions this node no longer replicates"): an acknowledged write lost.
+#[test]
+fn a_restarted_member_routes_on_the_layout_it_saved() {
+    let flags = [
+        "--n",
+        "1",
+        "--w",
+        "1",
+        "--r",
+        "1",
+        "--hinted-handoff",
+        "off",
+    ];
+    let mut c = Cluster::start(3, &flags);
+    c.wait_converged();
+    // A key node 0 does not replicate (N=1: one owner).
+    let map = c.map(0);
+    let key = (0..10_000)
+        .map(|n| format!("elsewhere{n}"))
+        .find(|k| map.owners(k.as_bytes()) != [c.ports[0]])
+        .expect("a key another node owns");
+    // The layout is saved within a commit tick of converging: wait until the file is there.
+    let file = c.dir(0).join("cluster-layout");
+    wait_until("node 0 to save its layout", CONVERGE, || file.exists());
+    for i in [1, 2, 0] {
+        c.kill(i);
+    }
+    c.restart(0);
+    let lines = c.nodes_of(0);
+    assert_eq!(
+        lines.len(),
+        3,
+        "node 0 restarted with its layout: {lines:?}"
+    );
+    assert!(c.node(0).log_text().contains("layout restored"));
+    let r = c.conn(0).call_str(&["SET", &key, "v"]);
+    assert!(
+        matches!(r, Reply::Error(_)),
+        "a write for a key whose only replica is down must not be acknowledged: {r:?}"
+    );
+    assert_eq!(c.local(0, key.as_bytes()), None, "node 0 holds {key}");
+    // A damaged layout file is refused with a clear error, not silently ignored.
+    c.kill(0);
+    std::fs::write(&file, b"rkvlay01junk").expect("damage the layout file");
+    let flags = [
+        "--cluster-secret",
+        common::cluster::SECRET,
+        "--threads",
+        "1",
+    ];
+    let err = match common::Server::try_start_in(&c.dir(0), &flags) {
+        Ok(_) => panic!("started on a damaged layout file"),
+        Err(log) => log,
+    };
+    assert!(err.contains("cluster-layout"), "{err}");
+}

@@ -19,6 +19,7 @@ pub mod gossip;
 pub mod handshake;
 pub mod hints;
 pub mod keyspace;
+pub mod layout_file;
 pub mod link;
 pub mod multi;
 pub mod open;
@@ -96,6 +97,8 @@ pub struct Cluster {
     pub streams: stream::Streams,
     /// Peer handshakes in progress on any loop (not yet authenticated: bounded).
     pub handshakes: std::sync::atomic::AtomicUsize,
+    /// The layout as this node last saved it (restored at start).
+    pub layout_file: layout_file::LayoutFile,
 }
 
 impl Cluster {
@@ -106,6 +109,7 @@ impl Cluster {
         zone: String,
         hints: hints::Hints,
         streams: stream::Streams,
+        layout_file: layout_file::LayoutFile,
     ) -> Cluster {
         let a = std::sync::OnceLock::new();
         if let Some(addr) = advertise {
@@ -119,6 +123,7 @@ impl Cluster {
             hints,
             streams,
             handshakes: std::sync::atomic::AtomicUsize::new(0),
+            layout_file,
         }
     }
 

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use tracing::info;
+
 use super::hints::Hints;
+use super::layout_file::LayoutFile;
 use super::stream::Streams;
 use super::Cluster;
 use crate::config::{Config, ConflictMode};
@@ -19,6 +22,8 @@ pub enum OpenError {
     Settings(#[from] RingError),
     #[error("can't open the hint directory: {0} (check the data directory's permissions)")]
     Hints(std::io::Error),
+    #[error("the saved cluster layout: {0}")]
+    Layout(#[from] super::layout_file::LayoutFileError),
 }
 
 impl Cluster {
@@ -67,6 +72,18 @@ impl Cluster {
             state,
             cc.peers.iter().map(|p| p.to_string()).collect(),
         )?);
+        // The members this node knew when it stopped: a restarted member must not route on a
+        // ring of itself alone (see `layout_file`).
+        let (layout_file, saved) = LayoutFile::open(&config.data_dir);
+        match saved {
+            Ok(Some(members)) => {
+                let n = members.len();
+                membership.restore(members);
+                info!(members = n, path = %layout_file.path().display(), "layout restored");
+            }
+            Ok(None) => {}
+            Err(e) => return Err(OpenError::Layout(e)),
+        }
         let hints = Hints::open(config.data_dir.join("hints")).map_err(OpenError::Hints)?;
         hints.set_max_age(
             config.tombstone_grace_secs.saturating_mul(1000),
@@ -79,6 +96,7 @@ impl Cluster {
             cc.zone.clone(),
             hints,
             streams,
+            layout_file,
         ))))
     }
 }

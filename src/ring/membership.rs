@@ -323,6 +323,15 @@ impl Membership {
         self.generation.fetch_add(1, Relaxed);
     }
 
+    /// Merges the layout this node saved before it stopped (at start, before any peer is
+    /// heard): like gossip, entries newer than this node's win; nothing is logged per member.
+    pub fn restore(&self, members: Vec<Member>) {
+        let mut inner = self.inner();
+        if inner.layout.merge(members) {
+            self.publish(&inner);
+        }
+    }
+
     /// Merges members heard from a peer; whether the layout changed. Each change is logged
     /// once, here.
     pub fn merge(&self, members: Vec<Member>) -> bool {

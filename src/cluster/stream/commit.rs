@@ -41,6 +41,7 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let view = cl.view();
+        remember_layout(&cl, &view).await;
         remember_membership(&cl, &view).await;
         if bootstrap(&cl, &view) {
             continue;
@@ -110,6 +111,19 @@ fn bootstrap(cl: &LoopCluster, view: &View) -> bool {
 }
 
 /// Persists, once, that this node is an owner: a restart then starts it active.
+/// Saves the layout when it changed (`cluster::layout_file`), so a restart comes back to it.
+async fn remember_layout(cl: &Rc<LoopCluster>, view: &View) {
+    let shared = cl.shared.clone();
+    if !shared.layout_file.stale(view.digest) {
+        return;
+    }
+    let (layout, digest) = (view.layout.clone(), view.digest);
+    let r = sys::blocking(move || shared.layout_file.save(&layout, digest)).await;
+    if let Err(e) = r.and_then(|r| r) {
+        warn!(error = %e, "can't save the cluster layout; a restart would start from --peers");
+    }
+}
+
 async fn remember_membership(cl: &Rc<LoopCluster>, view: &View) {
     let active = view.layout.get(view.me).map(|m| m.state) == Some(MemberState::Active);
     if !active || cl.shared.streams.was_member() {
