@@ -85,6 +85,10 @@ fn publish_hints(cl: &super::LoopCluster) {
 /// ones, the cluster may remember old ones with a higher version).
 fn reassert_self(lp: &dyn LocalLoop) {
     let Some(cl) = lp.cluster() else { return };
+    // Not bound yet (no --advertise): the address is unknown, not empty.
+    if cl.shared.advertise().is_empty() {
+        return;
+    }
     let m = &cl.shared.membership;
     let layout = m.layout();
     if let Some(me) = layout.get(m.me) {

@@ -6,7 +6,8 @@
 //! those copies once the whole layout was back (an acknowledged write lost; docs/faults.md).
 //!
 //! The file is the GOSSIP body (protocol.md §6) behind a magic and a length, with a CRC-32,
-//! written atomically (within a commit tick) whenever the layout changes. What it holds is
+//! written atomically whenever the layout changes (at the next commit tick, and at a clean
+//! stop). What it holds is
 //! merged like any gossip, so a stale file is harmless: newer entries from peers win.
 //!
 //! ```text
@@ -44,6 +45,8 @@ pub enum LayoutFileError {
 pub struct LayoutFile {
     path: PathBuf,
     saved_digest: Mutex<Option<u64>>,
+    /// The last save failed (its warning was logged).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl LayoutFile {
@@ -58,6 +61,7 @@ impl LayoutFile {
         let file = LayoutFile {
             path,
             saved_digest: Mutex::new(saved),
+            failing: Default::default(),
         };
         (file, loaded.map(|o| o.map(|(_, m)| m)))
     }
@@ -69,6 +73,15 @@ impl LayoutFile {
     /// Whether `digest` differs from what the file holds.
     pub fn stale(&self, digest: u64) -> bool {
         *self.saved_digest.lock().unwrap_or_else(|e| e.into_inner()) != Some(digest)
+    }
+
+    /// Records whether the last save failed; whether that is news (a failure after a success,
+    /// worth a warning).
+    pub fn note_failure(&self, failed: bool) -> bool {
+        let was = self
+            .failing
+            .swap(failed, std::sync::atomic::Ordering::Relaxed);
+        failed && !was
     }
 
     /// Writes `layout` (whose digest is `digest`) atomically and synced. Blocking: run it

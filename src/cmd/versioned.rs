@@ -24,7 +24,9 @@ fn live_values<'e>(
         .filter(|v| v.value.is_live(now_ms) && v.value.kind() == ValueKind::Bytes)
         .map(|v| v.value.value)
         .collect();
-    if let Some(j) = counter::joined(versions.iter().map(|v| &v.value)) {
+    // Only live counter versions: a merged copy read in the cluster was not expired first.
+    let live = versions.iter().filter(|v| v.value.is_live(now_ms));
+    if let Some(j) = counter::joined(live.map(|v| &v.value)) {
         out.push(total.format(j.total()).as_bytes());
     }
     out

@@ -227,6 +227,8 @@ struct Inner {
     /// The layout digest each peer last sent in gossip: when every reachable member's equals
     /// this node's, they all route with the same layout.
     heard: HashMap<NodeId, u64>,
+    /// The other members of the layout restored at start (`restore`).
+    restored: Vec<NodeId>,
     /// When every peer's liveness was last evaluated (ms).
     scanned_ms: u64,
 }
@@ -264,6 +266,7 @@ impl Membership {
                 liveness: HashMap::new(),
                 seeds,
                 heard: HashMap::new(),
+                restored: Vec::new(),
                 scanned_ms: 0,
             }),
             view: Mutex::new(Arc::new(view)),
@@ -327,9 +330,31 @@ impl Membership {
     /// heard): like gossip, entries newer than this node's win; nothing is logged per member.
     pub fn restore(&self, members: Vec<Member>) {
         let mut inner = self.inner();
+        inner.restored = members
+            .iter()
+            .map(|m| m.id)
+            .filter(|&id| id != self.me)
+            .collect();
         if inner.layout.merge(members) {
             self.publish(&inner);
         }
+    }
+
+    /// How many members of the restored layout (still in the cluster) this node has not
+    /// heard from since it started: until none, the layout may be older than the cluster's.
+    pub fn restored_unheard(&self) -> usize {
+        let inner = self.inner();
+        inner
+            .restored
+            .iter()
+            .filter(|id| !inner.heard.contains_key(id))
+            .filter(|&&id| {
+                inner
+                    .layout
+                    .get(id)
+                    .is_some_and(|m| m.state != MemberState::Removed)
+            })
+            .count()
     }
 
     /// Merges members heard from a peer; whether the layout changed. Each change is logged

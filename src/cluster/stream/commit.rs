@@ -38,7 +38,11 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.wait_for(|s| *s) => {
+                // A change of the last tick is not lost to a clean stop.
+                remember_layout(&cl, &cl.view()).await;
+                return;
+            }
         }
         let view = cl.view();
         remember_layout(&cl, &view).await;
@@ -89,7 +93,9 @@ fn bootstrap(cl: &LoopCluster, view: &View) -> bool {
     // Only once every seed answered: a seed not heard from may be an owner, and a node that
     // admits itself beside owners would own partitions it holds nothing of. A node that
     // began copying before (a restarted join) never admits itself.
-    if m.seeds().is_empty() && !cl.shared.streams.has_history() {
+    // A restored layout names its members (so no seed is left unknown), but names them as
+    // this node last knew them: they must have answered since this start too.
+    if m.seeds().is_empty() && m.restored_unheard() == 0 && !cl.shared.streams.has_history() {
         // Every joining member is new and empty: admit them all at once, so that nodes started
         // together form the cluster together instead of copying empty partitions in turn.
         let joining: Vec<NodeId> = view
@@ -110,7 +116,6 @@ fn bootstrap(cl: &LoopCluster, view: &View) -> bool {
     true
 }
 
-/// Persists, once, that this node is an owner: a restart then starts it active.
 /// Saves the layout when it changed (`cluster::layout_file`), so a restart comes back to it.
 async fn remember_layout(cl: &Rc<LoopCluster>, view: &View) {
     let shared = cl.shared.clone();
@@ -119,11 +124,17 @@ async fn remember_layout(cl: &Rc<LoopCluster>, view: &View) {
     }
     let (layout, digest) = (view.layout.clone(), view.digest);
     let r = sys::blocking(move || shared.layout_file.save(&layout, digest)).await;
-    if let Err(e) = r.and_then(|r| r) {
-        warn!(error = %e, "can't save the cluster layout; a restart would start from --peers");
+    let failed = r.and_then(|r| r).err();
+    // Said once per failing spell, not every tick.
+    if cl.shared.layout_file.note_failure(failed.is_some()) {
+        if let Some(e) = failed {
+            warn!(error = %e, "can't save the cluster layout; a restart would start alone in \
+                its layout until gossip reaches it (retried every tick)");
+        }
     }
 }
 
+/// Persists, once, that this node is an owner: a restart then starts it active.
 async fn remember_membership(cl: &Rc<LoopCluster>, view: &View) {
     let active = view.layout.get(view.me).map(|m| m.state) == Some(MemberState::Active);
     if !active || cl.shared.streams.was_member() {
@@ -203,6 +214,11 @@ pub async fn cleanup(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>, view: &View) 
     let digest = view.layout.digest();
     let me = view.layout.get(view.me).map(|m| m.state);
     if me == Some(MemberState::Joining) || view.layout.owners().next().is_none() {
+        return;
+    }
+    // After a restart, drop nothing before every member the saved layout names (and that is
+    // still in the cluster) has answered: the saved layout may be older than the cluster's.
+    if cl.shared.membership.restored_unheard() > 0 {
         return;
     }
     let now = now_ms();

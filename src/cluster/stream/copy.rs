@@ -57,8 +57,9 @@ pub async fn run(lp: Rc<dyn LocalLoop>) {
         }
         // Plan and copy only once every member routes writes with this layout (and writes
         // routed with the older one have had their deadline to end): then each write after the
-        // copy's cursor passed a key also reaches this node. (A node that just restarted knows
-        // only itself at first: planning then would drop the progress it persisted.)
+        // copy's cursor passed a key also reaches this node. (A node that just restarted may
+        // hold an older layout until gossip reaches it: planning then would drop the progress
+        // it persisted.)
         if !cl.shared.membership.converged() || view.layout.owners().next().is_none() {
             settled_since = None;
             streams.state().phase = StreamPhase::Settling;

@@ -149,3 +149,19 @@ fn heartbeats_scan_every_peer_at_most_every_scan_interval() {
     assert_eq!(m.inner().scanned_ms, last, "no scan within the interval");
     assert_eq!(m.view().liveness(3), Liveness::Up);
 }
+
+/// A restored layout's other members count as unheard until each answers (or is removed):
+/// until then the node neither admits itself nor drops copies.
+#[test]
+fn restored_members_are_unheard_until_they_answer_or_are_removed() {
+    let m = Membership::new(1, settings(), "a:1", "", MemberState::Active, Vec::new())
+        .expect("membership");
+    assert_eq!(m.restored_unheard(), 0, "nothing restored");
+    m.restore(vec![member(1, "a:1"), member(2, "b:2"), member(3, "c:3")]);
+    assert_eq!(m.view().layout.len(), 3);
+    assert_eq!(m.restored_unheard(), 2);
+    m.heard_digest(2, 7);
+    assert_eq!(m.restored_unheard(), 1);
+    m.set_state(3, MemberState::Removed);
+    assert_eq!(m.restored_unheard(), 0);
+}
