@@ -515,3 +515,53 @@ fn a_restarted_member_routes_on_the_layout_it_saved() {
     };
     assert!(err.contains("cluster-layout"), "{err}");
 }
+
+/// A node drops its copies of partitions it does not replicate only once their replicas hold
+/// every version it has: a version only it holds (as a write it coordinated on an older
+/// layout would be) is handed over first, then dropped here.
+#[test]
+fn copies_are_handed_over_before_they_are_dropped() {
+    use ringkv::store::{Entry, VersionRef};
+    use ringkv_proto::peer;
+    let flags = [
+        "--n",
+        "1",
+        "--w",
+        "1",
+        "--r",
+        "1",
+        "--hinted-handoff",
+        "off",
+    ];
+    let mut c = Cluster::start(3, &flags);
+    c.wait_converged();
+    let map = c.map(0);
+    let key = (0..10_000)
+        .map(|n| format!("orphan{n}"))
+        .find(|k| map.owners(k.as_bytes()) == [c.ports[1]])
+        .expect("a key node 1 owns");
+    // Node 0, not a replica of the key, gets a version of it that no replica has (a REPLICATE
+    // from a peer is merged as is).
+    let mut p = common::peer::PeerConn::connect_n(c.node(0).addr, 0x77, 1);
+    let e = Entry::with_one(
+        key.as_bytes(),
+        0x77,
+        VersionRef::value(b"only-here", 1_000, None),
+    );
+    let got = p.call(|id, out| peer::encode_replicate(id, 0, e.as_bytes(), out));
+    assert!(got.is_ok(), "REPLICATE: {got:?}");
+    assert_eq!(c.local(0, key.as_bytes()), Some(b"only-here".to_vec()));
+    assert_eq!(c.local(1, key.as_bytes()), None);
+    // A restart makes node 0 clean up again: it hands the version to node 1, then drops it.
+    c.kill(0);
+    c.restart(0);
+    c.wait_converged();
+    wait_until("node 0 to drop its copy", CONVERGE, || {
+        c.local(0, key.as_bytes()).is_none()
+    });
+    assert_eq!(
+        c.local(1, key.as_bytes()),
+        Some(b"only-here".to_vec()),
+        "the replica got the version before node 0 dropped it"
+    );
+}

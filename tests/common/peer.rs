@@ -21,6 +21,11 @@ pub struct PeerConn {
 impl PeerConn {
     /// Connects as node `id` (the defaults: n 3, 1,024 partitions, siblings).
     pub fn connect(addr: SocketAddr, id: u64) -> PeerConn {
+        Self::connect_n(addr, id, 3)
+    }
+
+    /// [`PeerConn::connect`] to a cluster of replication factor `n`.
+    pub fn connect_n(addr: SocketAddr, id: u64, n: u32) -> PeerConn {
         let s = TcpStream::connect(addr).expect("dial the node");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("read timeout");
@@ -34,7 +39,7 @@ impl PeerConn {
             advertise: "127.0.0.1:1",
             zone: "",
             settings: ClusterSettings {
-                n: 3,
+                n,
                 partitions: 1024,
                 conflicts: Conflicts::Siblings,
             },

@@ -118,6 +118,60 @@ pub async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
     }
 }
 
+/// Before this node drops its copies of `parts` (partitions it no longer replicates), makes
+/// every current replica of each hold what this node has of it, by the exchange a round runs
+/// (Riak hands a vnode's data off before deleting it). A copy here may hold versions no
+/// replica has: a write this node coordinated on an older layout, after a restart and before
+/// gossip reached it. Err (nothing may be dropped yet): a replica is unreachable or an
+/// exchange failed.
+pub async fn hand_over(
+    lp: &Rc<dyn LocalLoop>,
+    cl: &Rc<LoopCluster>,
+    view: &View,
+    parts: &[u32],
+) -> Result<(), String> {
+    let bits = view.ring.partition_bits();
+    let store = &lp.node().store;
+    let mut by_peer: Vec<(NodeId, Vec<u32>)> = Vec::new();
+    for &p in parts {
+        // Nothing of it here (every segment hash zero): nothing to hand over.
+        if replica::leaves(store, bits, p).iter().all(|&h| h == 0) {
+            continue;
+        }
+        for &n in view.ring.preference(p).iter().filter(|&&n| n != view.me) {
+            if !view.reachable(n) {
+                return Err(format!(
+                    "replica {} of partition {p} is unreachable",
+                    crate::ring::membership::format_id(n)
+                ));
+            }
+            match by_peer.iter_mut().find(|(m, _)| *m == n) {
+                Some((_, ps)) => ps.push(p),
+                None => by_peer.push((n, vec![p])),
+            }
+        }
+    }
+    let mut x = Exchange {
+        lp: lp.clone(),
+        throttle: Throttle::new(lp.node().config.cluster.aae_rate),
+        timeout: Duration::from_millis(lp.node().config.cluster.peer_timeout_ms),
+        bits,
+        stats: &cl.shared.membership.stats.aae,
+        repaired: 0,
+    };
+    for (node, ps) in &by_peer {
+        let link = link_to(lp, cl, view, *node).ok_or("a replica's address changed")?;
+        x.with_peer(&link, ps).await?;
+    }
+    if x.repaired > 0 {
+        info!(
+            keys = x.repaired,
+            "handed over versions the replicas lacked before dropping this node's copies"
+        );
+    }
+    Ok(())
+}
+
 fn link_to(
     lp: &Rc<dyn LocalLoop>,
     cl: &LoopCluster,

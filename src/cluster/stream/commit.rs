@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ringkv_proto::peer::{self, StreamPhase, StreamStatus};
 use ringkv_proto::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{moving_state, receivers};
 use crate::cluster::{sys, LocalLoop, LoopCluster};
@@ -209,7 +209,8 @@ fn commit(cl: &LoopCluster, view: &View, ids: &[NodeId]) {
 
 /// Drops this node's copies of partitions it does not replicate, once nothing moves and the
 /// members agree on the layout for a settle time (a coordinator with the older layout may
-/// still read them until then).
+/// still read them until then), and once their replicas hold every version of them this node
+/// has (`aae::hand_over`).
 pub async fn cleanup(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>, view: &View) {
     let digest = view.layout.digest();
     let me = view.layout.get(view.me).map(|m| m.state);
@@ -245,6 +246,16 @@ pub async fn cleanup(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>, view: &View) 
         .map(|p| view.ring.preference(p).contains(&view.me))
         .collect();
     let drop = |p: u32| !owned.get(p as usize).copied().unwrap_or(true);
+    // What only this node holds reaches the replicas before anything is dropped.
+    let doomed: Vec<u32> = (0..view.ring.partitions()).filter(|&p| drop(p)).collect();
+    if let Err(e) = crate::cluster::aae::hand_over(lp, cl, view, &doomed).await {
+        debug!(error = %e, "copies of partitions this node no longer replicates kept until \
+            their replicas hold them");
+        return;
+    }
+    if cl.view().layout.digest() != digest {
+        return; // changed meanwhile: start over
+    }
     let mut dropped = 0u64;
     for shard in 0..store.len() {
         let mut from = Some(0);
