@@ -455,6 +455,18 @@ fn a_peer_link_with_large_frames_both_ways_does_not_stall() {
     assert_eq!(c.local(1, b"small"), Some(b"v".to_vec()));
 }
 
+/// One replica per key, W=R=1, no stand-ins: which node holds a key is exact.
+const ONE_REPLICA: &[&str] = &[
+    "--n",
+    "1",
+    "--w",
+    "1",
+    "--r",
+    "1",
+    "--hinted-handoff",
+    "off",
+];
+
 /// A member restarted while its peers are down comes back knowing the whole layout (saved in
 /// its data directory), not alone: it does not coordinate a write for a key it does not
 /// replicate on a ring of itself. Before the layout was saved, such a write was acknowledged
@@ -462,24 +474,10 @@ fn a_peer_link_with_large_frames_both_ways_does_not_stall() {
 /// partitions this node no longer replicates"): an acknowledged write lost.
 #[test]
 fn a_restarted_member_routes_on_the_layout_it_saved() {
-    let flags = [
-        "--n",
-        "1",
-        "--w",
-        "1",
-        "--r",
-        "1",
-        "--hinted-handoff",
-        "off",
-    ];
-    let mut c = Cluster::start(3, &flags);
+    let mut c = Cluster::start(3, ONE_REPLICA);
     c.wait_converged();
     // A key node 0 does not replicate (N=1: one owner).
-    let map = c.map(0);
-    let key = (0..10_000)
-        .map(|n| format!("elsewhere{n}"))
-        .find(|k| map.owners(k.as_bytes()) != [c.ports[0]])
-        .expect("a key another node owns");
+    let key = c.key_on("elsewhere", &[1]);
     // The layout is saved within a commit tick of converging: wait until the file is there.
     let file = c.dir(0).join("cluster-layout");
     wait_until("node 0 to save its layout", CONVERGE, || file.exists());
@@ -523,23 +521,9 @@ fn a_restarted_member_routes_on_the_layout_it_saved() {
 fn copies_are_handed_over_before_they_are_dropped() {
     use ringkv::store::{Entry, VersionRef};
     use ringkv_proto::peer;
-    let flags = [
-        "--n",
-        "1",
-        "--w",
-        "1",
-        "--r",
-        "1",
-        "--hinted-handoff",
-        "off",
-    ];
-    let mut c = Cluster::start(3, &flags);
+    let mut c = Cluster::start(3, ONE_REPLICA);
     c.wait_converged();
-    let map = c.map(0);
-    let key = (0..10_000)
-        .map(|n| format!("orphan{n}"))
-        .find(|k| map.owners(k.as_bytes()) == [c.ports[1]])
-        .expect("a key node 1 owns");
+    let key = c.key_on("orphan", &[1]);
     // Node 0, not a replica of the key, gets a version of it that no replica has (a REPLICATE
     // from a peer is merged as is).
     let mut p = common::peer::PeerConn::connect_n(c.node(0).addr, 0x77, 1);

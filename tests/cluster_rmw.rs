@@ -54,25 +54,6 @@ fn bytes(v: &[&'static str]) -> Vec<Bytes> {
     v.iter().map(|s| Bytes::from_static(s.as_bytes())).collect()
 }
 
-/// The ports of the nodes holding `key` (its preference list), from CLUSTER MAP of node `i`.
-fn owners(c: &Cluster, i: usize, key: &str) -> Vec<u16> {
-    c.map(i).owners(key.as_bytes()).to_vec()
-}
-
-/// The first key `prefix<n>` whose replicas are exactly the nodes `want` (by index).
-fn key_on(c: &Cluster, prefix: &str, want: &[usize]) -> String {
-    let mut want: Vec<u16> = want.iter().map(|&i| c.ports[i]).collect();
-    want.sort();
-    (0..10_000)
-        .map(|n| format!("{prefix}{n}"))
-        .find(|k| {
-            let mut o = owners(c, 0, k);
-            o.sort();
-            o == want
-        })
-        .unwrap_or_else(|| panic!("no key {prefix}* on nodes {want:?}"))
-}
-
 /// APPEND through a coordinator that can't see a concurrent APPEND made through another (each
 /// alone, at R=1 W=1) leaves both results as siblings; RESP sees the newest; the next APPEND,
 /// which reads at R=3, appends to that winner and its version supersedes both siblings.
@@ -288,8 +269,8 @@ fn rename_across_partitions_never_loses_both_keys() {
     ];
     let mut c = Cluster::start(3, &args);
     c.wait_converged();
-    let src = key_on(&c, "src", &[0, 2]);
-    let dst = key_on(&c, "dst", &[1, 2]);
+    let src = c.key_on("src", &[0, 2]);
+    let dst = c.key_on("dst", &[1, 2]);
     let mut a = c.conn(0);
     assert_eq!(a.call_str(&["SET", &src, "v", "PX", "600000"]), ok());
     let Reply::Int(at) = a.call_str(&["PEXPIRETIME", &src]) else {
@@ -327,9 +308,9 @@ fn rename_across_partitions_never_loses_both_keys() {
     );
 
     // Node 2 down: keys on nodes 0 and 1 only still rename at W=2.
-    let old = key_on(&c, "old", &[0, 2]);
-    let (a2, b2) = (key_on(&c, "a", &[0, 1]), key_on(&c, "b", &[0, 1]));
-    let new = key_on(&c, "new", &[0, 1]);
+    let old = c.key_on("old", &[0, 2]);
+    let (a2, b2) = (c.key_on("a", &[0, 1]), c.key_on("b", &[0, 1]));
+    let new = c.key_on("new", &[0, 1]);
     assert_eq!(a.call_str(&["SET", &old, "kept"]), ok());
     assert_eq!(a.call_str(&["SET", &a2, "moved"]), ok());
     c.kill(2);
@@ -342,7 +323,7 @@ fn rename_across_partitions_never_loses_both_keys() {
     );
     // The new key's write can't reach W (node 2 holds one of its replicas): that is the
     // reply, and the old key is untouched.
-    let far = key_on(&c, "far", &[1, 2]);
+    let far = c.key_on("far", &[1, 2]);
     match a.call_str(&["RENAME", &b2, &far]) {
         Reply::Error(e) => assert!(
             e.starts_with("NOQUORUM") && !e.contains("the new key was written"),
@@ -357,7 +338,7 @@ fn rename_across_partitions_never_loses_both_keys() {
     );
     // MSETNX whose check passes at R=1 but one of whose writes can't reach W=2: its error,
     // and the other key may be written (here it is: its replicas are up).
-    let (ok1, down) = (key_on(&c, "mok", &[0, 1]), key_on(&c, "mdown", &[1, 2]));
+    let (ok1, down) = (c.key_on("mok", &[0, 1]), c.key_on("mdown", &[1, 2]));
     match conn_q(&c, 0, 1, 2).call_str(&["MSETNX", &ok1, "1", &down, "2"]) {
         Reply::Error(e) => assert!(e.starts_with("NOQUORUM"), "{e}"),
         r => panic!("MSETNX with a key short of W: {r:?}"),

@@ -289,6 +289,22 @@ impl RingMap {
 
 impl Cluster {
     /// Node `i`'s CLUSTER MAP.
+    /// The first key `prefix<n>` whose replicas are exactly the nodes `want` (by index), as
+    /// node 0's CLUSTER MAP shows them.
+    pub fn key_on(&self, prefix: &str, want: &[usize]) -> String {
+        let mut want: Vec<u16> = want.iter().map(|&i| self.ports[i]).collect();
+        want.sort();
+        let map = self.map(0);
+        (0..10_000)
+            .map(|n| format!("{prefix}{n}"))
+            .find(|k| {
+                let mut o = map.owners(k.as_bytes()).to_vec();
+                o.sort();
+                o == want
+            })
+            .unwrap_or_else(|| panic!("no key {prefix}* on nodes {want:?}"))
+    }
+
     pub fn map(&self, i: usize) -> RingMap {
         let Reply::Array(Some(map)) = self.conn(i).call_str(&["CLUSTER", "MAP"]) else {
             panic!("CLUSTER MAP")
