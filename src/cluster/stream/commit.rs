@@ -251,6 +251,8 @@ pub async fn cleanup(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>, view: &View) 
     if let Err(e) = crate::cluster::aae::hand_over(lp, cl, view, &doomed).await {
         debug!(error = %e, "copies of partitions this node no longer replicates kept until \
             their replicas hold them");
+        // Tried again after another settle time, not at every tick.
+        cl.shared.streams.state().clean_since = Some((digest, now_ms()));
         return;
     }
     if cl.view().layout.digest() != digest {
