@@ -328,13 +328,13 @@ impl Membership {
 
     /// Merges the layout this node saved before it stopped (at start, before any peer is
     /// heard): like gossip, entries newer than this node's win; nothing is logged per member.
-    pub fn restore(&self, members: Vec<Member>) {
+    /// Not this node's own entry: its state at start comes from what the data directory
+    /// records for sure (`cluster::open`), and the file may be a tick older than a change of
+    /// it (a node admitted just before a crash would come back joining).
+    pub fn restore(&self, mut members: Vec<Member>) {
+        members.retain(|m| m.id != self.me);
         let mut inner = self.inner();
-        inner.restored = members
-            .iter()
-            .map(|m| m.id)
-            .filter(|&id| id != self.me)
-            .collect();
+        inner.restored = members.iter().map(|m| m.id).collect();
         if inner.layout.merge(members) {
             self.publish(&inner);
         }
