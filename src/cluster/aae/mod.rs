@@ -75,21 +75,11 @@ pub async fn round(lp: &Rc<dyn LocalLoop>, cl: &Rc<LoopCluster>) {
             continue;
         }
         for &n in prefs.iter().filter(|&&n| n != view.me && view.reachable(n)) {
-            match by_peer.iter_mut().find(|(m, _)| *m == n) {
-                Some((_, ps)) => ps.push(p),
-                None => by_peer.push((n, vec![p])),
-            }
+            add_partition(&mut by_peer, n, p);
         }
     }
     let stats = &cl.shared.membership.stats.aae;
-    let mut x = Exchange {
-        lp: lp.clone(),
-        throttle: Throttle::new(lp.node().config.cluster.aae_rate),
-        timeout: Duration::from_millis(lp.node().config.cluster.peer_timeout_ms),
-        bits: view.ring.partition_bits(),
-        stats,
-        repaired: 0,
-    };
+    let mut x = Exchange::new(lp, view.ring.partition_bits(), stats);
     for (node, parts) in &by_peer {
         let Some(link) = link_to(lp, cl, &view, *node) else {
             continue;
@@ -145,20 +135,10 @@ pub async fn hand_over(
                     crate::ring::membership::format_id(n)
                 ));
             }
-            match by_peer.iter_mut().find(|(m, _)| *m == n) {
-                Some((_, ps)) => ps.push(p),
-                None => by_peer.push((n, vec![p])),
-            }
+            add_partition(&mut by_peer, n, p);
         }
     }
-    let mut x = Exchange {
-        lp: lp.clone(),
-        throttle: Throttle::new(lp.node().config.cluster.aae_rate),
-        timeout: Duration::from_millis(lp.node().config.cluster.peer_timeout_ms),
-        bits,
-        stats: &cl.shared.membership.stats.aae,
-        repaired: 0,
-    };
+    let mut x = Exchange::new(lp, bits, &cl.shared.membership.stats.aae);
     for (node, ps) in &by_peer {
         let link = link_to(lp, cl, view, *node).ok_or("a replica's address changed")?;
         x.with_peer(&link, ps).await?;
@@ -214,6 +194,28 @@ struct Exchange<'a> {
     bits: u32,
     stats: &'a AaeStats,
     repaired: u64,
+}
+
+/// Adds partition `p` to the list of those exchanged with peer `n`.
+fn add_partition(by_peer: &mut Vec<(NodeId, Vec<u32>)>, n: NodeId, p: u32) {
+    match by_peer.iter_mut().find(|(m, _)| *m == n) {
+        Some((_, ps)) => ps.push(p),
+        None => by_peer.push((n, vec![p])),
+    }
+}
+
+impl<'a> Exchange<'a> {
+    fn new(lp: &Rc<dyn LocalLoop>, bits: u32, stats: &'a AaeStats) -> Exchange<'a> {
+        let cfg = &lp.node().config.cluster;
+        Exchange {
+            lp: lp.clone(),
+            throttle: Throttle::new(cfg.aae_rate),
+            timeout: Duration::from_millis(cfg.peer_timeout_ms),
+            bits,
+            stats,
+            repaired: 0,
+        }
+    }
 }
 
 impl Exchange<'_> {
